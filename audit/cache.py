@@ -1,0 +1,123 @@
+"""Content-addressed store of every stage's output.
+
+A key is the SHA-256 of the canonical JSON of everything that determines a stage's output:
+its inputs' content hashes, the stage's config, the model id/revision and weights
+fingerprint, the seeds and the toolkit version (a key that forgets the model returns another
+model's results, lm-evaluation-harness#2715). An entry is a folder holding its tensors
+(safetensors) and a manifest with each file's SHA-256; a read re-hashes the files, and an
+entry that does not match (truncated, edited, half-written) is deleted and recomputed, never
+used. Writes go to a temporary folder renamed into place, so an interrupted audit leaves no
+half entry and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from audit import __version__
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def tensor_hash(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    t = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class CacheEvents:
+    """What the cache did for one case: hits, misses and corrupt entries rebuilt, per stage."""
+
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt}
+
+
+class Cache:
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root = Path(root)
+        self.enabled = enabled
+        self.events = CacheEvents()
+
+    def key(self, stage: str, **parts: Any) -> str:
+        payload = {"stage": stage, "toolkit": __version__, **parts}
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+    def _dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key[:2] / key
+
+    def take_events(self) -> CacheEvents:
+        events, self.events = self.events, CacheEvents()
+        return events
+
+    def get(self, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The stored tensors and metadata, or None if absent or corrupt (then it is removed)."""
+        if not self.enabled:
+            return None
+        entry = self._dir(stage, key)
+        manifest_path = entry / "manifest.json"
+        if not manifest_path.is_file():
+            self.events.misses.append(stage)
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            for name, digest in manifest["files"].items():
+                if file_hash(entry / name) != digest:
+                    raise ValueError(f"{name}: hash mismatch")
+            tensors = load_file(str(entry / "tensors.safetensors")) if "tensors.safetensors" in manifest["files"] else {}
+            meta = manifest.get("meta", {})
+        except Exception:  # noqa: BLE001 - any unreadable entry is corrupt by definition
+            shutil.rmtree(entry, ignore_errors=True)
+            self.events.corrupt.append(stage)
+            self.events.misses.append(stage)
+            return None
+        self.events.hits.append(stage)
+        return tensors, meta
+
+    def put(self, stage: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        entry = self._dir(stage, key)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        try:
+            files = {}
+            if tensors:
+                path = tmp / "tensors.safetensors"
+                save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+                files["tensors.safetensors"] = file_hash(path)
+            manifest = {"stage": stage, "key": key, "toolkit": __version__, "created": time.time(), "files": files, "meta": meta}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            if entry.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            os.replace(tmp, entry)
+        except OSError:
+            # Another worker wrote the same entry first: same key, same content; keep theirs.
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""Image batches and their 8-bit form.
+
+Convention used everywhere in the toolkit: an *image batch* is a float32 tensor of shape
+N×3×H×W with values in [0, 1] (pixel units of the papers' [0,1] convention, REFERENCE.md);
+its *8-bit form* is a uint8 tensor of the same shape. Protections, transforms and purifiers
+exchange image batches; the cache and the report store the 8-bit form.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def check_batch(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """Raise ValueError unless ``images`` is a float N×3×H×W batch in [0, 1] without NaNs."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what}: expected a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{what}: expected shape N×3×H×W, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"{what}: expected a float tensor in [0,1], got {images.dtype}")
+    if torch.isnan(images).any():
+        raise ValueError(f"{what}: contains NaN values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"{what}: values must lie in [0,1], found [{lo:.4f}, {hi:.4f}]")
+    return images
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Round a [0,1] float batch to its 8-bit form (round half to even, as torch.round)."""
+    return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The float [0,1] batch of an 8-bit batch."""
+    return images.float() / 255.0
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid and return floats: what an image saved as PNG holds."""
+    return from_uint8(to_uint8(images))
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One 3×H×W [0,1] float (or uint8) image as an RGB PIL image."""
+    if image.dtype != torch.uint8:
+        image = to_uint8(image.unsqueeze(0))[0]
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a 3×H×W float tensor in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """Lossless PNG encoding of one image (used by the cache and the report)."""
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return buffer.getvalue()

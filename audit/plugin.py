@@ -1,0 +1,280 @@
+"""The pytest plugin: ``pytest --protection=NAME`` runs the scenario catalogue as test cases.
+
+Registered through the ``pytest11`` entry point (``pip install`` the toolkit, then run pytest
+in any project); the checkout's root ``conftest.py`` loads it only when it is not installed.
+With ``--protection`` given and no explicit paths, the session collects ``audit/cases.py``
+alone, and each scenario file × subject becomes one parametrized ``test_scenario`` item.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit.errors import AuditError
+
+CASES_MODULE = Path(__file__).resolve().parent / "cases.py"
+_RECORDS_KEY = pytest.StashKey[list]()
+_RUN_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("protection-audit", "protection robustness audit")
+    group.addoption("--protection", default=None, help="protection to audit: none, random, pid, or package.module:factory")
+    group.addoption("--model", default="tiny", help="'tiny' (built-in, default), a Hugging Face id, or a local diffusers folder")
+    group.addoption("--tier", default="smoke", choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
+    group.addoption("--data", default=None, help="subject images: DIR with one sub-folder per subject (default: bundled subject)")
+    group.addoption("--results-dir", default="audit-results", help="results folder: cache, results JSON, artifacts")
+    group.addoption("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    group.addoption("--seed", default=0, type=int, help="seed of every random stage (default 0)")
+    group.addoption("--scenarios", default=None, help="scenario folder (default: the bundled catalogue)")
+    group.addoption("--allow-download", action="store_true", help="let --model fetch from the Hugging Face hub")
+    group.addoption("--audit-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one tier setting (marks the run non-standard), e.g. finetune_steps=20")
+    group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore the cache)")
+
+
+def _active(config: pytest.Config) -> bool:
+    return config.getoption("protection", None) is not None
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "audit: a protection-audit scenario case")
+    if not _active(config):
+        return
+    from audit.options import AuditOptions, parse_overrides
+
+    try:
+        overrides = parse_overrides(config.getoption("audit_set"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    data = config.getoption("data")
+    scenarios = config.getoption("scenarios")
+    options = AuditOptions(
+        protection=config.getoption("protection"),
+        model=config.getoption("model"),
+        tier=config.getoption("tier"),
+        data=Path(data).expanduser().resolve() if data else None,
+        results_dir=Path(config.getoption("results_dir")).expanduser().resolve(),
+        device=config.getoption("device"),
+        seed=config.getoption("seed"),
+        scenarios=Path(scenarios).expanduser().resolve() if scenarios else None,
+        allow_download=config.getoption("allow_download"),
+        overrides=overrides,
+        no_cache=config.getoption("no_audit_cache"),
+    )
+    config.stash[_RECORDS_KEY] = []
+    run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{id(config) % 10000:04d}"
+    config.stash[_RUN_KEY] = {"options": options, "run_id": run_id, "started": time.time()}
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(CASES_MODULE)]
+    elif str(CASES_MODULE) not in config.args:
+        config.args = [*config.args, str(CASES_MODULE)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # xdist hook: share the run id with workers
+    run = node.config.stash.get(_RUN_KEY, None)
+    if run is not None:
+        node.workerinput["audit_run_id"] = run["run_id"]
+
+
+@dataclass(frozen=True)
+class AuditCase:
+    """One collected case: a scenario file and a subject, or the error that stops it."""
+
+    case_id: str
+    scenario_path: str
+    scenario: Any = None  # audit.scenario.Scenario
+    subject: str | None = None
+    error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditCase({self.case_id})"
+
+
+def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
+    from audit.data import discover_subjects
+    from audit.scenario import catalogue_files, load_scenario
+
+    options = config.stash[_RUN_KEY]["options"]
+    protection = options.protection.replace(":", "_").replace("/", "_")
+    try:
+        files = catalogue_files(options.scenarios)
+    except AuditError as exc:
+        return [(AuditCase(f"{protection}-catalogue", str(options.scenarios), error=str(exc)), [])]
+    if not files:
+        msg = f"{options.scenarios}: no scenario files (*.yaml) found; add some or point --scenarios elsewhere."
+        return [(AuditCase(f"{protection}-catalogue", str(options.scenarios), error=msg), [])]
+    subject_error = None
+    try:
+        subjects = discover_subjects(options.data)
+    except AuditError as exc:
+        subjects, subject_error = ["no-subject"], str(exc)
+    cases = []
+    for path in files:
+        try:
+            scenario, error, tags = load_scenario(path), None, []
+            tags = list(scenario.tags)
+        except AuditError as exc:
+            scenario, error, tags = None, str(exc), []
+        for subject in subjects:
+            case_id = f"{protection}-{path.stem}-{subject}"
+            cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error), tags))
+    return cases
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "audit_case" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    if not _active(config):
+        pytest.skip("protection-audit cases run only with --protection=NAME")
+    params = []
+    for case, tags in _build_cases(config):
+        marks = [pytest.mark.audit]
+        for tag in tags:
+            config.addinivalue_line("markers", f"{tag}: scenario tag")
+            marks.append(getattr(pytest.mark, tag))
+        params.append(pytest.param(case, id=case.case_id, marks=marks))
+    metafunc.parametrize("audit_case", params)
+
+
+class AuditRun:
+    """Session-wide runner: runs cases, writes each record at once, keeps the results file current."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from audit.engine import AuditSession
+        from audit.progress import Progress
+        from audit.results import ResultsWriter
+
+        run = config.stash[_RUN_KEY]
+        self.config = config
+        self.options = run["options"]
+        self.session = AuditSession(self.options, Progress(_terminal_writer(config)))
+        self.writer = ResultsWriter(self.options.results_dir, run["run_id"])
+
+    def run(self, case: AuditCase) -> dict[str, Any]:
+        if case.error is not None:
+            from audit.engine import scenario_record
+
+            record = {
+                "case_id": case.case_id,
+                "protection": {"name": self.options.protection},
+                "scenario": scenario_record(case.scenario) if case.scenario else {"id": Path(case.scenario_path).stem, "path": case.scenario_path},
+                "subject": {"name": case.subject},
+                "tier": self.options.tier,
+                "seed": self.options.seed,
+                "outcome": "error",
+                "reason": case.error,
+                "metrics": {},
+                "variants": [],
+                "flags": [],
+                "error": {"type": "input", "message": case.error, "user_error": True, "traceback": None},
+                "seconds": 0.0,
+                "timings": [],
+                "cache": {"hits": [], "misses": [], "corrupt": []},
+            }
+        else:
+            self.session.progress.write(f"  case {case.case_id}")
+            record = self.session.run_case(case.scenario, case.subject, case.case_id)
+        self.writer.write_case(record)
+        self.config.stash[_RECORDS_KEY].append(record)
+        if not _is_worker(self.config):
+            self.writer.aggregate(run_record(self.config))
+        return record
+
+
+def _terminal_writer(config: pytest.Config):  # noqa: ANN202
+    if _is_worker(config):
+        return None
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return None
+
+    def write(line: str) -> None:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def audit_run(request: pytest.FixtureRequest) -> AuditRun:
+    """The audit's shared state: model, cache, protection, results writer."""
+    return AuditRun(request.config)
+
+
+def run_record(config: pytest.Config) -> dict[str, Any]:
+    from audit.engine import run_provenance
+
+    run = config.stash[_RUN_KEY]
+    options = run["options"]
+    return {
+        **run_provenance(options),
+        "command_line": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "invocation_dir": str(config.invocation_params.dir),
+        "started": run["started"],
+        "finished": time.time(),
+        "reproduce": reproduce_command(options),
+    }
+
+
+def reproduce_command(options: Any) -> str:
+    parts = ["pytest", f"--protection={options.protection}", f"--model={options.model}", f"--tier={options.tier}", f"--seed={options.seed}"]
+    if options.data:
+        parts.append(f"--data={options.data}")
+    if options.scenarios:
+        parts.append(f"--scenarios={options.scenarios}")
+    for key, value in options.overrides.items():
+        if isinstance(value, tuple):
+            value = "|".join(value)
+        parts.append(f"--audit-set={key}={value}")
+    return shlex.join(parts)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not _active(config) or _is_worker(config) or _RUN_KEY not in config.stash:
+        return
+    from audit.results import ResultsWriter
+
+    run = config.stash[_RUN_KEY]
+    writer = ResultsWriter(run["options"].results_dir, run["run_id"])
+    if writer.cases_dir.is_dir():
+        run["results_path"] = writer.aggregate(run_record(config))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not _active(config) or _RUN_KEY not in config.stash:
+        return
+    run = config.stash[_RUN_KEY]
+    path = run.get("results_path")
+    if path is None:
+        return
+    import json
+
+    from audit.summary import summary_table
+
+    cases = json.loads(Path(path).read_text(encoding="utf-8"))["cases"]
+    buffer = io.StringIO()
+    summary_table(cases, run["options"], buffer, color=terminalreporter.isatty())
+    terminalreporter.write_sep("=", "protection audit")
+    for line in buffer.getvalue().rstrip("\n").splitlines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"results JSON: {path}")

@@ -1,0 +1,83 @@
+"""The results record: one JSON record per case, aggregated into one results file per audit.
+
+Each finished case is written at once to ``<results>/runs/<run id>/cases/<case>.json``
+(atomically), so an interrupted or crashing audit never loses the cases that finished, and
+xdist workers need no coordination; the aggregated ``results.json`` is rewritten from those
+files after each case (without xdist) and at the end of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "protection-audit/results"
+SCHEMA_VERSION = 1
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, default=_default, allow_nan=True)
+    os.replace(tmp, path)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+class ResultsWriter:
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        self.results_dir = Path(results_dir)
+        self.run_id = run_id
+        self.run_dir = self.results_dir / "runs" / run_id
+        self.cases_dir = self.run_dir / "cases"
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.json"
+
+    @property
+    def latest_path(self) -> Path:
+        return self.results_dir / "results.json"
+
+    def write_case(self, record: dict[str, Any]) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in record["case_id"])
+        path = self.cases_dir / f"{safe}.json"
+        write_json_atomic(path, record)
+        return path
+
+    def cases(self) -> list[dict[str, Any]]:
+        records = []
+        for path in sorted(self.cases_dir.glob("*.json")):
+            try:
+                records.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return records
+
+    def aggregate(self, run: dict[str, Any]) -> Path:
+        """Write the results file of this run (and a copy as <results>/results.json)."""
+        cases = self.cases()
+        counts: dict[str, int] = {}
+        for c in cases:
+            counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
+        data = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "run": {**run, "run_id": self.run_id, "written": time.time()},
+            "summary": {"cases": len(cases), "outcomes": counts},
+            "cases": cases,
+        }
+        write_json_atomic(self.results_path, data)
+        write_json_atomic(self.latest_path, data)
+        return self.results_path

@@ -1,0 +1,105 @@
+"""Tiers: how much compute an audit spends, from the CI gate to the papers' own settings.
+
+``paper`` is what the papers ran (PID §6.1 and App. A; REFERENCE.md "Exploits used to
+evaluate"); ``standard`` keeps the papers' recipe with fewer steps; ``smoke`` is the CPU gate
+on the built-in tiny model — its numbers are real effects on a small model, not a claim about
+Stable Diffusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+# PID App. A.1: generation prompts, 50-step DDPM sampling and the negative prompt.
+PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person", "a dslr portrait of sks person")
+PID_NEGATIVE_PROMPT = "noisy, low quality, artifacts, poorly drawn face"
+# PID §3 / App. A.5: the protector's prompt c_prot.
+PROTECTOR_PROMPT = "a photo of sks person"
+CLASS_PROMPT = "a photo of person"
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    name: str
+    resolution: int | None  # None: the model's native resolution
+    pgd_steps: int  # protection iterations (PID: PGD-1000)
+    finetune_steps: int  # DreamBooth steps (PID Table 8: 1000, SD1.5, frozen TE)
+    finetune_lr: float  # PID Table 8: 2e-6
+    finetune_batch_size: int  # PID Table 8: 1
+    train_text_encoder: bool  # PID Table 3 "frozen" column is the default
+    prior_preservation: bool  # PID/Anti-DreamBooth: weight 1, 200 class images
+    num_class_images: int
+    prior_loss_weight: float
+    images_per_prompt: int  # PID: 20 × 3 prompts
+    inference_steps: int  # PID: 50 DDPM steps
+    guidance_scale: float  # 7.5 (Anti-DreamBooth, PhotoGuard)
+    bootstrap_resamples: int
+    eval_prompts: tuple[str, ...] = PID_EVAL_PROMPTS
+    negative_prompt: str = PID_NEGATIVE_PROMPT
+    protector_prompt: str = PROTECTOR_PROMPT
+    class_prompt: str = CLASS_PROMPT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TIERS: dict[str, TierSettings] = {
+    "smoke": TierSettings(
+        name="smoke",
+        resolution=64,
+        pgd_steps=100,
+        finetune_steps=80,
+        # A randomly initialised or tiny model needs a far larger rate than SD's 2e-6 to move
+        # in 80 steps; this is a property of the tiny model, not of the papers' recipe.
+        finetune_lr=1e-4,
+        finetune_batch_size=1,
+        train_text_encoder=False,
+        prior_preservation=False,
+        num_class_images=0,
+        prior_loss_weight=1.0,
+        images_per_prompt=4,
+        inference_steps=10,
+        guidance_scale=7.5,
+        bootstrap_resamples=1000,
+    ),
+    "standard": TierSettings(
+        name="standard",
+        resolution=None,
+        pgd_steps=200,
+        finetune_steps=400,
+        finetune_lr=2e-6,
+        finetune_batch_size=1,
+        train_text_encoder=False,
+        prior_preservation=True,
+        num_class_images=50,
+        prior_loss_weight=1.0,
+        images_per_prompt=8,
+        inference_steps=50,
+        guidance_scale=7.5,
+        bootstrap_resamples=2000,
+    ),
+    "paper": TierSettings(
+        name="paper",
+        resolution=None,
+        pgd_steps=1000,
+        finetune_steps=1000,
+        finetune_lr=2e-6,
+        finetune_batch_size=1,
+        train_text_encoder=False,
+        prior_preservation=True,
+        num_class_images=200,
+        prior_loss_weight=1.0,
+        images_per_prompt=20,
+        inference_steps=50,
+        guidance_scale=7.5,
+        bootstrap_resamples=2000,
+    ),
+}
+
+
+def get_tier(name: str, **overrides: Any) -> TierSettings:
+    """The named tier, with optional overrides (an overridden tier is flagged non-standard)."""
+    if name not in TIERS:
+        raise ValueError(f"unknown tier '{name}'; choose one of: {', '.join(TIERS)} (--tier)")
+    return replace(TIERS[name], **overrides) if overrides else TIERS[name]
