@@ -1,0 +1,15 @@
+"""The model under audit: the built-in tiny pipeline, a local folder, or a Hugging Face id."""
+
+from audit.models.loading import LatentDiffusionModel, load_model, resolve_device, state_fingerprint
+from audit.models.tiny import build_tiny_components, tiny_weights_path
+from audit.models.tokenizer import clip_tokenizer
+
+__all__ = [
+    "LatentDiffusionModel",
+    "build_tiny_components",
+    "clip_tokenizer",
+    "load_model",
+    "resolve_device",
+    "state_fingerprint",
+    "tiny_weights_path",
+]

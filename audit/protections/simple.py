@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from audit.images import to_uint8
-from audit.protections.base import Protection, ProtectionContext, ProtectionOutput, quantize_within_budget
+from audit.protections.base import (
+    Protection,
+    ProtectionContext,
+    ProtectionOutput,
+    quantize_within_budget,
+)
 
 
 class NoProtection(Protection):

@@ -1,0 +1,101 @@
+"""The built-in tiny Stable-Diffusion-1.5-shaped pipeline (built from configs, no download).
+
+Same parts and interfaces as SD 1.5 — AutoencoderKL with a 4-channel latent and SD's scaling
+factor 0.18215, a cross-attention UNet conditioned on a CLIP text encoder, SD's DDPM training
+schedule and SD's tokenizer — at a size that trains and samples on a CPU in seconds: 64 px
+images, 16×16 latents (VAE factor 4 instead of SD's 8). Weights are seeded random unless a
+trained checkpoint ships in ``weights/tiny`` (see ``tiny_weights_path``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TINY_CONFIG_VERSION = 1
+TINY_SEED = 0
+
+VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "block_out_channels": [32, 64, 64],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 16,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+
+UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+}
+
+TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+# Stable Diffusion 1.5's training noise schedule.
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 1,
+}
+
+
+def tiny_weights_path() -> Path:
+    """Where trained tiny weights ship, if they do (a diffusers-layout folder)."""
+    return Path(__file__).resolve().parent / "weights" / "tiny"
+
+
+def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
+    """vae, unet, text_encoder, tokenizer, scheduler of the tiny pipeline (eval mode, fp32)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from audit.models.tokenizer import clip_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(**VAE_CONFIG)
+        unet = UNet2DConditionModel(**UNET_CONFIG)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG))
+    weights = tiny_weights_path()
+    if weights.is_dir():
+        vae = AutoencoderKL.from_pretrained(weights, subfolder="vae")
+        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet")
+        text_encoder = CLIPTextModel.from_pretrained(weights, subfolder="text_encoder")
+    for module in (vae, unet, text_encoder):
+        module.eval()
+        module.requires_grad_(False)
+    return {
+        "vae": vae,
+        "unet": unet,
+        "text_encoder": text_encoder,
+        "tokenizer": clip_tokenizer(),
+        "scheduler": DDPMScheduler(**SCHEDULER_CONFIG),
+    }
