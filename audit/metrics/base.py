@@ -1,0 +1,49 @@
+"""What a metric returns: per-image values with their direction and implementation named."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+Direction = Literal["down", "up"]
+
+
+@dataclass
+class MetricResult:
+    name: str
+    direction: Direction  # the direction in which the value means BETTER protection
+    values: list[float]  # one per image; [] when unavailable
+    implementation: str  # exactly what computed it, with versions
+    unavailable: str | None = None  # why it could not be computed at all, and the fix
+    missing: int = 0  # images computed by a documented fallback (e.g. no face found)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = self.mean
+        return data
+
+
+class Metric(ABC):
+    """A metric of an exploit's generations, relative to the clean subject images."""
+
+    name: ClassVar[str]
+    direction: ClassVar[Direction]
+    description: ClassVar[str]
+
+    @abstractmethod
+    def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
+        """Per-image values for ``generated`` (image batch); ``reference``: clean subject images."""
+
+    def unavailable(self, why: str) -> MetricResult:
+        return MetricResult(self.name, self.direction, [], self.implementation_name(), unavailable=why)
+
+    def implementation_name(self) -> str:
+        return type(self).__name__

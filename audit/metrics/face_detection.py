@@ -1,0 +1,60 @@
+"""Face-detection failure rate (Anti-DreamBooth's FDFR) with MTCNN (Zhang et al. 2016).
+
+MTCNN's weights ship inside the facenet-pytorch package, so no download is needed. Per image
+1.0 when MTCNN finds no face with probability ≥ 0.9 (facenet-pytorch's last-stage threshold),
+else 0.0. Images are upsampled to at least 160 px, the size facenet-pytorch is used at.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from audit.images import to_uint8
+from audit.metrics.base import Metric, MetricResult
+
+MIN_SIDE = 160
+PROBABILITY = 0.9
+
+
+@functools.cache
+def _mtcnn():  # noqa: ANN202
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, device="cpu")
+
+
+class FaceDetectionFailureRate(Metric):
+    name = "face_detection_failure_rate"
+    direction = "up"
+    description = "share of generated images in which MTCNN finds no face (Anti-DreamBooth FDFR)"
+
+    def implementation_name(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            v = version("facenet-pytorch")
+        except Exception:  # noqa: BLE001
+            v = "missing"
+        return f"facenet-pytorch {v} MTCNN (bundled weights), face if probability ≥ {PROBABILITY}, inputs ≥{MIN_SIDE} px"
+
+    def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
+        try:
+            detector = _mtcnn()
+        except ImportError:
+            return self.unavailable("facenet-pytorch is not installed (pip install --no-deps facenet-pytorch==2.6.0)")
+        except (OSError, RuntimeError) as exc:
+            return self.unavailable(f"MTCNN weights could not be loaded from facenet-pytorch ({exc})")
+        images = generated.cpu()
+        if images.shape[-1] < MIN_SIDE:
+            images = F.interpolate(images, size=(MIN_SIDE, MIN_SIDE), mode="bicubic", align_corners=False).clamp(0, 1)
+        arrays = to_uint8(images).permute(0, 2, 3, 1).float()
+        with torch.no_grad():
+            _, probs = detector.detect(arrays.numpy().astype("uint8"))
+        values = []
+        for p in probs:
+            found = p is not None and any(x is not None and float(x) >= PROBABILITY for x in list(p))
+            values.append(0.0 if found else 1.0)
+        return MetricResult(self.name, self.direction, values, self.implementation_name())
