@@ -90,12 +90,12 @@ def _one_scenario_dir(pytester: pytest.Pytester, *extra_files: tuple[str, str]) 
     return folder
 
 
-def test_bad_scenario_file_is_an_error_case_and_others_still_run(pytester: pytest.Pytester) -> None:
+def test_bad_scenario_file_is_an_error_case_and_others_still_run_under_xdist(pytester: pytest.Pytester) -> None:
     folder = _one_scenario_dir(pytester, ("typo.yaml", "id: typo\nversion: 1\ntitle: t\nwhy: w\nsource: s\nattack:\n  - jpg: {quality: 75}\n"))
     results = pytester.path / "res"
-    result = run(pytester, "--protection=random", f"--scenarios={folder}", f"--results-dir={results}", *REDUCED)
+    result = run(pytester, "-n", "2", "--protection=random", f"--scenarios={folder}", f"--results-dir={results}", *REDUCED)
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*unknown scenario part 'jpg'*did you mean 'jpeg'*"])
+    result.stdout.fnmatch_lines(["*unknown scenario part 'jpg'*did you mean 'jpeg'*", "*results JSON:*"])
     cases = {c["scenario"]["id"]: c for c in load_results(results)["cases"]}
     assert cases["typo"]["outcome"] == "error" and "typo.yaml" in cases["typo"]["reason"]
     assert cases["no-attack"]["outcome"] in {"pass", "fail", "no effect at baseline"}
