@@ -99,7 +99,10 @@ class AuditSession:
 
     def subject(self, name: str) -> Subject:
         if name not in self._subjects:
-            self._subjects[name] = load_subject(name, self.options.data, self.resolution)
+            subject = load_subject(name, self.options.data, self.resolution)
+            for note in subject.notes:
+                self.progress.note(f"subject '{name}': {note}")
+            self._subjects[name] = subject
         return self._subjects[name]
 
     # -- stages ------------------------------------------------------------------------------
@@ -443,13 +446,14 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
     import subprocess
     import sys
 
+    from audit.metrics.base import package_version
+
     versions: dict[str, str | None] = {"protection-audit": __version__, "python": sys.version.split()[0]}
-    for package in ("torch", "diffusers", "transformers", "numpy", "piq", "open_clip", "dlib", "brisque", "facenet_pytorch"):
-        try:
-            module = __import__(package)
-            versions[package] = getattr(module, "__version__", None)
-        except Exception:  # noqa: BLE001
-            versions[package] = None
+    for distribution in (
+        "torch", "torchvision", "diffusers", "transformers", "numpy", "piq", "open-clip-torch", "dlib-bin",
+        "face-recognition-models", "brisque", "facenet-pytorch", "scikit-image", "pillow",
+    ):
+        versions[distribution] = package_version(distribution)
     versions["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
     commit = None
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audit.images import from_uint8
 from audit.progress import Progress
@@ -55,6 +57,14 @@ def test_pid_is_deterministic_for_a_seed(model, images) -> None:
     b = PID().protect(images[:1], ctx(model, steps=3, seed=1)).images
     c = PID().protect(images[:1], ctx(model, steps=3, seed=2)).images
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(eps=st.floats(0.0, 0.1), step=st.floats(0.001, 0.05), seed=st.integers(0, 100))
+def test_pid_output_within_budget_for_any_epsilon_and_step(model, eps: float, step: float, seed: int) -> None:
+    image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
+    out = PID(epsilon=eps, step_size=step).protect(image, ctx(model, steps=2, seed=seed)).images
+    assert check_budget(image, out, eps, "pid") <= eps
 
 
 def test_objective_forms(model, images) -> None:

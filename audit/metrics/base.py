@@ -31,6 +31,16 @@ class MetricResult:
         return data
 
 
+def package_version(distribution: str) -> str:
+    """Installed version of a distribution, or 'missing' (named in every metric result)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "missing"
+
+
 class Metric(ABC):
     """A metric of an exploit's generations, relative to the clean subject images."""
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from audit.images import to_uint8
-from audit.metrics.base import Metric, MetricResult
+from audit.metrics.base import Metric, MetricResult, package_version
 
 MIN_SIDE = 160
 PROBABILITY = 0.9
@@ -32,13 +32,7 @@ class FaceDetectionFailureRate(Metric):
     description = "share of generated images in which MTCNN finds no face (Anti-DreamBooth FDFR)"
 
     def implementation_name(self) -> str:
-        try:
-            from importlib.metadata import version
-
-            v = version("facenet-pytorch")
-        except Exception:  # noqa: BLE001
-            v = "missing"
-        return f"facenet-pytorch {v} MTCNN (bundled weights), face if probability ≥ {PROBABILITY}, inputs ≥{MIN_SIDE} px"
+        return f"facenet-pytorch {package_version('facenet-pytorch')} MTCNN (bundled weights), face if probability ≥ {PROBABILITY}, inputs ≥{MIN_SIDE} px"
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         try:

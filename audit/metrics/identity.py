@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from audit.images import to_uint8
-from audit.metrics.base import Metric, MetricResult
+from audit.metrics.base import Metric, MetricResult, package_version
 
 MIN_SIDE = 256
 
@@ -60,12 +60,8 @@ class IdentitySimilarity(Metric):
     description = "mean cosine similarity of dlib ResNet face embeddings to the clean subject (PID FDS, Anti-DreamBooth ISM)"
 
     def implementation_name(self) -> str:
-        try:
-            import dlib
-
-            version = dlib.__version__
-        except ImportError:
-            version = "missing"
+        version = package_version("dlib-bin")
+        version = package_version("dlib") if version == "missing" else version
         return f"dlib {version} face-recognition ResNet v1 + 5-point aligner (face_recognition_models), HOG detector, inputs ≥{MIN_SIDE} px"
 
     def missing_why(self) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from audit.images import to_uint8
-from audit.metrics.base import Metric, MetricResult
+from audit.metrics.base import Metric, MetricResult, package_version
 
 
 @functools.cache
@@ -51,13 +51,7 @@ class Brisque(Metric):
     description = "BRISQUE no-reference quality of the generations (PID Table 3; higher = worse)"
 
     def implementation_name(self) -> str:
-        try:
-            from importlib.metadata import version
-
-            v = version("brisque")
-        except Exception:  # noqa: BLE001
-            v = "missing"
-        return f"brisque {v} (libsvm SVR, bundled model), grayscale, 2 scales"
+        return f"brisque {package_version('brisque')} (libsvm SVR, bundled model), grayscale, 2 scales"
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         try:
