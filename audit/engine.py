@@ -215,7 +215,7 @@ class AuditSession:
 
     def metric(self, name: str, generations_u8: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
         """A metric's per-image values on one exploit's generations (cached)."""
-        key = self.cache.key("metric", metric=name, generations=tensor_hash(generations_u8), reference=tensor_hash(to_uint8(reference)))
+        key = self.cache.key("metric", metric=name, implementation=get_metric(name).implementation_name(), generations=tensor_hash(generations_u8), reference=tensor_hash(to_uint8(reference)))
         hit = self.cache.get("metric", key)
         if hit is not None:
             return hit[1]
@@ -239,6 +239,7 @@ class AuditSession:
             "subject": {"name": subject_name},
             "tier": self.tier.name,
             "seed": self.options.seed,
+            "toolkit_version": __version__,
             "outcome": "error",
             "reason": "",
             "metrics": {},

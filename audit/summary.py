@@ -32,13 +32,14 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         if retained:
             retained_text = f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, {_fmt(retained['ci_high'], 2)}]"
         outcome = case["outcome"]
+        flagged = " ⚑" if case.get("flags") else ""
         table.add_row(
             case["case_id"],
-            f"[{STYLE.get(outcome, 'white')}]{outcome}[/]",
+            f"[{STYLE.get(outcome, 'white')}]{outcome}[/]{flagged}",
             metric,
-            _fmt((entry.get("clean") or {}).get("value")),
-            _fmt((entry.get("protected") or {}).get("value")),
-            _fmt((entry.get("attacked") or {}).get("value")),
+            _fmt((entry.get("m_c") or {}).get("value")),
+            _fmt((entry.get("m_p") or {}).get("value")),
+            _fmt((entry.get("m_a") or {}).get("value")),
             retained_text,
             f"{case.get('seconds', 0):.1f}s",
         )
@@ -48,3 +49,9 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     console = Console(file=file, force_terminal=color, no_color=not color, width=160)
     console.print(table)
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases")
+    flagged = [c for c in cases if c.get("flags")]
+    if flagged:
+        console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results JSON, 'flags'):")
+        for case in flagged:
+            for flag in case["flags"]:
+                console.print(f"  {case['case_id']}: {flag}")

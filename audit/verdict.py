@@ -41,9 +41,9 @@ class MetricVerdict:
     metric: str
     direction: str
     threshold: float
-    clean: Estimate
-    protected: Estimate
-    attacked: Estimate
+    m_c: Estimate  # exploit on clean images
+    m_p: Estimate  # exploit on protected images, no attack
+    m_a: Estimate  # exploit after the scenario's attack
     effect: Estimate  # d·(m_p − m_c): > 0 means the protection worked at baseline
     retained: Estimate | None  # None when there was no effect to retain
     outcome: Outcome

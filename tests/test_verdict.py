@@ -74,7 +74,7 @@ def test_outcome_follows_lower_bound_and_effect_ci_brackets_point(n: int, seed: 
         assert v.retained.ci_low <= v.retained.ci_high
         assert (v.outcome == "pass") == (v.retained.ci_low >= 0.5)
     assert v.effect.ci_low <= v.effect.value <= v.effect.ci_high  # a mean difference: always inside
-    assert v.clean.n == n
+    assert v.m_c.n == n
 
 
 def test_mismatched_lengths_rejected() -> None:
