@@ -12,15 +12,22 @@ half entry and resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:  # POSIX advisory locks; elsewhere concurrent workers may compute an entry twice
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -76,6 +83,25 @@ class Cache:
     def take_events(self) -> CacheEvents:
         events, self.events = self.events, CacheEvents()
         return events
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on one entry while it is looked up and computed.
+
+        With pytest-xdist, two workers that need the same baseline would otherwise both
+        compute it; with the lock the second waits and then finds it in the cache.
+        """
+        if not self.enabled or fcntl is None:
+            yield
+            return
+        path = self.root / ".locks" / stage / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def get(self, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The stored tensors and metadata, or None if absent or corrupt (then it is removed)."""

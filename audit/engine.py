@@ -119,17 +119,18 @@ class AuditSession:
             model=self.model.fingerprint if protection.uses_model else None,
             seed=self.options.seed,
         )
-        hit = self.cache.get("protect", key)
-        if hit is not None:
-            images, info = hit[0]["images"], hit[1]
-        else:
-            ctx = ProtectionContext(self.model, self.device, self.options.seed, self.tier, self.progress)
-            with self.progress.stage(f"protect: {protection.name}"):
-                output = protection.protect(subject.images.clone(), ctx)
-            images, info = output.images, output.info
-            if images.dtype != torch.uint8:
-                images = to_uint8(images)
-            self.cache.put("protect", key, {"images": images}, info)
+        with self.cache.lock("protect", key):
+            hit = self.cache.get("protect", key)
+            if hit is not None:
+                images, info = hit[0]["images"], hit[1]
+            else:
+                ctx = ProtectionContext(self.model, self.device, self.options.seed, self.tier, self.progress)
+                with self.progress.stage(f"protect: {protection.name}"):
+                    output = protection.protect(subject.images.clone(), ctx)
+                images, info = output.images, output.info
+                if images.dtype != torch.uint8:
+                    images = to_uint8(images)
+                self.cache.put("protect", key, {"images": images}, info)
         info = dict(info)
         info["cache_key"] = key
         return images, info
@@ -184,11 +185,12 @@ class AuditSession:
         per_prompt = t.num_class_images
         cfg = GenerationConfig((t.class_prompt,), per_prompt, t.inference_steps, t.guidance_scale, "", seed=10_000)
         key = self.cache.key("class_images", model=self.model.fingerprint, generation=cfg.to_dict(), resolution=self.resolution)
-        hit = self.cache.get("class_images", key)
-        if hit is not None:
-            return from_uint8(hit[0]["images"])
-        images = generate(self.model, self.model.unet, self.model.text_encoder, cfg, self.resolution, self.progress)
-        self.cache.put("class_images", key, {"images": to_uint8(images)}, {"prompt": t.class_prompt})
+        with self.cache.lock("class_images", key):
+            hit = self.cache.get("class_images", key)
+            if hit is not None:
+                return from_uint8(hit[0]["images"])
+            images = generate(self.model, self.model.unet, self.model.text_encoder, cfg, self.resolution, self.progress)
+            self.cache.put("class_images", key, {"images": to_uint8(images)}, {"prompt": t.class_prompt})
         return images
 
     def exploit(self, label: str, images_u8: torch.Tensor, ft: FinetuneConfig) -> ExploitRun:
@@ -202,15 +204,16 @@ class AuditSession:
             model=self.model.fingerprint,
             resolution=self.resolution,
         )
-        hit = self.cache.get("exploit", key)
-        if hit is not None:
-            return ExploitRun(label, hit[0]["generations"], key, ft.to_dict(), gen.to_dict(), hit[1])
-        self.progress.note(f"exploit '{label}': fine-tune + generate (not cached)")
-        unet, text_encoder, info = finetune(
-            self.model, from_uint8(images_u8), ft, self.progress, class_images=self.class_images()
-        )
-        generations = to_uint8(generate(self.model, unet, text_encoder, gen, self.resolution, self.progress))
-        self.cache.put("exploit", key, {"generations": generations}, info)
+        with self.cache.lock("exploit", key):
+            hit = self.cache.get("exploit", key)
+            if hit is not None:
+                return ExploitRun(label, hit[0]["generations"], key, ft.to_dict(), gen.to_dict(), hit[1])
+            self.progress.note(f"exploit '{label}': fine-tune + generate (not cached)")
+            unet, text_encoder, info = finetune(
+                self.model, from_uint8(images_u8), ft, self.progress, class_images=self.class_images()
+            )
+            generations = to_uint8(generate(self.model, unet, text_encoder, gen, self.resolution, self.progress))
+            self.cache.put("exploit", key, {"generations": generations}, info)
         return ExploitRun(label, generations, key, ft.to_dict(), gen.to_dict(), info)
 
     def metric(self, name: str, generations_u8: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:

@@ -57,3 +57,26 @@ def test_tensor_hash_sees_dtype_shape_and_values() -> None:
     b = a.clone()
     b[0, 0] = 1
     assert tensor_hash(a) != tensor_hash(b)
+
+
+def test_lock_serialises_computation_of_one_entry(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    cache = Cache(tmp_path)
+    key = cache.key("exploit", x=1)
+    computed: list[str] = []
+
+    def worker(name: str) -> None:
+        with cache.lock("exploit", key):
+            if cache.get("exploit", key) is None:
+                time.sleep(0.2)
+                computed.append(name)
+                cache.put("exploit", key, {"g": torch.zeros(1)}, {})
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(computed) == 1  # the second worker found the first one's entry
