@@ -338,16 +338,19 @@ class AuditSession:
             for name, v in values.items():
                 if any(x.get("unavailable") for x in (v["clean"], v["protected"], v["attacked"][i])):
                     continue
-                verdicts[name] = decide(
-                    name,
-                    v["clean"]["direction"],
-                    v["clean"]["values"],
-                    v["protected"]["values"],
-                    v["attacked"][i]["values"],
-                    scenario.verdict.retained_at_least,
-                    resamples=self.tier.bootstrap_resamples,
-                    seed=self.options.seed,
-                )
+                try:
+                    verdicts[name] = decide(
+                        name,
+                        v["clean"]["direction"],
+                        v["clean"]["values"],
+                        v["protected"]["values"],
+                        v["attacked"][i]["values"],
+                        scenario.verdict.retained_at_least,
+                        resamples=self.tier.bootstrap_resamples,
+                        seed=self.options.seed,
+                    )
+                except ValueError as exc:  # e.g. a metric undefined on some images: no pairing
+                    record["flags"].append(f"{name}: no verdict ({exc})")
             variant_verdicts.append(verdicts)
         worst = _worst_variant(variant_verdicts, verdict_metric)
         record["worst_variant"] = worst

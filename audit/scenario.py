@@ -202,6 +202,15 @@ def load_scenario(path: Path) -> Scenario:
             f"make them agree (the id names the test item)."
         )
     data["path"] = str(path)
+    metric = (data.get("verdict") or {}).get("metric") if isinstance(data.get("verdict"), dict) else None
+    if metric is not None:
+        from audit.metrics.registry import METRICS
+
+        if metric not in METRICS:
+            raise ScenarioError(
+                f"{path}: field 'verdict.metric': unknown metric '{metric}'{_suggest(str(metric), list(METRICS))}; "
+                f"known: {', '.join(sorted(METRICS))}. Fix the scenario file."
+            )
     try:
         return Scenario(**data)
     except ValidationError as exc:

@@ -133,3 +133,35 @@ def test_bad_options_give_clear_errors_per_case(pytester: pytest.Pytester, args:
     assert expected in result.stdout.str()
     (case,) = load_results(results)["cases"]
     assert case["outcome"] == "error" and expected in case["reason"]
+
+
+LEAKY = '''
+import torch
+from audit.images import to_uint8
+from audit.protections import Protection, ProtectionOutput
+
+
+class Leaky(Protection):
+    """Claims ε = 4/255 but adds 10 levels."""
+
+    name = "leaky"
+
+    def protect(self, images, ctx):
+        return ProtectionOutput((to_uint8(images).int() + 10).clamp(0, 255).to(torch.uint8))
+
+
+def make():
+    return Leaky(epsilon=4 / 255)
+'''
+
+
+def test_external_protection_over_budget_fails_with_measured_excess(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(leaky=LEAKY)
+    folder = _one_scenario_dir(pytester)
+    results = pytester.path / "res"
+    result = run(pytester, "--protection=leaky:make", f"--scenarios={folder}", f"--results-dir={results}", *REDUCED)
+    assert result.ret != 0
+    (case,) = load_results(results)["cases"]
+    assert case["outcome"] == "fail" and "exceeds its budget" in case["reason"]
+    assert "10/255" in case["reason"] and "excess" in case["reason"]
+    assert "protection exceeds its budget" in case["flags"]
