@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from audit.data import load_subject
 from audit.metrics import UnknownMetric, get_metric, imperceptibility
 from audit.metrics import identity as identity_module
 
 
 @pytest.fixture(scope="module")
-def faces() -> torch.Tensor:
-    return load_subject("astronaut", None, 64).images
+def faces(images: torch.Tensor) -> torch.Tensor:
+    return images
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,6 @@ def test_tokenizer_matches_clip_bpe(prompt: str) -> None:
     assert len(tokenizer) == 49408
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny", "cpu")
-
-
 def test_tiny_is_deterministic_and_seeded(tiny) -> None:
     again = load_model("tiny", "cpu")
     assert again.fingerprint == tiny.fingerprint and len(tiny.fingerprint) == 64

@@ -15,26 +15,12 @@ from audit.protections.simple import RandomNoise
 from audit.tiers import get_tier
 
 
-@pytest.fixture(scope="module")
-def model():
-    from audit.models import load_model
-
-    return load_model("tiny", "cpu")
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    from audit.data import load_subject
-
-    return load_subject("astronaut", None, 64).images
-
-
 def ctx(model, steps: int = 20, seed: int = 0) -> ProtectionContext:
     return ProtectionContext(model, torch.device("cpu"), seed, get_tier("smoke", pgd_steps=steps), Progress())
 
 
-def test_pid_increases_its_objective_within_budget(model, images) -> None:
-    out = PID(epsilon=0.05).protect(images, ctx(model, steps=20))
+def test_pid_increases_its_objective_within_budget(tiny, images) -> None:
+    out = PID(epsilon=0.05).protect(images, ctx(tiny, steps=20))
     assert check_budget(images, out.images, 0.05, "pid") <= 12 / 255
     trace = out.info["objective_trace"]
     assert out.info["objective_last_iterate"] > 2 * out.info["objective_first"]
@@ -43,32 +29,32 @@ def test_pid_increases_its_objective_within_budget(model, images) -> None:
     assert out.info["objective_final_8bit"] > 0.5 * out.info["objective_last_iterate"]
 
 
-def test_pid_beats_random_noise_of_the_same_budget_on_its_objective(model, images) -> None:
+def test_pid_beats_random_noise_of_the_same_budget_on_its_objective(tiny, images) -> None:
     pid = PID(epsilon=0.05)
-    pid_out = pid.protect(images, ctx(model, steps=20)).images
-    random_out = RandomNoise(0.05).protect(images, ctx(model)).images
-    pid_value = pid.objective_value(model.vae, images, from_uint8(pid_out)).mean()
-    random_value = pid.objective_value(model.vae, images, from_uint8(random_out)).mean()
+    pid_out = pid.protect(images, ctx(tiny, steps=20)).images
+    random_out = RandomNoise(0.05).protect(images, ctx(tiny)).images
+    pid_value = pid.objective_value(tiny.vae, images, from_uint8(pid_out)).mean()
+    random_value = pid.objective_value(tiny.vae, images, from_uint8(random_out)).mean()
     assert pid_value > 3 * random_value
 
 
-def test_pid_is_deterministic_for_a_seed(model, images) -> None:
-    a = PID().protect(images[:1], ctx(model, steps=3, seed=1)).images
-    b = PID().protect(images[:1], ctx(model, steps=3, seed=1)).images
-    c = PID().protect(images[:1], ctx(model, steps=3, seed=2)).images
+def test_pid_is_deterministic_for_a_seed(tiny, images) -> None:
+    a = PID().protect(images[:1], ctx(tiny, steps=3, seed=1)).images
+    b = PID().protect(images[:1], ctx(tiny, steps=3, seed=1)).images
+    c = PID().protect(images[:1], ctx(tiny, steps=3, seed=2)).images
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(eps=st.floats(0.0, 0.1), step=st.floats(0.001, 0.05), seed=st.integers(0, 100))
-def test_pid_output_within_budget_for_any_epsilon_and_step(model, eps: float, step: float, seed: int) -> None:
+def test_pid_output_within_budget_for_any_epsilon_and_step(tiny, eps: float, step: float, seed: int) -> None:
     image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
-    out = PID(epsilon=eps, step_size=step).protect(image, ctx(model, steps=2, seed=seed)).images
+    out = PID(epsilon=eps, step_size=step).protect(image, ctx(tiny, steps=2, seed=seed)).images
     assert check_budget(image, out, eps, "pid") <= eps
 
 
-def test_objective_forms(model, images) -> None:
-    mean, logvar = posterior(model.vae, images[:2])
+def test_objective_forms(tiny, images) -> None:
+    mean, logvar = posterior(tiny.vae, images[:2])
     for objective in ("add-log", "mean", "var", "add"):
         zero = pid_objective(mean, logvar, mean, logvar, objective)
         assert zero.shape == (2,) and torch.allclose(zero, torch.zeros(2))
