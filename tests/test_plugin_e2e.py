@@ -165,3 +165,23 @@ def test_external_protection_over_budget_fails_with_measured_excess(pytester: py
     assert case["outcome"] == "fail" and "exceeds its budget" in case["reason"]
     assert "10/255" in case["reason"] and "excess" in case["reason"]
     assert "protection exceeds its budget" in case["flags"]
+
+
+def test_a_bad_subject_errors_alone_and_other_subjects_still_run(pytester: pytest.Pytester) -> None:
+    import numpy as np
+    from PIL import Image
+
+    data = pytester.path / "data"
+    (data / "good").mkdir(parents=True)
+    (data / "bad").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / "good" / f"{i}.png")
+    (data / "bad" / "broken.png").write_bytes(b"not a png at all")
+    folder = _one_scenario_dir(pytester)
+    results = pytester.path / "res"
+    result = run(pytester, "--protection=random", f"--data={data}", f"--scenarios={folder}", f"--results-dir={results}", "-v", *REDUCED)
+    assert "test_scenario[random-no-attack-bad]" in result.stdout.str()
+    cases = {c["subject"]["name"]: c for c in load_results(results)["cases"]}
+    assert cases["bad"]["outcome"] == "error" and "broken.png" in cases["bad"]["reason"]
+    assert cases["good"]["outcome"] in {"pass", "fail", "no effect at baseline"}
