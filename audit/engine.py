@@ -222,8 +222,7 @@ class AuditSession:
         hit = self.cache.get("metric", key)
         if hit is not None:
             return hit[1]
-        with self.progress.stage(f"metric: {name}"):
-            result = get_metric(name).compute(from_uint8(generations_u8), reference).to_dict()
+        result = get_metric(name).compute(from_uint8(generations_u8), reference).to_dict()
         if result.get("unavailable") is None:
             self.cache.put("metric", key, {}, result)
         return result
@@ -322,14 +321,15 @@ class AuditSession:
         verdict_metric = scenario.verdict.metric
         if verdict_metric not in names:
             names = [*names, verdict_metric]
-        values = {
-            name: {
-                "clean": self.metric(name, clean_run.generations, clean),
-                "protected": self.metric(name, protected_run.generations, clean),
-                "attacked": [self.metric(name, r.generations, clean) for r in attacked_runs],
+        with self.progress.stage(f"metrics: {', '.join(names)} on {2 + len(attacked_runs)} exploits"):
+            values = {
+                name: {
+                    "clean": self.metric(name, clean_run.generations, clean),
+                    "protected": self.metric(name, protected_run.generations, clean),
+                    "attacked": [self.metric(name, r.generations, clean) for r in attacked_runs],
+                }
+                for name in names
             }
-            for name in names
-        }
         # Per variant, per metric verdicts; the scenario's verdict takes the worst variant
         # for the protector on its verdict metric (PID App. A.5: the exploiter's best prompt).
         variant_verdicts: list[dict[str, MetricVerdict]] = []

@@ -42,9 +42,9 @@ class Progress:
         self.prefix = ""
 
     @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Stage]:
+    def stage(self, name: str, total: int | None = None, unit: str = "steps") -> Iterator[Stage]:
         label = f"{self.prefix}{name}"
-        self.write(f"  ▸ {label}" + (f" ({total} steps)" if total else ""))
+        self.write(f"  ▸ {label}" + (f" ({total} {unit})" if total else ""))
         stage = Stage(label, total, self.write, self.interval_s)
         try:
             yield stage

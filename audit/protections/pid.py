@@ -114,7 +114,7 @@ class PID(Protection):
         for p in vae.parameters():
             p.requires_grad_(False)
         try:
-            with ctx.progress.stage(f"protect: PID PGD ({self.objective})", total=steps) as stage:
+            with ctx.progress.stage(f"PID PGD, objective {self.objective}", total=steps) as stage:
                 for i in range(steps):
                     delta.requires_grad_(True)
                     mean, logvar = posterior(vae, x + delta)
