@@ -15,22 +15,6 @@ import torch
 from PIL import Image
 
 
-def check_batch(images: torch.Tensor, what: str = "images") -> torch.Tensor:
-    """Raise ValueError unless ``images`` is a float N×3×H×W batch in [0, 1] without NaNs."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{what}: expected a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{what}: expected shape N×3×H×W, got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"{what}: expected a float tensor in [0,1], got {images.dtype}")
-    if torch.isnan(images).any():
-        raise ValueError(f"{what}: contains NaN values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"{what}: values must lie in [0,1], found [{lo:.4f}, {hi:.4f}]")
-    return images
-
-
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Round a [0,1] float batch to its 8-bit form (round half to even, as torch.round)."""
     return torch.round(images.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()
@@ -39,11 +23,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def from_uint8(images: torch.Tensor) -> torch.Tensor:
     """The float [0,1] batch of an 8-bit batch."""
     return images.float() / 255.0
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Round to the 8-bit grid and return floats: what an image saved as PNG holds."""
-    return from_uint8(to_uint8(images))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

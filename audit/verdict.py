@@ -22,7 +22,6 @@ from typing import Literal
 import numpy as np
 
 Outcome = Literal["pass", "fail", "no effect at baseline", "error"]
-OUTCOMES: tuple[str, ...] = ("pass", "fail", "no effect at baseline", "error")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from audit.errors import BudgetExceeded
-from audit.images import from_uint8, to_uint8
+from audit.images import to_uint8
 
 if TYPE_CHECKING:
     from audit.models import LatentDiffusionModel
@@ -108,6 +108,3 @@ def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float
         )
     return measured
 
-
-def as_float(protected_u8: torch.Tensor) -> torch.Tensor:
-    return from_uint8(protected_u8)
