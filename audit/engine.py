@@ -280,6 +280,7 @@ class AuditSession:
             "params": protection.params(self.tier),
         }
         record["model"] = self.model_record()
+        record["device"] = str(self.device)
         subject = self.subject(subject_name)
         record["subject"] = {
             "name": subject.name,

@@ -38,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--allow-download", action="store_true", help="let --model fetch from the Hugging Face hub")
     group.addoption("--audit-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one tier setting (marks the run non-standard), e.g. finetune_steps=20")
+    group.addoption("--report", default=None, metavar="PATH",
+                    help="HTML robustness report to write at the end (default: <results-dir>/report.html)")
     group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore the cache)")
 
 
@@ -258,6 +260,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     writer = ResultsWriter(run["options"].results_dir, run["run_id"])
     if writer.cases_dir.is_dir():
         run["results_path"] = writer.aggregate(run_record(config))
+        run["report"] = _write_report(config, run["results_path"], run["options"].results_dir)
+
+
+def _write_report(config: pytest.Config, results_path: Path, results_dir: Path) -> str:
+    """Render the HTML report; a report that cannot be drawn never costs the results JSON."""
+    target = config.getoption("report") or str(results_dir / "report.html")
+    try:
+        from reports import write_report
+
+        path = write_report([results_path], Path(target).expanduser())
+    except Exception as exc:  # noqa: BLE001 - the results are already safe on disk
+        return f"not written ({type(exc).__name__}: {exc}); retry with: python -m reports render {results_path} -o {target}"
+    return f"{path} ({path.stat().st_size / 1e6:.2f} MB)"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -278,3 +293,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in buffer.getvalue().rstrip("\n").splitlines():
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"results JSON: {path}")
+    if run.get("report"):
+        terminalreporter.write_line(f"HTML report: {run['report']}")

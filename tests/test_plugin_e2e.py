@@ -46,6 +46,10 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     for scenario in ("jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"):
         assert f"test_scenario[pid-{scenario}-astronaut]" in out
     assert "protection audit" in out and "results JSON:" in out
+    # The HTML report is written at the end of every audit, inside the results folder.
+    assert "HTML report:" in out and (results / "report.html").is_file()
+    report = (results / "report.html").read_text(encoding="utf-8")
+    assert "test_scenario" not in report and "pid-zero-sigma-astronaut" in report and 'id="matrix"' in report
     assert "exploit: DreamBooth fine-tune" in out  # progress of long stages is shown
     data = load_results(results)
     assert data["schema_version"] == 1 and data["summary"]["cases"] == 4
@@ -98,6 +102,8 @@ def test_bad_scenario_file_is_an_error_case_and_others_still_run_under_xdist(pyt
     result.stdout.fnmatch_lines(["*unknown scenario part 'jpg'*did you mean 'jpeg'*", "*results JSON:*"])
     cases = {c["scenario"]["id"]: c for c in load_results(results)["cases"]}
     assert cases["typo"]["outcome"] == "error" and "typo.yaml" in cases["typo"]["reason"]
+    # The report is written also when cases errored, and shows the error.
+    assert "unknown scenario part" in (results / "report.html").read_text(encoding="utf-8")
     assert cases["no-attack"]["outcome"] in {"pass", "fail", "no effect at baseline"}
 
 

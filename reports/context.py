@@ -1,0 +1,312 @@
+"""The report's view model: what each section shows, computed from merged results records.
+
+The template only lays this out; every number shown here comes from the results records
+unchanged (rounded for display, with full values in tooltips and the provenance section).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Undefined
+
+from reports.images import ImageStore
+from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
+
+OUTCOMES = ("pass", "fail", "no effect at baseline", "error")
+OUTCOME_RANK = {"error": 0, "fail": 1, "no effect at baseline": 2, "pass": 3}
+STRIPS = (
+    ("clean", "clean subject images"),
+    ("protected", "protected images (what the protector publishes)"),
+    ("attacked_input", "attacked input (after the scenario's image-space steps; the exploiter trains on these)"),
+    ("generated_clean", "generations after DreamBooth on the clean images"),
+    ("generated_protected", "generations after DreamBooth on the protected images"),
+    ("generated_attacked", "generations after the scenario's exploit on the attacked images"),
+)
+SMOKE_CAVEAT = (
+    "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, trained on a dozen "
+    "bundled photographs; see its model card). Its numbers show whether the protection's mechanism changes what "
+    "this small latent-diffusion pipeline learns from the subject, and whether each scenario weakens that change, "
+    "relative to the same model's clean outcome. They do not estimate the protection's strength on Stable Diffusion "
+    "at 512 px: absolute metric values are not comparable with the papers' tables, face metrics work only through "
+    "their documented fallbacks at this resolution, and a pass here is a regression gate for protection code, not a "
+    "robustness claim. Run --tier standard or --tier paper on a real model for that."
+)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or isinstance(value, Undefined):
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return str(number)
+    return f"{number:.{digits}f}"
+
+
+def fmt_ci(estimate: dict[str, Any] | None, digits: int = 3) -> str:
+    if not estimate or isinstance(estimate, Undefined):
+        return "—"
+    return f"{fmt(estimate.get('value'), digits)} [{fmt(estimate.get('ci_low'), digits)}, {fmt(estimate.get('ci_high'), digits)}]"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {rest:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min"
+
+
+def stamp(epoch: float | None) -> str:
+    if epoch is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(epoch)))
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
+    metric = verdict_metric(case)
+    return (case.get("metrics") or {}).get(metric) or {}
+
+
+def verdict_metric(case: dict[str, Any]) -> str:
+    return case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict") or {}).get("metric") or ""
+
+
+def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
+    """Weakest first: errors, fails, no effect, passes; within each, lowest retained lower bound."""
+    retained = verdict_entry(case).get("retained") or {}
+    low = retained.get("ci_low")
+    low = float(low) if low is not None and math.isfinite(float(low)) else math.inf
+    return (OUTCOME_RANK.get(case.get("outcome", "error"), 0), low, case.get("case_id", ""))
+
+
+def _scenario_label(case: dict[str, Any]) -> str:
+    scenario = case.get("scenario") or {}
+    subject = (case.get("subject") or {}).get("name")
+    label = str(scenario.get("id") or case.get("case_id"))
+    return f"{label} · {subject}" if subject else label
+
+
+def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
+    runs, cases = merged["runs"], sorted(merged["cases"], key=weakness_key)
+    store = ImageStore()
+    first_run = runs[0]
+    options = first_run.get("options") or {}
+    real = next((c for c in cases if c.get("model")), None)
+    protection = next((c["protection"] for c in cases if (c.get("protection") or {}).get("epsilon") is not None), None)
+    protection = protection or (cases[0]["protection"] if cases else {"name": options.get("protection")})
+    model = (real or {}).get("model") or {"id": options.get("model")}
+    counts = {name: sum(1 for c in cases if c.get("outcome") == name) for name in OUTCOMES}
+    for c in cases:
+        if c.get("outcome") not in OUTCOMES:
+            counts[c.get("outcome")] = counts.get(c.get("outcome"), 0) + 1
+
+    metric_names: list[str] = []
+    for c in cases:
+        vm = verdict_metric(c)
+        if vm and vm not in metric_names:
+            metric_names.append(vm)
+    for c in cases:
+        for name in c.get("metrics") or {}:
+            if name not in metric_names:
+                metric_names.append(name)
+
+    case_views = [_case_view(c, i, metric_names, store) for i, c in enumerate(cases)]
+    measured = [v for v in case_views if v["retained"] is not None]
+    weakest = min(measured, key=lambda v: (float(v["retained"].get("ci_low") or 0), v["case_id"])) if measured else None
+
+    wall = [float(r["finished"]) - float(r["started"]) for r in runs if r.get("finished") and r.get("started")]
+    headline, headline_outcome = _headline(case_views)
+    tier = options.get("tier") or (cases[0].get("tier") if cases else None)
+    rows = [
+        RetainedRow(v["label"], v["outcome"], *( (v["retained"].get("value"), v["retained"].get("ci_low"), v["retained"].get("ci_high")) if v["retained"] else (None, None, None)), v["threshold"])
+        for v in case_views
+    ]
+    return {
+        "title": f"Robustness report: {protection.get('name') or options.get('protection')}",
+        "summary": {
+            "protection": protection,
+            "spec": options.get("protection"),
+            "model": model,
+            "tier": tier,
+            "seed": options.get("seed"),
+            "n_cases": len(cases),
+            "counts": counts,
+            "weakest": weakest,
+            "wall_seconds": sum(wall) if wall else None,
+            "case_seconds": sum(float(c.get("seconds") or 0) for c in cases),
+            "caveat": SMOKE_CAVEAT if tier == "smoke" and model.get("id") == "tiny" else None,
+            "non_standard": any(r.get("non_standard") for r in runs),
+            "headline": headline,
+            "headline_outcome": headline_outcome,
+            "n_runs": len(runs),
+        },
+        "metric_names": metric_names,
+        "cases": case_views,
+        "retained_svg": retained_plot(rows),
+        "runs": [_run_view(r) for r in runs],
+        "sources": sources,
+        "colours": OUTCOME_COLOURS,
+        "image_css": store.css(),
+        "full_views": store.full_views(),
+        "generated": stamp(time.time()),
+    }
+
+
+def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
+    if not views:
+        return "No cases were recorded.", "error"
+    failed = [v["label"] for v in views if v["outcome"] == "fail"]
+    no_effect = [v["label"] for v in views if v["outcome"] == "no effect at baseline"]
+    errors = [v["label"] for v in views if v["outcome"] == "error"]
+    passed = [v for v in views if v["outcome"] == "pass"]
+    parts = []
+    if failed:
+        parts.append(f"Does not hold against {len(failed)} of {len(views)} scenarios: {', '.join(failed)}.")
+    if no_effect:
+        parts.append(
+            f"No measurable protective effect at baseline in {len(no_effect)} case(s) ({', '.join(no_effect)}): "
+            "the exploit learned as well from the protected images as from the clean ones."
+        )
+    if errors:
+        parts.append(f"{len(errors)} case(s) errored and have no verdict: {', '.join(errors)}.")
+    if passed and not parts:
+        return f"Holds in all {len(views)} scenarios.", "pass"
+    if passed:
+        parts.append(f"Holds in {len(passed)} of {len(views)}.")
+    outcome = "fail" if failed else "no effect at baseline" if no_effect else "error"
+    return " ".join(parts), outcome
+
+
+def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store: ImageStore) -> dict[str, Any]:
+    scenario = case.get("scenario") or {}
+    metrics = case.get("metrics") or {}
+    entry = verdict_entry(case)
+    roots = [Path(p) for p in case.get("_roots") or []]
+    cells = []
+    for name in metric_names:
+        m = metrics.get(name)
+        if m is None:
+            cells.append({"metric": name, "outcome": None, "text": "—", "title": "not measured in this case"})
+            continue
+        if m.get("unavailable"):
+            cells.append({"metric": name, "outcome": "error", "text": "unavailable", "title": str(m["unavailable"])})
+            continue
+        retained = m.get("retained")
+        text = fmt_ci(retained, 2) if retained else ("no effect" if m.get("outcome") == "no effect at baseline" else "—")
+        cells.append({"metric": name, "outcome": m.get("outcome"), "text": text, "title": m.get("sentence") or ""})
+    metric_rows = []
+    for name, m in metrics.items():
+        metric_rows.append({
+            "name": name,
+            "verdict": name == verdict_metric(case),
+            "direction": m.get("direction"),
+            "implementation": m.get("implementation"),
+            "unavailable": m.get("unavailable"),
+            "m_c": fmt_ci(m.get("m_c"), 4),
+            "m_p": fmt_ci(m.get("m_p"), 4),
+            "m_a": fmt_ci(m.get("m_a"), 4),
+            "effect": fmt_ci(m.get("effect"), 4),
+            "retained": fmt_ci(m.get("retained"), 3),
+            "threshold": m.get("threshold"),
+            "outcome": m.get("outcome"),
+            "sentence": m.get("sentence"),
+            "notes": m.get("notes") or [],
+            "missing": m.get("missing") or {},
+            "svg": distribution_plot(m.get("values") or {}, name, m.get("direction")) if m.get("values") else None,
+        })
+    strips = []
+    artifacts = case.get("artifacts") or {}
+    subject_files = (case.get("subject") or {}).get("files") or []
+    for key, caption in STRIPS:
+        paths = artifacts.get(key) or []
+        if not paths:
+            continue
+        images = [store.add(p, roots) for p in paths]
+        names = subject_files if key in ("clean", "protected", "attacked_input") and len(subject_files) == len(images) else None
+        strips.append({"key": key, "caption": caption, "images": images, "names": names})
+    timings = case.get("timings") or []
+    cache = case.get("cache") or {}
+    return {
+        "anchor": f"case-{index}",
+        "case_id": case.get("case_id"),
+        "label": _scenario_label(case),
+        "outcome": case.get("outcome"),
+        "reason": case.get("reason"),
+        "flags": case.get("flags") or [],
+        "scenario": scenario,
+        "attack": scenario.get("attack") or [],
+        "exploit": scenario.get("exploit") or {},
+        "verdict": scenario.get("verdict") or {},
+        "protection": case.get("protection") or {},
+        "subject": case.get("subject") or {},
+        "model": case.get("model") or {},
+        "device": case.get("device"),
+        "seed": case.get("seed"),
+        "verdict_metric": verdict_metric(case),
+        "threshold": case.get("threshold", (scenario.get("verdict") or {}).get("retained_at_least")),
+        "retained": entry.get("retained"),
+        "m_c": fmt_ci(entry.get("m_c"), 4),
+        "m_p": fmt_ci(entry.get("m_p"), 4),
+        "m_a": fmt_ci(entry.get("m_a"), 4),
+        "retained_text": fmt_ci(entry.get("retained"), 3),
+        "cells": cells,
+        "metric_rows": metric_rows,
+        "variants": case.get("variants") or [],
+        "worst_variant": case.get("worst_variant"),
+        "strips": strips,
+        "timings": [(t.get("stage"), duration(t.get("seconds"))) for t in timings],
+        "seconds": duration(case.get("seconds")),
+        "cache_hits": cache.get("hits") or [],
+        "cache_misses": cache.get("misses") or [],
+        "cache_corrupt": cache.get("corrupt") or [],
+        "error": case.get("error"),
+        "protection_run": case.get("protection_run"),
+        "imperceptibility": case.get("imperceptibility") or {},
+        "exploits": case.get("exploits") or {},
+        "source_file": case.get("_source"),
+        "params_json": pretty({
+            "protection": case.get("protection"),
+            "scenario": scenario,
+            "exploits": case.get("exploits"),
+        }),
+    }
+
+
+def _run_view(run: dict[str, Any]) -> dict[str, Any]:
+    versions = run.get("versions") or {}
+    return {
+        "run_id": run.get("run_id"),
+        "source": run.get("_source"),
+        "command_line": run.get("command_line"),
+        "invocation_dir": run.get("invocation_dir"),
+        "reproduce": run.get("reproduce"),
+        "toolkit_version": run.get("toolkit_version"),
+        "git_commit": run.get("git_commit"),
+        "versions": versions,
+        "platform": run.get("platform"),
+        "options": run.get("options") or {},
+        "tier_settings": run.get("tier_settings") or {},
+        "non_standard": run.get("non_standard"),
+        "started": stamp(run.get("started")),
+        "finished": stamp(run.get("finished")),
+        "wall": duration(float(run["finished"]) - float(run["started"])) if run.get("finished") and run.get("started") else "—",
+        "tier_json": pretty(run.get("tier_settings") or {}),
+        "options_json": pretty(run.get("options") or {}),
+    }

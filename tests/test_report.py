@@ -1,0 +1,276 @@
+"""The HTML robustness report, drawn from a recorded results file (no model needed).
+
+``tests/data/results-pid-smoke.json`` is the results file of a real smoke audit of PID
+(``pytest --protection=pid``), trimmed (objective traces subsampled). Its artifact PNGs are not
+committed; the fixture draws a small image for each recorded artifact path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reports import ReportInputError, load_results, render_html, write_report
+from reports.__main__ import main as reports_main
+
+RECORDED = Path(__file__).parent / "data" / "results-pid-smoke.json"
+XSS = "<script>alert(1)</script>"
+
+
+def _draw_artifacts(results_dir: Path, data: dict) -> None:
+    rng = np.random.default_rng(0)
+    shared = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for case in data["cases"]:
+        for group, paths in (case.get("artifacts") or {}).items():
+            for i, relative in enumerate(paths):
+                path = results_dir / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Clean subject images are identical in every case (as in a real audit).
+                pixels = shared if group == "clean" and i == 0 else rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(path)
+
+
+def _write(results_dir: Path, data: dict, name: str = "results.json") -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def recorded() -> dict:
+    return json.loads(RECORDED.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def results_file(tmp_path: Path, recorded: dict) -> Path:
+    _draw_artifacts(tmp_path / "res", recorded)
+    return _write(tmp_path / "res", recorded)
+
+
+def _html(path: Path) -> str:
+    return render_html([load_results(path)])
+
+
+def test_report_has_every_section_with_the_recorded_numbers(results_file: Path, recorded: dict) -> None:
+    html = _html(results_file)
+    for section in ('id="summary"', 'id="matrix"', 'id="plots"', 'id="cases"', 'id="provenance"'):
+        assert section in html
+    run, cases = recorded["run"], recorded["cases"]
+    case = cases[0]
+    # Summary: protection, budget in both units, model and tier, counts.
+    assert "0.0500 in [0, 1] = 12.75/255" in html
+    assert case["model"]["fingerprint"][:16] in html and "smoke" in html
+    assert f"<td>{len(cases)}</td>" in html or f"<td>{len(cases)} " in html
+    assert "What these numbers show." in html  # smoke-tier caveat on the embedded model
+    # Matrix: one row per case, one column per metric.
+    matrix = html[html.index('<table id="matrix">'):html.index("</table>", html.index('<table id="matrix">'))]
+    assert matrix.count("<tr>") == len(cases) + 1
+    for metric in case["metrics"]:
+        assert f">{metric}</th>" in matrix
+    # Per case: reason sentence, m_c, scenario source, timings, cache.
+    for c in cases:
+        assert c["case_id"] in html
+        assert f"{c['metrics'][c['verdict_metric']]['m_c']['value']:.4f}" in html
+        assert c["scenario"]["definition_hash"] in html
+    assert "DiffShortcut App. C.1" in html
+    assert "exploit: DreamBooth fine-tune" in html
+    # Provenance: command, commit, versions, reproduce command.
+    assert run["git_commit"] in html and run["reproduce"] in html
+    assert "diffusers 0.42.1" in html or f"diffusers {run['versions']['diffusers']}" in html
+    # Plots are inline SVG.
+    assert html.count("<svg ") >= 1 + len(cases)
+
+
+def test_images_are_embedded_once_each_and_report_is_small(results_file: Path, recorded: dict) -> None:
+    html = _html(results_file)
+    paths = {p for c in recorded["cases"] for ps in c["artifacts"].values() for p in ps}
+    embedded = re.findall(r"\.(i[0-9a-f]{16})\{background-image:url\(data:image/png;base64,", html)
+    assert len(embedded) == len(set(embedded))
+    # Each artifact path is one distinct image except the shared first clean image.
+    assert len(embedded) == len(paths) - (len(recorded["cases"]) - 1)
+    assert len(html.encode()) < 5_000_000
+    # Thumbnails open a full-size overlay (CSS :target, no script needed).
+    anchor = re.search(r'href="#full-(i[0-9a-f]{16})"', html).group(1)
+    assert f'id="full-{anchor}"' in html
+
+
+def test_no_external_resource_is_referenced(results_file: Path) -> None:
+    html = _html(results_file)
+    assert not re.search(r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:|//|ftp:|file:)""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?(?!data:)", html)
+    assert "@import" not in html and "<link" not in html.lower() and "<iframe" not in html.lower()
+    assert "http://" not in html and "https://" not in html
+    assert html.lower().count("<script") == 1 and "<script src" not in html.lower()
+
+
+def test_every_user_string_is_escaped(tmp_path: Path, recorded: dict) -> None:
+    data = copy.deepcopy(recorded)
+    case = data["cases"][0]
+    case["subject"]["files"][0] = f"{XSS}.png"
+    case["scenario"]["title"] = f"JPEG {XSS}"
+    case["scenario"]["why"] = "<img src=x onerror=alert(2)>"
+    case["protection"]["name"] = f"pid{XSS}"
+    case["exploits"]["attacked"][0]["finetune"]["instance_prompt"] = f"a photo of {XSS}"
+    data["cases"][1].update(
+        outcome="error",
+        reason=f"RuntimeError: bad {XSS}",
+        error={"type": "RuntimeError", "message": f"bad {XSS}", "user_error": False, "traceback": f"Traceback\n  {XSS}"},
+    )
+    _draw_artifacts(tmp_path / "res", data)
+    html = _html(_write(tmp_path / "res", data))
+    assert "alert(1)" in html  # shown ...
+    assert XSS not in html and "<img src=x" not in html  # ... but never as markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert html.lower().count("<script") == 1
+
+
+def test_errored_case_shows_error_and_traceback_and_others_still_render(tmp_path: Path, recorded: dict) -> None:
+    data = copy.deepcopy(recorded)
+    broken = data["cases"][0]
+    broken.update(outcome="error", reason="ValueError: NaN in latents", metrics={}, artifacts={},
+                  error={"type": "ValueError", "message": "NaN in latents", "user_error": False, "traceback": "Traceback (most recent call last):\n  boom"})
+    _draw_artifacts(tmp_path / "res", data)
+    html = _html(_write(tmp_path / "res", data))
+    assert "<b>ValueError</b>: NaN in latents" in html and "Traceback (most recent call last):" in html
+    assert "1 case(s) errored" in html
+    # Errored cases come first in the matrix (weakest first).
+    matrix = html[html.index('<table id="matrix">'):]
+    assert matrix.index(broken["case_id"].split("-astronaut")[0].removeprefix("pid-")) < matrix.index("</table>")
+    assert all(c["case_id"] in html for c in data["cases"])
+
+
+def test_input_error_case_record_renders(tmp_path: Path, recorded: dict) -> None:
+    """The plugin's record of a case stopped by bad input has only a few fields."""
+    data = copy.deepcopy(recorded)
+    message = "scen/typo.yaml: unknown scenario part 'jpg' (did you mean 'jpeg'?)"
+    data["cases"].append({
+        "case_id": "pid-typo-astronaut", "protection": {"name": "pid"}, "scenario": {"id": "typo", "path": "scen/typo.yaml"},
+        "subject": {"name": "astronaut"}, "tier": "smoke", "seed": 0, "outcome": "error", "reason": message, "metrics": {},
+        "variants": [], "flags": [], "error": {"type": "input", "message": message, "user_error": True, "traceback": None},
+        "seconds": 0.0, "timings": [], "cache": {"hits": [], "misses": [], "corrupt": []},
+    })
+    html = _html(_write(tmp_path / "res", data))
+    assert "did you mean &#39;jpeg&#39;?" in html and "pid-typo-astronaut" in html
+
+
+def test_missing_artifact_is_named_not_fatal(tmp_path: Path, recorded: dict) -> None:
+    path = _write(tmp_path / "res", recorded)  # no artifacts drawn
+    html = _html(path)
+    assert "artifact not found: artifacts/" in html
+
+
+def test_outcomes_order_matrix_weakest_first(tmp_path: Path, recorded: dict) -> None:
+    data = copy.deepcopy(recorded)
+    a, b = data["cases"][0], data["cases"][1]
+    for case, retained, outcome in ((a, 0.9, "pass"), (b, 0.1, "fail")):
+        metric = case["metrics"][case["verdict_metric"]]
+        metric["retained"] = {"value": retained, "ci_low": retained - 0.2, "ci_high": retained + 0.2, "n": 12}
+        metric["outcome"] = case["outcome"] = outcome
+    _draw_artifacts(tmp_path / "res", data)
+    html = _html(_write(tmp_path / "res", data))
+    matrix = html[html.index('<table id="matrix">'):]
+    assert matrix.index(b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
+    assert "Does not hold against 1 of 4 scenarios" in html
+    summary = html[html.index('id="summary"'):html.index('id="matrix-section"')]
+    assert "weakest scenario" in summary and "0.100 [-0.100, 0.300]" in summary
+
+
+def test_merge_two_shards(tmp_path: Path, recorded: dict) -> None:
+    first, second = copy.deepcopy(recorded), copy.deepcopy(recorded)
+    first["cases"], second["cases"] = recorded["cases"][:2], recorded["cases"][2:]
+    second["run"]["run_id"] = "machine-b"
+    _draw_artifacts(tmp_path / "a", first)
+    _draw_artifacts(tmp_path / "b", second)
+    a, b = _write(tmp_path / "a", first), _write(tmp_path / "b", second)
+    out = tmp_path / "merged.html"
+    assert reports_main(["merge", str(a), str(b), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert all(c["case_id"] in html for c in recorded["cases"])
+    assert "machine-b" in html and recorded["run"]["run_id"] in html and "from 2 merged runs" in html
+    assert "artifact not found" not in html  # each shard's artifacts found next to its own file
+
+
+def test_merge_refuses_overlapping_or_incomparable_shards(tmp_path: Path, recorded: dict) -> None:
+    a = _write(tmp_path / "a", recorded)
+    b = _write(tmp_path / "b", recorded)
+    with pytest.raises(ReportInputError, match=r"also in .*a[/\\]results.json"):
+        render_html([load_results(a), load_results(b)])
+    other = copy.deepcopy(recorded)
+    other["run"]["options"]["protection"] = "random"
+    other["cases"] = []
+    c = _write(tmp_path / "c", other)
+    with pytest.raises(ReportInputError, match="protection 'random' differs"):
+        render_html([load_results(a), load_results(c)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(schema_version=0), "schema_version 0 is not supported.*older protection-audit.*re-run"),
+        (lambda d: d.update(schema_version=99), "newer protection-audit"),
+        (lambda d: d.update(schema="something/else"), "not a protection-audit results file"),
+        (lambda d: d["cases"][1].pop("outcome"), "case pid-.* lacks outcome"),
+        (lambda d: d.pop("run"), "missing field.*run"),
+        (lambda d: d["run"].pop("options"), "run.options"),
+    ],
+)
+def test_old_or_incomplete_results_give_a_clear_error(tmp_path: Path, recorded: dict, edit, message: str) -> None:
+    data = copy.deepcopy(recorded)
+    edit(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ReportInputError, match=message) as info:
+        load_results(path)
+    assert str(path) in str(info.value)
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "results.json"
+    bad.write_text('{"schema": "protection-audit/results", "cases": [', encoding="utf-8")
+    assert reports_main(["render", str(bad), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not valid JSON" in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()
+    assert reports_main(["render", str(tmp_path / "nope.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def test_report_renders_in_headless_chromium_with_the_matrix_visible(results_file: Path, tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's 'chromium' when it can run apt-get as root)")
+    report = write_report([results_file], tmp_path / "report.html")
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        command = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+            "--window-size=1280,2000", f"--screenshot={shot}", report.resolve().as_uri(),
+        ]
+        env = {**os.environ, "HOME": profile}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    assert pixels.std() > 10  # something was drawn, not a blank page
+    # The matrix cells' backgrounds (coloured by outcome, see the template's CSS) fill a visible area.
+    cell_colours = [(0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2), (0xFE, 0xF3, 0xC7), (0xF3, 0xE8, 0xFF)]
+    cell = sum(int(np.all(pixels == np.array(c), axis=1).sum()) for c in cell_colours)
+    assert cell > 2000, f"matrix cells not visible in the screenshot ({cell} pixels of the cell colours)"
