@@ -23,7 +23,7 @@ from audit.data import Subject, load_subject
 from audit.errors import AuditError, BudgetExceeded
 from audit.exploits.dreambooth import FinetuneConfig, GenerationConfig, finetune, generate
 from audit.images import from_uint8, png_bytes, to_uint8
-from audit.metrics import exploit_metric_names, get_metric, imperceptibility
+from audit.metrics import FACE_METRICS, exploit_metric_names, get_metric, imperceptibility
 from audit.options import AuditOptions
 from audit.progress import Progress
 from audit.protections import Protection, ProtectionContext, check_budget, get_protection
@@ -320,6 +320,14 @@ class AuditSession:
 
         names = exploit_metric_names()
         verdict_metric = scenario.verdict.metric
+        substitute = self.tier.face_metric_substitute
+        if substitute and verdict_metric in FACE_METRICS:
+            record["verdict_metric_note"] = (
+                f"tier '{self.tier.name}' decides on {substitute} instead of the scenario's {verdict_metric}: "
+                f"faces at {self.resolution} px are below the face metrics' working size (model card); "
+                f"{verdict_metric} is still reported"
+            )
+            verdict_metric = substitute
         if verdict_metric not in names:
             names = [*names, verdict_metric]
         with self.progress.stage(f"metrics: {', '.join(names)} on {2 + len(attacked_runs)} exploits"):

@@ -39,6 +39,9 @@ class TierSettings:
     negative_prompt: str = PID_NEGATIVE_PROMPT
     protector_prompt: str = PROTECTOR_PROMPT
     class_prompt: str = CLASS_PROMPT
+    # Where faces are below the face metrics' working size, a scenario verdict on a face metric
+    # is decided on this metric instead (the face metric is still computed and reported).
+    face_metric_substitute: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +65,8 @@ TIERS: dict[str, TierSettings] = {
         inference_steps=10,
         guidance_scale=7.5,
         bootstrap_resamples=1000,
+        # 64-px faces: dlib/MTCNN detect nothing below ~80 px (see audit/metrics/subject.py).
+        face_metric_substitute="subject_similarity",
     ),
     "standard": TierSettings(
         name="standard",

@@ -37,11 +37,17 @@ def test_tokenizer_matches_clip_bpe(prompt: str) -> None:
     assert len(tokenizer) == 49408
 
 
-def test_tiny_is_deterministic_and_seeded(tiny) -> None:
+def test_tiny_is_deterministic_and_seeded(tiny, monkeypatch, tmp_path) -> None:
     again = load_model("tiny", "cpu")
     assert again.fingerprint == tiny.fingerprint and len(tiny.fingerprint) == 64
-    other = build_tiny_components(seed=1)
-    assert state_fingerprint(other["vae"], other["unet"], other["text_encoder"], extra="tiny-v1") != tiny.fingerprint
+    assert state_fingerprint(again.unet, again.vae) == state_fingerprint(tiny.unet, tiny.vae)
+    # Without shipped weights the pipeline is a seeded random init (and says so).
+    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda: tmp_path / "absent")
+    random_init = load_model("tiny", "cpu")
+    assert "random init" in random_init.source and random_init.revision == "config-v1"
+    one, other = build_tiny_components(seed=0), build_tiny_components(seed=1)
+    assert state_fingerprint(one["unet"]) == state_fingerprint(random_init.unet)
+    assert state_fingerprint(other["vae"], other["unet"], other["text_encoder"]) != state_fingerprint(one["vae"], one["unet"], one["text_encoder"])
     before = torch.random.get_rng_state()
     build_tiny_components(seed=5)
     assert torch.equal(before, torch.random.get_rng_state())  # global RNG untouched
@@ -61,10 +67,11 @@ def test_tiny_shapes(tiny) -> None:
 
 
 def test_fresh_copy_leaves_base_untouched(tiny) -> None:
+    before = state_fingerprint(tiny.unet, tiny.text_encoder)
     copy = tiny.fresh_copy()
     with torch.no_grad():
         next(copy.unet.parameters()).add_(1.0)
-    assert load_model("tiny").fingerprint == tiny.fingerprint
+    assert state_fingerprint(tiny.unet, tiny.text_encoder) == before
     assert copy.vae is tiny.vae
 
 

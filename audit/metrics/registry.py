@@ -9,12 +9,17 @@ from audit.metrics.base import Metric
 from audit.metrics.face_detection import FaceDetectionFailureRate
 from audit.metrics.identity import IdentitySimilarity
 from audit.metrics.quality import Brisque
+from audit.metrics.subject import SubjectSimilarity
 
 METRICS: dict[str, type[Metric]] = {
     IdentitySimilarity.name: IdentitySimilarity,
     FaceDetectionFailureRate.name: FaceDetectionFailureRate,
     Brisque.name: Brisque,
+    SubjectSimilarity.name: SubjectSimilarity,
 }
+
+# Metrics that need a detectable face (a tier may decide on another metric where faces are too small).
+FACE_METRICS = frozenset({IdentitySimilarity.name, FaceDetectionFailureRate.name})
 
 
 class UnknownMetric(KeyError):
@@ -33,4 +38,4 @@ def get_metric(name: str) -> Metric:
 
 def exploit_metric_names() -> list[str]:
     """The metrics computed on every exploit's generations."""
-    return ["identity_similarity", "face_detection_failure_rate", "brisque"]
+    return ["subject_similarity", "identity_similarity", "face_detection_failure_rate", "brisque"]

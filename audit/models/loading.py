@@ -119,16 +119,25 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def _load_tiny(seed: int) -> LatentDiffusionModel:
-    from audit.models.tiny import TINY_CONFIG_VERSION, build_tiny_components, tiny_weights_path
-
-    parts = build_tiny_components(seed)
-    trained = tiny_weights_path().is_dir()
-    fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=f"tiny-v{TINY_CONFIG_VERSION}")
-    source = (
-        f"built-in tiny pipeline (trained weights {tiny_weights_path()})"
-        if trained
-        else f"built-in tiny pipeline (random init from configs, seed {seed}, config v{TINY_CONFIG_VERSION})"
+    from audit.models.tiny import (
+        TINY_CONFIG_VERSION,
+        TINY_WEIGHTS_VERSION,
+        build_tiny_components,
+        tiny_weights_path,
+        verify_weights,
     )
+
+    folder = tiny_weights_path()
+    if folder.is_dir():
+        fingerprint = verify_weights(folder)  # SHA-256 of SHA256SUMS: the hash in the model card
+        parts = build_tiny_components(seed)
+        return LatentDiffusionModel(
+            **parts, model_id="tiny", revision=f"trained-v{TINY_WEIGHTS_VERSION}", fingerprint=fingerprint,
+            source=f"built-in tiny pipeline, trained weights (training/train_tiny.py; model card {folder / 'MODEL_CARD.md'})",
+        )
+    parts = build_tiny_components(seed)
+    fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=f"tiny-v{TINY_CONFIG_VERSION}")
+    source = f"built-in tiny pipeline (random init from configs, seed {seed}, config v{TINY_CONFIG_VERSION}; trained weights missing)"
     return LatentDiffusionModel(**parts, model_id="tiny", revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint, source=source)
 
 

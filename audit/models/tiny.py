@@ -4,11 +4,13 @@ Same parts and interfaces as SD 1.5 — AutoencoderKL with a 4-channel latent an
 factor 0.18215, a cross-attention UNet conditioned on a CLIP text encoder, SD's DDPM training
 schedule and SD's tokenizer — at a size that trains and samples on a CPU in seconds: 64 px
 images, 16×16 latents (VAE factor 4 instead of SD's 8). Weights are seeded random unless a
-trained checkpoint ships in ``weights/tiny`` (see ``tiny_weights_path``).
+trained checkpoint ships in ``weights/tiny`` (see ``tiny_weights_path``; model card
+``weights/tiny/MODEL_CARD.md``; rebuilt by ``training/train_tiny.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +69,58 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+TINY_WEIGHTS_VERSION = 1
+CHECKSUMS = "SHA256SUMS"
+WEIGHT_FILES = (
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+)
+
+
 def tiny_weights_path() -> Path:
     """Where trained tiny weights ship, if they do (a diffusers-layout folder)."""
     return Path(__file__).resolve().parent / "weights" / "tiny"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(folder: Path) -> str:
+    """Write ``SHA256SUMS`` (``sha256sum -c`` format) for the weight files; returns the weights hash."""
+    lines = [f"{_sha256(folder / name)}  {name}\n" for name in WEIGHT_FILES]
+    (folder / CHECKSUMS).write_text("".join(lines), encoding="ascii")
+    return weights_hash(folder)
+
+
+def weights_hash(folder: Path) -> str:
+    """The weights' hash: SHA-256 of ``SHA256SUMS``, which lists each weight file's SHA-256."""
+    return _sha256(folder / CHECKSUMS)
+
+
+def verify_weights(folder: Path) -> str:
+    """Check every weight file against ``SHA256SUMS``; return the weights hash or say what is wrong."""
+    from audit.errors import ModelError
+
+    fix = (
+        f"restore them (git checkout -- {folder}) or rebuild them with "
+        f"`python training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
+    )
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        raise ModelError(f"{sums}: missing, so the tiny model's weights cannot be verified; {fix}.")
+    for line in sums.read_text(encoding="ascii").splitlines():
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path}: weight file missing; {fix}.")
+        if _sha256(path) != digest:
+            raise ModelError(f"{path}: SHA-256 differs from {sums} (modified or corrupt weights); {fix}.")
+    return weights_hash(folder)
 
 
 def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
@@ -86,9 +137,10 @@ def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
         text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG))
     weights = tiny_weights_path()
     if weights.is_dir():
-        vae = AutoencoderKL.from_pretrained(weights, subfolder="vae")
-        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet")
-        text_encoder = CLIPTextModel.from_pretrained(weights, subfolder="text_encoder")
+        # Shipped as fp16 (half the bytes); every computation runs in fp32.
+        vae = AutoencoderKL.from_pretrained(weights, subfolder="vae", torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet", torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(weights, subfolder="text_encoder", torch_dtype=torch.float32)
     for module in (vae, unet, text_encoder):
         module.eval()
         module.requires_grad_(False)
