@@ -317,6 +317,10 @@ class AuditSession:
             "protected": exploit_record(protected_run),
             "attacked": [exploit_record(r) for r in attacked_runs],
         }
+        floor_run = None
+        if self.tier.noise_floor_control:
+            floor_run = self.exploit("noise floor (±1/255)", noise_floor_images(clean, self.options.seed), baseline_ft)
+            record["exploits"]["noise_floor"] = exploit_record(floor_run)
 
         names = exploit_metric_names()
         verdict_metric = scenario.verdict.metric
@@ -394,6 +398,8 @@ class AuditSession:
             record["flags"].append(f"non-standard run: tier '{self.tier.name}' settings changed: {self.options.overrides}")
 
         decisive = variant_verdicts[worst].get(verdict_metric)
+        if floor_run is not None and decisive is not None:
+            self._noise_floor(record, verdict_metric, floor_run, clean, decisive)
         record["verdict_metric"] = verdict_metric
         record["threshold"] = scenario.verdict.retained_at_least
         if decisive is None:
@@ -406,6 +412,28 @@ class AuditSession:
                 prefix = f"worst of {len(attacked_runs)} exploit variants: '{attacked_runs[worst].finetune['instance_prompt']}'; "
             record["reason"] = prefix + decisive.sentence
         record["artifacts"] = self.save_artifacts(case_id, clean, protected_u8, attacked_u8, clean_run, protected_run, attacked_runs[worst])
+
+    def _noise_floor(self, record: dict[str, Any], metric: str, floor_run: ExploitRun, clean: torch.Tensor,
+                     verdict: MetricVerdict) -> None:
+        """Flag a verdict whose protective effect is not well above the exploit's noise floor.
+
+        The floor is |m_floor − m_c|: how far the exploit's outcome moves when its training
+        images change imperceptibly (±1/255, no protective intent). An effect below twice that
+        cannot be told from the exploit's own sensitivity to any change of its data.
+        """
+        values = self.metric(metric, floor_run.generations, clean).get("values") or []
+        if not values:
+            return
+        shift = abs(sum(values) / len(values) - verdict.m_c.value)
+        effect = verdict.effect.value
+        record["noise_floor"] = {"metric": metric, "m_floor": sum(values) / len(values), "shift": shift,
+                                 "effect": effect, "perturbation": "uniform integer levels in [-1, 1] (±1/255)"}
+        if verdict.outcome in ("pass", "fail") and effect < 2 * shift:
+            record["flags"].append(
+                f"noise floor: an imperceptible ±1/255 change of the clean images moves {metric} by {shift:.4f}; "
+                f"the protective effect ({effect:+.4f}) is less than twice that, so this verdict cannot tell the "
+                "protection from the exploit's sensitivity to any change of its training images"
+            )
 
     def save_artifacts(self, case_id: str, clean: torch.Tensor, protected_u8: torch.Tensor, attacked_u8: torch.Tensor,
                        *runs: ExploitRun) -> dict[str, list[str]]:
@@ -428,6 +456,13 @@ class AuditSession:
                 path.write_bytes(png_bytes(image))
                 saved[group].append(str(path.relative_to(self.results_dir)))
         return saved
+
+
+def noise_floor_images(clean: torch.Tensor, seed: int) -> torch.Tensor:
+    """The clean images with an imperceptible change: each pixel ±1 or 0 levels (8-bit), seeded."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    levels = torch.randint(-1, 2, clean.shape, generator=generator).to(torch.int16)
+    return (to_uint8(clean).to(torch.int16) + levels).clamp(0, 255).to(torch.uint8)
 
 
 def _worst_variant(variant_verdicts: list[dict[str, MetricVerdict]], metric: str) -> int:

@@ -42,6 +42,9 @@ class TierSettings:
     # Where faces are below the face metrics' working size, a scenario verdict on a face metric
     # is decided on this metric instead (the face metric is still computed and reported).
     face_metric_substitute: str | None = None
+    # Exploit noise floor: also fine-tune on the clean images with an imperceptible ±1/255 change
+    # and flag a verdict whose protective effect is not well above the shift that causes.
+    noise_floor_control: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,10 +55,11 @@ TIERS: dict[str, TierSettings] = {
         name="smoke",
         resolution=64,
         pgd_steps=100,
-        finetune_steps=80,
-        # A randomly initialised or tiny model needs a far larger rate than SD's 2e-6 to move
-        # in 80 steps; this is a property of the tiny model, not of the papers' recipe.
-        finetune_lr=1e-4,
+        # The trained tiny model needs ~1000 steps at 2e-3 to reproduce the subject (SSIM to the
+        # nearest view 0.10 untrained → 0.37 at seed 0; 80 steps at 1e-4 reach 0.13): a property
+        # of a 3-M-parameter model, not of the papers' recipe (SD: 1000 steps at 2e-6).
+        finetune_steps=1000,
+        finetune_lr=2e-3,
         finetune_batch_size=1,
         train_text_encoder=False,
         prior_preservation=False,
@@ -67,6 +71,9 @@ TIERS: dict[str, TierSettings] = {
         bootstrap_resamples=1000,
         # 64-px faces: dlib/MTCNN detect nothing below ~80 px (see audit/metrics/subject.py).
         face_metric_substitute="subject_similarity",
+        # The tiny model's DreamBooth outcome moves by ~0.03 subject_similarity for any ±1/255
+        # change of its training images (model card), as much as some protections' effects.
+        noise_floor_control=True,
     ),
     "standard": TierSettings(
         name="standard",

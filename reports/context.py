@@ -262,6 +262,7 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "seed": case.get("seed"),
         "verdict_metric": verdict_metric(case),
         "verdict_metric_note": case.get("verdict_metric_note"),
+        "noise_floor": case.get("noise_floor"),
         "threshold": case.get("threshold", (scenario.get("verdict") or {}).get("retained_at_least")),
         "retained": entry.get("retained"),
         "m_c": fmt_ci(entry.get("m_c"), 4),

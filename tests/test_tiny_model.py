@@ -1,0 +1,113 @@
+"""The embedded trained tiny pipeline: pinned weights, and the effects the smoke tier must see.
+
+What is checked here holds on the shipped weights (model card, "What the smoke tier shows"):
+DreamBooth on the clean subject comes far closer to it than the untrained model, and PID
+distorts the trained VAE's posterior where random noise of the same budget does not. What does
+not hold yet — PID's effect on the *exploit's generations* standing out from random noise — is
+measured by ``benchmarks/bench_tiny_effects.py`` and flagged per case by the noise-floor control.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from audit.errors import ModelError
+from audit.models import load_model
+from audit.models.tiny import CHECKSUMS, WEIGHT_FILES, tiny_weights_path, verify_weights
+
+# SHA-256 of audit/models/weights/tiny/SHA256SUMS (which lists every weight file's SHA-256).
+PINNED_WEIGHTS_HASH = "58469fbb474166281dc8a31d0c3a079c4b426993a0e3f939319eae73407c1c90"
+
+
+def test_shipped_weights_match_the_pinned_hash_and_the_model_card(tiny) -> None:
+    folder = tiny_weights_path()
+    assert verify_weights(folder) == PINNED_WEIGHTS_HASH
+    listed = [line.split("  ")[1] for line in (folder / CHECKSUMS).read_text().splitlines()]
+    assert listed == list(WEIGHT_FILES)
+    assert PINNED_WEIGHTS_HASH in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert tiny.fingerprint == PINNED_WEIGHTS_HASH and tiny.revision == "trained-v1"
+    size = sum((folder / name).stat().st_size for name in WEIGHT_FILES)
+    assert size < 10_000_000
+    assert all(p.dtype == torch.float32 for p in tiny.unet.parameters())
+
+
+def test_modified_weights_are_refused_with_the_file_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_weights_path(), copy)
+    target = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda: copy)
+    with pytest.raises(ModelError, match=r"unet/diffusion_pytorch_model.safetensors: SHA-256 differs.*train_tiny.py"):
+        load_model("tiny")
+
+
+def test_trained_vae_reconstructs_the_unseen_subject(tiny, images: torch.Tensor) -> None:
+    import piq
+
+    with torch.no_grad():
+        recon = (tiny.vae.decode(tiny.vae.encode(images * 2 - 1).latent_dist.mean).sample + 1) / 2
+    psnr = float(piq.psnr(recon.clamp(0, 1), images, data_range=1.0))
+    assert psnr > 22.0, f"VAE reconstruction of the (unseen) subject at {psnr:.1f} dB"
+
+
+def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, images: torch.Tensor) -> None:
+    """PID's mechanism on a trained VAE (PID §4): μ moves far more than under random noise."""
+    import piq
+
+    from audit.progress import Progress
+    from audit.protections import get_protection
+    from audit.protections.base import ProtectionContext
+    from audit.tiers import get_tier
+
+    ctx = ProtectionContext(tiny, torch.device("cpu"), 0, get_tier("smoke"), Progress(None))
+    with torch.no_grad():
+        clean = tiny.vae.encode(images * 2 - 1).latent_dist.mean
+    shift, decoded = {}, {}
+    for name in ("pid", "random"):
+        protected = get_protection(name).protect(images.clone(), ctx).images
+        protected = protected.float() / 255 if protected.dtype == torch.uint8 else protected
+        with torch.no_grad():
+            mean = tiny.vae.encode(protected * 2 - 1).latent_dist.mean
+            image = ((tiny.vae.decode(mean).sample + 1) / 2).clamp(0, 1)
+        shift[name] = float((mean - clean).pow(2).mean().sqrt())
+        decoded[name] = float(piq.ssim(image, images, data_range=1.0))
+    assert shift["pid"] > 5 * shift["random"], shift
+    assert decoded["random"] - decoded["pid"] > 0.04, decoded
+
+
+def test_noise_floor_images_change_every_pixel_by_at_most_one_level(images: torch.Tensor) -> None:
+    from audit.engine import noise_floor_images
+    from audit.images import to_uint8
+
+    a, b = noise_floor_images(images, 0), noise_floor_images(images, 0)
+    diff = a.to(torch.int16) - to_uint8(images).to(torch.int16)
+    assert torch.equal(a, b) and int(diff.abs().max()) == 1 and float((diff != 0).float().mean()) > 0.5
+    assert not torch.equal(a, noise_floor_images(images, 1))
+
+
+def test_clean_dreambooth_learns_the_subject(tmp_path: Path) -> None:
+    """Smoke settings, seed 0: fine-tuning on the clean subject comes far closer to it than the base model."""
+    from audit.engine import AuditSession
+    from audit.exploits.dreambooth import generate
+    from audit.images import from_uint8, to_uint8
+    from audit.metrics import get_metric
+    from audit.options import AuditOptions
+    from audit.progress import Progress
+
+    options = AuditOptions(
+        protection="none", model="tiny", tier="smoke", data=None, results_dir=tmp_path, device="cpu", seed=0,
+        scenarios=None, allow_download=False, overrides={"images_per_prompt": 2}, no_cache=False,
+    )
+    s = AuditSession(options, Progress(None))
+    subject = s.subject("astronaut")
+    metric = get_metric("subject_similarity")
+    base = generate(s.model, s.model.unet, s.model.text_encoder, s.generation_config(), s.resolution, s.progress)
+    clean = s.exploit("clean", to_uint8(subject.images), s.finetune_config(None))
+    untrained, tuned = metric.compute(base, subject.images).mean, metric.compute(from_uint8(clean.generations), subject.images).mean
+    assert tuned > untrained + 0.15, (untrained, tuned)
