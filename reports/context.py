@@ -187,10 +187,13 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
         )
     if errors:
         parts.append(f"{len(errors)} case(s) errored and have no verdict: {', '.join(errors)}.")
+    flagged = sum(1 for v in views if v["flags"])
+    caution = f" ⚑ {flagged} of {len(views)} verdicts are flagged as less reliable (see each case)." if flagged else ""
     if passed and not parts:
-        return f"Holds in all {len(views)} scenarios.", "pass"
+        return f"Holds in all {len(views)} scenarios.{caution}", "pass"
     if passed:
         parts.append(f"Holds in {len(passed)} of {len(views)}.")
+    parts.append(caution.strip())
     outcome = "fail" if failed else "no effect at baseline" if no_effect else "error"
     return " ".join(parts), outcome
 
