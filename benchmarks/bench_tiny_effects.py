@@ -11,7 +11,9 @@ the scenarios ``no-attack``, ``jpeg-q75`` and ``zero-sigma``, and generates from
 - untrained vs clean DreamBooth: does fine-tuning on the clean images learn the subject?
 - m_c − m_p for PID and for random, against the seed-to-seed spread of m_c;
 - retained protection of PID (and random) under JPEG and zero-σ;
-- each case's outcome, and the wall time of everything.
+- each case's outcome (⚑ where the noise-floor control flags it), the exploit's noise floor
+  (shift of the outcome under an imperceptible ±1/255 change of the clean images), and the
+  wall time of everything.
 
 Clean exploits are shared by PID and random through the cache (same seed, same images).
 """
@@ -79,7 +81,8 @@ def main() -> None:
                     "seed": seed, "protection": protection, "scenario": scenario_id, "outcome": record["outcome"],
                     "m_c": m.get("m_c", {}).get("value"), "m_p": m.get("m_p", {}).get("value"), "m_a": m.get("m_a", {}).get("value"),
                     "effect": m.get("effect"), "retained": m.get("retained"), "seconds": round(time.perf_counter() - t0, 1),
-                    "error": record.get("error"),
+                    "error": record.get("error"), "noise_floor": (record.get("noise_floor") or {}).get("shift"),
+                    "flagged": any(f.startswith("noise floor") for f in record.get("flags", [])),
                 })
                 r = rows[-1]
                 print(f"seed {seed} {protection:6s} {scenario_id:10s} {r['outcome']:22s} m_c {r['m_c']:.4f} m_p {r['m_p']:.4f} "
@@ -104,7 +107,9 @@ def main() -> None:
             f"{p}/{sc}": [(r["retained"] or {}).get("value") for r in rows if r["protection"] == p and r["scenario"] == sc]
             for p in ("pid", "random") for sc in SCENARIOS
         },
-        "outcomes": {f"{r['protection']}/{r['scenario']}/seed{r['seed']}": r["outcome"] for r in rows},
+        "outcomes": {f"{r['protection']}/{r['scenario']}/seed{r['seed']}": r["outcome"] + (" ⚑" if r["flagged"] else "")
+                     for r in rows},
+        "noise_floor": {seed: next(r["noise_floor"] for r in rows if r["seed"] == seed) for seed in seeds},
         "seconds_total": round(total, 1),
         "torch_threads": torch.get_num_threads(),
     }
