@@ -424,9 +424,10 @@ class AuditSession:
         values = self.metric(metric, floor_run.generations, clean).get("values") or []
         if not values:
             return
-        shift = abs(sum(values) / len(values) - verdict.m_c.value)
+        m_floor = sum(values) / len(values)
+        shift = abs(m_floor - verdict.m_c.value)
         effect = verdict.effect.value
-        record["noise_floor"] = {"metric": metric, "m_floor": sum(values) / len(values), "shift": shift,
+        record["noise_floor"] = {"metric": metric, "m_floor": m_floor, "shift": shift,
                                  "effect": effect, "perturbation": "uniform integer levels in [-1, 1] (±1/255)"}
         if verdict.outcome in ("pass", "fail") and effect < 2 * shift:
             record["flags"].append(

@@ -38,6 +38,16 @@ class AuditOptions:
         return data
 
 
+def _metric_or_none(item: str, raw: str) -> str | None:
+    from audit.metrics.registry import METRICS
+
+    if raw.lower() == "none":
+        return None
+    if raw not in METRICS:
+        raise ValueError(f"--audit-set {item!r}: unknown metric '{raw}'; use 'none' or one of: {', '.join(sorted(METRICS))}")
+    return raw
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``KEY=VALUE`` pairs overriding tier settings (typed by the tier's own fields)."""
     from dataclasses import fields
@@ -62,9 +72,13 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
                 value = float(raw)
             elif isinstance(current, tuple):
                 value = tuple(s.strip() for s in raw.split("|"))
+            elif key == "face_metric_substitute":
+                value = _metric_or_none(item, raw)
             else:
                 value = raw
-        except ValueError:
+        except ValueError as exc:
+            if str(exc).startswith("--audit-set"):
+                raise
             raise ValueError(f"--audit-set {item!r}: '{raw}' is not a valid {type(current).__name__}") from None
         result[key] = value
     return result

@@ -134,10 +134,11 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
     wall = [float(r["finished"]) - float(r["started"]) for r in runs if r.get("finished") and r.get("started")]
     headline, headline_outcome = _headline(case_views)
     tier = options.get("tier") or (cases[0].get("tier") if cases else None)
-    rows = [
-        RetainedRow(v["label"], v["outcome"], *( (v["retained"].get("value"), v["retained"].get("ci_low"), v["retained"].get("ci_high")) if v["retained"] else (None, None, None)), v["threshold"])
-        for v in case_views
-    ]
+    rows = []
+    for v in case_views:
+        retained = v["retained"] or {}
+        rows.append(RetainedRow(v["label"], v["outcome"], retained.get("value"), retained.get("ci_low"),
+                                retained.get("ci_high"), v["threshold"]))
     return {
         "title": f"Robustness report: {protection.get('name') or options.get('protection')}",
         "summary": {

@@ -41,3 +41,15 @@ def test_other_resolutions_are_compared_at_a_common_size(images: torch.Tensor) -
     big = torch.nn.functional.interpolate(images, size=(320, 320), mode="bilinear", align_corners=False)
     values = nearest_subject_ssim(big, images)
     assert values.shape == (len(images),) and float(values.min()) > 0.8
+
+
+def test_face_metric_substitute_override_is_validated() -> None:
+    import pytest
+
+    from audit.options import parse_overrides
+
+    assert parse_overrides(["face_metric_substitute=brisque"]) == {"face_metric_substitute": "brisque"}
+    assert parse_overrides(["face_metric_substitute=none", "noise_floor_control=false"]) == {
+        "face_metric_substitute": None, "noise_floor_control": False}
+    with pytest.raises(ValueError, match=r"unknown metric 'subject_similarty'.*subject_similarity"):
+        parse_overrides(["face_metric_substitute=subject_similarty"])
