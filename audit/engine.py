@@ -156,6 +156,7 @@ class AuditSession:
             instance_prompt=prompt or t.protector_prompt,
             steps=t.finetune_steps,
             lr=t.finetune_lr,
+            lr_schedule=t.finetune_lr_schedule,
             batch_size=t.finetune_batch_size,
             train_text_encoder=train_te,
             posterior_sigma=posterior.sigma if posterior else "sample",

@@ -1,10 +1,11 @@
 """The embedded trained tiny pipeline: pinned weights, and the effects the smoke tier must see.
 
 What is checked here holds on the shipped weights (model card, "What the smoke tier shows"):
-DreamBooth on the clean subject comes far closer to it than the untrained model, and PID
-distorts the trained VAE's posterior where random noise of the same budget does not. What does
-not hold yet — PID's effect on the *exploit's generations* standing out from random noise — is
-measured by ``benchmarks/bench_tiny_effects.py`` and flagged per case by the noise-floor control.
+PID distorts the trained VAE's posterior where random noise of the same budget does not, and on
+a reduced smoke audit (one seed, three cases) DreamBooth on the clean subject comes far closer
+to it than the untrained model, PID's protected images pull the exploit's outcome away from
+that while random noise does not, and JPEG lowers PID's retained protection. The 3-seed
+numbers are measured by ``benchmarks/bench_tiny_effects.py``.
 """
 
 from __future__ import annotations
@@ -91,23 +92,44 @@ def test_noise_floor_images_change_every_pixel_by_at_most_one_level(images: torc
     assert not torch.equal(a, noise_floor_images(images, 1))
 
 
-def test_clean_dreambooth_learns_the_subject(tmp_path: Path) -> None:
-    """Smoke settings, seed 0: fine-tuning on the clean subject comes far closer to it than the base model."""
+def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
+    """Issue 4's ordering on the real engine at the smoke tier, seed 0 (~4 min on 2 cores).
+
+    DreamBooth on the clean subject comes far closer to it than the untrained model; PID at
+    ε = 0.05 pulls the exploit's outcome well below the clean outcome, so ``no-attack`` passes;
+    random noise of the same budget does not move it, so ``no-attack`` reads "no effect at
+    baseline"; JPEG q75 measurably lowers PID's retained protection.
+    """
     from audit.engine import AuditSession
     from audit.exploits.dreambooth import generate
-    from audit.images import from_uint8, to_uint8
     from audit.metrics import get_metric
     from audit.options import AuditOptions
     from audit.progress import Progress
+    from audit.scenario import CATALOGUE_DIR, load_scenario
 
-    options = AuditOptions(
-        protection="none", model="tiny", tier="smoke", data=None, results_dir=tmp_path, device="cpu", seed=0,
-        scenarios=None, allow_download=False, overrides={"images_per_prompt": 2}, no_cache=False,
-    )
-    s = AuditSession(options, Progress(None))
+    def session(protection: str) -> AuditSession:
+        options = AuditOptions(
+            protection=protection, model="tiny", tier="smoke", data=None, results_dir=tmp_path, device="cpu",
+            seed=0, scenarios=None, allow_download=False, overrides={}, no_cache=False,
+        )
+        return AuditSession(options, Progress(None))
+
+    records = {}
+    for protection, scenario in (("pid", "no-attack"), ("random", "no-attack"), ("pid", "jpeg-q75")):
+        s = session(protection)
+        records[protection, scenario] = s.run_case(
+            load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut", f"{protection}-{scenario}"
+        )
     subject = s.subject("astronaut")
-    metric = get_metric("subject_similarity")
     base = generate(s.model, s.model.unet, s.model.text_encoder, s.generation_config(), s.resolution, s.progress)
-    clean = s.exploit("clean", to_uint8(subject.images), s.finetune_config(None))
-    untrained, tuned = metric.compute(base, subject.images).mean, metric.compute(from_uint8(clean.generations), subject.images).mean
-    assert tuned > untrained + 0.15, (untrained, tuned)
+    untrained = get_metric("subject_similarity").compute(base, subject.images).mean
+
+    pid, rnd, jpeg = (records[k]["metrics"]["subject_similarity"] for k in records)
+    clean = pid["m_c"]["value"]
+    assert rnd["m_c"]["value"] == clean  # one clean exploit, shared through the cache
+    assert clean > untrained + 0.25, (untrained, clean)
+    pid_effect, random_effect = pid["effect"]["value"], rnd["effect"]["value"]
+    assert pid_effect > 0.04 and pid_effect > random_effect + 0.04, (pid_effect, random_effect)
+    assert records["pid", "no-attack"]["outcome"] == "pass"
+    assert records["random", "no-attack"]["outcome"] == "no effect at baseline"
+    assert jpeg["retained"]["value"] < 0.8, jpeg["retained"]
