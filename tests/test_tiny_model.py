@@ -3,9 +3,9 @@
 What is checked here holds on the shipped weights (model card, "What the smoke tier shows"):
 PID distorts the trained VAE's posterior where random noise of the same budget does not, and on
 a reduced smoke audit (one seed, three cases) DreamBooth on the clean subject comes far closer
-to it than the untrained model, PID's protected images pull the exploit's outcome away from
-that while random noise does not, and JPEG lowers PID's retained protection. The 3-seed
-numbers are measured by ``benchmarks/bench_tiny_effects.py``.
+to it than the untrained model, and PID's protected images pull the exploit's outcome away from
+that while random noise does not. The 3-seed numbers are measured by
+``benchmarks/bench_tiny_effects.py``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     DreamBooth on the clean subject comes far closer to it than the untrained model; PID at
     ε = 0.05 pulls the exploit's outcome well below the clean outcome, so ``no-attack`` passes;
     random noise of the same budget does not move it, so ``no-attack`` reads "no effect at
-    baseline"; JPEG q75 measurably lowers PID's retained protection.
+    baseline". (Scenario effects — JPEG, zero σ — vary in sign across seeds on this model, so
+    they are measured by the benchmark, not asserted here; model card.)
     """
     from audit.engine import AuditSession
     from audit.exploits.dreambooth import generate
@@ -115,7 +116,7 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
         return AuditSession(options, Progress(None))
 
     records = {}
-    for protection, scenario in (("pid", "no-attack"), ("random", "no-attack"), ("pid", "jpeg-q75")):
+    for protection, scenario in (("pid", "no-attack"), ("random", "no-attack")):
         s = session(protection)
         records[protection, scenario] = s.run_case(
             load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut", f"{protection}-{scenario}"
@@ -124,7 +125,7 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     base = generate(s.model, s.model.unet, s.model.text_encoder, s.generation_config(), s.resolution, s.progress)
     untrained = get_metric("subject_similarity").compute(base, subject.images).mean
 
-    pid, rnd, jpeg = (records[k]["metrics"]["subject_similarity"] for k in records)
+    pid, rnd = (records[k]["metrics"]["subject_similarity"] for k in records)
     clean = pid["m_c"]["value"]
     assert rnd["m_c"]["value"] == clean  # one clean exploit, shared through the cache
     assert clean > untrained + 0.25, (untrained, clean)
@@ -132,4 +133,3 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     assert pid_effect > 0.04 and pid_effect > random_effect + 0.04, (pid_effect, random_effect)
     assert records["pid", "no-attack"]["outcome"] == "pass"
     assert records["random", "no-attack"]["outcome"] == "no effect at baseline"
-    assert jpeg["retained"]["value"] < 0.8, jpeg["retained"]
