@@ -4,10 +4,14 @@ A key is the SHA-256 of the canonical JSON of everything that determines a stage
 its inputs' content hashes, the stage's config, the model id/revision and weights
 fingerprint, the seeds and the toolkit version (a key that forgets the model returns another
 model's results, lm-evaluation-harness#2715). An entry is a folder holding its tensors
-(safetensors) and a manifest with each file's SHA-256; a read re-hashes the files, and an
-entry that does not match (truncated, edited, half-written) is deleted and recomputed, never
-used. Writes go to a temporary folder renamed into place, so an interrupted audit leaves no
-half entry and resumes where it stopped.
+(``tensors.safetensors``), its metadata (``meta.json``; a metric's values live there) and a
+``manifest.json`` listing each file's SHA-256. The manifest also records the entry's stage
+and key and the SHA-256 of its own canonical content, so every byte a read hands back is
+covered: a read re-hashes the files, checks the manifest's digest and that its stage/key are
+the ones asked for, and an entry that does not match (truncated, edited by hand, half-written,
+copied under another key, or from an older cache format) is deleted, reported as corrupt and
+recomputed, never used. Writes go to a temporary folder renamed into place, so an interrupted
+audit leaves no half entry and resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 from audit import __version__
 
@@ -53,6 +58,41 @@ def file_hash(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+FORMAT = 2  # 1: metadata inside manifest.json, not covered by any hash (read as corrupt, rebuilt)
+TENSORS = "tensors.safetensors"
+META = "meta.json"
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON without its own ``digest`` field."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def _read_entry(entry: Path, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An entry's tensors and metadata after checking every byte of them; ValueError if not."""
+    manifest = json.loads((entry / "manifest.json").read_text())
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"manifest format {manifest.get('format') if isinstance(manifest, dict) else '?'} != {FORMAT}")
+    if manifest.get("digest") != _manifest_digest(manifest):
+        raise ValueError("manifest.json: digest mismatch (edited)")
+    if manifest.get("stage") != stage or manifest.get("key") != key:
+        raise ValueError(f"manifest is for {manifest.get('stage')}/{manifest.get('key')}, not {stage}/{key}")
+    files = manifest["files"]
+    if META not in files or set(files) - {META, TENSORS}:
+        raise ValueError(f"unexpected file list {sorted(files)}")
+    data = {}
+    for name, digest in files.items():
+        data[name] = (entry / name).read_bytes()  # hashed and parsed from the same bytes
+        if hashlib.sha256(data[name]).hexdigest() != digest:
+            raise ValueError(f"{name}: hash mismatch")
+    tensors = load_tensors(data[TENSORS]) if TENSORS in files else {}
+    meta = json.loads(data[META].decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"{META}: not an object")
+    return tensors, meta
 
 
 @dataclass
@@ -113,13 +153,8 @@ class Cache:
             self.events.misses.append(stage)
             return None
         try:
-            manifest = json.loads(manifest_path.read_text())
-            for name, digest in manifest["files"].items():
-                if file_hash(entry / name) != digest:
-                    raise ValueError(f"{name}: hash mismatch")
-            tensors = load_file(str(entry / "tensors.safetensors")) if "tensors.safetensors" in manifest["files"] else {}
-            meta = manifest.get("meta", {})
-        except Exception:  # noqa: BLE001 - any unreadable entry is corrupt by definition
+            tensors, meta = _read_entry(entry, stage, key)
+        except Exception:  # noqa: BLE001 - any unreadable or unverifiable entry is corrupt by definition
             shutil.rmtree(entry, ignore_errors=True)
             self.events.corrupt.append(stage)
             self.events.misses.append(stage)
@@ -136,11 +171,14 @@ class Cache:
         try:
             files = {}
             if tensors:
-                path = tmp / "tensors.safetensors"
+                path = tmp / TENSORS
                 save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-                files["tensors.safetensors"] = file_hash(path)
-            manifest = {"stage": stage, "key": key, "toolkit": __version__, "created": time.time(), "files": files, "meta": meta}
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+                files[TENSORS] = file_hash(path)
+            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            files[META] = file_hash(tmp / META)
+            manifest = {"format": FORMAT, "stage": stage, "key": key, "toolkit": __version__, "created": time.time(), "files": files}
+            manifest["digest"] = _manifest_digest(manifest)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             if entry.exists():
                 shutil.rmtree(entry, ignore_errors=True)
             os.replace(tmp, entry)

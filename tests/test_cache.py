@@ -80,3 +80,60 @@ def test_lock_serialises_computation_of_one_entry(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(computed) == 1  # the second worker found the first one's entry
+
+
+def test_edited_metadata_is_corrupt_and_rebuilt(tmp_path: Path) -> None:
+    """A metric entry's values live in its metadata: one digit changed by hand is never used."""
+    cache = Cache(tmp_path)
+    key = cache.key("metric", metric="brisque", generations="abc")
+    meta = {"name": "brisque", "values": [31.25, 47.5], "missing": 0}
+    cache.put("metric", key, {}, meta)
+    assert cache.get("metric", key) == ({}, meta)
+    entry = tmp_path / "metric" / key[:2] / key
+    edited = False
+    for path in sorted(entry.iterdir()):  # wherever the values are stored, as a text editor would
+        text = path.read_text() if path.suffix == ".json" else ""
+        if "31.25" in text:
+            path.write_text(text.replace("31.25", "31.26"))
+            edited = True
+    assert edited
+    cache.take_events()
+    assert cache.get("metric", key) is None
+    events = cache.take_events()
+    assert events.corrupt == ["metric"] and events.misses == ["metric"] and events.hits == []
+    assert not entry.exists()  # removed, so the next put rebuilds it
+    cache.put("metric", key, {}, meta)
+    assert cache.get("metric", key) == ({}, meta)
+
+
+def test_entry_under_another_key_or_stage_is_corrupt(tmp_path: Path) -> None:
+    """An entry copied or moved to another key's folder does not answer for that key."""
+    import shutil
+
+    cache = Cache(tmp_path)
+    key_a, key_b = cache.key("metric", x=1), cache.key("metric", x=2)
+    cache.put("metric", key_a, {}, {"values": [1.0]})
+    src = tmp_path / "metric" / key_a[:2] / key_a
+    dst = tmp_path / "metric" / key_b[:2] / key_b
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, dst)
+    assert cache.get("metric", key_b) is None and cache.events.corrupt == ["metric"]
+    other_stage = tmp_path / "protect" / key_a[:2] / key_a
+    other_stage.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, other_stage)
+    assert cache.get("protect", key_a) is None and cache.events.corrupt == ["metric", "protect"]
+    assert cache.get("metric", key_a) == ({}, {"values": [1.0]})
+
+
+def test_edited_file_list_is_corrupt(tmp_path: Path) -> None:
+    """Dropping a file from the manifest's list (so it is not checked) is itself detected."""
+    import json
+
+    cache = Cache(tmp_path)
+    key = cache.key("protect", x=1)
+    cache.put("protect", key, {"images": torch.zeros((1, 3, 4, 4), dtype=torch.uint8)}, {"loss": 0.5})
+    manifest_path = next(tmp_path.rglob("manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {}
+    manifest_path.write_text(json.dumps(manifest, indent=1))
+    assert cache.get("protect", key) is None and cache.events.corrupt == ["protect"]
