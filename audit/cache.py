@@ -9,9 +9,10 @@ model's results, lm-evaluation-harness#2715). An entry is a folder holding its t
 and key and the SHA-256 of its own canonical content, so every byte a read hands back is
 covered: a read re-hashes the files, checks the manifest's digest and that its stage/key are
 the ones asked for, and an entry that does not match (truncated, edited by hand, half-written,
-copied under another key, or from an older cache format) is deleted, reported as corrupt and
-recomputed, never used. Writes go to a temporary folder renamed into place, so an interrupted
-audit leaves no half entry and resumes where it stopped.
+copied under another key) is deleted, reported as corrupt and recomputed, never used; an
+entry from before metadata was hashed is deleted and recomputed as a miss. Writes go to a
+temporary folder renamed into place, so an interrupted audit leaves no half entry and resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-FORMAT = 2  # 1: metadata inside manifest.json, not covered by any hash (read as corrupt, rebuilt)
+FORMAT = 2  # 1 (no "format" field): metadata inside manifest.json, unhashed; read as a miss, rebuilt
 TENSORS = "tensors.safetensors"
 META = "meta.json"
 
@@ -69,6 +70,12 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
     """SHA-256 of the manifest's canonical JSON without its own ``digest`` field."""
     body = {k: v for k, v in manifest.items() if k != "digest"}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def _is_legacy(manifest_path: Path) -> bool:
+    """A format-1 manifest (no format, no digest): its metadata was never hashed."""
+    manifest = json.loads(manifest_path.read_text())
+    return isinstance(manifest, dict) and "format" not in manifest and "digest" not in manifest and "files" in manifest
 
 
 def _read_entry(entry: Path, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -153,6 +160,10 @@ class Cache:
             self.events.misses.append(stage)
             return None
         try:
+            if _is_legacy(manifest_path):  # written before metadata was hashed: rebuilt, not "corrupt"
+                shutil.rmtree(entry, ignore_errors=True)
+                self.events.misses.append(stage)
+                return None
             tensors, meta = _read_entry(entry, stage, key)
         except Exception:  # noqa: BLE001 - any unreadable or unverifiable entry is corrupt by definition
             shutil.rmtree(entry, ignore_errors=True)
@@ -174,7 +185,7 @@ class Cache:
                 path = tmp / TENSORS
                 save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
                 files[TENSORS] = file_hash(path)
-            (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+            (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
             files[META] = file_hash(tmp / META)
             manifest = {"format": FORMAT, "stage": stage, "key": key, "toolkit": __version__, "created": time.time(), "files": files}
             manifest["digest"] = _manifest_digest(manifest)

@@ -137,3 +137,19 @@ def test_edited_file_list_is_corrupt(tmp_path: Path) -> None:
     manifest["files"] = {}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     assert cache.get("protect", key) is None and cache.events.corrupt == ["protect"]
+
+
+def test_entry_from_before_metadata_was_hashed_is_rebuilt_as_a_miss(tmp_path: Path) -> None:
+    import json
+
+    cache = Cache(tmp_path)
+    key = cache.key("metric", x=1)
+    entry = tmp_path / "metric" / key[:2] / key
+    entry.mkdir(parents=True)
+    legacy = {"stage": "metric", "key": key, "toolkit": "0.1.0", "created": 0, "files": {}, "meta": {"values": [1.0]}}
+    (entry / "manifest.json").write_text(json.dumps(legacy))
+    assert cache.get("metric", key) is None and not entry.exists()
+    events = cache.take_events()
+    assert events.misses == ["metric"] and events.corrupt == []
+    cache.put("metric", key, {}, {"values": [1.0], "b": 2, "a": 1})
+    assert list(cache.get("metric", key)[1]) == ["values", "b", "a"]  # insertion order kept
