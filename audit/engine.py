@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from audit import __version__
-from audit.attacks.transforms import TRANSFORMS
 from audit.cache import Cache, tensor_hash
 from audit.data import Subject, load_subject
 from audit.errors import AuditError, BudgetExceeded
@@ -28,6 +27,7 @@ from audit.options import AuditOptions
 from audit.progress import Progress
 from audit.protections import Protection, ProtectionContext, check_budget, get_protection
 from audit.scenario import Scenario
+from audit.transforms.corruptions import TRANSFORMS
 from audit.verdict import MetricVerdict, decide
 
 MAX_SAVED_GENERATIONS = 12

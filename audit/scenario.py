@@ -19,8 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from audit.attacks.transforms import TRANSFORMS
 from audit.errors import ScenarioError
+from audit.transforms.corruptions import TRANSFORMS
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.attacks.transforms import TRANSFORMS
+from audit.transforms.corruptions import TRANSFORMS
 
 PARAMS = {
     "jpeg": {"quality": 75},

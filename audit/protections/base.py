@@ -18,6 +18,7 @@ from audit.errors import BudgetExceeded
 from audit.images import to_uint8
 
 if TYPE_CHECKING:
+    from audit.data import Subject
     from audit.models import LatentDiffusionModel
     from audit.progress import Progress
     from audit.tiers import TierSettings
@@ -32,6 +33,9 @@ class ProtectionContext:
     seed: int
     tier: TierSettings
     progress: Progress
+    #: The subject being protected (name, file names, images): protections that read
+    #: already-protected files pair them with the clean ones by this.
+    subject: Subject | None = None
 
 
 @dataclass
