@@ -404,3 +404,30 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
     batch = torch.stack(tensors)
     names = tuple(p.name for p in files)
     return Subject(name, batch, names, str(folder), tuple(notes), _hash(batch, names))
+
+
+def load_image_file(path: Path, resolution: int, notes: list[str] | None = None) -> tuple[Image.Image, torch.Tensor]:
+    """One image file read exactly as ``load_subject`` reads each of a subject's files.
+
+    The same conversions (first frame, 16-bit → 8-bit, EXIF orientation, alpha over white,
+    grayscale → RGB), then the same centre crop to a square and Lanczos resize to
+    ``resolution``×``resolution``. Returns the converted RGB image at its original size
+    (before crop and resize) and the 3×R×R float tensor in [0, 1]. Each conversion is appended
+    to ``notes`` under the file's name; what cannot be read is a DataError naming the file.
+    No subject-level checks (image count, minimum size): the caller does its own.
+    """
+    path = Path(path)
+    notes = [] if notes is None else notes
+    original = _read_image(path, notes)
+    width, height = original.size
+    side = min(width, height)
+    image = original
+    if width != height:
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+        notes.append(f"{path.name}: non-square {width}×{height} centre-cropped to {side}×{side}")
+    if image.size != (resolution, resolution):
+        image = _resize(image, resolution)
+        direction = "upscaled" if side < resolution else "downscaled"
+        notes.append(f"{path.name}: {direction} from {side} px to {resolution}×{resolution} (Lanczos)")
+    return original, from_pil(image)
