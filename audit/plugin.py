@@ -37,7 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--scenarios", default=None, help="scenario folder (default: the bundled catalogue)")
     group.addoption("--allow-download", action="store_true", help="let --model fetch from the Hugging Face hub")
     group.addoption("--audit-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one tier setting (marks the run non-standard), e.g. finetune_steps=20")
+                    help="override one tier setting (marks the run non-standard), e.g. dreambooth.steps=20")
+    group.addoption("--replicates", default=None, type=int, metavar="K",
+                    help="independent replicates of every random stage (default: the tier's, 3)")
+    group.addoption("--epsilon", default=None, type=float,
+                    help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a built-in's")
+    group.addoption("--full-catalogue", action="store_true",
+                    help="run every scenario, not only the tier's default selection (smoke: tag 'smoke')")
     group.addoption("--report", default=None, metavar="PATH",
                     help="HTML robustness report to write at the end (default: <results-dir>/report.html)")
     group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore the cache)")
@@ -55,7 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "audit: a protection-audit scenario case")
     if not _active(config):
         return
-    from audit.options import AuditOptions, parse_overrides
+    from audit.options import AuditOptions
+    from audit.tiers import parse_overrides
 
     try:
         overrides = parse_overrides(config.getoption("audit_set"))
@@ -75,7 +82,13 @@ def pytest_configure(config: pytest.Config) -> None:
         allow_download=config.getoption("allow_download"),
         overrides=overrides,
         no_cache=config.getoption("no_audit_cache"),
+        replicates=config.getoption("replicates"),
+        epsilon=config.getoption("epsilon"),
+        full_catalogue=config.getoption("full_catalogue"),
     )
+    from audit.startup import check_options
+
+    check_options(options)
     config.stash[_RECORDS_KEY] = []
     run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{id(config) % 10000:04d}"
     config.stash[_RUN_KEY] = {"options": options, "run_id": run_id, "started": time.time()}
@@ -116,24 +129,28 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
         files = catalogue_files(options.scenarios)
     except AuditError as exc:
         return [(AuditCase(f"{protection}-catalogue", str(options.scenarios), error=str(exc)), [])]
-    if not files:
-        msg = f"{options.scenarios}: no scenario files (*.yaml) found; add some or point --scenarios elsewhere."
-        return [(AuditCase(f"{protection}-catalogue", str(options.scenarios), error=msg), [])]
     subject_error = None
     try:
         subjects = discover_subjects(options.data)
     except AuditError as exc:
         subjects, subject_error = ["no-subject"], str(exc)
-    cases = []
+    tag = None if options.full_catalogue else options.tier_settings.data.get("catalogue_tag")
+    cases, left_out = [], []
     for path in files:
         try:
-            scenario, error, tags = load_scenario(path), None, []
+            scenario, error = load_scenario(path), None
             tags = list(scenario.tags)
         except AuditError as exc:
             scenario, error, tags = None, str(exc), []
+        if scenario is not None and tag and tag not in tags:
+            left_out.append(path.stem)
+            continue
         for subject in subjects:
             case_id = f"{protection}-{path.stem}-{subject}"
             cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error), tags))
+    config.stash[_RUN_KEY]["left_out"] = left_out
+    config.stash[_RUN_KEY]["selection"] = (
+        f"tier '{options.tier}' default selection: scenarios tagged '{tag}'" if tag else "the full catalogue")
     return cases
 
 

@@ -10,17 +10,17 @@ for ``extends`` and are not run.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from audit.errors import ScenarioError
-from audit.transforms.corruptions import TRANSFORMS
+from audit.parts import EXPLOITS, METRICS, TRANSFORMS
+from audit.registry import InvalidParams, Registry, did_you_mean, format_validation, parse_spec
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -29,56 +29,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PosteriorSpec(_Strict):
-    """How the exploiter draws latents from the VAE posterior N(μ, σ²) while fine-tuning.
+class Step(_Strict):
+    """One part as written in YAML, ``name: {params}``, with its params validated.
 
-    ``sample`` is standard LDM training (z = μ + σ·ε). PID §6.4 adaptive attacks: ``zero``
-    (σ = 0: train on μ), ``clip`` (σ clipped to at most ``value``), ``fixed`` (σ = ``value``,
-    e.g. 1e-7 as in PID Table 6).
+    ``params`` holds only the keys written in the file (validated by the part's model);
+    the tier fills in the rest when the case is planned (``audit/tiers.py`` precedence).
     """
 
-    sigma: Literal["sample", "zero", "clip", "fixed"] = "sample"
-    value: float | None = Field(None, ge=0)
+    part: str
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and v != v:
-            raise ValueError("value must be a number, not NaN")
-        return v
+    def to_yaml(self) -> dict[str, Any]:
+        return {self.part: dict(self.params)}
 
 
-class ExploitVariant(_Strict):
-    """One exploit run of a scenario that tries several (e.g. PID App. A.5's c_explo)."""
+class Variant(_Strict):
+    """A partial override of the scenario (its ``attack`` or ``exploit``): one more exploit
+    run; the verdict takes the worst case for the protector over all variants."""
 
-    instance_prompt: str = Field(..., min_length=1)
-
-
-class ExploitSpec(_Strict):
-    """The exploit: DreamBooth fine-tuning (Ruiz et al. 2023) then generation (PID App. A.1)."""
-
-    method: Literal["dreambooth"] = "dreambooth"
-    instance_prompt: str | None = Field(
-        None, description="fine-tuning prompt; default: the tier's protector prompt 'a photo of sks person'"
-    )
-    variants: list[ExploitVariant] = Field(
-        default_factory=list,
-        description="several exploit runs; the verdict takes the worst case for the protector",
-    )
-    posterior: PosteriorSpec = PosteriorSpec()
-    train_text_encoder: bool | None = None
+    label: str | None = None
+    attack: list[Step] | None = None
+    exploit: Step | None = None
 
 
 class VerdictSpec(_Strict):
     metric: str = "identity_similarity"
-    retained_at_least: float = Field(0.5, description="pass threshold on retained protection")
-
-
-class AttackStep(_Strict):
-    """One image-space step: a registered part name and its validated parameters."""
-
-    part: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    retained_at_least: float = Field(0.5, description="pass threshold on retained protection", allow_inf_nan=False)
 
 
 class Scenario(_Strict):
@@ -88,8 +64,9 @@ class Scenario(_Strict):
     why: str
     source: str
     tags: list[str] = Field(default_factory=list)
-    attack: list[AttackStep] = Field(default_factory=list)
-    exploit: ExploitSpec = ExploitSpec()
+    attack: list[Step] = Field(default_factory=list)
+    exploit: Step = Step(part="dreambooth")
+    variants: list[Variant] = Field(default_factory=list)
     verdict: VerdictSpec = VerdictSpec()
     path: str = ""
 
@@ -98,16 +75,41 @@ class Scenario(_Strict):
         payload = self.model_dump(exclude={"path"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
-    def exploit_prompts(self, default_prompt: str) -> list[str]:
-        """The instance prompts of every exploit run this scenario asks for."""
-        if self.exploit.variants:
-            return [v.instance_prompt for v in self.exploit.variants]
-        return [self.exploit.instance_prompt or default_prompt]
+    def resolved_variants(self) -> list[tuple[str, list[Step], Step]]:
+        """(label, attack steps, exploit) of every exploit run this scenario asks for.
+
+        A variant's ``exploit`` params are merged over the scenario's when it names the same
+        part (the variant wins); its ``attack`` replaces the scenario's.
+        """
+        if not self.variants:
+            return [("", list(self.attack), self.exploit)]
+        out = []
+        for i, v in enumerate(self.variants):
+            exploit = self.exploit
+            if v.exploit is not None:
+                params = _merge(self.exploit.params, v.exploit.params) if v.exploit.part == self.exploit.part else v.exploit.params
+                exploit = Step(part=v.exploit.part, params=params)
+            attack = list(v.attack) if v.attack is not None else list(self.attack)
+            out.append((v.label or _variant_label(v, i), attack, exploit))
+        return out
 
 
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def _variant_label(variant: Variant, index: int) -> str:
+    if variant.exploit is not None and variant.exploit.params:
+        return ", ".join(f"{k}={v}" for k, v in _flatten_items(variant.exploit.params))
+    if variant.attack is not None:
+        return " → ".join(s.part for s in variant.attack) or "no attack"
+    return f"variant {index + 1}"
+
+
+def _flatten_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            items.extend(_flatten_items(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
 
 
 def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -147,47 +149,54 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(parent, data)
 
 
-def _attack_steps(path: Path, raw: Any) -> list[dict[str, Any]]:
+def _step(registry: Registry, raw: Any, where: str, example: str) -> dict[str, Any]:
+    try:
+        spec = parse_spec(registry, raw, where, example, partial=True)
+    except InvalidParams as exc:
+        raise ScenarioError(f"{exc}. Fix the scenario file.") from None
+    return {"part": spec.name, "params": spec.params}
+
+
+def _attack_steps(path: Path, raw: Any, field: str = "attack") -> list[dict[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ScenarioError(f"{path}: field 'attack' must be a list of steps such as '- jpeg: {{quality: 75}}'.")
-    steps = []
-    known = sorted(TRANSFORMS)
-    for i, step in enumerate(raw):
-        where = f"{path}: field 'attack[{i}]'"
-        if isinstance(step, str):
-            step = {step: {}}
-        if not isinstance(step, dict) or len(step) != 1:
-            raise ScenarioError(f"{where}: each step is one mapping 'name: {{params}}', e.g. '- jpeg: {{quality: 75}}'.")
-        (name, params), = step.items()
-        if name not in TRANSFORMS:
-            raise ScenarioError(
-                f"{where}: unknown scenario part '{name}'{_suggest(str(name), known)}; "
-                f"known parts: {', '.join(known)}."
-            )
-        params = params or {}
-        if not isinstance(params, dict):
-            raise ScenarioError(f"{where}.{name}: parameters must be a mapping, got {params!r}.")
-        param_model = TRANSFORMS[name][0]
-        try:
-            validated = param_model(**params)
-        except ValidationError as exc:
-            raise ScenarioError(_format_validation(f"{where}.{name}", exc, param_model)) from None
-        steps.append({"part": name, "params": validated.model_dump()})
-    return steps
+        raise ScenarioError(f"{path}: field '{field}' must be a list of steps such as '- jpeg: {{quality: 75}}'.")
+    return [_step(TRANSFORMS, step, f"{path}: field '{field}[{i}]'", "'- jpeg: {quality: 75}'") for i, step in enumerate(raw)]
+
+
+def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
+    if isinstance(raw, dict) and "method" in raw:
+        raise ScenarioError(
+            f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the exploit as one part "
+            f"'{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: {{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
+        )
+    return _step(EXPLOITS, raw, f"{path}: field '{field}'", "'exploit: {dreambooth: {instance_prompt: a photo of sks person}}'")
+
+
+def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ScenarioError(f"{path}: field 'variants' must be a list of partial overrides such as "
+                            "'- exploit: {dreambooth: {instance_prompt: a photo of sks face}}'.")
+    out = []
+    for i, v in enumerate(raw):
+        where = f"variants[{i}]"
+        if not isinstance(v, dict) or not set(v) <= {"label", "attack", "exploit"} or not ({"attack", "exploit"} & set(v)):
+            raise ScenarioError(f"{path}: field '{where}': a variant overrides 'attack' and/or 'exploit' (and may have a 'label'), "
+                                f"got {v!r}. Fix the scenario file.")
+        item: dict[str, Any] = {"label": v.get("label")}
+        if "attack" in v:
+            item["attack"] = _attack_steps(path, v["attack"], f"{where}.attack")
+        if "exploit" in v:
+            item["exploit"] = _exploit(path, v["exploit"], f"{where}.exploit")
+        out.append(item)
+    return out
 
 
 def _format_validation(where: str, exc: ValidationError, model: type[BaseModel]) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            known = list(model.model_fields)
-            lines.append(f"unknown field '{loc}'{_suggest(str(err['loc'][-1]), known)}; allowed: {', '.join(known)}")
-        else:
-            lines.append(f"field '{loc}': {err['msg']}")
-    return f"{where}: " + "; ".join(lines) + ". Fix the scenario file."
+    return format_validation(where, exc, model) + ". Fix the scenario file."
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -195,7 +204,14 @@ def load_scenario(path: Path) -> Scenario:
     path = Path(path)
     data = _read_yaml(path)
     data["attack"] = _attack_steps(path, data.get("attack"))
+    data["exploit"] = _exploit(path, data.get("exploit", "dreambooth"))
+    data["variants"] = _variants(path, data.get("variants"))
     data.setdefault("id", path.stem)
+    if not isinstance(data["id"], str):
+        raise ScenarioError(
+            f"{path}: field 'id' must be text; YAML read it as {type(data['id']).__name__} {data['id']!r} "
+            f"(unquoted yes/no/on/off/numbers are not text). Quote it: id: \"{path.stem}\"."
+        )
     if data["id"] != path.stem:
         raise ScenarioError(
             f"{path}: field 'id' is '{data['id']}' but the file is named '{path.name}'; "
@@ -204,12 +220,10 @@ def load_scenario(path: Path) -> Scenario:
     data["path"] = str(path)
     metric = (data.get("verdict") or {}).get("metric") if isinstance(data.get("verdict"), dict) else None
     if metric is not None:
-        from audit.metrics.registry import METRICS
-
         if metric not in METRICS:
             raise ScenarioError(
-                f"{path}: field 'verdict.metric': unknown metric '{metric}'{_suggest(str(metric), list(METRICS))}; "
-                f"known: {', '.join(sorted(METRICS))}. Fix the scenario file."
+                f"{path}: field 'verdict.metric': unknown metric '{metric}'{did_you_mean(str(metric), METRICS.names())}; "
+                f"known: {', '.join(METRICS.names())}. Fix the scenario file."
             )
     try:
         return Scenario(**data)

@@ -6,33 +6,39 @@ on clean images, m_p on protected images (no attack) and m_a after the scenario'
     retained = (m_a − m_c) / (m_p − m_c)
 
 1 = the attack removed nothing, 0 = it fully restored the clean result, < 0 = the exploit did
-better than on clean data. Confidence intervals come from a paired percentile bootstrap over
-generated-image slots: slot i of the clean, protected and attacked exploits shares its prompt
-and initial noise, so the three are resampled with the same indices. A case passes when the
-protection was effective at baseline — the 95 % interval of the protective effect
-d·(m_p − m_c) lies above 0 (d = +1 for ↑ metrics, −1 for ↓) — and the lower bound of the 95 %
-interval of retained protection is at least the scenario's threshold.
+better than on clean data. Every estimate rests on K replicates (``audit/intervals.py``): the
+protective effect d·(m_p − m_c) with a t interval on the paired replicate-level differences,
+retained protection with Fieller's interval on the replicate-level ratio. A case passes when
+the protection was effective at baseline (the effect's 95 % interval lies above 0) and the
+lower bound of retained protection's 95 % interval is at least the scenario's threshold.
+
+With one replicate no interval covers what a rerun gives; the verdict then falls back to the
+paired image bootstrap of one fine-tune and says so (the checks flag it).
+
+Matched control (a scenario that changes the exploit): m_c′ is the changed exploit on the
+clean images. Retained protection against the standard m_c stays the verdict (the exploiter's
+view, PID Table 6); the protective effect under the scenario's own exploit, d·(m_a − m_c′), and
+the control's shift m_c′ − m_c are reported beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
-import numpy as np
+from audit import intervals
+from audit.intervals import Estimate
 
 Outcome = Literal["pass", "fail", "no effect at baseline", "error"]
+PerReplicate = list[list[float]]
 
 
 @dataclass(frozen=True)
-class Estimate:
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+class MatchedControl:
+    m_c_control: Estimate  # the scenario's exploit on the clean images
+    shift: Estimate  # d·(m_c′ − m_c): how far the changed exploit alone moves the clean outcome
+    effect_under_scenario: Estimate  # d·(m_a − m_c′): what the protection still does under the changed exploit
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,11 @@ class MetricVerdict:
     retained: Estimate | None  # None when there was no effect to retain
     outcome: Outcome
     sentence: str
+    replicates: dict[str, list[float]] = field(default_factory=dict)  # role -> replicate means
+    control: MatchedControl | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        return data
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def retained_protection(m_c: float, m_p: float, m_a: float) -> float:
@@ -61,62 +68,96 @@ def retained_protection(m_c: float, m_p: float, m_a: float) -> float:
     return (m_a - m_c) / denom
 
 
-def _estimate(samples: np.ndarray, point: float, n: int, alpha: float) -> Estimate:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return Estimate(point, float("nan"), float("nan"), n)
-    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return Estimate(float(point), float(lo), float(hi), n)
-
-
-def decide(
-    metric: str,
-    direction: str,
-    clean: list[float],
-    protected: list[float],
-    attacked: list[float],
-    threshold: float,
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> MetricVerdict:
-    """The verdict for one metric from per-image values of the three exploits (paired by slot)."""
+def _sign(direction: str) -> float:
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
-    c, p, a = (np.asarray(v, dtype=float) for v in (clean, protected, attacked))
-    if not (len(c) == len(p) == len(a)) or len(c) == 0:
-        raise ValueError(
-            f"{metric}: the three exploits must give the same, non-zero number of values "
-            f"(clean {len(c)}, protected {len(p)}, attacked {len(a)})"
-        )
-    d = 1.0 if direction == "up" else -1.0
-    n = len(c)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
-    cb, pb, ab = c[idx].mean(1), p[idx].mean(1), a[idx].mean(1)
-    mc, mp, ma = float(c.mean()), float(p.mean()), float(a.mean())
-    effect = _estimate(d * (pb - cb), d * (mp - mc), n, alpha)
-    est_c, est_p, est_a = (_estimate(b, m, n, alpha) for b, m in ((cb, mc), (pb, mp), (ab, ma)))
+    return 1.0 if direction == "up" else -1.0
+
+
+def _estimates(direction: str, clean: PerReplicate, protected: PerReplicate, attacked: PerReplicate,
+               alpha: float, resamples: int, seed: int) -> tuple[Estimate, Estimate, Estimate, Estimate, bool]:
+    """m_c, m_p, m_a and the effect; replicate-level when K ≥ 2, else the image bootstrap."""
+    if len(clean) >= 2:
+        return (intervals.mean_interval(clean, alpha), intervals.mean_interval(protected, alpha),
+                intervals.mean_interval(attacked, alpha), intervals.effect_interval(clean, protected, direction, alpha), True)
+    c, p, a = clean[0], protected[0], attacked[0]
+    return (intervals.image_bootstrap_mean(c, alpha, resamples=resamples, seed=seed),
+            intervals.image_bootstrap_mean(p, alpha, resamples=resamples, seed=seed),
+            intervals.image_bootstrap_mean(a, alpha, resamples=resamples, seed=seed),
+            intervals.image_bootstrap_effect(c, p, direction, alpha, resamples=resamples, seed=seed), False)
+
+
+def decide(metric: str, direction: str, clean: PerReplicate, protected: PerReplicate, attacked: PerReplicate,
+           threshold: float, *, alpha: float = 0.05, control: PerReplicate | None = None,
+           resamples: int = 1000, seed: int = 0) -> MetricVerdict:
+    """The verdict for one metric from per-replicate, per-image values of the three exploits."""
+    _sign(direction)  # validates the direction
+    if not (len(clean) == len(protected) == len(attacked)) or not clean:
+        raise ValueError(f"{metric}: the exploits need the same, non-zero number of replicates "
+                         f"(clean {len(clean)}, protected {len(protected)}, attacked {len(attacked)})")
+    est_c, est_p, est_a, effect, replicated = _estimates(direction, clean, protected, attacked, alpha, resamples, seed)
+    means = {"clean": _means(clean), "protected": _means(protected), "attacked": _means(attacked)}
+    matched = None
+    if control is not None:
+        matched = _matched(direction, clean, attacked, control, alpha)
+        means["control"] = _means(control)
     arrow = "↑" if direction == "up" else "↓"
+    level = f"{100 * (1 - alpha):g}%"
+    basis = f"K = {len(clean)} replicates" if replicated else "1 replicate (image bootstrap: a rerun may differ)"
     if not effect.ci_low > 0:
         sentence = (
-            f"no effect at baseline: {metric} ({arrow} = better protection) moved by "
-            f"{d * (mp - mc):+.4f} from clean (m_c {mc:.4f}) to protected (m_p {mp:.4f}); the 95% "
-            f"interval [{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] does not lie above 0, so there "
-            "is no protection for the attack to remove."
+            f"no effect at baseline: {metric} ({arrow} = better protection) moved by {effect.value:+.4f} from clean "
+            f"(m_c {est_c.value:.4f}) to protected (m_p {est_p.value:.4f}); the {level} interval "
+            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] ({basis}) does not lie above 0, so there is no protection "
+            "for the attack to remove."
         )
         return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None,
-                             "no effect at baseline", sentence)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rb = (ab - cb) / (pb - cb)
-    retained = _estimate(rb, retained_protection(mc, mp, ma), n, alpha)
-    passed = bool(np.isfinite(retained.ci_low) and retained.ci_low >= threshold)
+                             "no effect at baseline", sentence, means, matched)
+    if replicated:
+        retained = intervals.retained_interval(clean, protected, attacked, direction, alpha)
+    else:
+        retained = intervals.image_bootstrap_retained(clean[0], protected[0], attacked[0], direction, alpha,
+                                                      resamples=resamples, seed=seed)
+    passed = bool(math.isfinite(retained.ci_low) and retained.ci_low >= threshold)
     outcome: Outcome = "pass" if passed else "fail"
     verb = "holds" if passed else "does not hold"
     sentence = (
-        f"protection {verb}: retained {retained.value:.2f}, 95% CI [{retained.ci_low:.2f}, "
-        f"{retained.ci_high:.2f}], lower bound {'≥' if passed else '<'} threshold {threshold:.2f} "
-        f"on {metric} {arrow} (m_c {mc:.4f}, m_p {mp:.4f}, m_a {ma:.4f}; n = {n} images)."
+        f"protection {verb}: retained {retained.value:.2f}, {level} CI [{retained.ci_low:.2f}, {retained.ci_high:.2f}], "
+        f"lower bound {'≥' if passed else '<'} threshold {threshold:.2f} on {metric} {arrow} "
+        f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {basis})."
     )
-    return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained, outcome, sentence)
+    return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained, outcome, sentence,
+                         means, matched)
+
+
+def _means(values: PerReplicate) -> list[float]:
+    return [float(v) for v in intervals.replicate_means(values)]
+
+
+def _matched(direction: str, clean: PerReplicate, attacked: PerReplicate, control: PerReplicate,
+             alpha: float) -> MatchedControl:
+    """The matched control's level, its shift from the standard clean outcome, and the
+    protective effect measured against it (both as d·(…) so that > 0 favours the protector)."""
+    if len(control) >= 2:
+        return MatchedControl(
+            intervals.mean_interval(control, alpha),
+            intervals.effect_interval(clean, control, direction, alpha),
+            intervals.effect_interval(control, attacked, direction, alpha),
+        )
+    mean = intervals.image_bootstrap_mean(control[0], alpha)
+    nan = float("nan")
+    shift = _sign(direction) * (mean.value - float(sum(clean[0]) / len(clean[0])))
+    effect = _sign(direction) * (float(sum(attacked[0]) / len(attacked[0])) - mean.value)
+    return MatchedControl(mean, Estimate(shift, nan, nan, 1, mean.n_images, intervals.SINGLE_REPLICATE),
+                          Estimate(effect, nan, nan, 1, mean.n_images, intervals.SINGLE_REPLICATE))
+
+
+def worst_variant(verdicts: list[MetricVerdict | None]) -> int:
+    """Index of the variant with the lowest retained protection (the exploiter's best; 0 if none)."""
+    best_i, best = 0, math.inf
+    for i, v in enumerate(verdicts):
+        if v is None or v.retained is None or not math.isfinite(v.retained.value):
+            continue
+        if v.retained.value < best:
+            best_i, best = i, v.retained.value
+    return best_i

@@ -50,13 +50,18 @@ class Protection(ABC):
     name: str = "protection"
     #: True when the output depends on the model (cache keys then include its fingerprint).
     uses_model: bool = False
+    #: True when the output depends on the seed: each replicate then crafts it anew.
+    random: bool = True
+    #: False for protections whose objective the toolkit cannot see (a folder of protected
+    #: files): scenarios that re-craft through the objective are skipped for them.
+    has_objective: bool = True
 
     def __init__(self, epsilon: float = 0.05) -> None:
         if not (0 <= epsilon <= 1) or math.isnan(epsilon):
             raise ValueError(f"{self.name}: epsilon must lie in [0, 1] ([0,1] pixel units), got {epsilon}")
         self.epsilon = float(epsilon)
 
-    def params(self, tier: TierSettings) -> dict[str, Any]:
+    def params(self, tier: TierSettings | None = None) -> dict[str, Any]:
         """Every parameter that determines the output at this tier (cache key and report)."""
         return {"epsilon": self.epsilon}
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from audit.protections.base import (
     Protection,
@@ -30,6 +31,7 @@ from audit.protections.base import (
     ProtectionOutput,
     quantize_within_budget,
 )
+from audit.registry import Params
 
 Objective = Literal["add-log", "mean", "var", "add"]
 
@@ -63,6 +65,16 @@ def pid_objective(
     raise ValueError(f"unknown PID objective '{objective}'; choose add-log, mean, var or add")
 
 
+class PIDParams(Params):
+    """PID's settings; defaults are the paper's (§6.1, App. A): ε 0.05 ([0,1] units), step
+    1/255, 1000 PGD iterations, objective add-log as in the reference code."""
+
+    epsilon: float = Field(0.05, ge=0, le=1, description="ℓ∞ budget in [0,1] pixel units")
+    step_size: float = Field(1 / 255, gt=0, le=1)
+    steps: int = Field(1000, ge=1, le=100_000, description="PGD iterations")
+    objective: Objective = "add-log"
+
+
 class PID(Protection):
     """PID with ℓ∞ signed-gradient PGD on the VAE encoder only (paper eq. 10)."""
 
@@ -73,7 +85,7 @@ class PID(Protection):
         self,
         epsilon: float = 0.05,
         step_size: float = 1 / 255,
-        steps: int | None = None,
+        steps: int = 1000,
         objective: Objective = "add-log",
     ) -> None:
         super().__init__(epsilon)
@@ -83,11 +95,11 @@ class PID(Protection):
         self.steps = steps
         self.objective: Objective = objective
 
-    def params(self, tier: Any) -> dict[str, Any]:
+    def params(self, tier: Any = None) -> dict[str, Any]:
         return {
             "epsilon": self.epsilon,
             "step_size": self.step_size,
-            "steps": self.steps if self.steps is not None else tier.pgd_steps,
+            "steps": self.steps,
             "objective": self.objective,
             "init": "uniform[-eps,eps]",
         }
@@ -102,7 +114,7 @@ class PID(Protection):
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
         vae = ctx.model.vae
         device = ctx.device
-        steps = self.steps if self.steps is not None else ctx.tier.pgd_steps
+        steps = self.steps
         x = images.to(device=device, dtype=torch.float32)
         generator = torch.Generator().manual_seed(ctx.seed)
         delta = ((2 * torch.rand(x.shape, generator=generator) - 1) * self.epsilon).to(device)

@@ -1,47 +1,71 @@
-"""Protection names → objects: built-ins and ``package.module:factory`` for external code."""
+"""Protection names → objects: built-ins from the parts registry, ``dir:PATH`` for a folder of
+already-protected images, and ``package.module:factory`` for external code."""
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from audit.errors import ProtectionError
+from audit.parts import PROTECTIONS
 from audit.protections.base import Protection
-from audit.protections.pid import PID
-from audit.protections.simple import NoProtection, RandomNoise
+from audit.registry import InvalidParams, PartSpec, did_you_mean
 
-PROTECTIONS: dict[str, Callable[[], Protection]] = {
-    "none": NoProtection,
-    "random": RandomNoise,
-    "pid": PID,
-}
+PROTECTION_FORMS = "a built-in name ({names}), 'dir:PATH' (a folder of protected images), or 'package.module:factory'"
+
+
+def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) -> tuple[Protection, PartSpec]:
+    """The protection named by ``--protection`` with its resolved parameters.
+
+    Built-ins take their parameters with the one precedence (part default < tier <
+    --audit-set); ``epsilon`` (``--epsilon``) sets the budget of a ``dir:`` protection and
+    overrides a built-in's.
+    """
+    if spec.startswith("dir:"):
+        from audit.protections.folder import ProtectedFolder
+
+        folder = Path(spec[4:]).expanduser()
+        protection = ProtectedFolder(folder, epsilon)
+        return protection, PartSpec("protection", "dir", {"path": str(folder), "epsilon": epsilon})
+    if spec in PROTECTIONS:
+        part = PROTECTIONS.get(spec)
+        try:
+            params = tier.resolve_part(part).to_dict() if tier is not None else part.validate({}).model_dump()
+        except InvalidParams as exc:
+            raise ProtectionError(f"--protection={spec}: {exc}") from None
+        if epsilon is not None:
+            params["epsilon"] = epsilon
+        protection = part.load()(**params)
+        return protection, PartSpec("protection", spec, params)
+    if ":" in spec:
+        protection = _external(spec)
+        return protection, PartSpec("protection", protection.name, {"factory": spec, **protection.params(tier)})
+    raise ProtectionError(
+        f"--protection={spec}: unknown protection{did_you_mean(spec, PROTECTIONS.names())}. Give "
+        + PROTECTION_FORMS.format(names=", ".join(PROTECTIONS.names())) + "."
+    )
+
+
+def _external(spec: str) -> Protection:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ProtectionError(
+            f"--protection={spec}: cannot import '{attr}' from module '{module_name}' ({exc}). "
+            "Give an importable 'package.module:factory' that returns a Protection."
+        ) from None
+    protection = factory()
+    if not isinstance(protection, Protection):
+        raise ProtectionError(
+            f"--protection={spec}: the factory returned {type(protection).__name__}, not an "
+            "audit.protections.Protection subclass instance."
+        )
+    return protection
 
 
 def get_protection(spec: str) -> Protection:
-    """Build the protection named ``spec`` (a built-in name or ``package.module:factory``)."""
-    if spec in PROTECTIONS:
-        return PROTECTIONS[spec]()
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            factory = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise ProtectionError(
-                f"--protection={spec}: cannot import '{attr}' from module '{module_name}' ({exc}). "
-                "Give an importable 'package.module:factory' that returns a Protection."
-            ) from None
-        protection = factory()
-        if not isinstance(protection, Protection):
-            raise ProtectionError(
-                f"--protection={spec}: the factory returned {type(protection).__name__}, not an "
-                "audit.protections.Protection subclass instance."
-            )
-        return protection
-    close = difflib.get_close_matches(spec, list(PROTECTIONS), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ProtectionError(
-        f"--protection={spec}: unknown protection{hint}. Built-ins: {', '.join(sorted(PROTECTIONS))}; "
-        "or pass 'package.module:factory' for your own."
-    )
+    """The protection with its part defaults (the paper's settings); see ``build_protection``."""
+    return build_protection(spec)[0]

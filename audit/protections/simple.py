@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from audit.images import to_uint8
 from audit.protections.base import (
@@ -11,12 +12,24 @@ from audit.protections.base import (
     ProtectionOutput,
     quantize_within_budget,
 )
+from audit.registry import Params
+
+
+class NoProtectionParams(Params):
+    epsilon: float = Field(0.0, ge=0, le=1)
+
+
+class RandomNoiseParams(Params):
+    """PID Table 1 / PhotoGuard's null baseline: the same budget as the protection audited."""
+
+    epsilon: float = Field(0.05, ge=0, le=1, description="ℓ∞ budget in [0,1] pixel units")
 
 
 class NoProtection(Protection):
     """Publish the clean images as they are (the exploit's clean baseline)."""
 
     name = "none"
+    random = False
 
     def __init__(self, epsilon: float = 0.0) -> None:
         super().__init__(epsilon)

@@ -15,15 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from audit.images import from_pil, to_pil
+from audit.images import from_pil, to_pil, to_uint8
+from audit.registry import Params
 
 
-class TransformParams(BaseModel):
+class TransformParams(Params):
     """Base of every transform's parameters: unknown keys are errors (typos are caught)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class JpegParams(TransformParams):
@@ -124,13 +123,21 @@ def random_resized_crop(
     return torch.stack(out).clamp(0, 1)
 
 
-TransformFn = Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]
+class LevelJitterParams(TransformParams):
+    """Each pixel moved by a whole number of 8-bit levels drawn uniformly from [−levels, levels]."""
 
-TRANSFORMS: dict[str, tuple[type[TransformParams], TransformFn]] = {
-    "jpeg": (JpegParams, jpeg),
-    "gaussian_blur": (GaussianBlurParams, gaussian_blur),
-    "gaussian_noise": (GaussianNoiseParams, gaussian_noise),
-    "uniform_noise": (UniformNoiseParams, uniform_noise),
-    "resize": (ResizeParams, resize_down_up),
-    "random_resized_crop": (RandomResizedCropParams, random_resized_crop),
-}
+    levels: int = Field(1, ge=1, le=8)
+
+
+def level_jitter(images: torch.Tensor, params: LevelJitterParams, generator: torch.Generator) -> torch.Tensor:
+    """An imperceptible change of the images with no protective intent: the exploit's noise floor.
+
+    How far the exploit's outcome moves under it says how sensitive the exploit is to any
+    change of its training data (the noise-floor control; at ±1/255 no protection is intended).
+    """
+    k = params.levels
+    shift = torch.randint(-k, k + 1, images.shape, generator=generator).to(torch.int16)
+    return ((to_uint8(images).to(torch.int16) + shift).clamp(0, 255).to(torch.float32) / 255).to(images.device)
+
+
+TransformFn = Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]

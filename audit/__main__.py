@@ -1,0 +1,115 @@
+"""``python -m audit``: list the parts, validate a scenario folder, print a case's plan.
+
+    python -m audit ls [transforms|protections|exploits|metrics|scenarios]
+    python -m audit validate [DIR]
+    python -m audit plan [--tier smoke] [--protection pid] [--replicates K] [--audit-set KEY=VALUE] [DIR|FILE ...]
+
+``ls`` and ``validate`` are thin wrappers over the registry and the scenario loader (as
+lm-evaluation-harness's ``ls``/``validate`` are over its task manager): ``validate`` gives
+exactly the errors the pytest plugin would, without running anything. ``plan`` prints every
+run a case needs, by role × replicate, without a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from audit.errors import AuditError
+from audit.registry import InvalidParams
+
+KINDS = {"transforms": "transform", "protections": "protection", "exploits": "exploit", "metrics": "metric"}
+
+
+def _ls(what: str | None) -> int:
+    from audit.parts import REGISTRIES
+    from audit.scenario import catalogue_files, load_scenario
+
+    for plural, kind in KINDS.items():
+        if what in (None, plural):
+            print(f"{plural}:")
+            for part in REGISTRIES[kind]:
+                print(f"  {part.listing()}")
+    if what in (None, "scenarios"):
+        print("scenarios:")
+        for path in catalogue_files():
+            s = load_scenario(path)
+            print(f"  {s.id:<28} {s.title} — {s.source} [tags: {', '.join(s.tags)}]")
+    return 0
+
+
+def _validate(folder: str | None) -> int:
+    from audit.scenario import catalogue_files, load_scenario
+
+    files = catalogue_files(Path(folder) if folder else None)
+    if not files:
+        print(f"{folder}: no scenario files (*.yaml not starting with '_')", file=sys.stderr)
+        return 1
+    errors = 0
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+            print(f"ok     {path.name}  ({scenario.id} v{scenario.version}, {len(scenario.resolved_variants())} variant(s))")
+        except AuditError as exc:
+            errors += 1
+            print(f"ERROR  {exc}")
+    print(f"{len(files) - errors} of {len(files)} scenario files valid")
+    return 1 if errors else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from audit.options import AuditOptions
+    from audit.planner import ProtectionInfo, plan_case
+    from audit.protections.registry import build_protection
+    from audit.scenario import catalogue_files, load_scenario
+    from audit.tiers import parse_overrides, validate_overrides
+
+    options = AuditOptions(protection=args.protection, tier=args.tier, replicates=args.replicates,
+                           overrides=parse_overrides(args.audit_set), seed=args.seed)
+    tier = options.tier_settings
+    validate_overrides(tier)
+    protection, spec = build_protection(args.protection, tier, args.epsilon)
+    info = ProtectionInfo(spec, protection.random, getattr(protection, "shared_across_replicates", False))
+    paths: list[Path] = []
+    for target in args.paths or [None]:
+        p = Path(target) if target else None
+        paths.extend([p] if p is not None and p.is_file() else catalogue_files(p))
+    total = set()
+    for path in paths:
+        plan = plan_case(load_scenario(path), info, tier, args.seed)
+        total.update(r.identity for r in plan.runs)
+        print(plan.table(), end="\n\n")
+    print(f"{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and protected runs are shared)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list registered parts and the bundled scenarios")
+    ls.add_argument("what", nargs="?", choices=[*KINDS, "scenarios"])
+    val = sub.add_parser("validate", help="check a scenario folder without running anything")
+    val.add_argument("folder", nargs="?")
+    plan = sub.add_parser("plan", help="print the runs each case needs (no model needed)")
+    plan.add_argument("paths", nargs="*")
+    plan.add_argument("--tier", default="smoke")
+    plan.add_argument("--protection", default="pid")
+    plan.add_argument("--replicates", type=int, default=None)
+    plan.add_argument("--epsilon", type=float, default=None)
+    plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--audit-set", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ls":
+            return _ls(args.what)
+        if args.command == "validate":
+            return _validate(args.folder)
+        return _plan(args)
+    except (AuditError, InvalidParams, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

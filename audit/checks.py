@@ -1,0 +1,98 @@
+"""Validity checks: what makes a verdict less reliable, each said next to it.
+
+As AutoAttack's ``checks.py`` warns about randomised defences and zero gradients, every
+function here looks at one thing and returns the flags it raises (plain sentences that say
+what was seen and what it means). A flagged verdict is shown as flagged, never as a clean
+pass. The budget check is not here: a protection over its budget fails its case outright
+(``audit/protections/base.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit.planner import CasePlan
+from audit.verdict import MetricVerdict
+
+# A scenario's own effect on the clean outcome above this share of the protective effect
+# makes retained protection mix the scenario's effect on the exploit with its effect on the
+# protection (DESIGN "Matched controls").
+CONTROL_SHIFT_SHARE = 0.5
+
+
+def replicates(plan: CasePlan) -> list[str]:
+    """One replicate: the interval covers the generated images of one fine-tune, not a rerun."""
+    if plan.replicates > 1:
+        return []
+    random_steps = sorted({s.spec.name for v in plan.variants for s in v.attack if s.seed is not None} |
+                          {s.spec.name for r in plan.runs for s in r.chain if s.kind == "transform" and s.seed is not None})
+    flags = ["single replicate: the interval is a bootstrap over one fine-tune's generations and does not "
+             "cover what a rerun of the audit would give (use --replicates 3 or more)"]
+    if random_steps:
+        flags.append(f"randomised part without repeats: {', '.join(random_steps)} drew once; the worst case over "
+                     "several draws is needed (AutoAttack's EoT lesson) — use --replicates 3 or more")
+    return flags
+
+
+def non_standard(tier: Any) -> list[str]:
+    if not tier.non_standard:
+        return []
+    return [f"non-standard run: tier '{tier.name}' settings changed: {tier.overrides}"]
+
+
+def metric_coverage(name: str, entry: dict[str, Any]) -> list[str]:
+    """Fewer images measured as intended than asked (no face found, metric undefined), or none."""
+    flags = []
+    if entry.get("unavailable"):
+        flags.append(f"{name}: unavailable: {entry['unavailable']}")
+    missing = sum((entry.get("missing") or {}).values())
+    if missing:
+        total = sum(len(v) for v in (entry.get("values") or {}).values())
+        flags.append(f"{name}: computed as intended on {total - missing} of {total} images ({missing} fell back or "
+                     "were left out, see notes)")
+    return flags
+
+
+def control_shift(verdict: MetricVerdict, variant_label: str) -> list[str]:
+    """The scenario's changed exploit alone moves the clean outcome by more than half the effect."""
+    control = verdict.control
+    if control is None or verdict.effect.value <= 0:
+        return []
+    shift = control.shift.value
+    if abs(shift) <= CONTROL_SHIFT_SHARE * verdict.effect.value:
+        return []
+    where = f" (variant '{variant_label}')" if variant_label else ""
+    return [
+        f"matched control{where}: the scenario's exploit alone moves the clean outcome of {verdict.metric} by "
+        f"{shift:+.4f}, more than half the protective effect ({verdict.effect.value:+.4f}); retained protection then "
+        f"mixes the scenario's effect on the exploit with its effect on the protection — the protective effect under "
+        f"the scenario's own exploit is {control.effect_under_scenario.value:+.4f} "
+        f"[{control.effect_under_scenario.ci_low:+.4f}, {control.effect_under_scenario.ci_high:+.4f}]"
+    ]
+
+
+def unbounded(verdict: MetricVerdict) -> list[str]:
+    r = verdict.retained
+    if r is None or r.bounded:
+        return []
+    return [f"{verdict.metric}: retained protection's interval is unbounded ({r.method}); the replicates cannot "
+            "pin it down — add replicates"]
+
+
+def noise_floor(verdict: MetricVerdict, m_floor: float) -> tuple[dict[str, Any], list[str]]:
+    """The exploit's outcome under an imperceptible ±1/255 change of the clean images.
+
+    |m_floor − m_c| says how far the exploit moves for any change of its data; a protective
+    effect below twice that cannot be told from that sensitivity.
+    """
+    shift = abs(m_floor - verdict.m_c.value)
+    effect = verdict.effect.value
+    info = {"metric": verdict.metric, "m_floor": m_floor, "shift": shift, "effect": effect,
+            "perturbation": "uniform integer levels in [-1, 1] (±1/255)"}
+    if verdict.outcome in ("pass", "fail") and effect < 2 * shift:
+        return info, [
+            f"noise floor: an imperceptible ±1/255 change of the clean images moves {verdict.metric} by {shift:.4f}; "
+            f"the protective effect ({effect:+.4f}) is less than twice that, so this verdict cannot tell the "
+            "protection from the exploit's sensitivity to any change of its training images"
+        ]
+    return info, []

@@ -1,0 +1,106 @@
+"""Every built-in part, registered once: transforms, protections, exploits, metrics.
+
+A new part is one file (its function or class and its ``Params`` model) plus one
+``register`` call here. References are lazy ``"module:attr"`` strings, so listing the parts
+(``python -m audit ls``) imports neither torch nor any model library.
+"""
+
+from __future__ import annotations
+
+from audit.registry import Params, Registry
+
+TRANSFORMS = Registry("transform")
+PROTECTIONS = Registry("protection")
+EXPLOITS = Registry("exploit")
+METRICS = Registry("metric")
+REGISTRIES = {r.kind: r for r in (TRANSFORMS, PROTECTIONS, EXPLOITS, METRICS)}
+
+
+class NoParams(Params):
+    """A part without parameters."""
+
+
+_C = "audit.transforms.corruptions"
+TRANSFORMS.register(
+    "jpeg", target=f"{_C}:jpeg", params=f"{_C}:JpegParams",
+    description="re-encode as baseline JPEG (Pillow/libjpeg) at a quality 1-100",
+    source="DiffShortcut App. C.1 (q 75); PID §6.5 Table 7; IMPRESS §5.1 (q 15)",
+)
+TRANSFORMS.register(
+    "gaussian_blur", target=f"{_C}:gaussian_blur", params=f"{_C}:GaussianBlurParams",
+    description="Gaussian smoothing, σ in pixels at the audited resolution",
+    source="PID §6.5; DiffShortcut App. C.1 (PIL radius 5)",
+)
+TRANSFORMS.register(
+    "gaussian_noise", target=f"{_C}:gaussian_noise", params=f"{_C}:GaussianNoiseParams",
+    description="additive Gaussian noise, std in [0,1] units, clamped", source="IMPRESS §5.1 baseline",
+    random=True,
+)
+TRANSFORMS.register(
+    "uniform_noise", target=f"{_C}:uniform_noise", params=f"{_C}:UniformNoiseParams",
+    description="additive uniform noise in [−amplitude, amplitude], clamped", source="PID §6.5 smoothing",
+    random=True,
+)
+TRANSFORMS.register(
+    "resize", target=f"{_C}:resize_down_up", params=f"{_C}:ResizeParams",
+    description="bicubic downscale by a factor, then back up", source="IMPRESS §5.1 (512 → 256 → 512)",
+)
+TRANSFORMS.register(
+    "random_resized_crop", target=f"{_C}:random_resized_crop", params=f"{_C}:RandomResizedCropParams",
+    description="random square crop of an area fraction, resized back", source="PID §6.5 Table 7 cropping",
+    random=True,
+)
+TRANSFORMS.register(
+    "level_jitter", target=f"{_C}:level_jitter", params=f"{_C}:LevelJitterParams",
+    description="each pixel ± up to k 8-bit levels: no protective intent (the exploit's noise floor)",
+    source="protection-audit control (model card: noise floor)", random=True,
+)
+
+PROTECTIONS.register(
+    "none", target="audit.protections.simple:NoProtection", params="audit.protections.simple:NoProtectionParams",
+    description="the clean images as they are (pipeline check: every case reports no effect)",
+    source="—",
+)
+PROTECTIONS.register(
+    "random", target="audit.protections.simple:RandomNoise", params="audit.protections.simple:RandomNoiseParams",
+    description="uniform noise in [−ε, ε] of the same budget: the null baseline",
+    source="PID Table 1 'Random'; PhotoGuard §5", random=True,
+)
+PROTECTIONS.register(
+    "pid", target="audit.protections.pid:PID", params="audit.protections.pid:PIDParams",
+    description="PID: ℓ∞ PGD on the VAE encoder's posterior (add-log objective), prompt-independent",
+    source="Li et al., ICML 2024, §5.1 eq. 10", random=True, uses_model=True,
+)
+
+EXPLOITS.register(
+    "dreambooth", target="audit.exploits.dreambooth:finetune", params="audit.exploits.dreambooth:DreamboothParams",
+    description="DreamBooth fine-tuning of the UNet (text encoder optional), then generation",
+    source="Ruiz et al. CVPR 2023; PID App. A Table 8", random=True, uses_model=True,
+)
+
+_M = "audit.metrics"
+METRICS.register(
+    "subject_similarity", target=f"{_M}.subject:SubjectSimilarity", params="audit.parts:NoParams",
+    description="↓ SSIM (piq) of each generation to its nearest clean subject image",
+    source="protection-audit (smoke tier's substitute for face metrics; model card)",
+)
+METRICS.register(
+    "identity_similarity", target=f"{_M}.identity:IdentitySimilarity", params="audit.parts:NoParams",
+    description="↓ dlib ResNet face embedding, mean cosine to the clean subject's (not PID's FDS)",
+    source="in the spirit of PID App. A.2 FDS / Anti-DreamBooth ISM",
+)
+METRICS.register(
+    "face_detection_failure_rate", target=f"{_M}.face_detection:FaceDetectionFailureRate", params="audit.parts:NoParams",
+    description="↑ share of generations where MTCNN finds no face",
+    source="Anti-DreamBooth §5 FDFR (there with RetinaFace)",
+)
+METRICS.register(
+    "brisque", target=f"{_M}.quality:Brisque", params="audit.parts:NoParams",
+    description="↑ BRISQUE no-reference quality (the brisque package's libsvm model)",
+    source="PID App. A.2; Anti-DreamBooth §5",
+)
+
+# Metrics that need a detectable face (a tier may decide on another metric where faces are too small).
+FACE_METRICS = frozenset({"identity_similarity", "face_detection_failure_rate"})
+# The metrics computed on every exploit's generations.
+EXPLOIT_METRICS = ("subject_similarity", "identity_similarity", "face_detection_failure_rate", "brisque")

@@ -1,0 +1,222 @@
+"""The stages of a run, each cached under one key rule.
+
+Every stage's key is built by ``stage_key`` from the same fields, named the same way:
+
+    stage · part (kind, name, version, implementation) · resolved params
+          · inputs (content hashes of what it consumes) · model fingerprint (when the part
+            uses the model) · seed (when the part is random) · toolkit version
+
+and every stage's output hash feeds the next stage's inputs (subject → protected images →
+attacked images → fine-tuned weights → generations → metric values). Fine-tuned weights and
+generations are separate entries, so changing the evaluation prompts re-generates without
+re-fitting. Each stage holds the entry's lock while it looks up and computes, so concurrent
+workers (xdist) compute a shared entry once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from audit.cache import Cache, tensor_hash
+from audit.images import from_uint8, to_uint8
+from audit.parts import EXPLOITS, METRICS, TRANSFORMS
+from audit.planner import ChainStep, Run
+from audit.protections import Protection, ProtectionContext
+
+if TYPE_CHECKING:
+    from audit.data import Subject
+    from audit.exploits.dreambooth import DreamboothParams
+    from audit.progress import Progress
+    from audit.settings import GenerationSettings
+
+
+def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
+              model: str | None, seed: int | None, **extra: Any) -> str:
+    """The one cache-key rule (the toolkit version is added by ``Cache.key``)."""
+    return cache.key(stage, part=part, params=params, inputs=inputs, model=model, seed=seed, **extra)
+
+
+def protection_identity(protection: Protection) -> dict[str, Any]:
+    cls = type(protection)
+    return {"kind": "protection", "name": protection.name, "version": getattr(protection, "version", 1),
+            "target": f"{cls.__module__}:{cls.__qualname__}"}
+
+
+@dataclass
+class ExploitOutput:
+    """One run's fine-tune and generations (8-bit), with their cache keys and training info."""
+
+    weights_key: str
+    generations_key: str
+    generations: torch.Tensor
+    info: dict[str, Any]
+
+
+class Stages:
+    """The cached stages of a run; ``model`` is fetched lazily (a full cache hit loads none)."""
+
+    def __init__(self, cache: Cache, model: Callable[[], Any], device: Callable[[], torch.device],
+                 resolution: Callable[[], int], progress: Progress) -> None:
+        self.cache = cache
+        self._model = model
+        self._device = device
+        self._resolution = resolution
+        self.progress = progress
+
+    @property
+    def model(self) -> Any:
+        return self._model()
+
+    def _cached(self, stage: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]):
+        with self.cache.lock(stage, key):
+            hit = self.cache.get(stage, key)
+            if hit is not None:
+                return hit
+            tensors, meta = compute()
+            self.cache.put(stage, key, tensors, meta)
+            return tensors, meta
+
+    # -- image chain ---------------------------------------------------------------------------
+    def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The protected 8-bit images of a subject for one replicate's seed."""
+        key = stage_key(
+            self.cache, "protect", part=protection_identity(protection), params=protection.params(tier),
+            inputs={"subject": subject.content_hash},
+            model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
+        )
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            model = self.model if protection.uses_model else None
+            ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress, subject)
+            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"):
+                output = protection.protect(subject.images.clone(), ctx)
+            images = output.images if output.images.dtype == torch.uint8 else to_uint8(output.images)
+            return {"images": images}, output.info
+
+        tensors, info = self._cached("protect", key, compute)
+        return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
+
+    def transform(self, step: ChainStep, images_u8: torch.Tensor) -> torch.Tensor:
+        """One attack step on 8-bit images (8-bit output: what the exploiter saves)."""
+        part = TRANSFORMS.get(step.spec.name)
+        key = stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
+                        inputs={"images": tensor_hash(images_u8)}, model=None, seed=step.seed)
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            params = part.validate(step.spec.params)
+            generator = torch.Generator().manual_seed(step.seed or 0)
+            with self.progress.stage(f"attack: {step.spec.label()}"):
+                out = part.load()(from_uint8(images_u8), params, generator)
+            return {"images": to_uint8(out)}, {"step": step.spec.label()}
+
+        return self._cached("transform", key, compute)[0]["images"]
+
+    # -- exploit -------------------------------------------------------------------------------
+    def class_images(self, params: DreamboothParams, generation: GenerationSettings) -> torch.Tensor | None:
+        """Prior-preservation class images from the base model (cached, shared by all runs)."""
+        if not params.prior_preservation:
+            return None
+        from audit.exploits.dreambooth import GenerationConfig, generate
+
+        cfg = GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
+                               generation.guidance_scale, "", seed=10_000)
+        key = stage_key(self.cache, "class_images", part={"name": "class_images"}, params=cfg.to_dict(), inputs={},
+                        model=self.model.fingerprint, seed=cfg.seed, resolution=self._resolution())
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            images = generate(self.model, self.model.unet, self.model.text_encoder, cfg, self._resolution(), self.progress)
+            return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
+
+        return from_uint8(self._cached("class_images", key, compute)[0]["images"])
+
+    def exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
+        """Fine-tune on the run's images (weights cached), then generate (generations cached)."""
+        from audit.exploits.dreambooth import generate
+
+        part = EXPLOITS.get(run.exploit.name)
+        params = part.validate(run.exploit.params)
+        resolution = self._resolution()
+        wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
+                         inputs={"images": tensor_hash(images_u8)}, model=self.model_fingerprint(), seed=run.seed,
+                         resolution=resolution)
+        gen_cfg = generation_config(generation, run.seed)
+        gkey = stage_key(self.cache, "generate", part={"name": "generate", "sampler": generation.sampler},
+                         params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=self.model_fingerprint(),
+                         seed=run.seed, resolution=resolution)
+        tuned: dict[str, Any] = {}
+
+        def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            self.progress.note(f"exploit {run.label()}: fine-tune (not cached)")
+            class_images = self.class_images(params, generation)
+            unet, text_encoder, info = part.load()(self.model, from_uint8(images_u8), params.config(run.seed),
+                                                   self.progress, class_images=class_images)
+            tuned.update(unet=unet, text_encoder=text_encoder)
+            return weights_tensors(unet, text_encoder if params.train_text_encoder else None), info
+
+        with self.cache.lock("generate", gkey):
+            hit = self.cache.get("generate", gkey)
+            if hit is not None:
+                winfo = self._cached("finetune", wkey, fit)[1]
+                return ExploitOutput(wkey, gkey, hit[0]["generations"], {**winfo, **hit[1]})
+            weights, winfo = self._cached("finetune", wkey, fit)
+            unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
+            if unet is None:
+                unet, text_encoder = load_weights(self.model, weights)
+            generations = to_uint8(generate(self.model, unet, text_encoder, gen_cfg, resolution, self.progress))
+            self.cache.put("generate", gkey, {"generations": generations}, {"prompts": list(gen_cfg.prompts)})
+        return ExploitOutput(wkey, gkey, generations, winfo)
+
+    def model_fingerprint(self) -> str:
+        return self.model.fingerprint
+
+    # -- metrics -------------------------------------------------------------------------------
+    def metric(self, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:
+        """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
+        from audit.metrics import get_metric
+
+        metric = get_metric(name)
+        part = METRICS.get(name)
+        key = stage_key(self.cache, "metric", part={**part.identity(), "implementation": metric.implementation_name()},
+                        params={}, inputs={"generations": tensor_hash(generations_u8), "reference": tensor_hash(reference_u8)},
+                        model=None, seed=None)
+        with self.cache.lock("metric", key):
+            hit = self.cache.get("metric", key)
+            if hit is not None:
+                return hit[1]
+            result = metric.compute(from_uint8(generations_u8), from_uint8(reference_u8)).to_dict()
+            if result.get("unavailable") is None:
+                self.cache.put("metric", key, {}, result)
+        return result
+
+
+def generation_config(settings: GenerationSettings, seed: int) -> Any:
+    from audit.exploits.dreambooth import GenerationConfig
+
+    return GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
+                            settings.guidance_scale, settings.negative_prompt, seed=seed, sampler=settings.sampler)
+
+
+def weights_tensors(unet: torch.nn.Module, text_encoder: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    """The fine-tuned state as one flat tensor dict (``unet.*``, ``text_encoder.*``)."""
+    tensors = {f"unet.{k}": v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+    if text_encoder is not None:
+        tensors.update({f"text_encoder.{k}": v.detach().cpu().contiguous() for k, v in text_encoder.state_dict().items()})
+    return tensors
+
+
+def load_weights(model: Any, tensors: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A fresh copy of the base model with cached fine-tuned weights loaded into it."""
+    tuned = model.fresh_copy()
+    device = next(tuned.unet.parameters()).device
+    unet_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("unet.")}
+    tuned.unet.load_state_dict(unet_state)
+    te_state = {k[13:]: v.to(device) for k, v in tensors.items() if k.startswith("text_encoder.")}
+    if te_state:
+        tuned.text_encoder.load_state_dict(te_state)
+    tuned.unet.eval()
+    tuned.text_encoder.eval()
+    return tuned.unet, tuned.text_encoder
