@@ -27,6 +27,7 @@ from audit.planner import CasePlan, ProtectionInfo, Run, plan_case
 from audit.progress import Progress
 from audit.protections import Protection, check_budget
 from audit.protections.registry import build_protection
+from audit.results import case_file_stem
 from audit.scenario import Scenario
 from audit.stages import ExploitOutput, Stages
 from audit.verdict import MetricVerdict, decide, worst_variant
@@ -42,6 +43,9 @@ class AuditSession:
         self.progress = progress or Progress()
         self.tier = options.tier_settings
         self.results_dir = Path(options.results_dir)
+        # Each run keeps its own artifacts (runs/<id>/artifacts), so two audits into one results
+        # folder never show each other's images; the plugin points this at its run's folder.
+        self.artifacts_dir = self.results_dir / "artifacts"
         self.cache = Cache(self.results_dir / "cache", enabled=not options.no_cache)
         self.stages = Stages(self.cache, lambda: self.model, lambda: self.device, lambda: self.resolution, self.progress)
         self._model = None
@@ -259,7 +263,7 @@ class AuditSession:
     def save_artifacts(self, case_id: str, plan: CasePlan, subject: Subject, images: dict[tuple, torch.Tensor],
                        outputs: dict[tuple, ExploitOutput], worst: int) -> dict[str, list[str]]:
         """PNG files of replicate 1's inputs and generations under results_dir/artifacts/<case>."""
-        folder = self.results_dir / "artifacts" / _safe(case_id)
+        folder = self.artifacts_dir / case_file_stem(case_id)
         folder.mkdir(parents=True, exist_ok=True)
         protected, attacked = plan.runs_for("protected")[0], plan.runs_for("attacked", worst)[0]
         groups = {
@@ -339,10 +343,6 @@ def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]]
     if verdict is not None:
         entry.update(verdict.to_dict())
     return entry
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def scenario_record(scenario: Scenario) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import io
 import shlex
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     check_options(options)
     config.stash[_RECORDS_KEY] = []
-    run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{id(config) % 10000:04d}"
+    run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
     config.stash[_RUN_KEY] = {"options": options, "run_id": run_id, "started": time.time()}
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(CASES_MODULE)]
@@ -148,10 +149,28 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
         for subject in subjects:
             case_id = f"{protection}-{path.stem}-{subject}"
             cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error), tags))
+    cases = _unique_ids(cases)
     config.stash[_RUN_KEY]["left_out"] = left_out
     config.stash[_RUN_KEY]["selection"] = (
         f"tier '{options.tier}' default selection: scenarios tagged '{tag}'" if tag else "the full catalogue")
     return cases
+
+
+def _unique_ids(cases: list[tuple[AuditCase, list[str]]]) -> list[tuple[AuditCase, list[str]]]:
+    """Case ids that collide (scenario 'a-b' × subject 'c' and 'a' × 'b-c') get a stable suffix
+    from the scenario file and subject that made them, so no record ever replaces another."""
+    import hashlib
+    from collections import Counter
+    from dataclasses import replace
+
+    counts = Counter(case.case_id for case, _ in cases)
+    out = []
+    for case, tags in cases:
+        if counts[case.case_id] > 1:
+            digest = hashlib.sha256(f"{Path(case.scenario_path).name}|{case.subject}".encode()).hexdigest()[:6]
+            case = replace(case, case_id=f"{case.case_id}~{digest}")
+        out.append((case, tags))
+    return out
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -183,6 +202,7 @@ class AuditRun:
         self.options = run["options"]
         self.session = AuditSession(self.options, Progress(_terminal_writer(config)))
         self.writer = ResultsWriter(self.options.results_dir, run["run_id"])
+        self.session.artifacts_dir = self.writer.run_dir / "artifacts"
 
     def run(self, case: AuditCase) -> dict[str, Any]:
         if case.error is not None:
@@ -246,6 +266,11 @@ def run_record(config: pytest.Config) -> dict[str, Any]:
     options = run["options"]
     return {
         **run_provenance(options),
+        "interrupted": bool(run.get("interrupted")),
+        "selected_cases": run.get("selected") or [],
+        "not_run": [],
+        "selection": run.get("selection"),
+        "left_out_scenarios": run.get("left_out") or [],
         "command_line": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "invocation_dir": str(config.invocation_params.dir),
         "started": run["started"],
@@ -260,11 +285,37 @@ def reproduce_command(options: Any) -> str:
         parts.append(f"--data={options.data}")
     if options.scenarios:
         parts.append(f"--scenarios={options.scenarios}")
-    for key, value in options.overrides.items():
-        if isinstance(value, tuple):
+    if options.replicates is not None:
+        parts.append(f"--replicates={options.replicates}")
+    if options.epsilon is not None:
+        parts.append(f"--epsilon={options.epsilon}")
+    if options.full_catalogue:
+        parts.append("--full-catalogue")
+    for key, value in _flat_overrides(options.overrides):
+        if isinstance(value, list | tuple):
             value = "|".join(value)
         parts.append(f"--audit-set={key}={value}")
     return shlex.join(parts)
+
+
+def _flat_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        name = f"{prefix}{key}" if key else prefix.rstrip(".")
+        if isinstance(value, dict):
+            out.extend(_flat_overrides(value, f"{name}." if name else ""))
+        else:
+            out.append((name, value))
+    return out
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if _active(config) and _RUN_KEY in config.stash:
+        config.stash[_RUN_KEY]["selected"] = [
+            item.callspec.params["audit_case"].case_id for item in session.items
+            if hasattr(item, "callspec") and "audit_case" in item.callspec.params
+        ]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -274,19 +325,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from audit.results import ResultsWriter
 
     run = config.stash[_RUN_KEY]
+    run["interrupted"] = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or bool(session.shouldstop)
     writer = ResultsWriter(run["options"].results_dir, run["run_id"])
-    if writer.cases_dir.is_dir():
+    if writer.cases_dir.is_dir() or run["interrupted"]:
         run["results_path"] = writer.aggregate(run_record(config))
-        run["report"] = _write_report(config, run["results_path"], run["options"].results_dir)
+        run["report"] = _write_report(config, run["results_path"], writer)
 
 
-def _write_report(config: pytest.Config, results_path: Path, results_dir: Path) -> str:
-    """Render the HTML report; a report that cannot be drawn never costs the results JSON."""
-    target = config.getoption("report") or str(results_dir / "report.html")
+def _write_report(config: pytest.Config, results_path: Path, writer: Any) -> str:
+    """Render this run's HTML report (its own file, also copied atomically to the results
+    folder's 'latest' report.html); a report that cannot be drawn never costs the results JSON."""
+    target = config.getoption("report") or str(writer.run_dir / "report.html")
     try:
         from reports import write_report
 
         path = write_report([results_path], Path(target).expanduser())
+        if not config.getoption("report"):
+            writer.publish_latest(path, "report.html")
     except Exception as exc:  # noqa: BLE001 - the results are already safe on disk
         return f"not written ({type(exc).__name__}: {exc}); retry with: python -m reports render {results_path} -o {target}"
     return f"{path} ({path.stat().st_size / 1e6:.2f} MB)"
@@ -303,12 +358,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     from audit.summary import summary_table
 
-    cases = json.loads(Path(path).read_text(encoding="utf-8"))["cases"]
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     buffer = io.StringIO()
-    summary_table(cases, run["options"], buffer, color=terminalreporter.isatty())
+    summary_table(data["cases"], run["options"], buffer, color=terminalreporter.isatty(), run=data["run"])
     terminalreporter.write_sep("=", "protection audit")
     for line in buffer.getvalue().rstrip("\n").splitlines():
         terminalreporter.write_line(line)
+    if run.get("left_out"):
+        terminalreporter.write_line(f"{run['selection']}; not run: {', '.join(run['left_out'])} (--full-catalogue runs them)")
     terminalreporter.write_line(f"results JSON: {path}")
     if run.get("report"):
         terminalreporter.write_line(f"HTML report: {run['report']}")

@@ -46,12 +46,22 @@ class Progress:
         label = f"{self.prefix}{name}"
         self.write(f"  ▸ {label}" + (f" ({total} {unit})" if total else ""))
         stage = Stage(label, total, self.write, self.interval_s)
+        failed: BaseException | None = None
         try:
             yield stage
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             seconds = time.perf_counter() - stage.started
-            self.timings.append({"stage": name, "seconds": round(seconds, 3)})
-            self.write(f"    {label}: done in {seconds:.1f}s")
+            entry: dict[str, object] = {"stage": name, "seconds": round(seconds, 3)}
+            if failed is None:
+                self.write(f"    {label}: done in {seconds:.1f}s")
+            else:
+                kind = "interrupted" if isinstance(failed, KeyboardInterrupt) else f"failed ({type(failed).__name__})"
+                entry["status"] = kind
+                self.write(f"    {label}: {kind} after {seconds:.1f}s")
+            self.timings.append(entry)
 
     def note(self, line: str) -> None:
         self.write(f"  · {self.prefix}{line}")

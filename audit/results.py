@@ -8,6 +8,7 @@ files after each case (without xdist) and at the end of the session.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "protection-audit/results"
-SCHEMA_VERSION = 1
+# 2: replicates (per-replicate values and plan), matched controls, interruption, per-run artifacts.
+SCHEMA_VERSION = 2
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -35,6 +37,16 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def case_file_stem(case_id: str) -> str:
+    """A file name for a case id: the id itself when it is safe, else the sanitised id plus a
+    hash of the exact id, so that ids which sanitise alike ('alice 1', 'alice_1') never share
+    a file (and so never replace each other's record or artifacts)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
+    if safe == case_id:
+        return safe
+    return f"{safe}-{hashlib.sha256(case_id.encode()).hexdigest()[:8]}"
+
+
 class ResultsWriter:
     def __init__(self, results_dir: Path, run_id: str) -> None:
         self.results_dir = Path(results_dir)
@@ -51,10 +63,19 @@ class ResultsWriter:
         return self.results_dir / "results.json"
 
     def write_case(self, record: dict[str, Any]) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in record["case_id"])
-        path = self.cases_dir / f"{safe}.json"
+        path = self.cases_dir / f"{case_file_stem(record['case_id'])}.json"
         write_json_atomic(path, record)
         return path
+
+    def publish_latest(self, path: Path, name: str) -> Path:
+        """Copy one of this run's files to the results folder's top level, atomically (a reader
+        sees the old file or the new one, never a mix); the file itself names its run."""
+        target = self.results_dir / name
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.results_dir)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Path(path).read_bytes())
+        os.replace(tmp, target)
+        return target
 
     def cases(self) -> list[dict[str, Any]]:
         records = []
@@ -68,6 +89,9 @@ class ResultsWriter:
     def aggregate(self, run: dict[str, Any]) -> Path:
         """Write the results file of this run (and a copy as <results>/results.json)."""
         cases = self.cases()
+        if run.get("interrupted"):
+            done = {c["case_id"] for c in cases}
+            run = {**run, "not_run": [c for c in run.get("selected_cases") or [] if c not in done]}
         counts: dict[str, int] = {}
         for c in cases:
             counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1

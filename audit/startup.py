@@ -26,7 +26,7 @@ SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 def check_options(options: Any) -> None:
     """Raise pytest.UsageError for the first global problem found."""
-    for check in (_numbers, _tier, _protection, _model, _device, _scenarios):
+    for check in (_numbers, _tier, _protection, _model, _device, _scenarios, _data):
         try:
             check(options)
         except (AuditError, InvalidParams, ValueError) as exc:
@@ -131,3 +131,10 @@ def _scenarios(options: Any) -> None:
     if not files:
         raise ValueError(f"--scenarios={folder}: no scenario files (*.yaml not starting with '_') in that folder; "
                          "add some, or leave --scenarios out to run the bundled catalogue.")
+
+
+def _data(options: Any) -> None:
+    """The subject folder as a whole (one unusable subject among good ones stays per case)."""
+    from audit.data import discover_subjects
+
+    discover_subjects(options.data)

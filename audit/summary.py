@@ -1,10 +1,17 @@
-"""The terminal summary table of an audit (rich)."""
+"""The terminal summary of an audit (rich), and the worst case per subject.
+
+Worst case (AutoAttack's cascade view): per subject, the scenario that left the least
+retained protection, and one audit-level answer — the protection holds against every scenario
+run, or breaks under which.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STYLE = {"pass": "green", "fail": "red", "no effect at baseline": "yellow", "error": "magenta"}
@@ -19,14 +26,60 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return str(value)
 
 
-def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False) -> None:
+def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
+    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict") or {}).get("metric", "")
+    return (case.get("metrics") or {}).get(metric) or {}
+
+
+def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per subject: the case with the lowest retained protection (point estimate) on its verdict
+    metric, among cases that reached a verdict; subjects with none say why."""
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        by_subject.setdefault(str((case.get("subject") or {}).get("name")), []).append(case)
+    rows = []
+    for subject, group in sorted(by_subject.items()):
+        judged = [(c, verdict_entry(c).get("retained")) for c in group]
+        judged = [(c, r) for c, r in judged if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
+        if not judged:
+            outcomes = sorted({c["outcome"] for c in group})
+            rows.append({"subject": subject, "scenario": None, "retained": None, "outcome": ", ".join(outcomes),
+                         "cases": len(group)})
+            continue
+        case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))
+        rows.append({"subject": subject, "scenario": (case.get("scenario") or {}).get("id"), "retained": retained,
+                     "outcome": case["outcome"], "case_id": case["case_id"], "cases": len(group)})
+    return rows
+
+
+def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
+    """One sentence: holds against every scenario run, or breaks under which."""
+    if not cases:
+        return "No case finished." + (" The audit was interrupted." if interrupted else "")
+    broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases if c["outcome"] == "fail"})
+    no_effect = [c for c in cases if c["outcome"] == "no effect at baseline"]
+    errors = [c for c in cases if c["outcome"] == "error"]
+    tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
+    if broken:
+        return f"Does not hold: breaks under {', '.join(broken)}.{tail}"
+    if no_effect and len(no_effect) == len(cases):
+        return f"No protective effect at baseline: there was nothing to retain.{tail}"
+    if errors or no_effect:
+        return (f"No scenario broke it, but {len(errors)} case(s) errored and {len(no_effect)} showed no effect at "
+                f"baseline: not a full answer.{tail}")
+    return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
+
+
+def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False,
+                  run: dict[str, Any] | None = None) -> None:
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
-    table = Table(title=f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}")
-    for column in ("case", "outcome", "metric", "m_c", "m_p", "m_a", "retained [95% CI]", "time"):
+    run = run or {}
+    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}"))
+    for column in ("case", "outcome", "metric", "K", "m_c", "m_p", "m_a", "retained [95% CI]", "time"):
         table.add_column(column, justify="left" if column in ("case", "outcome", "metric") else "right")
     for case in sorted(cases, key=lambda c: c["case_id"]):
         metric = case.get("verdict_metric") or (case.get("scenario") or {}).get("verdict", {}).get("metric", "")
-        entry = case.get("metrics", {}).get(metric, {})
+        entry = verdict_entry(case)
         retained = entry.get("retained")
         retained_text = "—"
         if retained:
@@ -34,9 +87,10 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         outcome = case["outcome"]
         flagged = " ⚑" if case.get("flags") else ""
         table.add_row(
-            case["case_id"],
-            f"[{STYLE.get(outcome, 'white')}]{outcome}[/]{flagged}",
-            metric,
+            escape(case["case_id"]),
+            f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
+            escape(metric),
+            str((case.get("plan") or {}).get("replicates", "—")),
             _fmt((entry.get("m_c") or {}).get("value")),
             _fmt((entry.get("m_p") or {}).get("value")),
             _fmt((entry.get("m_a") or {}).get("value")),
@@ -48,10 +102,21 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         counts[case["outcome"]] = counts.get(case["outcome"], 0) + 1
     console = Console(file=file, force_terminal=color, no_color=not color, width=160)
     console.print(table)
-    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases")
+    console.print(escape(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"))
+    for row in worst_cases(cases):
+        r = row["retained"]
+        if r is None:
+            console.print(escape(f"worst case for subject {row['subject']}: no verdict ({row['outcome']})"))
+        else:
+            console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — retained {_fmt(r['value'], 2)} "
+                                 f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
+    console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")), len(run.get("not_run") or []))))
+    if run.get("interrupted"):
+        console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did not run: "
+                             + ", ".join(run.get("not_run") or [])))
     flagged = [c for c in cases if c.get("flags")]
     if flagged:
         console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results JSON, 'flags'):")
         for case in flagged:
             for flag in case["flags"]:
-                console.print(f"  {case['case_id']}: {flag}")
+                console.print(escape(f"  {case['case_id']}: {flag}"))

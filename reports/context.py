@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
+from audit.summary import audit_answer, worst_cases
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
@@ -26,6 +27,7 @@ STRIPS = (
     ("generated_clean", "generations after DreamBooth on the clean images"),
     ("generated_protected", "generations after DreamBooth on the protected images"),
     ("generated_attacked", "generations after the scenario's exploit on the attacked images"),
+    ("generated_control", "matched control: the scenario's exploit on the clean images"),
 )
 SMOKE_CAVEAT = (
     "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, trained on a dozen "
@@ -158,6 +160,15 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             "headline_outcome": headline_outcome,
             "n_runs": len(runs),
             "n_flagged": sum(1 for c in cases if c.get("flags")),
+            "answer": audit_answer(cases, any(r.get("interrupted") for r in runs),
+                                   sum(len(r.get("not_run") or []) for r in runs)),
+            "worst": [{**row, "anchor": next((v["anchor"] for v in case_views if v["case_id"] == row.get("case_id")), None)}
+                      for row in worst_cases(cases)],
+            "interrupted": any(r.get("interrupted") for r in runs),
+            "not_run": [c for r in runs for c in (r.get("not_run") or [])],
+            "left_out": sorted({s for r in runs for s in (r.get("left_out_scenarios") or [])}),
+            "selection": next((r.get("selection") for r in runs if r.get("selection")), None),
+            "replicates": sorted({(c.get("plan") or {}).get("replicates") for c in cases if c.get("plan")}),
         },
         "metric_names": metric_names,
         "cases": case_views,
@@ -276,6 +287,9 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "cells": cells,
         "metric_rows": metric_rows,
         "variants": case.get("variants") or [],
+        "replicate_rows": _replicate_rows(case),
+        "control": (entry.get("control") or None),
+        "plan_text": (case.get("plan") or {}).get("text"),
         "worst_variant": case.get("worst_variant"),
         "strips": strips,
         "timings": [(t.get("stage"), duration(t.get("seconds"))) for t in timings],
@@ -294,6 +308,17 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             "exploits": case.get("exploits"),
         }),
     }
+
+
+def _replicate_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """The verdict metric's mean per replicate and role (each replicate is its own fine-tune)."""
+    entry = verdict_entry(case)
+    means = entry.get("replicates") or {}
+    seeds = (case.get("plan") or {}).get("seeds") or []
+    k = max((len(v) for v in means.values()), default=0)
+    return [{"replicate": r + 1, "seed": seeds[r] if r < len(seeds) else None,
+             **{role: fmt(values[r], 4) if r < len(values) else "—" for role, values in means.items()}}
+            for r in range(k)]
 
 
 def _run_view(run: dict[str, Any]) -> dict[str, Any]:

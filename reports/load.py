@@ -14,7 +14,9 @@ from typing import Any
 
 from audit.results import SCHEMA, SCHEMA_VERSION
 
-SUPPORTED_VERSIONS = (SCHEMA_VERSION,)
+# Version 1 files (one fine-tune per exploit, before replicates) still render, without the
+# replicate tables.
+SUPPORTED_VERSIONS = (1, SCHEMA_VERSION)
 REQUIRED_TOP = ("schema", "schema_version", "run", "cases")
 REQUIRED_RUN = ("options", "toolkit_version")
 REQUIRED_CASE = ("case_id", "outcome", "protection", "scenario", "metrics")
