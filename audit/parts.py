@@ -67,6 +67,11 @@ PROTECTIONS.register(
     source="PID Table 1 'Random'; PhotoGuard §5", random=True,
 )
 PROTECTIONS.register(
+    "dir", target="audit.protections.folder:ProtectedFolder", params="audit.protections.folder:ProtectedFolderParams",
+    description="a folder of already-protected images (--protection=dir:PATH), paired by file name with the clean ones",
+    source="DESIGN 'Protections' (apps and services without code: Glaze, Mist, ...)",
+)
+PROTECTIONS.register(
     "pid", target="audit.protections.pid:PID", params="audit.protections.pid:PIDParams",
     description="PID: ℓ∞ PGD on the VAE encoder's posterior (add-log objective), prompt-independent",
     source="Li et al., ICML 2024, §5.1 eq. 10", random=True, uses_model=True,

@@ -28,6 +28,9 @@ def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) 
         folder = Path(spec[4:]).expanduser()
         protection = ProtectedFolder(folder, epsilon)
         return protection, PartSpec("protection", "dir", {"path": str(folder), "epsilon": epsilon})
+    if spec == "dir":
+        raise ProtectionError("--protection=dir needs a folder: --protection=dir:PATH, with PATH/<subject>/<file> "
+                              "holding the protected version of each clean image under its file name.")
     if spec in PROTECTIONS:
         part = PROTECTIONS.get(spec)
         try:
