@@ -64,16 +64,29 @@ def test_imperceptibility(faces) -> None:
 
 
 def test_unknown_metric_lists_known_names() -> None:
+    from audit.registry import UnknownPart
+
+    assert UnknownMetric is UnknownPart  # one registry, one error type for every kind of part
     with pytest.raises(UnknownMetric) as info:
         get_metric("identity_similarty")
     assert "did you mean 'identity_similarity'" in str(info.value) and "brisque" in str(info.value)
+    assert "unknown metric" in str(info.value)
+
+
+def test_every_registered_metric_builds_and_is_shared() -> None:
+    from audit.metrics import Metric
+    from audit.parts import METRICS
+
+    for part in METRICS:
+        metric = get_metric(part.name)
+        assert isinstance(metric, Metric) and get_metric(part.name) is metric  # one instance per name
+        assert part.validate({}) is not None  # metrics take no parameters today
 
 
 def test_missing_weights_are_reported_unavailable(faces, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(identity_module, "models_folder", lambda: tmp_path)
     result = identity_module.IdentitySimilarity().compute(faces, faces)
     assert result.values == [] and result.unavailable and "missing" in result.unavailable
-
 
 
 def _brisque_features(image: np.ndarray) -> np.ndarray:

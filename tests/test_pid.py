@@ -12,15 +12,17 @@ from audit.progress import Progress
 from audit.protections import ProtectionContext, check_budget
 from audit.protections.pid import PID, pid_objective, posterior
 from audit.protections.simple import RandomNoise
+from audit.registry import InvalidParams
 from audit.tiers import get_tier
 
 
-def ctx(model, steps: int = 20, seed: int = 0) -> ProtectionContext:
-    return ProtectionContext(model, torch.device("cpu"), seed, get_tier("smoke", pgd_steps=steps), Progress())
+def ctx(model, seed: int = 0) -> ProtectionContext:
+    """PID reads its iterations from its own ``steps`` parameter; the tier is not consulted."""
+    return ProtectionContext(model, torch.device("cpu"), seed, get_tier("smoke"), Progress())
 
 
 def test_pid_increases_its_objective_within_budget(tiny, images) -> None:
-    out = PID(epsilon=0.05).protect(images, ctx(tiny, steps=20))
+    out = PID(epsilon=0.05, steps=20).protect(images, ctx(tiny))
     assert check_budget(images, out.images, 0.05, "pid") <= 12 / 255
     trace = out.info["objective_trace"]
     assert out.info["objective_last_iterate"] > 2 * out.info["objective_first"]
@@ -30,8 +32,8 @@ def test_pid_increases_its_objective_within_budget(tiny, images) -> None:
 
 
 def test_pid_beats_random_noise_of_the_same_budget_on_its_objective(tiny, images) -> None:
-    pid = PID(epsilon=0.05)
-    pid_out = pid.protect(images, ctx(tiny, steps=20)).images
+    pid = PID(epsilon=0.05, steps=20)
+    pid_out = pid.protect(images, ctx(tiny)).images
     random_out = RandomNoise(0.05).protect(images, ctx(tiny)).images
     pid_value = pid.objective_value(tiny.vae, images, from_uint8(pid_out)).mean()
     random_value = pid.objective_value(tiny.vae, images, from_uint8(random_out)).mean()
@@ -39,9 +41,9 @@ def test_pid_beats_random_noise_of_the_same_budget_on_its_objective(tiny, images
 
 
 def test_pid_is_deterministic_for_a_seed(tiny, images) -> None:
-    a = PID().protect(images[:1], ctx(tiny, steps=3, seed=1)).images
-    b = PID().protect(images[:1], ctx(tiny, steps=3, seed=1)).images
-    c = PID().protect(images[:1], ctx(tiny, steps=3, seed=2)).images
+    a = PID(steps=3).protect(images[:1], ctx(tiny, seed=1)).images
+    b = PID(steps=3).protect(images[:1], ctx(tiny, seed=1)).images
+    c = PID(steps=3).protect(images[:1], ctx(tiny, seed=2)).images
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -49,7 +51,7 @@ def test_pid_is_deterministic_for_a_seed(tiny, images) -> None:
 @given(eps=st.floats(0.0, 0.1), step=st.floats(0.001, 0.05), seed=st.integers(0, 100))
 def test_pid_output_within_budget_for_any_epsilon_and_step(tiny, eps: float, step: float, seed: int) -> None:
     image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
-    out = PID(epsilon=eps, step_size=step).protect(image, ctx(tiny, steps=2, seed=seed)).images
+    out = PID(epsilon=eps, step_size=step, steps=2).protect(image, ctx(tiny, seed=seed)).images
     assert check_budget(image, out, eps, "pid") <= eps
 
 
@@ -62,3 +64,26 @@ def test_objective_forms(tiny, images) -> None:
     assert torch.allclose(shifted, torch.ones(2))
     with pytest.raises(ValueError, match="unknown PID objective"):
         pid_objective(mean, logvar, mean, logvar, "bogus")  # type: ignore[arg-type]
+
+
+def test_steps_come_from_pid_params_not_from_the_tier(tiny, images) -> None:
+    """PID runs exactly its own ``steps`` whatever tier the context carries (or none), and the
+    tier sets them through the one precedence (part default < tier < --audit-set)."""
+    from audit.parts import PROTECTIONS
+    from audit.protections.pid import PIDParams
+    from audit.protections.registry import build_protection
+    from audit.tiers import parse_overrides
+
+    for tier in (get_tier("smoke"), get_tier("paper"), None):
+        context = ProtectionContext(tiny, torch.device("cpu"), 0, tier, Progress())
+        out = PID(steps=2).protect(images[:1], context)
+        assert out.info["steps"] == 2 and len(out.info["objective_trace"]) == 2
+    assert PIDParams().steps == 1000 and PID().steps == 1000  # the paper's PGD-1000
+    assert build_protection("pid")[0].steps == 1000
+    assert {t: build_protection("pid", get_tier(t))[0].steps for t in ("smoke", "standard", "paper")} == {
+        "smoke": 100, "standard": 200, "paper": 1000}
+    pid, spec = build_protection("pid", get_tier("smoke", parse_overrides(["pid.steps=7", "pid.objective=mean"])))
+    assert (pid.steps, pid.objective) == (7, "mean") and spec.params["steps"] == 7
+    assert PROTECTIONS.get("pid").validate({"steps": 5}).steps == 5
+    with pytest.raises(InvalidParams, match="steps"):
+        PROTECTIONS.get("pid").validate({"steps": 0})
