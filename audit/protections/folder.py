@@ -50,6 +50,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,126 @@ def _size(size: tuple[int, int]) -> str:
 
 def _listing(names: Sequence[str]) -> str:
     return ", ".join(names)
+
+
+@dataclass
+class _Pairing:
+    """Clean files matched with protected ones by stem, and what did not match."""
+
+    pairs: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    ambiguous: list[str] = field(default_factory=list)
+
+
+def _match_stems(clean_names: Sequence[str], protected: Sequence[str]) -> _Pairing:
+    """Pair each clean name with the protected name of the same stem (extensions may differ)."""
+    clean_by_stem: dict[str, list[str]] = defaultdict(list)
+    prot_by_stem: dict[str, list[str]] = defaultdict(list)
+    for name in clean_names:
+        clean_by_stem[Path(name).stem].append(name)
+    for name in protected:
+        prot_by_stem[Path(name).stem].append(name)
+    pairing = _Pairing()
+    for stem in sorted(set(clean_by_stem) | set(prot_by_stem)):
+        cs, ps = clean_by_stem.get(stem, []), prot_by_stem.get(stem, [])
+        if not cs:
+            pairing.extra.extend(ps)
+        elif not ps:
+            pairing.missing.extend(cs)
+        elif len(cs) == 1 and len(ps) == 1:
+            pairing.pairs[cs[0]] = ps[0]
+        elif len(cs) == 1:
+            pairing.ambiguous.append(
+                f"clean {cs[0]} has {len(ps)} candidates ({_listing(ps)}): keep only one"
+            )
+        elif sorted(cs) == sorted(ps):  # clean a.jpg and a.png: protected must keep exact names
+            pairing.pairs.update({c: c for c in cs})
+        else:
+            pairing.ambiguous.append(
+                f"clean {_listing(cs)} share the stem '{stem}', so their protected versions must "
+                f"keep the exact names (found {_listing(ps)})"
+            )
+    return pairing
+
+
+def _pairing_problems(pairing: _Pairing, folder: Path, clean_names: Sequence[str]) -> list[str]:
+    """What keeps the pairing from being one-to-one, each with its fix; empty when it is."""
+    problems = []
+    if pairing.missing:
+        problems.append(
+            f"clean files without a protected counterpart in {folder}: {_listing(pairing.missing)} — "
+            "save the tool's output for each under the clean file's name (the extension may differ)"
+        )
+    if pairing.extra:
+        problems.append(
+            f"protected files without a clean counterpart: {_listing(pairing.extra)} — rename each "
+            f"to the name of the clean image it protects ({_listing(clean_names)}) or remove it"
+        )
+    if pairing.ambiguous:
+        problems.append("ambiguous pairs: " + "; ".join(pairing.ambiguous))
+    return problems
+
+
+@dataclass
+class _Measurement:
+    """The protected images read from a folder, in the subject's file order.
+
+    ``protected``: 8-bit images at the audit resolution; ``linf`` / ``linf_original``: ℓ∞ in
+    levels against the clean image there and at the files' original size; ``sizes``: that
+    original size per clean name; ``used``: the files read, for the content hash.
+    """
+
+    protected: list[torch.Tensor] = field(default_factory=list)
+    linf: dict[str, int] = field(default_factory=dict)
+    linf_original: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, str] = field(default_factory=dict)
+    used: list[Path] = field(default_factory=list)
+
+
+def _size_mismatch(
+    prot_name: str, clean_name: str, prot_size: tuple[int, int], clean_size: tuple[int, int]
+) -> str:
+    """One protected file whose size differs from its clean original's, with a likely cause."""
+    hint = ""
+    if prot_size == clean_size[::-1]:
+        hint = (
+            " (width and height swapped: an EXIF orientation tag is on one file and not "
+            "the other — save the protected image upright, as viewers show the clean one)"
+        )
+    return f"{prot_name} is {_size(prot_size)} but its clean image {clean_name} is {_size(clean_size)}{hint}"
+
+
+def _linf_levels(protected: Image.Image, clean: Image.Image) -> int:
+    """ℓ∞ in 8-bit levels between two converted originals of equal size."""
+    diff = np.abs(np.asarray(protected, dtype=np.int16) - np.asarray(clean, dtype=np.int16))
+    return int(diff.max()) if diff.size else 0
+
+
+def _measurement_notes(
+    measured: _Measurement,
+    pairs: dict[str, str],
+    clean_originals: Sequence[Image.Image],
+    resolution: int,
+) -> list[str]:
+    """Notes on the measured ℓ∞: suspiciously large, all zero, or measured after resizing."""
+    notes = []
+    for name, levels in measured.linf_original.items():
+        if levels > SUSPICIOUS_LEVELS:
+            notes.append(
+                f"{pairs[name]} differs from clean {name} by {levels} levels at its original size; "
+                "check that it is the protected version of that image (pairing, orientation, crop)"
+            )
+    if measured.linf_original and max(measured.linf_original.values()) == 0:
+        notes.append(
+            "the protected images are identical to the clean ones (ℓ∞ = 0): was the tool's output saved?"
+        )
+    if any(im.size != (resolution, resolution) for im in clean_originals):
+        notes.append(
+            f"compared at the audit resolution {resolution}×{resolution} after the subject loader's "
+            "crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as published"
+        )
+    return notes
 
 
 class ProtectedFolderParams(Params):
@@ -246,9 +367,8 @@ class ProtectedFolder(Protection):
             "layout DIR/<subject>/<file>."
         )
 
-    def _pair(self, folder: Path, clean_names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-        """Clean name → protected name, by stem; every problem found at once in one error."""
-        spec = f"--protection=dir:{self.path}"
+    def _protected_entries(self, folder: Path) -> tuple[list[str], list[str]]:
+        """The image file names in ``folder``, and notes on the entries ignored there."""
         notes: list[str] = []
         protected = []
         for entry in sorted(folder.iterdir()):
@@ -266,56 +386,25 @@ class ProtectedFolder(Protection):
                 notes.append(
                     f"{entry.name}: not an image file ({entry.suffix or 'no extension'}), ignored"
                 )
-        clean_by_stem: dict[str, list[str]] = defaultdict(list)
-        prot_by_stem: dict[str, list[str]] = defaultdict(list)
-        for name in clean_names:
-            clean_by_stem[Path(name).stem].append(name)
-        for name in protected:
-            prot_by_stem[Path(name).stem].append(name)
-        pairs: dict[str, str] = {}
-        missing: list[str] = []
-        extra: list[str] = []
-        ambiguous: list[str] = []
-        for stem in sorted(set(clean_by_stem) | set(prot_by_stem)):
-            cs, ps = clean_by_stem.get(stem, []), prot_by_stem.get(stem, [])
-            if not cs:
-                extra.extend(ps)
-            elif not ps:
-                missing.extend(cs)
-            elif len(cs) == 1 and len(ps) == 1:
-                pairs[cs[0]] = ps[0]
-            elif len(cs) == 1:
-                ambiguous.append(
-                    f"clean {cs[0]} has {len(ps)} candidates ({_listing(ps)}): keep only one"
-                )
-            elif sorted(cs) == sorted(ps):  # clean a.jpg and a.png: protected must keep exact names
-                pairs.update({c: c for c in cs})
-            else:
-                ambiguous.append(
-                    f"clean {_listing(cs)} share the stem '{stem}', so their protected versions must "
-                    f"keep the exact names (found {_listing(ps)})"
-                )
-        problems = []
-        if missing:
-            problems.append(
-                f"clean files without a protected counterpart in {folder}: {_listing(missing)} — save the "
-                "tool's output for each under the clean file's name (the extension may differ)"
-            )
-        if extra:
-            problems.append(
-                f"protected files without a clean counterpart: {_listing(extra)} — rename each to the "
-                f"name of the clean image it protects ({_listing(clean_names)}) or remove it"
-            )
-        if ambiguous:
-            problems.append("ambiguous pairs: " + "; ".join(ambiguous))
+        return protected, notes
+
+    def _pair(self, folder: Path, clean_names: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+        """Clean name → protected name, by stem; every problem found at once in one error."""
+        protected, notes = self._protected_entries(folder)
+        pairing = _match_stems(clean_names, protected)
+        problems = _pairing_problems(pairing, folder, clean_names)
         if problems:
             ignored = [n for n in notes if "not an image file" in n]
-            tail = f" (ignored, not images: {'; '.join(ignored)})" if ignored and missing else ""
-            raise ProtectionError(
-                f"{spec}: the protected images in {folder} do not pair one-to-one with the clean "
-                f"images by file name: " + "; ".join(problems) + tail + "."
+            tail = (
+                f" (ignored, not images: {'; '.join(ignored)})"
+                if ignored and pairing.missing
+                else ""
             )
-        return pairs, notes
+            raise ProtectionError(
+                f"--protection=dir:{self.path}: the protected images in {folder} do not pair "
+                f"one-to-one with the clean images by file name: {'; '.join(problems)}{tail}."
+            )
+        return pairing.pairs, notes
 
     # -- the clean side at its original resolution ----------------------------------------
     @staticmethod
@@ -348,23 +437,63 @@ class ProtectedFolder(Protection):
 
     # -- protect ----------------------------------------------------------------------------
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
-        spec = f"--protection=dir:{self.path}"
-        subject = ctx.subject
-        if subject is None:
-            raise ProtectionError(
-                f"{spec}: the protection context carries no subject, so the clean file names to pair "
-                "with are unknown. The engine must pass ProtectionContext(subject=...)."
-            )
+        subject = self._require_subject(ctx)
         images = images.detach().cpu()
+        resolution = images.shape[-1]
+        self._check_shape(images, subject)
+        folder, layout = self._subject_folder(subject, subject.files)
+        pairs, notes = self._pair(folder, subject.files)
+        clean_originals, clean_u8 = self._clean_side(subject, images, resolution)
+        measured = self._measure_pairs(
+            folder, pairs, subject.files, resolution, clean_originals, clean_u8, notes
+        )
+        notes.extend(_measurement_notes(measured, pairs, clean_originals, resolution))
+        info: dict[str, Any] = {
+            "folder": str(folder),
+            "layout": layout,
+            "pairs": dict(pairs),
+            "original_sizes": measured.sizes,
+            "resolution": resolution,
+            "linf_255": measured.linf,
+            "linf_255_max": max(measured.linf.values()),
+            "linf_original_255": measured.linf_original,
+            "linf_original_255_max": max(measured.linf_original.values()),
+            "epsilon": self.declared_epsilon,
+            "budget": self._budget_text(),
+            "content_hash": self._hash(measured.used),
+            "notes": notes,
+        }
+        self._judge_declared_budget(measured.linf_original, pairs)
+        return ProtectionOutput(torch.stack(measured.protected), info)
+
+    def _require_subject(self, ctx: ProtectionContext) -> Subject:
+        """The subject whose clean file names the protected ones are paired with."""
+        if ctx.subject is None:
+            raise ProtectionError(
+                f"--protection=dir:{self.path}: the protection context carries no subject, so the "
+                "clean file names to pair with are unknown. The engine must pass "
+                "ProtectionContext(subject=...)."
+            )
+        return ctx.subject
+
+    def _check_shape(self, images: torch.Tensor, subject: Subject) -> None:
+        """``images`` must be the subject's images in file order: n×3×R×R."""
         n, resolution = len(subject.files), images.shape[-1]
         if images.ndim != 4 or images.shape[0] != n or images.shape[-2] != resolution:
             raise ProtectionError(
-                f"{spec}: got images of shape {tuple(images.shape)} for subject '{subject.name}' with "
-                f"{n} files ({_listing(subject.files)}); expected {n}×3×R×R, the subject's images in "
-                "file order."
+                f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for subject "
+                f"'{subject.name}' with {n} files ({_listing(subject.files)}); expected {n}×3×R×R, "
+                "the subject's images in file order."
             )
-        folder, layout = self._subject_folder(subject, subject.files)
-        pairs, notes = self._pair(folder, subject.files)
+
+    def _clean_side(
+        self, subject: Subject, images: torch.Tensor, resolution: int
+    ) -> tuple[list[Image.Image], torch.Tensor]:
+        """The clean originals re-read from disk, and ``images`` in 8-bit levels.
+
+        Refused when the files no longer give the images the subject was loaded with.
+        """
+        spec = f"--protection=dir:{self.path}"
         try:
             clean_originals, clean_resized = self._clean_originals(subject, resolution)
         except (AuditError, OSError, KeyError) as exc:
@@ -384,96 +513,87 @@ class ProtectedFolder(Protection):
                 "changed on disk since the subject was loaded, so they cannot be paired reliably. Rerun "
                 "the audit with the --data folder left unchanged."
             )
+        return clean_originals, clean_u8
 
-        protected, linf, linf_original, sizes, mismatched = [], {}, {}, {}, []
-        used = []
-        for i, clean_name in enumerate(subject.files):
+    def _load_protected(
+        self, path: Path, clean_name: str, resolution: int, notes: list[str]
+    ) -> tuple[Image.Image, torch.Tensor]:
+        """One protected file, read as the subject loader reads a clean one; its notes appended."""
+        file_notes: list[str] = []
+        try:
+            original, tensor = load_image_file(path, resolution, file_notes)
+        except AuditError as exc:
+            raise ProtectionError(
+                f"--protection=dir:{self.path}: protected image for clean {clean_name}: {exc}"
+            ) from None
+        notes.extend(f"protected {note}" for note in file_notes)
+        return original, tensor
+
+    def _measure_pairs(
+        self,
+        folder: Path,
+        pairs: dict[str, str],
+        clean_names: Sequence[str],
+        resolution: int,
+        clean_originals: Sequence[Image.Image],
+        clean_u8: torch.Tensor,
+        notes: list[str],
+    ) -> _Measurement:
+        """Each protected image at the audit resolution and its ℓ∞ there and at the original size.
+
+        Every pair whose sizes differ is named at once in one error.
+        """
+        measured = _Measurement()
+        mismatched = []
+        for i, clean_name in enumerate(clean_names):
             prot_path = folder / pairs[clean_name]
-            used.append(prot_path)
-            file_notes: list[str] = []
-            try:
-                original, tensor = load_image_file(prot_path, resolution, file_notes)
-            except AuditError as exc:
-                raise ProtectionError(
-                    f"{spec}: protected image for clean {clean_name}: {exc}"
-                ) from None
-            notes.extend(f"protected {note}" for note in file_notes)
+            measured.used.append(prot_path)
+            original, tensor = self._load_protected(prot_path, clean_name, resolution, notes)
             clean_size, prot_size = clean_originals[i].size, original.size
             if prot_size != clean_size:
-                hint = ""
-                if prot_size == clean_size[::-1]:
-                    hint = (
-                        " (width and height swapped: an EXIF orientation tag is on one file and not "
-                        "the other — save the protected image upright, as viewers show the clean one)"
-                    )
-                mismatched.append(
-                    f"{pairs[clean_name]} is {_size(prot_size)} but its clean image {clean_name} is "
-                    f"{_size(clean_size)}{hint}"
-                )
+                mismatch = _size_mismatch(pairs[clean_name], clean_name, prot_size, clean_size)
+                mismatched.append(mismatch)
                 continue
-            sizes[clean_name] = _size(clean_size)
-            diff = np.abs(
-                np.asarray(original, dtype=np.int16)
-                - np.asarray(clean_originals[i], dtype=np.int16)
-            )
-            linf_original[clean_name] = int(diff.max()) if diff.size else 0
+            measured.sizes[clean_name] = _size(clean_size)
+            measured.linf_original[clean_name] = _linf_levels(original, clean_originals[i])
             out = to_uint8(tensor[None])[0]
-            protected.append(out)
-            linf[clean_name] = int((out.to(torch.int16) - clean_u8[i].to(torch.int16)).abs().max())
+            measured.protected.append(out)
+            measured.linf[clean_name] = int(
+                (out.to(torch.int16) - clean_u8[i].to(torch.int16)).abs().max()
+            )
         if mismatched:
             raise ProtectionError(
-                f"{spec}: protected images whose size differs from their clean original's "
-                f"({'; '.join(mismatched)}). A protection must keep the image size: save the tool's "
-                "output at the clean image's size (turn off any resizing or cropping in the tool)."
+                f"--protection=dir:{self.path}: protected images whose size differs from their clean "
+                f"original's ({'; '.join(mismatched)}). A protection must keep the image size: save the "
+                "tool's output at the clean image's size (turn off any resizing or cropping in the tool)."
             )
-        for name, levels in linf_original.items():
-            if levels > SUSPICIOUS_LEVELS:
-                notes.append(
-                    f"{pairs[name]} differs from clean {name} by {levels} levels at its original size; "
-                    "check that it is the protected version of that image (pairing, orientation, crop)"
-                )
-        if linf_original and max(linf_original.values()) == 0:
-            notes.append(
-                "the protected images are identical to the clean ones (ℓ∞ = 0): was the tool's output saved?"
-            )
-        if any(im.size != (resolution, resolution) for im in clean_originals):
-            notes.append(
-                f"compared at the audit resolution {resolution}×{resolution} after the subject loader's "
-                "crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as published"
-            )
-        info: dict[str, Any] = {
-            "folder": str(folder),
-            "layout": layout,
-            "pairs": dict(pairs),
-            "original_sizes": sizes,
-            "resolution": resolution,
-            "linf_255": linf,
-            "linf_255_max": max(linf.values()),
-            "linf_original_255": linf_original,
-            "linf_original_255_max": max(linf_original.values()),
-            "epsilon": self.declared_epsilon,
-            "budget": (
-                "none declared: ℓ∞ measured, not judged"
-                if self.declared_epsilon is None
-                else f"declared ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255), "
-                "judged at the original and at the audit resolution"
-            ),
-            "content_hash": self._hash(used),
-            "notes": notes,
-        }
-        if self.declared_epsilon is not None:
-            allowed = budget_levels(self.declared_epsilon)
-            over = {name: levels for name, levels in linf_original.items() if levels > allowed}
-            if over:
-                listing = "; ".join(
-                    f"{pairs[name]} vs clean {name}: {levels}/255 = {levels / 255:.4f}"
-                    for name, levels in over.items()
-                )
-                raise BudgetExceeded(
-                    f"protection 'dir' ({self.path}) exceeds its declared budget at the images' original "
-                    f"resolution: ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255, at "
-                    f"most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare the "
-                    "budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ measured, "
-                    "not judged."
-                )
-        return ProtectionOutput(torch.stack(protected), info)
+        return measured
+
+    def _budget_text(self) -> str:
+        """How the budget is treated, for ``info``."""
+        if self.declared_epsilon is None:
+            return "none declared: ℓ∞ measured, not judged"
+        return (
+            f"declared ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255), "
+            "judged at the original and at the audit resolution"
+        )
+
+    def _judge_declared_budget(self, linf_original: dict[str, int], pairs: dict[str, str]) -> None:
+        """With a declared ε, ``BudgetExceeded`` when a file's ℓ∞ at its original size exceeds it."""
+        if self.declared_epsilon is None:
+            return
+        allowed = budget_levels(self.declared_epsilon)
+        over = {name: levels for name, levels in linf_original.items() if levels > allowed}
+        if not over:
+            return
+        listing = "; ".join(
+            f"{pairs[name]} vs clean {name}: {levels}/255 = {levels / 255:.4f}"
+            for name, levels in over.items()
+        )
+        raise BudgetExceeded(
+            f"protection 'dir' ({self.path}) exceeds its declared budget at the images' original "
+            f"resolution: ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255, at "
+            f"most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare the "
+            "budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ measured, "
+            "not judged."
+        )
