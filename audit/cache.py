@@ -127,6 +127,11 @@ class Cache:
     def _dir(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:2] / key
 
+    def merge_events(self, events: dict[str, list[str]]) -> None:
+        """Add another process's events (a worker's) to this cache's."""
+        for name in ("hits", "misses", "corrupt"):
+            getattr(self.events, name).extend(events.get(name, []))
+
     def take_events(self) -> CacheEvents:
         events, self.events = self.events, CacheEvents()
         return events
@@ -149,6 +154,10 @@ class Cache:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def has(self, stage: str, key: str) -> bool:
+        """Whether an entry is present (not verified: ``get`` verifies and counts it)."""
+        return self.enabled and (self._dir(stage, key) / "manifest.json").is_file()
 
     def get(self, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The stored tensors and metadata, or None if absent or corrupt (then it is removed)."""

@@ -52,6 +52,7 @@ class AuditSession:
         self._device: torch.device | None = None
         self._protection: tuple[Protection, Any] | None = None
         self._subjects: dict[str, Subject] = {}
+        self._pool = None
 
     # -- shared, lazily built state -------------------------------------------------------
     @property
@@ -177,11 +178,45 @@ class AuditSession:
         return images
 
     def run_exploits(self, plan: CasePlan, images: dict[tuple, torch.Tensor]) -> dict[tuple, ExploitOutput]:
+        """Every distinct run's fine-tune and generations: cached ones read here, the others
+        computed side by side in worker processes when there are several (``audit/executor.py``)."""
         generation = self.tier.generation
-        outputs = {}
-        for run in plan.unique_runs():
-            outputs[run.identity] = self.stages.exploit(run, images[run.identity], generation)
+        runs = plan.unique_runs()
+        pending = [r for r in runs if not self.stages.exploit_cached(r, images[r.identity], generation)]
+        outputs: dict[tuple, ExploitOutput] = {}
+        workers = min(self.workers, len(pending))
+        if workers > 1:
+            with self.progress.stage(f"exploits: {len(pending)} runs in {workers} worker processes", total=len(pending), unit="runs") as stage:
+                jobs = [(run, images[run.identity], generation) for run in pending]
+                for run, (output, timings, events) in zip(pending, self.pool().run(jobs, lambda run, _: stage.advance(1, run.label())), strict=True):
+                    outputs[run.identity] = output
+                    self.progress.timings.extend({**t, "worker": True} for t in timings)
+                    self.cache.merge_events(events)
+        for run in runs:
+            if run.identity not in outputs:
+                outputs[run.identity] = self.stages.exploit(run, images[run.identity], generation)
         return outputs
+
+    @property
+    def workers(self) -> int:
+        from audit.executor import default_workers
+
+        return self.options.exploit_workers or default_workers(self.device)
+
+    def pool(self) -> Any:
+        """The worker processes for exploit runs, started on first use."""
+        if self._pool is None:
+            from audit.executor import ExploitPool, WorkerSetup
+
+            setup = WorkerSetup(self.options.model, str(self.device), self.options.allow_download, self.model.fingerprint,
+                                str(self.cache.root), self.cache.enabled, self.resolution)
+            self._pool = ExploitPool(self.workers, setup)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def metric_choice(self, scenario: Scenario, record: dict[str, Any]) -> tuple[list[str], str]:
         """The metrics to compute and the one that decides (the tier's substitute, said why)."""

@@ -26,6 +26,7 @@ class AuditOptions:
     replicates: int | None = None  # --replicates: the tier's K otherwise
     epsilon: float | None = None  # --epsilon: the budget a dir: protection is judged against
     full_catalogue: bool = False  # --full-catalogue: every scenario, not the tier's default selection
+    exploit_workers: int | None = None  # --exploit-workers: processes for exploit runs (default: one per core on CPU)
 
     @property
     def tier_settings(self) -> Tier:

@@ -43,6 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="independent replicates of every random stage (default: the tier's, 3)")
     group.addoption("--epsilon", default=None, type=float,
                     help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a built-in's")
+    group.addoption("--exploit-workers", default=None, type=int, metavar="N",
+                    help="processes that fine-tune side by side (default: one per CPU core, at most 4; 1 on a GPU)")
     group.addoption("--full-catalogue", action="store_true",
                     help="run every scenario, not only the tier's default selection (smoke: tag 'smoke')")
     group.addoption("--report", default=None, metavar="PATH",
@@ -86,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
         replicates=config.getoption("replicates"),
         epsilon=config.getoption("epsilon"),
         full_catalogue=config.getoption("full_catalogue"),
+        exploit_workers=config.getoption("exploit_workers"),
     )
     from audit.startup import check_options
 
@@ -203,6 +206,7 @@ class AuditRun:
         self.session = AuditSession(self.options, Progress(_terminal_writer(config)))
         self.writer = ResultsWriter(self.options.results_dir, run["run_id"])
         self.session.artifacts_dir = self.writer.run_dir / "artifacts"
+        run["audit_run"] = self
 
     def run(self, case: AuditCase) -> dict[str, Any]:
         if case.error is not None:
@@ -320,12 +324,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    if not _active(config) or _is_worker(config) or _RUN_KEY not in config.stash:
+    if not _active(config) or _RUN_KEY not in config.stash:
+        return
+    run = config.stash[_RUN_KEY]
+    if run.get("audit_run") is not None:
+        run["audit_run"].session.close()  # the exploit worker processes
+    if _is_worker(config):
         return
     from audit.results import ResultsWriter
 
-    run = config.stash[_RUN_KEY]
-    run["interrupted"] = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or bool(session.shouldstop)
+    run["interrupted"] = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
     writer = ResultsWriter(run["options"].results_dir, run["run_id"])
     if writer.cases_dir.is_dir() or run["interrupted"]:
         run["results_path"] = writer.aggregate(run_record(config))

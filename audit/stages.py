@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from audit.cache import Cache, tensor_hash
+from audit.executor import single_thread
 from audit.images import from_uint8, to_uint8
 from audit.parts import EXPLOITS, METRICS, TRANSFORMS
 from audit.planner import ChainStep, Run
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from audit.exploits.dreambooth import DreamboothParams
     from audit.progress import Progress
     from audit.settings import GenerationSettings
+
+
+# Fine-tunes and generations on the CPU run with one intra-op thread (audit/executor.py).
+CPU_THREADS = 1
 
 
 def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
@@ -133,20 +138,40 @@ class Stages:
 
         return from_uint8(self._cached("class_images", key, compute)[0]["images"])
 
+    def exploit_keys(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> tuple[str, str]:
+        """The fine-tuned weights' and the generations' cache keys of a run."""
+        part = EXPLOITS.get(run.exploit.name)
+        resolution = self._resolution()
+        wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
+                         inputs={"images": tensor_hash(images_u8)}, model=self.model_fingerprint(), seed=run.seed,
+                         resolution=resolution, cpu_threads=CPU_THREADS)
+        gen_cfg = generation_config(generation, run.seed)
+        gkey = stage_key(self.cache, "generate", part={"name": "generate", "sampler": generation.sampler},
+                         params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=self.model_fingerprint(),
+                         seed=run.seed, resolution=resolution, cpu_threads=CPU_THREADS)
+        return wkey, gkey
+
+    def exploit_cached(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> bool:
+        """Whether both of a run's entries are in the cache (looked up, not verified or counted)."""
+        wkey, gkey = self.exploit_keys(run, images_u8, generation)
+        return self.cache.has("finetune", wkey) and self.cache.has("generate", gkey)
+
     def exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
-        """Fine-tune on the run's images (weights cached), then generate (generations cached)."""
+        """Fine-tune on the run's images (weights cached), then generate (generations cached).
+
+        On the CPU both run with one intra-op thread (``audit/executor.py``: the same numbers
+        in a worker process or here)."""
+        with single_thread(self._device()):
+            return self._exploit(run, images_u8, generation)
+
+    def _exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
         from audit.exploits.dreambooth import generate
 
         part = EXPLOITS.get(run.exploit.name)
         params = part.validate(run.exploit.params)
         resolution = self._resolution()
-        wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
-                         inputs={"images": tensor_hash(images_u8)}, model=self.model_fingerprint(), seed=run.seed,
-                         resolution=resolution)
+        wkey, gkey = self.exploit_keys(run, images_u8, generation)
         gen_cfg = generation_config(generation, run.seed)
-        gkey = stage_key(self.cache, "generate", part={"name": "generate", "sampler": generation.sampler},
-                         params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=self.model_fingerprint(),
-                         seed=run.seed, resolution=resolution)
         tuned: dict[str, Any] = {}
 
         def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -38,6 +38,8 @@ def _numbers(options: Any) -> None:
         raise ValueError(f"--seed={options.seed}: seeds are non-negative integers (0 … 2**32 − 1); pass e.g. --seed=0.")
     if options.seed >= 2**32:
         raise ValueError(f"--seed={options.seed}: too large; seeds are integers in 0 … 2**32 − 1.")
+    if options.exploit_workers is not None and not 1 <= options.exploit_workers <= 64:
+        raise ValueError(f"--exploit-workers={options.exploit_workers}: between 1 and 64 (1 runs every exploit in this process).")
     if options.replicates is not None and options.replicates < 1:
         raise ValueError(f"--replicates={options.replicates}: at least 1 (3 or more for an interval that covers a rerun).")
     if options.epsilon is not None and not (0 <= options.epsilon <= 1) or (options.epsilon is not None and math.isnan(options.epsilon)):
