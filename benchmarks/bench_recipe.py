@@ -310,6 +310,20 @@ def summarise(rows: list[dict[str, Any]], recipe_order: list[str]) -> dict[str, 
         if len(rs) > 1:
             for key in ("pid_effect", "random_effect", "pid_effect_alt", "random_effect_alt"):
                 entry[key] = describe([r[key] for r in rs])
+            # 48 generations per fine-tune: the mean of the two disjoint 24-image sets (same fine-tunes)
+            for kind in ("pid", "random"):
+                entry[f"{kind}_effect_48gen"] = describe([round((r[f"{kind}_effect"] + r[f"{kind}_effect_alt"]) / 2, 5) for r in rs])
+            # how much of a replicate's effect is generation noise: SE of the 24-slot mean of the paired
+            # slot differences (clean slot i − protected slot i), RMS over seeds
+            for kind in ("pid", "random"):
+                ses = [statistics.stdev([c - q for c, q in zip(r["values_clean"], r[f"values_{kind}"], strict=True)])
+                       / math.sqrt(len(r["values_clean"])) for r in rs]
+                entry[f"{kind}_effect_generation_se_24"] = round(math.sqrt(statistics.mean(s * s for s in ses)), 5)
+            pe, re_ = [r["pid_effect"] for r in rs], [r["random_effect"] for r in rs]
+            entry["corr_pid_random_effect"] = round(statistics.correlation(pe, re_), 3)
+            entry["protected_sd"] = {k: round(statistics.stdev([r[f"m_{k}"] for r in rs]), 4) for k in ("pid", "random")}
+        calm = [s for r in rs if r["loadavg_start"][0] < 2.5 and r["loadavg_end"][0] < 2.5 for s in r["finetune_seconds"].values()]
+        entry["seconds_per_finetune_low_load"] = {"mean": round(statistics.mean(calm), 2), "n": len(calm)} if calm else None
         summary[name] = entry
     return summary
 
@@ -336,6 +350,11 @@ def table(summary: dict[str, Any]) -> str:
             f"        [{pa['mean']:+.4f}±{pa['sd']:.4f} ({pa['mean_over_sd']})]"
         )
         lines.append(f"          PID per seed {[round(v, 4) for v in p['values']]}  random {[round(v, 4) for v in q['values']]}")
+        p48, q48 = e["pid_effect_48gen"], e["random_effect_48gen"]
+        lines.append(f"          48 generations/fine-tune: PID {p48['mean']:+.4f}±{p48['sd']:.4f} (m/sd {p48['mean_over_sd']}, "
+                     f"K3/K4/K5 subsets {frac(p48, 3)} {frac(p48, 4)} {frac(p48, 5)}), random {q48['mean']:+.4f}±{q48['sd']:.4f} "
+                     f"(K3 {frac(q48, 3)}); generation SE of a 24-slot effect {e['pid_effect_generation_se_24']}; "
+                     f"corr(PID, random effect) {e['corr_pid_random_effect']}")
     return "\n".join(lines)
 
 
