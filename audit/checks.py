@@ -9,6 +9,7 @@ pass. The budget check is not here: a protection over its budget fails its case 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from audit.planner import CasePlan
@@ -68,6 +69,19 @@ def control_shift(verdict: MetricVerdict, variant_label: str) -> list[str]:
         f"mixes the scenario's effect on the exploit with its effect on the protection — the protective effect under "
         f"the scenario's own exploit is {control.effect_under_scenario.value:+.4f} "
         f"[{control.effect_under_scenario.ci_low:+.4f}, {control.effect_under_scenario.ci_high:+.4f}]"
+    ]
+
+
+def inconclusive(verdict: MetricVerdict) -> list[str]:
+    """"No effect at baseline" that is not evidence of absence: the estimate favours the
+    protection but the interval also holds 0 — too few replicates to tell the effect from none."""
+    e = verdict.effect
+    if verdict.outcome != "no effect at baseline" or not e.value > 0 or not math.isfinite(e.ci_low):
+        return []
+    return [
+        f"inconclusive: {verdict.metric}'s protective effect is estimated at {e.value:+.4f} but its 95% interval "
+        f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}] over {e.n_replicates} replicate(s) also holds 0; the audit cannot tell "
+        "this effect from none — more replicates (--replicates) narrow it"
     ]
 
 

@@ -266,7 +266,7 @@ class AuditSession:
             record["outcome"] = "error"
             record["reason"] = f"verdict metric '{verdict_metric}' is unavailable: {record['metrics'][verdict_metric]['unavailable']}"
             return
-        record["flags"].extend(checks.unbounded(decisive))
+        record["flags"].extend(checks.unbounded(decisive) + checks.inconclusive(decisive))
         self._noise_floor(plan, values.get(verdict_metric, {}), decisive, record)
         prefix = f"worst of {len(plan.variants)} exploit variants: '{plan.variants[worst].label}'; " if len(plan.variants) > 1 else ""
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
