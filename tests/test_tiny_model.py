@@ -62,16 +62,19 @@ def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, imag
     import piq
 
     from audit.progress import Progress
-    from audit.protections import get_protection
     from audit.protections.base import ProtectionContext
+    from audit.protections.registry import build_protection
     from audit.tiers import get_tier
 
-    ctx = ProtectionContext(tiny, torch.device("cpu"), 0, get_tier("smoke"), Progress(None))
+    smoke = get_tier("smoke")
+    ctx = ProtectionContext(tiny, torch.device("cpu"), 0, smoke, Progress(None))
     with torch.no_grad():
         clean = tiny.vae.encode(images * 2 - 1).latent_dist.mean
     shift, decoded = {}, {}
     for name in ("pid", "random"):
-        protected = get_protection(name).protect(images.clone(), ctx).images
+        protection = build_protection(name, smoke)[0]  # the smoke tier's settings (PID: PGD-100)
+        assert name != "pid" or protection.steps == 100
+        protected = protection.protect(images.clone(), ctx).images
         protected = protected.float() / 255 if protected.dtype == torch.uint8 else protected
         with torch.no_grad():
             mean = tiny.vae.encode(protected * 2 - 1).latent_dist.mean
@@ -82,18 +85,12 @@ def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, imag
     assert decoded["random"] - decoded["pid"] > 0.04, decoded
 
 
-def test_noise_floor_images_change_every_pixel_by_at_most_one_level(images: torch.Tensor) -> None:
-    from audit.engine import noise_floor_images
-    from audit.images import to_uint8
-
-    a, b = noise_floor_images(images, 0), noise_floor_images(images, 0)
-    diff = a.to(torch.int16) - to_uint8(images).to(torch.int16)
-    assert torch.equal(a, b) and int(diff.abs().max()) == 1 and float((diff != 0).float().mean()) > 0.5
-    assert not torch.equal(a, noise_floor_images(images, 1))
-
-
 def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
-    """Issue 4's ordering on the real engine at the smoke tier, seed 0 (~4 min on 2 cores).
+    """Issue 4's ordering on the real engine at the smoke tier, seed 0 (three 450-step fine-tunes: minutes on CPU).
+
+    One replicate (``replicates=1``: the image-bootstrap verdict, flagged as such) keeps this
+    at three fine-tunes; the tier's three replicates would triple it. The K = 3 numbers are the
+    benchmark's (``benchmarks/bench_tiny_effects.py``).
 
     DreamBooth on the clean subject comes far closer to it than the untrained model; PID at
     ε = 0.05 pulls the exploit's outcome well below the clean outcome, so ``no-attack`` passes;
@@ -107,11 +104,12 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     from audit.options import AuditOptions
     from audit.progress import Progress
     from audit.scenario import CATALOGUE_DIR, load_scenario
+    from audit.stages import generation_config
 
     def session(protection: str) -> AuditSession:
         options = AuditOptions(
             protection=protection, model="tiny", tier="smoke", data=None, results_dir=tmp_path, device="cpu",
-            seed=0, scenarios=None, allow_download=False, overrides={}, no_cache=False,
+            seed=0, scenarios=None, allow_download=False, overrides={}, no_cache=False, replicates=1,
         )
         return AuditSession(options, Progress(None))
 
@@ -122,7 +120,8 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
             load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut", f"{protection}-{scenario}"
         )
     subject = s.subject("astronaut")
-    base = generate(s.model, s.model.unet, s.model.text_encoder, s.generation_config(), s.resolution, s.progress)
+    base = generate(s.model, s.model.unet, s.model.text_encoder, generation_config(s.tier.generation, 0), s.resolution,
+                    s.progress)
     untrained = get_metric("subject_similarity").compute(base, subject.images).mean
 
     pid, rnd = (records[k]["metrics"]["subject_similarity"] for k in records)
@@ -133,3 +132,8 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     assert pid_effect > 0.04 and pid_effect > random_effect + 0.04, (pid_effect, random_effect)
     assert records["pid", "no-attack"]["outcome"] == "pass"
     assert records["random", "no-attack"]["outcome"] == "no effect at baseline"
+    for record in records.values():
+        assert record["plan"]["replicates"] == 1 and any("single replicate" in f for f in record["flags"])
+        # no-attack's attacked run is the protected run: one exploit, not two.
+        exploits = record["exploits"]
+        assert exploits["attacked[0] r0"]["cache_key"] == exploits["protected r0"]["cache_key"]
