@@ -25,8 +25,8 @@ def replicates(plan: CasePlan) -> list[str]:
     """One replicate: the interval covers the generated images of one fine-tune, not a rerun."""
     if plan.replicates > 1:
         return []
-    random_steps = sorted({s.spec.name for v in plan.variants for s in v.attack if s.seed is not None} |
-                          {s.spec.name for r in plan.runs for s in r.chain if s.kind == "transform" and s.seed is not None})
+    random_steps = sorted({s.spec.name for r in plan.runs if r.role == "attacked"
+                           for s in r.chain if s.kind == "transform" and s.seed is not None})
     flags = ["single replicate: the interval is a bootstrap over one fine-tune's generations and does not "
              "cover what a rerun of the audit would give (use --replicates 3 or more)"]
     if random_steps:

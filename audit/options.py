@@ -38,8 +38,7 @@ class AuditOptions:
     @property
     def non_standard(self) -> bool:
         """--audit-set changed the tier's settings (fewer replicates than the tier's count too)."""
-        tier_k = get_tier(self.tier).replicates
-        return bool(self.overrides) or (self.replicates is not None and self.replicates < tier_k)
+        return self.tier_settings.non_standard
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -168,7 +168,8 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     standard, _ = resolve_exploit(tier, default_exploit, None)
     variants = []
     for label, attack, exploit in scenario.resolved_variants():
-        steps = tuple(PartSpec("transform", s.part, TRANSFORMS.get(s.part).validate(s.params).model_dump()) for s in attack)
+        steps = tuple(PartSpec("transform", s.part, tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+                      for s in attack)
         spec, origin = resolve_exploit(tier, exploit.part, exploit.params)
         changes = spec != standard and tier.controls.matched
         variants.append(VariantPlan(label, steps, spec, changes, origin))

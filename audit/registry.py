@@ -181,6 +181,20 @@ def parse_spec(registry: Registry, raw: Any, where: str, example: str, *, partia
         part = registry.get(name)
     except UnknownPart as exc:
         raise InvalidParams(f"{where}: {exc}") from None
-    validated = part.validate(params, f"{where}.{name}")
-    data = validated.model_dump(exclude_unset=True) if partial else validated.model_dump()
-    return PartSpec(registry.kind, name, data)
+    if partial:
+        return PartSpec(registry.kind, name, _validate_fields(part, params, f"{where}.{name}"))
+    return PartSpec(registry.kind, name, part.validate(params, f"{where}.{name}").model_dump())
+
+
+def _validate_fields(part: Part, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """The written parameters, each field validated; checks across fields (e.g. 'prior
+    preservation needs class images') wait for the resolved parameters, where the lower
+    layers have filled in the rest."""
+    model = part.params_model()
+    try:
+        return model(**params).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        field_errors = [e for e in exc.errors() if e["loc"]]
+        if field_errors:
+            raise InvalidParams(format_validation(where, exc, model)) from None
+        return dict(params)

@@ -162,7 +162,7 @@ def _attack_steps(path: Path, raw: Any, field: str = "attack") -> list[dict[str,
         return []
     if not isinstance(raw, list):
         raise ScenarioError(f"{path}: field '{field}' must be a list of steps such as '- jpeg: {{quality: 75}}'.")
-    return [_step(TRANSFORMS, step, f"{path}: field '{field}[{i}]'", "'- jpeg: {quality: 75}'") for i, step in enumerate(raw)]
+    return [_step(TRANSFORMS, step, f"{path}: field {field}[{i}]", "'- jpeg: {quality: 75}'") for i, step in enumerate(raw)]
 
 
 def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
@@ -171,7 +171,7 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
             f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the exploit as one part "
             f"'{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: {{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
         )
-    return _step(EXPLOITS, raw, f"{path}: field '{field}'", "'exploit: {dreambooth: {instance_prompt: a photo of sks person}}'")
+    return _step(EXPLOITS, raw, f"{path}: field {field}", "'exploit: {dreambooth: {instance_prompt: a photo of sks person}}'")
 
 
 def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:

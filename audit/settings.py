@@ -6,7 +6,7 @@ scenario or ``--audit-set`` that sets a value out of range is refused before any
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from audit.registry import Params
 
@@ -38,6 +38,19 @@ class VerdictSettings(Params):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 − confidence of every interval")
     face_metric_substitute: str | None = None
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown for reference only")
+
+    @field_validator("face_metric_substitute", mode="before")
+    @classmethod
+    def _known_metric(cls, value: object) -> str | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        from audit.parts import METRICS
+        from audit.registry import did_you_mean
+
+        if value not in METRICS:
+            raise ValueError(f"unknown metric '{value}'{did_you_mean(str(value), METRICS.names())}; "
+                             f"use none or one of: {', '.join(METRICS.names())}")
+        return str(value)
 
 
 class ControlSettings(Params):

@@ -109,7 +109,7 @@ class Stages:
         """One attack step on 8-bit images (8-bit output: what the exploiter saves)."""
         part = TRANSFORMS.get(step.spec.name)
         key = stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
-                        inputs={"images": tensor_hash(images_u8)}, model=None, seed=step.seed)
+                        inputs={"images": tensor_hash(images_u8)}, model=None, seed=step.seed if part.random else None)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             params = part.validate(step.spec.params)
@@ -152,9 +152,8 @@ class Stages:
         return wkey, gkey
 
     def exploit_cached(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> bool:
-        """Whether both of a run's entries are in the cache (looked up, not verified or counted)."""
-        wkey, gkey = self.exploit_keys(run, images_u8, generation)
-        return self.cache.has("finetune", wkey) and self.cache.has("generate", gkey)
+        """Whether a run's generations are in the cache (looked up, not verified or counted)."""
+        return self.cache.has("generate", self.exploit_keys(run, images_u8, generation)[1])
 
     def exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
         """Fine-tune on the run's images (weights cached), then generate (generations cached).
@@ -184,15 +183,15 @@ class Stages:
 
         with self.cache.lock("generate", gkey):
             hit = self.cache.get("generate", gkey)
-            if hit is not None:
-                winfo = self._cached("finetune", wkey, fit)[1]
-                return ExploitOutput(wkey, gkey, hit[0]["generations"], {**winfo, **hit[1]})
+            if hit is not None:  # the fine-tune's info travels with its generations: no re-fit
+                return ExploitOutput(wkey, gkey, hit[0]["generations"], hit[1].get("finetune_info", {}))
             weights, winfo = self._cached("finetune", wkey, fit)
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
                 unet, text_encoder = load_weights(self.model, weights)
             generations = to_uint8(generate(self.model, unet, text_encoder, gen_cfg, resolution, self.progress))
-            self.cache.put("generate", gkey, {"generations": generations}, {"prompts": list(gen_cfg.prompts)})
+            self.cache.put("generate", gkey, {"generations": generations},
+                           {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
 
     def model_fingerprint(self) -> str:

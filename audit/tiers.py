@@ -166,7 +166,14 @@ class Tier:
 
     @property
     def non_standard(self) -> bool:
-        return any(self.overrides.values())
+        """Settings changed from the named tier (more replicates than the tier's is not a change
+        that weakens anything, so it is recorded but not flagged)."""
+        for section, values in self.overrides.items():
+            rest = {k: v for k, v in values.items()
+                    if not (section == "" and k == "replicates" and isinstance(v, int) and v >= self.data.get("replicates", 1))}
+            if rest:
+                return True
+        return False
 
     # -- resolution with precedence ------------------------------------------------------------
     def resolve_section(self, name: str) -> Resolved:
@@ -269,10 +276,14 @@ def validate_overrides(tier: Tier) -> None:
                 f"--audit-set {section}.…: unknown section '{section}'{did_you_mean(section, known)}; "
                 f"sections: {', '.join(known)}"
             )
+    from pydantic import ValidationError
+
+    from audit.registry import format_validation
+
     try:
         tier.core  # noqa: B018
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidParams(f"--audit-set: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidParams(format_validation("--audit-set / --replicates", exc, CoreSettings)) from None
 
 
 TierSettings = Tier  # the name earlier versions used

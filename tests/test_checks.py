@@ -52,11 +52,6 @@ def test_one_replicate_is_flagged() -> None:
     assert flag.startswith("single replicate") and "--replicates 3" in flag
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/checks.py:27 reads s.seed on VariantPlan.attack, which holds PartSpec "
-    "(no .seed): AttributeError for every scenario with an attack step at --replicates 1",
-    strict=True,
-)
 def test_one_replicate_with_attack_steps_flags_only_the_random_ones(tmp_path: Path) -> None:
     flags = checks.replicates(plan("jpeg-q75", 1))
     assert len(flags) == 1 and flags[0].startswith("single replicate")  # JPEG is deterministic
@@ -66,11 +61,6 @@ def test_one_replicate_with_attack_steps_flags_only_the_random_ones(tmp_path: Pa
     assert len(flags) == 2 and "randomised part without repeats: gaussian_noise drew once" in flags[1]
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/checks.py:28 counts every seeded transform of every run, so the noise-floor "
-    "control's level_jitter (not an attack) is reported as a 'randomised part without repeats'",
-    strict=True,
-)
 def test_the_noise_floor_control_is_not_a_randomised_attack() -> None:
     flags = checks.replicates(plan("no-attack", 1, "controls.noise_floor=true"))
     assert len(flags) == 1 and flags[0].startswith("single replicate")

@@ -144,7 +144,7 @@ def test_image_bootstrap_is_the_verdict_bootstrap_and_says_what_it_misses() -> N
     rng = np.random.default_rng(3)
     c, p = rng.normal(0.8, 0.05, 24), rng.normal(0.3, 0.05, 24)
     a = p + rng.normal(0.05, 0.02, 24)
-    old = decide("identity_similarity", "down", list(c), list(p), list(a), 0.5, resamples=400, seed=7)
+    old = decide("identity_similarity", "down", [list(c)], [list(p)], [list(a)], 0.5, resamples=400, seed=7)
     eff = image_bootstrap_effect(c, p, "down", resamples=400, seed=7)
     ret = image_bootstrap_retained(c, p, a, "down", resamples=400, seed=7)
     assert (eff.value, eff.ci_low, eff.ci_high) == pytest.approx((old.effect.value, old.effect.ci_low, old.effect.ci_high))

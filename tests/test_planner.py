@@ -230,12 +230,6 @@ def test_audit_set_on_the_exploit_reaches_every_run() -> None:
     assert [v.exploit.params["instance_prompt"] for v in p.variants][1] == "a photo of sks face"  # scenario kept
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/planner.py plan_case validates attack steps with the scenario's params only "
-    "(TRANSFORMS.get(...).validate(s.params)), never through Tier.resolve_part, so '--audit-set "
-    "jpeg.quality=50' passes validate_overrides, flags the run non-standard, and is silently ignored",
-    strict=True,
-)
 def test_audit_set_on_a_transform_reaches_the_attack_step() -> None:
     p = plan("jpeg-q75", "pid", 1, 0, "smoke", "jpeg.quality=50")
     assert p.variants[0].attack[0].params == {"quality": 50}

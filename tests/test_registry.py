@@ -193,12 +193,6 @@ def test_listing_parts_does_not_import_torch(what: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(
-    reason="engine bug: 'python -m audit ls' (and 'ls scenarios') imports torch: listing the scenarios "
-    "validates their parts' params, whose models live in modules that import torch at the top "
-    "(audit/transforms/corruptions.py, audit/exploits/dreambooth.py)",
-    strict=True,
-)
 def test_ls_does_not_import_torch() -> None:
     result = _imports_torch(["ls"])
     assert result.returncode == 0, result.stderr

@@ -144,12 +144,6 @@ def test_a_deterministic_transform_is_shared_by_the_replicates_of_a_plan(tmp_pat
     assert events.misses == ["transform"] and events.hits == ["transform", "transform"]
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/stages.py Stages.transform puts step.seed into the key whatever the part; "
-    "the rule says 'seed (when the part is random)', so a deterministic step handed a seed "
-    "(any caller but the planner) is recomputed and stored once per seed",
-    strict=True,
-)
 def test_a_deterministic_transforms_key_ignores_the_seed(tmp_path: Path) -> None:
     s = stages(tmp_path)
     x = images_u8()
@@ -287,12 +281,6 @@ def test_a_changed_exploit_refits_and_regenerates(tmp_path: Path, fake_exploit: 
     assert len(fake_exploit.finetune) == 2 and len(fake_exploit.generate) == 2
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/stages.py Stages.exploit re-runs the whole fine-tune on a generations hit "
-    "when the weights entry is gone (it reads the weights entry only for its training info), so "
-    "pruning the large weights entries makes a fully cached audit re-fit every run",
-    strict=True,
-)
 def test_a_generations_hit_does_not_refit_when_the_weights_entry_is_gone(tmp_path: Path, fake_exploit: Calls) -> None:
     import shutil
 

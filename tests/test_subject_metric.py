@@ -60,12 +60,6 @@ def test_face_metric_substitute_override_parses_into_the_verdict_section() -> No
     assert off.verdict.face_metric_substitute is None and get_tier("smoke").verdict.face_metric_substitute == "subject_similarity"
 
 
-@pytest.mark.xfail(
-    reason="engine bug: audit/settings.py VerdictSettings.face_metric_substitute is a bare str, so "
-    "validate_overrides accepts an unknown metric (earlier versions refused it at parse time); the "
-    "typo becomes one runtime error per case",
-    strict=True,
-)
 def test_face_metric_substitute_override_is_validated() -> None:
     from audit.registry import InvalidParams
     from audit.tiers import get_tier, parse_overrides, validate_overrides
@@ -74,12 +68,6 @@ def test_face_metric_substitute_override_is_validated() -> None:
         validate_overrides(get_tier("smoke", parse_overrides(["face_metric_substitute=subject_similarty"])))
 
 
-@pytest.mark.xfail(
-    reason="engine bug: '--audit-set face_metric_substitute=none' is read as the text 'none' (YAML null is "
-    "'null' or '~'), accepted, and then looked up as a metric named 'none' in every case; earlier "
-    "versions turned the substitute off",
-    strict=True,
-)
 def test_face_metric_substitute_none_turns_the_substitute_off() -> None:
     from audit.tiers import get_tier, parse_overrides, validate_overrides
 
