@@ -124,6 +124,12 @@ class AuditSession:
         return record
 
     def _run_case(self, scenario: Scenario, subject_name: str, case_id: str, record: dict[str, Any]) -> None:
+        if "objective" in scenario.requires and not self.protection.has_objective:
+            record.update(outcome="skipped", reason=(
+                f"skipped: scenario '{scenario.id}' re-crafts the protection through its objective, and protection "
+                f"'{self.protection.name}' ({self.options.protection}) has none the toolkit can see (a folder of "
+                "protected files); audit the protection's code to run it"))
+            return
         plan = self.plan(scenario)
         record["plan"] = plan_record(plan)
         record["protection"] = self.protection_record()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,6 +68,9 @@ class Scenario(_Strict):
     exploit: Step = Step(part="dreambooth")
     variants: list[Variant] = Field(default_factory=list)
     verdict: VerdictSpec = VerdictSpec()
+    # What the scenario needs of the protection: "objective" for scenarios that re-craft through
+    # the protection's own objective (adaptive, EoT); a protection without one (dir:PATH) skips them.
+    requires: list[Literal["objective"]] = Field(default_factory=list)
     path: str = ""
 
     def definition_hash(self) -> str:

@@ -361,3 +361,19 @@ def test_resizing_can_raise_linf_above_the_files_budget(tmp_path: Path) -> None:
     assert out.info["linf_255_max"] > 12
     with pytest.raises(BudgetExceeded):
         check_budget(ctx.subject.images, out.images, protection.epsilon, protection.name)
+
+
+def test_scenarios_that_need_the_objective_are_skipped_for_a_folder(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """A dir: protection has no objective: a scenario that re-crafts through one is skipped, saying why."""
+    from audit.engine import AuditSession
+    from audit.options import AuditOptions
+    from audit.scenario import load_scenario
+
+    data, protected = folders
+    scenario_file = tmp_path / "adaptive.yaml"
+    scenario_file.write_text("id: adaptive\nversion: 1\ntitle: t\nwhy: w\nsource: s\nrequires: [objective]\n")
+    session = AuditSession(AuditOptions(protection=f"dir:{protected}", data=data, results_dir=tmp_path / "res"))
+    record = session.run_case(load_scenario(scenario_file), "alice", "dir-adaptive-alice")
+    assert record["outcome"] == "skipped"
+    assert "has none the toolkit can see" in record["reason"] and "adaptive" in record["reason"]
+    assert record["cache"]["misses"] == []  # nothing was computed
