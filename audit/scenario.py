@@ -6,6 +6,12 @@ posterior). Files are read with ``yaml.safe_load``, may inherit from another fil
 ``extends:`` (deep merge, the child wins, lists are replaced), and each carries a ``version``
 so results say which definition produced them. Files whose name starts with ``_`` are bases
 for ``extends`` and are not run.
+
+Every part is written in one grammar, ``name: {params}`` — attack steps (``- jpeg: {quality:
+75}``), the exploit (``exploit: {dreambooth: {posterior: {sigma: zero}}}``) — and validated by
+the part's own parameter model from the registry (``audit/parts.py``), keeping only the keys
+the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
+overrides of ``attack`` and ``exploit``, one exploit run each.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class ExploitOutput:
 
 
 class Stages:
-    """The cached stages of a run; ``model`` is fetched lazily (a full cache hit loads none)."""
+    """The cached stages of a run; ``model`` is fetched lazily, when a key needs its fingerprint
+    or a stage computes."""
 
     def __init__(self, cache: Cache, model: Callable[[], Any], device: Callable[[], torch.device],
                  resolution: Callable[[], int], progress: Progress) -> None:
