@@ -89,8 +89,10 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     """Issue 4's ordering on the real engine at the smoke tier, seed 0 (three 450-step fine-tunes: minutes on CPU).
 
     One replicate (``replicates=1``: the image-bootstrap verdict, flagged as such) keeps this
-    at three fine-tunes; the tier's three replicates would triple it. The K = 3 numbers are the
-    benchmark's (``benchmarks/bench_tiny_effects.py``).
+    at three fine-tunes; the tier's three replicates would triple it. This pins the engine's
+    numbers on seed 0, a seed on which PID's effect shows (0.08); over seeds it does not reliably
+    (+0.016 ± 0.040 over 6 seeds, so with K = 3 the smoke audit usually reads "no effect at
+    baseline": model card, ``benchmarks/results/bench-verdicts.json``).
 
     DreamBooth on the clean subject comes far closer to it than the untrained model; PID at
     ε = 0.05 pulls the exploit's outcome well below the clean outcome, so ``no-attack`` passes;
