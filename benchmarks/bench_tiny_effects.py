@@ -16,6 +16,9 @@ the scenarios ``no-attack``, ``jpeg-q75`` and ``zero-sigma``, and generates from
   wall time of everything.
 
 Clean exploits are shared by PID and random through the cache (same seed, same images).
+Each seed is one replicate (``replicates=1``) with the noise-floor control on, as when the
+numbers in the model card were taken; ``benchmarks/bench_verdicts.py`` runs the default audit
+with the tier's replicates instead.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from audit.metrics import get_metric  # noqa: E402
 from audit.options import AuditOptions  # noqa: E402
 from audit.progress import Progress  # noqa: E402
 from audit.scenario import CATALOGUE_DIR, load_scenario  # noqa: E402
+from audit.stages import generation_config  # noqa: E402
 
 METRIC = "subject_similarity"
 SCENARIOS = ("no-attack", "jpeg-q75", "zero-sigma")
@@ -45,7 +49,8 @@ SCENARIOS = ("no-attack", "jpeg-q75", "zero-sigma")
 def session(protection: str, seed: int, results: Path) -> AuditSession:
     options = AuditOptions(
         protection=protection, model="tiny", tier="smoke", data=None, results_dir=results, device="cpu",
-        seed=seed, scenarios=None, allow_download=False, overrides={}, no_cache=False,
+        seed=seed, scenarios=None, allow_download=False, overrides={"controls": {"noise_floor": True}}, no_cache=False,
+        replicates=1,
     )
     return AuditSession(options, Progress(None))
 
@@ -53,7 +58,8 @@ def session(protection: str, seed: int, results: Path) -> AuditSession:
 def untrained_similarity(s: AuditSession) -> float:
     """Mean subject similarity of generations from the base model (no fine-tuning)."""
     subject = s.subject("astronaut")
-    images = generate(s.model, s.model.unet, s.model.text_encoder, s.generation_config(), s.resolution, s.progress)
+    config = generation_config(s.tier.generation, s.options.seed)
+    images = generate(s.model, s.model.unet, s.model.text_encoder, config, s.resolution, s.progress)
     values = get_metric(METRIC).compute(images, subject.images).values
     return sum(values) / len(values)
 
