@@ -347,7 +347,7 @@ def image_bootstrap_effect(
 ) -> Estimate:
     """d·(m_p − m_c) by a paired (by slot) percentile bootstrap over the images of ONE fine-tune.
 
-    The method of ``audit.verdict.decide``; for reference with K = 1 only: it ignores the
+    The earlier verdict's method, used by ``audit.verdict.decide`` only with K = 1: it ignores the
     variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     d = _sign(direction)
@@ -369,7 +369,7 @@ def image_bootstrap_retained(
 ) -> Estimate:
     """(m_a − m_c)/(m_p − m_c) by a paired percentile bootstrap over the images of ONE fine-tune.
 
-    The method of ``audit.verdict.decide``; for reference with K = 1 only: it ignores the
+    The earlier verdict's method, used by ``audit.verdict.decide`` only with K = 1: it ignores the
     variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     _sign(direction)
