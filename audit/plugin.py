@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import shlex
 import sys
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from audit.startup import check_options
 
     check_options(options)
+    if options.allow_download:  # metric weights load through their libraries (audit/metrics/weights.py)
+        os.environ["PROTECTION_AUDIT_ALLOW_DOWNLOAD"] = "1"
     config.stash[_RECORDS_KEY] = []
     run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
     config.stash[_RUN_KEY] = {"options": options, "run_id": run_id, "started": time.time()}
