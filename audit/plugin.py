@@ -9,9 +9,9 @@ alone, and each scenario file × subject becomes one parametrized ``test_scenari
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import sys
-import os
 import time
 import uuid
 from dataclasses import dataclass
