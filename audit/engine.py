@@ -47,8 +47,10 @@ class AuditSession:
         # folder never show each other's images; the plugin points this at its run's folder.
         self.artifacts_dir = self.results_dir / "artifacts"
         self.cache = Cache(self.results_dir / "cache", enabled=not options.no_cache)
-        self.stages = Stages(self.cache, lambda: self.model, lambda: self.device, lambda: self.resolution, self.progress)
+        self.stages = Stages(self.cache, lambda: self.model, lambda: self.device, lambda: self.resolution, self.progress,
+                             transfer=(lambda: self.transfer_model) if options.transfer_model_spec else None)
         self._model = None
+        self._transfer_model = None
         self._device: torch.device | None = None
         self._protection: tuple[Protection, Any] | None = None
         self._subjects: dict[str, Subject] = {}
@@ -73,6 +75,17 @@ class AuditSession:
         return self._model
 
     @property
+    def transfer_model(self):  # noqa: ANN201 - LatentDiffusionModel, imported lazily
+        """The exploiter's other model (``--transfer-model``), loaded when a transfer scenario needs it."""
+        if self._transfer_model is None:
+            from audit.models import load_model
+
+            spec = self.options.transfer_model_spec
+            with self.progress.stage(f"load transfer model '{spec}'"):
+                self._transfer_model = load_model(spec, self.device, allow_download=self.options.allow_download, seed=0)
+        return self._transfer_model
+
+    @property
     def protection(self) -> Protection:
         if self._protection is None:
             self._protection = build_protection(self.options.protection, self.tier, self.options.epsilon)
@@ -82,8 +95,8 @@ class AuditSession:
     def resolution(self) -> int:
         return self.tier.resolution or self.model.resolution
 
-    def model_record(self) -> dict[str, Any]:
-        m = self.model
+    def model_record(self, m: Any = None) -> dict[str, Any]:
+        m = m or self.model
         return {"id": m.model_id, "revision": m.revision, "fingerprint": m.fingerprint, "source": m.source,
                 "resolution": m.resolution}
 
@@ -132,8 +145,15 @@ class AuditSession:
             return
         plan = self.plan(scenario)
         record["plan"] = plan_record(plan)
+        if uses_transfer(plan) and not self.options.transfer_model_spec:
+            record.update(outcome="skipped", reason=(
+                f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and none is set for "
+                f"--model={self.options.model}: pass --transfer-model (a Hugging Face id or a local diffusers folder)"))
+            return
         record["protection"] = self.protection_record()
         record["model"] = self.model_record()
+        if uses_transfer(plan):  # the report names both models and their hashes
+            record["transfer_model"] = self.model_record(self.transfer_model)
         record["device"] = str(self.device)
         subject = self.subject(subject_name)
         record["subject"] = subject_record(subject, self.resolution)
@@ -214,8 +234,10 @@ class AuditSession:
         if self._pool is None:
             from audit.executor import ExploitPool, WorkerSetup
 
+            transfer = self.options.transfer_model_spec
             setup = WorkerSetup(self.options.model, str(self.device), self.options.allow_download, self.model.fingerprint,
-                                str(self.cache.root), self.cache.enabled, self.resolution)
+                                str(self.cache.root), self.cache.enabled, self.resolution, transfer,
+                                self.transfer_model.fingerprint if transfer and self._transfer_model is not None else None)
             self._pool = ExploitPool(self.workers, setup)
         return self._pool
 
@@ -417,3 +439,8 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
         "toolkit_version": __version__, "git_commit": commit, "versions": versions, "platform": platform.platform(),
         "options": options.to_dict(), "tier_settings": options.tier_settings.to_dict(), "non_standard": options.non_standard,
     }
+
+
+def uses_transfer(plan: CasePlan) -> bool:
+    """Whether any run of the plan fine-tunes the transfer model (``model: transfer``)."""
+    return any(run.exploit.params.get("model") == "transfer" for run in plan.runs)

@@ -58,6 +58,8 @@ class WorkerSetup:
     cache_root: str
     cache_enabled: bool
     resolution: int
+    transfer_model: str | None = None  # --transfer-model (loaded on first use in the worker)
+    transfer_fingerprint: str | None = None  # the audit's, when it has loaded it
 
 
 _STATE: dict[str, Any] = {}
@@ -78,7 +80,21 @@ def _init(setup: WorkerSetup) -> None:
     progress = Progress()
     cache = Cache(Path(setup.cache_root), enabled=setup.cache_enabled)
     _STATE.update(progress=progress, cache=cache,
-                  stages=Stages(cache, lambda: model, lambda: device, lambda: setup.resolution, progress))
+                  stages=Stages(cache, lambda: model, lambda: device, lambda: setup.resolution, progress,
+                                transfer=(lambda: _transfer(setup, device)) if setup.transfer_model else None))
+
+
+def _transfer(setup: WorkerSetup, device: torch.device) -> Any:
+    """The transfer model in a worker, loaded once and checked against the audit's fingerprint."""
+    if "transfer" not in _STATE:
+        from audit.models import load_model
+
+        model = load_model(setup.transfer_model, device, allow_download=setup.allow_download, seed=0)
+        if setup.transfer_fingerprint and model.fingerprint != setup.transfer_fingerprint:
+            raise RuntimeError(f"worker loaded transfer model '{setup.transfer_model}' with fingerprint "
+                               f"{model.fingerprint[:16]}…, not the audit's {setup.transfer_fingerprint[:16]}…")
+        _STATE["transfer"] = model
+    return _STATE["transfer"]
 
 
 def _work(run: Any, images_u8: torch.Tensor, generation: Any) -> tuple[Any, list[dict[str, Any]], dict[str, list[str]]]:

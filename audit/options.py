@@ -13,7 +13,8 @@ from audit.tiers import Tier, get_tier
 @dataclass(frozen=True)
 class AuditOptions:
     protection: str
-    model: str = "tiny"
+    model: str = "tiny"  # the protector's model: the protection is crafted on it
+    transfer_model: str | None = None  # --transfer-model: the exploiter's other model (PID §6.3)
     tier: str = "smoke"
     data: Path | None = None
     results_dir: Path = Path("audit-results")
@@ -39,6 +40,13 @@ class AuditOptions:
     def non_standard(self) -> bool:
         """--audit-set changed the tier's settings (fewer replicates than the tier's count too)."""
         return self.tier_settings.non_standard
+
+    @property
+    def transfer_model_spec(self) -> str | None:
+        """The transfer model: --transfer-model, or on an embedded model the other one (tiny ↔ tiny-2)."""
+        if self.transfer_model:
+            return self.transfer_model
+        return {"tiny": "tiny-2", "tiny-2": "tiny"}.get(self.model)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -31,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("protection-audit", "protection robustness audit")
     group.addoption("--protection", default=None, help="protection to audit: none, random, pid, or package.module:factory")
     group.addoption("--model", default="tiny", help="'tiny' (built-in, default), a Hugging Face id, or a local diffusers folder")
+    group.addoption("--transfer-model", default=None, metavar="MODEL",
+                    help="the exploiter's model in transfer scenarios (PID §6.3): a Hugging Face id or a local diffusers "
+                         "folder; default on the built-in models: the other one (tiny ↔ tiny-2)")
     group.addoption("--tier", default="smoke", choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
     group.addoption("--data", default=None, help="subject images: DIR with one sub-folder per subject (default: bundled subject)")
     group.addoption("--results-dir", default="audit-results", help="results folder: cache, results JSON, artifacts")
@@ -77,6 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = AuditOptions(
         protection=config.getoption("protection"),
         model=config.getoption("model"),
+        transfer_model=config.getoption("transfer_model"),
         tier=config.getoption("tier"),
         data=Path(data).expanduser().resolve() if data else None,
         results_dir=Path(config.getoption("results_dir")).expanduser().resolve(),
@@ -288,6 +292,8 @@ def run_record(config: pytest.Config) -> dict[str, Any]:
 
 def reproduce_command(options: Any) -> str:
     parts = ["pytest", f"--protection={options.protection}", f"--model={options.model}", f"--tier={options.tier}", f"--seed={options.seed}"]
+    if options.transfer_model:
+        parts.append(f"--transfer-model={options.transfer_model}")
     if options.data:
         parts.append(f"--data={options.data}")
     if options.scenarios:

@@ -66,9 +66,10 @@ class Stages:
     or a stage computes."""
 
     def __init__(self, cache: Cache, model: Callable[[], Any], device: Callable[[], torch.device],
-                 resolution: Callable[[], int], progress: Progress) -> None:
+                 resolution: Callable[[], int], progress: Progress, transfer: Callable[[], Any] | None = None) -> None:
         self.cache = cache
         self._model = model
+        self._transfer = transfer
         self._device = device
         self._resolution = resolution
         self.progress = progress
@@ -76,6 +77,18 @@ class Stages:
     @property
     def model(self) -> Any:
         return self._model()
+
+    def model_for(self, params: Any) -> Any:
+        """The model an exploit fine-tunes: the protector's (``--model``) or the transfer model
+        (``--transfer-model``), by the role its params name (``audit/exploits/base.py``)."""
+        if getattr(params, "model", "protector") != "transfer":
+            return self.model
+        if self._transfer is None:
+            from audit.errors import ModelError
+
+            raise ModelError("this exploit fine-tunes the transfer model, and none is set: pass --transfer-model "
+                             "(a Hugging Face id or a local diffusers folder; on the built-in models tiny ↔ tiny-2)")
+        return self._transfer()
 
     def _cached(self, stage: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]):
         with self.cache.lock(stage, key):
@@ -128,13 +141,15 @@ class Stages:
             return None
         from audit.exploits.dreambooth import GenerationConfig, generate
 
+        model = self.model_for(params)
+
         cfg = GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
                                generation.guidance_scale, "", seed=10_000)
         key = stage_key(self.cache, "class_images", part={"name": "class_images"}, params=cfg.to_dict(), inputs={},
-                        model=self.model.fingerprint, seed=cfg.seed, resolution=self._resolution())
+                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution())
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            images = generate(self.model, self.model.unet, self.model.text_encoder, cfg, self._resolution(), self.progress)
+            images = generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
             return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
 
         return from_uint8(self._cached("class_images", key, compute)[0]["images"])
@@ -143,12 +158,13 @@ class Stages:
         """The fine-tuned weights' and the generations' cache keys of a run."""
         part = EXPLOITS.get(run.exploit.name)
         resolution = self._resolution()
+        fingerprint = self.model_for(part.validate(run.exploit.params)).fingerprint
         wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
-                         inputs={"images": tensor_hash(images_u8)}, model=self.model_fingerprint(), seed=run.seed,
+                         inputs={"images": tensor_hash(images_u8)}, model=fingerprint, seed=run.seed,
                          resolution=resolution, cpu_threads=CPU_THREADS)
         gen_cfg = generation_config(generation, run.seed)
         gkey = stage_key(self.cache, "generate", part={"name": "generate", "sampler": generation.sampler},
-                         params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=self.model_fingerprint(),
+                         params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=fingerprint,
                          seed=run.seed, resolution=resolution, cpu_threads=CPU_THREADS)
         return wkey, gkey
 
@@ -169,6 +185,7 @@ class Stages:
 
         part = EXPLOITS.get(run.exploit.name)
         params = part.validate(run.exploit.params)
+        model = self.model_for(params)
         resolution = self._resolution()
         wkey, gkey = self.exploit_keys(run, images_u8, generation)
         gen_cfg = generation_config(generation, run.seed)
@@ -177,9 +194,11 @@ class Stages:
         def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             self.progress.note(f"exploit {run.label()}: fine-tune (not cached)")
             class_images = self.class_images(params, generation)
-            unet, text_encoder, info = part.load()(self.model, from_uint8(images_u8), params.config(run.seed),
+            unet, text_encoder, info = part.load()(model, from_uint8(images_u8), params.config(run.seed),
                                                    self.progress, class_images=class_images)
             tuned.update(unet=unet, text_encoder=text_encoder)
+            info = {**info, "model": {"role": getattr(params, "model", "protector"), "id": model.model_id,
+                                      "fingerprint": model.fingerprint}}
             return weights_tensors(unet, text_encoder if params.train_text_encoder else None), info
 
         with self.cache.lock("generate", gkey):
@@ -189,14 +208,11 @@ class Stages:
             weights, winfo = self._cached("finetune", wkey, fit)
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
-                unet, text_encoder = load_weights(self.model, weights)
-            generations = to_uint8(generate(self.model, unet, text_encoder, gen_cfg, resolution, self.progress))
+                unet, text_encoder = load_weights(model, weights)
+            generations = to_uint8(generate(model, unet, text_encoder, gen_cfg, resolution, self.progress))
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
-
-    def model_fingerprint(self) -> str:
-        return self.model.fingerprint
 
     # -- metrics -------------------------------------------------------------------------------
     def metric(self, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def _tier(options: Any) -> None:
 
     get_tier(options.tier)
     validate_overrides(options.tier_settings)
-    if options.tier in ("standard", "paper") and options.model == "tiny":
+    if options.tier in ("standard", "paper") and options.model in ("tiny", "tiny-2"):
         raise ValueError(
             f"--tier={options.tier} runs the papers' settings (PGD-{options.tier_settings.data['pid']['steps']}, "
             f"DreamBooth {options.tier_settings.data['dreambooth']['steps']} steps, at the model's native resolution) "
@@ -95,23 +95,33 @@ def _protection(options: Any) -> None:
 
 
 def _model(options: Any) -> None:
-    spec = options.model
-    if spec == "tiny":
+    _model_spec(options.model, "--model", options.allow_download)
+    if options.transfer_model:
+        if options.transfer_model == options.model:
+            raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a transfer scenario "
+                             "fine-tunes another model than the one the protection was crafted on (PID §6.3).")
+        _model_spec(options.transfer_model, "--transfer-model", options.allow_download)
+
+
+def _model_spec(spec: str, flag: str, allow_download: bool) -> None:
+    from audit.models.tiny import TINY_VARIANTS
+
+    if spec in TINY_VARIANTS:
         return
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"--model={spec}: {path} is a file; pass a diffusers folder (with unet/, vae/, ...).")
+            raise ValueError(f"{flag}={spec}: {path} is a file; pass a diffusers folder (with unet/, vae/, ...).")
         missing = [c for c in ("vae", "unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
         if missing:
-            raise ValueError(f"--model={spec}: the folder lacks {', '.join(m + '/' for m in missing)}; a diffusers "
+            raise ValueError(f"{flag}={spec}: the folder lacks {', '.join(m + '/' for m in missing)}; a diffusers "
                              "Stable Diffusion folder has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
                              "(save one with StableDiffusionPipeline.save_pretrained).")
         return
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise ValueError(f"--model={spec}: model path {spec} does not exist; pass a local diffusers folder, a Hugging "
+        raise ValueError(f"{flag}={spec}: model path {spec} does not exist; pass a local diffusers folder, a Hugging "
                          f"Face id such as {SD15_HUB_ID}, or 'tiny' (the built-in model).")
-    if not options.allow_download:
+    if not allow_download:
         from audit.models.loading import _hub_snapshot
 
         _hub_snapshot(spec, allow_download=False)

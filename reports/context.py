@@ -273,6 +273,7 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "protection": case.get("protection") or {},
         "subject": case.get("subject") or {},
         "model": case.get("model") or {},
+        "transfer_model": case.get("transfer_model"),
         "device": case.get("device"),
         "seed": case.get("seed"),
         "verdict_metric": verdict_metric(case),

@@ -3,6 +3,8 @@
     python training/train_tiny.py --out audit/models/weights/tiny            # both stages
     python training/train_tiny.py --stage vae  --out /tmp/tiny               # one stage
     python training/train_tiny.py --stage unet --out /tmp/tiny               # needs the VAE
+    python training/train_tiny.py --stage unet --variant tiny-2 --vae-from audit/models/weights/tiny \
+        --out audit/models/weights/tiny-2                                      # the transfer model
 
 Stage ``vae``: the AutoencoderKL of ``audit/models/tiny.py`` on random 64-px crops (random
 scale, position and flip) of the package-shipped photographs in ``training/sources.py``, with
@@ -38,12 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sources import HELD_OUT_FRACTION, SOURCES  # noqa: E402
 
-from audit.models.tiny import (  # noqa: E402
-    SCHEDULER_CONFIG,
-    TEXT_ENCODER_CONFIG,
-    UNET_CONFIG,
-    VAE_CONFIG,
-)
+from audit.models.tiny import TINY_VARIANTS, VAE_CONFIG  # noqa: E402
 
 RESOLUTION = 64
 
@@ -165,16 +162,18 @@ def train_unet(images: list[torch.Tensor], vae: torch.nn.Module, args: argparse.
 
     from audit.models.tokenizer import clip_tokenizer
 
-    torch.manual_seed(args.seed + 10)
-    unet = UNet2DConditionModel(**UNET_CONFIG).train()
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG)).train()
+    spec = TINY_VARIANTS[args.variant]
+    seed = args.seed + spec.seed_offset  # tiny-2's UNet and text encoder start and train from other draws
+    torch.manual_seed(seed + 10)
+    unet = UNet2DConditionModel(**spec.unet).train()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text_encoder)).train()
     tokenizer = clip_tokenizer()
-    scheduler = DDPMScheduler(**SCHEDULER_CONFIG)
+    scheduler = DDPMScheduler(**spec.scheduler)
     scaling = float(vae.config.scaling_factor)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-2)
-    sampler = CropSampler(images, args.seed + 20)
-    rng = torch.Generator().manual_seed(args.seed + 21)
+    sampler = CropSampler(images, seed + 20)
+    rng = torch.Generator().manual_seed(seed + 21)
     captions = [source.captions for source in SOURCES]
     curve, start = [], time.time()
     for step in range(args.unet_steps):
@@ -195,7 +194,9 @@ def train_unet(images: list[torch.Tensor], vae: torch.nn.Module, args: argparse.
         tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
                            truncation=True, return_tensors="pt").input_ids
         prediction = unet(noisy, timesteps, text_encoder(tokens)[0]).sample
-        loss = F.mse_loss(prediction, noise)
+        # SD's objective in the model's parameterisation: ε (SD 1.5) or v (SD 2.1; Salimans & Ho 2022)
+        target = scheduler.get_velocity(latents, noise, timesteps) if scheduler.config.prediction_type == "v_prediction" else noise
+        loss = F.mse_loss(prediction, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("audit/models/weights/tiny"))
     parser.add_argument("--stage", choices=["all", "vae", "unet"], default="all")
+    parser.add_argument("--variant", choices=list(TINY_VARIANTS), default="tiny",
+                        help="which embedded model: tiny (SD 1.5-shaped) or tiny-2 (SD 2.1-shaped, shares tiny's VAE)")
+    parser.add_argument("--vae-from", type=Path, default=None,
+                        help="stage unet: copy the trained VAE from this folder first (tiny-2: audit/models/weights/tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--vae-batch", type=int, default=16)
@@ -242,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from diffusers import AutoencoderKL
 
+        if args.vae_from is not None:  # the same VAE bytes: SHA256SUMS then shows the shared component
+            import shutil
+
+            shutil.copytree(args.vae_from / "vae", args.out / "vae", dirs_exist_ok=True)
         vae = AutoencoderKL.from_pretrained(args.out / "vae", torch_dtype=torch.float32).eval()
     if args.stage in ("all", "unet"):
         unet, text_encoder = train_unet(images, vae, args, log)

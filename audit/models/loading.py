@@ -118,27 +118,32 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _load_tiny(seed: int) -> LatentDiffusionModel:
+def _load_tiny(seed: int, variant: str = "tiny") -> LatentDiffusionModel:
     from audit.models.tiny import (
         TINY_CONFIG_VERSION,
         TINY_WEIGHTS_VERSION,
         build_tiny_components,
+        tiny_variant,
         tiny_weights_path,
         verify_weights,
     )
 
-    folder = tiny_weights_path()
+    spec = tiny_variant(variant)
+    folder = tiny_weights_path(variant)
     if folder.is_dir():
         fingerprint = verify_weights(folder)  # SHA-256 of SHA256SUMS: the hash in the model card
-        parts = build_tiny_components(seed)
+        parts = build_tiny_components(seed, variant)
         return LatentDiffusionModel(
-            **parts, model_id="tiny", revision=f"trained-v{TINY_WEIGHTS_VERSION}", fingerprint=fingerprint,
-            source=f"built-in tiny pipeline, trained weights (training/train_tiny.py; model card {folder / 'MODEL_CARD.md'})",
+            **parts, model_id=variant, revision=f"trained-v{TINY_WEIGHTS_VERSION}", fingerprint=fingerprint,
+            source=f"built-in {variant} pipeline ({spec.mimics}-shaped), trained weights (training/train_tiny.py; "
+                   f"model card {folder / 'MODEL_CARD.md'})",
         )
-    parts = build_tiny_components(seed)
-    fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=f"tiny-v{TINY_CONFIG_VERSION}")
-    source = f"built-in tiny pipeline (random init from configs, seed {seed}, config v{TINY_CONFIG_VERSION}; trained weights missing)"
-    return LatentDiffusionModel(**parts, model_id="tiny", revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint, source=source)
+    parts = build_tiny_components(seed, variant)
+    extra = f"tiny-v{TINY_CONFIG_VERSION}" if variant == "tiny" else f"{variant}-v{TINY_CONFIG_VERSION}"
+    fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=extra)
+    source = (f"built-in {variant} pipeline (random init from configs, seed {seed}, config v{TINY_CONFIG_VERSION}; "
+              "trained weights missing)")
+    return LatentDiffusionModel(**parts, model_id=variant, revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint, source=source)
 
 
 def _load_folder(folder: Path, model_id: str, revision: str | None, source: str) -> LatentDiffusionModel:
@@ -194,8 +199,10 @@ def _hub_snapshot(model_id: str, allow_download: bool) -> Path:
 def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download: bool = False, seed: int = 0) -> LatentDiffusionModel:
     """The model named by ``spec``: 'tiny', a local diffusers folder, or a Hugging Face id."""
     device = torch.device(device) if isinstance(device, str) else device
-    if spec == "tiny":
-        return _load_tiny(seed).to(device)
+    from audit.models.tiny import TINY_VARIANTS
+
+    if spec in TINY_VARIANTS:
+        return _load_tiny(seed, spec).to(device)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():

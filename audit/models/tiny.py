@@ -11,6 +11,7 @@ trained checkpoint ships in ``weights/tiny`` (see ``tiny_weights_path``; model c
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,67 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+# The second embedded model, for model transfer (PID §6.3 Table 5: protect on SD v1.5, exploit
+# SD v2.1, and back). It differs from ``tiny`` as SD 2.1 differs from SD 1.5:
+# - the VAE is the same weights: SD 2.x reuses SD 1.x's kl-f8 autoencoder, and PID attacks only
+#   the VAE encoder, so the component PID perturbs is shared between the two (PID §6.3 reads
+#   its transferability as "the similarity in the condensed representations of images");
+# - another text encoder, trained separately (SD 2 replaced OpenAI CLIP ViT-L/14 by OpenCLIP
+#   ViT-H/14): wider, deeper, GELU instead of quick-GELU, so the conditioning space differs;
+# - another UNet, trained from scratch on the other text encoder: linear projections in its
+#   transformer blocks and a fixed head width (SD 2's ``use_linear_projection`` and per-level
+#   head counts) instead of a fixed head count;
+# - v-prediction (SD 2.1 at 768 px, the model PID names: stabilityai/stable-diffusion-2-1), so
+#   the exploiter's DreamBooth loss has another target.
+# Prompt-dependent protections (ASPL, FSGM) depend on the UNet and text encoder that differ
+# here; PID's objective touches neither.
+TINY2_UNET_CONFIG: dict[str, Any] = {
+    **UNET_CONFIG,
+    "cross_attention_dim": 48,
+    "attention_head_dim": [2, 4],  # diffusers' name for the number of heads: 16-wide heads
+    "use_linear_projection": True,
+}
+TINY2_TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    **TEXT_ENCODER_CONFIG,
+    "hidden_size": 48,
+    "intermediate_size": 192,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "hidden_act": "gelu",
+}
+TINY2_SCHEDULER_CONFIG: dict[str, Any] = {**SCHEDULER_CONFIG, "prediction_type": "v_prediction"}
+
+
+@dataclass(frozen=True)
+class TinyVariant:
+    """One embedded model: its configs and where its weights ship."""
+
+    name: str
+    mimics: str
+    unet: dict[str, Any]
+    text_encoder: dict[str, Any]
+    scheduler: dict[str, Any]
+    seed_offset: int  # the trainer's seeds for the UNet and text encoder
+
+    def weights_path(self) -> Path:
+        return Path(__file__).resolve().parent / "weights" / self.name
+
+
+TINY_VARIANTS: dict[str, TinyVariant] = {
+    "tiny": TinyVariant("tiny", "Stable Diffusion v1.5", UNET_CONFIG, TEXT_ENCODER_CONFIG, SCHEDULER_CONFIG, 0),
+    "tiny-2": TinyVariant("tiny-2", "Stable Diffusion v2.1", TINY2_UNET_CONFIG, TINY2_TEXT_ENCODER_CONFIG,
+                          TINY2_SCHEDULER_CONFIG, 1000),
+}
+
+
+def tiny_variant(name: str) -> TinyVariant:
+    from audit.errors import ModelError
+
+    if name not in TINY_VARIANTS:
+        raise ModelError(f"no embedded model '{name}'; the embedded models are {', '.join(TINY_VARIANTS)}")
+    return TINY_VARIANTS[name]
+
+
 TINY_WEIGHTS_VERSION = 1
 CHECKSUMS = "SHA256SUMS"
 WEIGHT_FILES = (
@@ -81,9 +143,9 @@ WEIGHT_FILES = (
 )
 
 
-def tiny_weights_path() -> Path:
+def tiny_weights_path(variant: str = "tiny") -> Path:
     """Where trained tiny weights ship, if they do (a diffusers-layout folder)."""
-    return Path(__file__).resolve().parent / "weights" / "tiny"
+    return Path(__file__).resolve().parent / "weights" / variant
 
 
 def _sha256(path: Path) -> str:
@@ -123,19 +185,20 @@ def verify_weights(folder: Path) -> str:
     return weights_hash(folder)
 
 
-def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
-    """vae, unet, text_encoder, tokenizer, scheduler of the tiny pipeline (eval mode, fp32)."""
+def build_tiny_components(seed: int = TINY_SEED, variant: str = "tiny") -> dict[str, Any]:
+    """vae, unet, text_encoder, tokenizer, scheduler of an embedded pipeline (eval mode, fp32)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from audit.models.tokenizer import clip_tokenizer
 
+    spec = tiny_variant(variant)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKL(**VAE_CONFIG)
-        unet = UNet2DConditionModel(**UNET_CONFIG)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_ENCODER_CONFIG))
-    weights = tiny_weights_path()
+        unet = UNet2DConditionModel(**spec.unet)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text_encoder))
+    weights = tiny_weights_path(variant)
     if weights.is_dir():
         # Shipped as fp16 (half the bytes); every computation runs in fp32.
         vae = AutoencoderKL.from_pretrained(weights, subfolder="vae", torch_dtype=torch.float32)
@@ -149,5 +212,5 @@ def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
         "unet": unet,
         "text_encoder": text_encoder,
         "tokenizer": clip_tokenizer(),
-        "scheduler": DDPMScheduler(**SCHEDULER_CONFIG),
+        "scheduler": DDPMScheduler(**spec.scheduler),
     }
