@@ -4,7 +4,7 @@
     python training/train_tiny.py --stage vae  --out /tmp/tiny               # one stage
     python training/train_tiny.py --stage unet --out /tmp/tiny               # needs the VAE
     python training/train_tiny.py --stage unet --variant tiny-2 --vae-from audit/models/weights/tiny \
-        --out audit/models/weights/tiny-2                                      # the transfer model
+        --out audit/models/weights/tiny_2                                      # the transfer model
 
 Stage ``vae``: the AutoencoderKL of ``audit/models/tiny.py`` on random 64-px crops (random
 scale, position and flip) of the package-shipped photographs in ``training/sources.py``, with

@@ -112,9 +112,6 @@ class TinyVariant:
     scheduler: dict[str, Any]
     seed_offset: int  # the trainer's seeds for the UNet and text encoder
 
-    def weights_path(self) -> Path:
-        return Path(__file__).resolve().parent / "weights" / self.name
-
 
 TINY_VARIANTS: dict[str, TinyVariant] = {
     "tiny": TinyVariant("tiny", "Stable Diffusion v1.5", UNET_CONFIG, TEXT_ENCODER_CONFIG, SCHEDULER_CONFIG, 0),
@@ -144,8 +141,9 @@ WEIGHT_FILES = (
 
 
 def tiny_weights_path(variant: str = "tiny") -> Path:
-    """Where trained tiny weights ship, if they do (a diffusers-layout folder)."""
-    return Path(__file__).resolve().parent / "weights" / variant
+    """Where trained tiny weights ship, if they do (a diffusers-layout folder; ``tiny-2`` in
+    ``weights/tiny_2``, a name setuptools can package)."""
+    return Path(__file__).resolve().parent / "weights" / variant.replace("-", "_")
 
 
 def _sha256(path: Path) -> str:
