@@ -258,9 +258,32 @@ class AuditSession:
                 f"{verdict_metric} is still reported"
             )
             verdict_metric = substitute
-        if verdict_metric not in names:
-            names = [*names, verdict_metric]
+        fallback = self.tier.verdict.fallback_metric
+        for name in (verdict_metric, fallback):
+            if name and name not in names:
+                names = [*names, name]
         return names, verdict_metric
+
+    def fallback(self, verdict_metric: str, values: dict[str, dict[tuple, dict[str, Any]]],
+                 record: dict[str, Any]) -> str:
+        """The metric that decides: the verdict metric, or — where it is unavailable (its weights
+        are missing) — the tier's declared fallback, said in the record and flagged (a verdict on
+        a fallback is never shown as a clean one)."""
+        def why(name: str) -> str | None:
+            return next((r["unavailable"] for r in values.get(name, {}).values() if r.get("unavailable")), None)
+
+        fallback = self.tier.verdict.fallback_metric
+        unavailable = why(verdict_metric)
+        if unavailable is None or not fallback or fallback == verdict_metric or why(fallback) is not None:
+            return verdict_metric
+        note = (f"{verdict_metric} is unavailable ({unavailable}); tier '{self.tier.name}' falls back to {fallback}, "
+                f"as it declares (verdict.fallback_metric): this is {fallback}'s verdict, not {verdict_metric}'s")
+        record["verdict_metric_note"] = f"{record['verdict_metric_note']}; {note}" if record.get("verdict_metric_note") else note
+        record["verdict_fallback"] = {"metric": verdict_metric, "fallback": fallback, "unavailable": unavailable}
+        record["flags"].append(
+            f"verdict on a fallback metric: {verdict_metric} is unavailable, so tier '{self.tier.name}' decided on "
+            f"{fallback}; provide {verdict_metric}'s weights for the paper's metric")
+        return fallback
 
     def measure(self, plan: CasePlan, outputs: dict[tuple, ExploitOutput], subject: Subject,
                 names: list[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
@@ -275,6 +298,7 @@ class AuditSession:
               verdict_metric: str, record: dict[str, Any]) -> None:
         """Per variant and metric verdicts; the scenario's is the worst variant on its verdict metric."""
         threshold = scenario.verdict.retained_at_least
+        verdict_metric = self.fallback(verdict_metric, values, record)
         per_variant = [{name: self._verdict(plan, v, name, by_run, threshold, record)
                         for name, by_run in values.items()} for v in range(len(plan.variants))]
         worst = worst_variant([verdicts.get(verdict_metric) for verdicts in per_variant])
@@ -282,7 +306,10 @@ class AuditSession:
         record["variants"] = [variant_record(plan, i, verdicts) for i, verdicts in enumerate(per_variant)]
         for name, by_run in values.items():
             record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name))
-            record["flags"].extend(checks.metric_coverage(name, record["metrics"][name]))
+            # Coverage of the deciding metric bears on the verdict (a flag); another metric's is
+            # shown with that metric (its 'unavailable' and 'notes'), not as a flag on the case.
+            if name == verdict_metric:
+                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name]))
         record["flags"].extend(checks.replicates(plan))
         record["flags"].extend(checks.non_standard(self.tier))
         decisive = per_variant[worst].get(verdict_metric)

@@ -90,14 +90,34 @@ METRICS.register(
     source="protection-audit (smoke tier's substitute for face metrics; model card)",
 )
 METRICS.register(
-    "identity_similarity", target=f"{_M}.identity:IdentitySimilarity", params="audit.parts:NoParams",
-    description="↓ dlib ResNet face embedding, mean cosine to the clean subject's (not PID's FDS)",
-    source="in the spirit of PID App. A.2 FDS / Anti-DreamBooth ISM",
+    "fds", target=f"{_M}.fds:FaceDetectionScore", params="audit.parts:NoParams",
+    description="↓ PID's FDS: facenet VGGFace2 embedding (MTCNN face), mean cosine to the training images'; no face = 0",
+    source="PID App. A.2",
 )
 METRICS.register(
-    "face_detection_failure_rate", target=f"{_M}.face_detection:FaceDetectionFailureRate", params="audit.parts:NoParams",
-    description="↑ share of generations where MTCNN finds no face",
-    source="Anti-DreamBooth §5 FDFR (there with RetinaFace)",
+    "ism", target=f"{_M}.insight:IdentityScoreMatching", params="audit.parts:NoParams",
+    description="↓ ArcFace (InsightFace buffalo_l) cosine to the mean clean-face embedding; no face: left out",
+    source="Anti-DreamBooth §5 ISM",
+)
+METRICS.register(
+    "fdfr", target=f"{_M}.insight:FaceDetectionFailureRate", params="audit.parts:NoParams",
+    description="↑ share of generations without a detected face (InsightFace SCRFD, RetinaFace's successor)",
+    source="Anti-DreamBooth §5 FDFR",
+)
+METRICS.register(
+    "ims", target=f"{_M}.insight:IdentityMatchingSimilarity", params="audit.parts:NoParams",
+    description="↓ 0.7·antelopev2 + 0.3·DeepFace VGG-Face cosine to the mean clean embedding (needs deepface)",
+    source="DiffShortcut §5, App. A.2 IMS",
+)
+METRICS.register(
+    "dlib_identity_similarity", target=f"{_M}.identity:DlibIdentitySimilarity", params="audit.parts:NoParams",
+    description="↓ dlib ResNet face embedding, mean cosine to the clean subject's; offline, not FDS or ISM",
+    source="protection-audit (offline identity metric; cf. PID App. A.2 FDS)",
+)
+METRICS.register(
+    "mtcnn_detection_failure_rate", target=f"{_M}.face_detection:MtcnnDetectionFailureRate", params="audit.parts:NoParams",
+    description="↑ share of generations where MTCNN (bundled weights) finds no face; offline, not FDFR",
+    source="protection-audit (offline; cf. Anti-DreamBooth §5 FDFR)",
 )
 METRICS.register(
     "brisque", target=f"{_M}.quality:Brisque", params="audit.parts:NoParams",
@@ -106,6 +126,22 @@ METRICS.register(
 )
 
 # Metrics that need a detectable face (a tier may decide on another metric where faces are too small).
-FACE_METRICS = frozenset({"identity_similarity", "face_detection_failure_rate"})
-# The metrics computed on every exploit's generations.
-EXPLOIT_METRICS = ("subject_similarity", "identity_similarity", "face_detection_failure_rate", "brisque")
+FACE_METRICS = frozenset({"fds", "ism", "fdfr", "ims", "dlib_identity_similarity", "mtcnn_detection_failure_rate"})
+# The metrics computed on every exploit's generations (a weight-needing metric whose weights
+# are absent answers 'unavailable' at once).
+EXPLOIT_METRICS = ("subject_similarity", "fds", "ism", "fdfr", "ims", "dlib_identity_similarity",
+                   "mtcnn_detection_failure_rate", "brisque")
+# Metric names of earlier versions: refused with the migration, never silently mapped (the
+# old identity metric was not the papers' FDS or ISM that its name suggested).
+RENAMED_METRICS = {
+    "identity_similarity": "it is dlib's identity similarity, now 'dlib_identity_similarity'; PID's FDS is 'fds', "
+                           "Anti-DreamBooth's ISM 'ism'",
+    "face_detection_failure_rate": "it is MTCNN's detection failure rate, now 'mtcnn_detection_failure_rate'; "
+                                   "Anti-DreamBooth's FDFR is 'fdfr'",
+}
+
+
+def renamed_metric(name: object) -> str | None:
+    """The migration message for a metric name of an earlier version, or None."""
+    why = RENAMED_METRICS.get(str(name))
+    return f"metric '{name}' was renamed: {why}" if why else None

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from audit.errors import ScenarioError
-from audit.parts import EXPLOITS, METRICS, TRANSFORMS
+from audit.parts import EXPLOITS, METRICS, TRANSFORMS, renamed_metric
 from audit.registry import InvalidParams, Registry, did_you_mean, format_validation, parse_spec
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -59,7 +59,7 @@ class Variant(_Strict):
 
 
 class VerdictSpec(_Strict):
-    metric: str = "identity_similarity"
+    metric: str = "fds"
     retained_at_least: float = Field(0.5, description="pass threshold on retained protection", allow_inf_nan=False)
 
 
@@ -229,6 +229,8 @@ def load_scenario(path: Path) -> Scenario:
     data["path"] = str(path)
     metric = (data.get("verdict") or {}).get("metric") if isinstance(data.get("verdict"), dict) else None
     if metric is not None:
+        if renamed_metric(metric):
+            raise ScenarioError(f"{path}: field 'verdict.metric': {renamed_metric(metric)}. Fix the scenario file.")
         if metric not in METRICS:
             raise ScenarioError(
                 f"{path}: field 'verdict.metric': unknown metric '{metric}'{did_you_mean(str(metric), METRICS.names())}; "

@@ -32,21 +32,27 @@ class GenerationSettings(Params):
 
 
 class VerdictSettings(Params):
-    """How a case is judged (DESIGN "Verdict"): confidence level, and the verdict metric's
-    substitute where faces are below the face metrics' working size (smoke tier)."""
+    """How a case is judged (DESIGN "Verdict"): confidence level, the verdict metric's
+    substitute where faces are below the face metrics' working size (smoke tier), and the
+    metric that decides where the verdict metric cannot be computed (its weights are missing)."""
 
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 − confidence of every interval")
     face_metric_substitute: str | None = None
+    fallback_metric: str | None = Field(
+        None, description="decides where the verdict metric is unavailable (its weights missing); the record says "
+                          "so and the case is flagged. None: such a case is an error")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown for reference only")
 
-    @field_validator("face_metric_substitute", mode="before")
+    @field_validator("face_metric_substitute", "fallback_metric", mode="before")
     @classmethod
     def _known_metric(cls, value: object) -> str | None:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
             return None
-        from audit.parts import METRICS
+        from audit.parts import METRICS, renamed_metric
         from audit.registry import did_you_mean
 
+        if renamed_metric(value):
+            raise ValueError(f"{renamed_metric(value)}")
         if value not in METRICS:
             raise ValueError(f"unknown metric '{value}'{did_you_mean(str(value), METRICS.names())}; "
                              f"use none or one of: {', '.join(METRICS.names())}")

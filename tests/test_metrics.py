@@ -25,8 +25,8 @@ def cat() -> torch.Tensor:
     return F.interpolate(image, size=(64, 64), mode="bilinear", antialias=True).clamp(0, 1)
 
 
-def test_identity_similarity_prefers_the_same_person(faces, cat) -> None:
-    metric = get_metric("identity_similarity")
+def test_dlib_identity_similarity_prefers_the_same_person(faces, cat) -> None:
+    metric = get_metric("dlib_identity_similarity")
     same = metric.compute(faces, faces)
     other = metric.compute(cat, faces)
     noise = metric.compute(torch.rand((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)), faces)
@@ -37,8 +37,8 @@ def test_identity_similarity_prefers_the_same_person(faces, cat) -> None:
     assert same.direction == "down" and "dlib" in same.implementation
 
 
-def test_face_detection_failure_rate(faces) -> None:
-    metric = get_metric("face_detection_failure_rate")
+def test_mtcnn_detection_failure_rate(faces) -> None:
+    metric = get_metric("mtcnn_detection_failure_rate")
     assert metric.compute(faces, faces).values == [0.0] * 4
     flat = torch.full((2, 3, 64, 64), 0.5)
     assert metric.compute(flat, faces).values == [1.0, 1.0]
@@ -68,8 +68,8 @@ def test_unknown_metric_lists_known_names() -> None:
 
     assert UnknownMetric is UnknownPart  # one registry, one error type for every kind of part
     with pytest.raises(UnknownMetric) as info:
-        get_metric("identity_similarty")
-    assert "did you mean 'identity_similarity'" in str(info.value) and "brisque" in str(info.value)
+        get_metric("dlib_identity_similarty")
+    assert "did you mean 'dlib_identity_similarity'" in str(info.value) and "brisque" in str(info.value)
     assert "unknown metric" in str(info.value)
 
 
@@ -85,7 +85,7 @@ def test_every_registered_metric_builds_and_is_shared() -> None:
 
 def test_missing_weights_are_reported_unavailable(faces, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(identity_module, "models_folder", lambda: tmp_path)
-    result = identity_module.IdentitySimilarity().compute(faces, faces)
+    result = identity_module.DlibIdentitySimilarity().compute(faces, faces)
     assert result.values == [] and result.unavailable and "missing" in result.unavailable
 
 

@@ -70,7 +70,8 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     assert pid["protection_runs"][0]["seed"] != pid["protection_runs"][1]["seed"]
     assert pid["protection_run"]["objective_final_8bit"] > 0
     assert pid["model"]["id"] == "tiny" and len(pid["model"]["fingerprint"]) == 64
-    assert set(pid["metrics"]) >= {"subject_similarity", "identity_similarity", "face_detection_failure_rate", "brisque"}
+    assert set(pid["metrics"]) >= {"subject_similarity", "dlib_identity_similarity", "mtcnn_detection_failure_rate", "brisque",
+                                   "fds", "ism", "fdfr", "ims"}
     verdict = pid["metrics"][pid["verdict_metric"]]
     assert verdict["effect"]["n_replicates"] == 2 and len(verdict["replicates"]["clean"]) == 2
     assert pid["plan"]["replicates"] == 2 and len(pid["plan"]["seeds"]) == 2

@@ -1,8 +1,10 @@
-"""Face-detection failure rate (Anti-DreamBooth's FDFR) with MTCNN (Zhang et al. 2016).
+"""MTCNN face-detection failure rate: the offline stand-in for detection failure.
 
-MTCNN's weights ship inside the facenet-pytorch package, so no download is needed. Per image
-1.0 when MTCNN finds no face with probability ≥ 0.9 (facenet-pytorch's last-stage threshold),
-else 0.0. Images are upsampled to at least 160 px, the size facenet-pytorch is used at.
+Not Anti-DreamBooth's FDFR, which detects with RetinaFace (that metric is ``fdfr``,
+``audit/metrics/insight.py``, and needs downloaded weights): MTCNN (Zhang et al. 2016) is the
+detector whose weights ship inside the facenet-pytorch package, so this rate is computed on any
+machine. Per image 1.0 when MTCNN finds no face with probability ≥ 0.9, else 0.0. Images are
+upsampled to at least 160 px, the size facenet-pytorch is used at.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ def _mtcnn():  # noqa: ANN202
     return MTCNN(keep_all=True, device="cpu")
 
 
-class FaceDetectionFailureRate(Metric):
-    name = "face_detection_failure_rate"
+class MtcnnDetectionFailureRate(Metric):
+    name = "mtcnn_detection_failure_rate"
     direction = "up"
-    description = "share of generated images in which MTCNN finds no face (Anti-DreamBooth FDFR)"
+    description = "share of generated images in which MTCNN finds no face (not FDFR's RetinaFace: see fdfr)"
 
     def implementation_name(self) -> str:
         return f"facenet-pytorch {package_version('facenet-pytorch')} MTCNN (bundled weights), face if probability ≥ {PROBABILITY}, inputs ≥{MIN_SIDE} px"

@@ -1,17 +1,19 @@
-"""Identity similarity to the clean subject (PID's FDS, Anti-DreamBooth's ISM).
+"""dlib identity similarity: the offline identity metric (neither PID's FDS nor Anti-DreamBooth's ISM).
 
 Embeddings: dlib's face-recognition ResNet (128-d, trained for face verification) with its
 5-point landmark aligner, both from the ``face_recognition_models`` package, detection with
-dlib's HOG frontal-face detector. We read the model files from the package's folder instead of
-importing it (its ``__init__`` needs ``pkg_resources``) and never import the ``face_recognition``
-wrapper (it calls ``quit()`` when the models are missing, killing the test session).
+dlib's HOG frontal-face detector — all shipped in packages, so it runs without downloads. We
+read the model files from the package's folder instead of importing it (its ``__init__`` needs
+``pkg_resources``) and never import the ``face_recognition`` wrapper (it calls ``quit()`` when
+the models are missing, killing the test session).
 
 Per generated image: the mean cosine similarity between its embedding and each clean image's.
 Where no face is detected the whole frame is used as the face box (the subjects are
-face-centred crops) and the image is counted in ``missing``; PID's FDS instead scores a missed
-face as 0, which mixes detection failure into identity — detection failure is its own metric
-here (``face_detection_failure_rate``). Images are upsampled to at least 256 px first: the HOG
-detector finds no face below about 80 px.
+face-centred crops) and the image is counted in ``missing``. This differs from the papers'
+metrics on purpose and in name: PID's FDS (``fds``) scores a missed face as 0 with facenet's
+VGGFace2 network, Anti-DreamBooth's ISM (``ism``) leaves it out and compares ArcFace embeddings
+with the mean clean one. Images are upsampled to at least 256 px first: the HOG detector finds
+no face below about 80 px.
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ def _prepare(images: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray(im.permute(1, 2, 0).numpy()) for im in to_uint8(images)]
 
 
-class IdentitySimilarity(Metric):
-    name = "identity_similarity"
+class DlibIdentitySimilarity(Metric):
+    name = "dlib_identity_similarity"
     direction = "down"
-    description = "mean cosine similarity of dlib ResNet face embeddings to the clean subject (PID FDS, Anti-DreamBooth ISM)"
+    description = "mean cosine similarity of dlib ResNet face embeddings to the clean subject (offline; not FDS or ISM)"
 
     def implementation_name(self) -> str:
         version = package_version("dlib-bin")

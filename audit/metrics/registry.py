@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from audit.metrics.base import Metric
-from audit.parts import EXPLOIT_METRICS, FACE_METRICS, METRICS
+from audit.parts import EXPLOIT_METRICS, FACE_METRICS, METRICS, renamed_metric
 from audit.registry import UnknownPart
 
 UnknownMetric = UnknownPart
@@ -16,6 +16,8 @@ __all__ = ["FACE_METRICS", "METRICS", "UnknownMetric", "exploit_metric_names", "
 @functools.cache
 def get_metric(name: str) -> Metric:
     """One shared instance per metric name (models inside are loaded once)."""
+    if renamed_metric(name):
+        raise UnknownMetric(f"{renamed_metric(name)}; known: {', '.join(METRICS.names())}")
     return METRICS.get(name).load()()
 
 
