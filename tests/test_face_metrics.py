@@ -171,6 +171,66 @@ def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(monkeypatch
 # -- ISM, FDFR (Anti-DreamBooth §5) ------------------------------------------------------------
 
 
+def write_standin_pack(folder) -> None:
+    """A model pack in InsightFace's layout with two tiny ONNX stand-ins: a detector with
+    SCRFD's 9 outputs (scores, box and 5-landmark distances at strides 8/16/32, 2 anchors;
+    'face' = bright region) and a recogniser with ArcFace's 112-px input (a projection of the
+    crop's mean colour). InsightFace routes and runs them as it would det_10g and w600k_r50."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True)
+    kps = 4 * np.array([-0.6, -0.4, 0.6, -0.4, 0.0, 0.1, -0.4, 0.6, 0.4, 0.6], dtype=np.float32)
+    heads = {"score": (2, 1, np.full(2, -2.0), 8.0 / 3), "bbox": (8, 4, np.full(8, 40.0), 0.0), "kps": (20, 10, np.tile(kps, 2), 0.0)}
+    nodes, inits, outs = [], [], {"score": [], "bbox": [], "kps": []}
+    for s in (8, 16, 32):
+        nodes.append(helper.make_node("AveragePool", ["input.1"], [f"p{s}"], kernel_shape=[s, s], strides=[s, s]))
+        for head, (ch, k, bias, gain) in heads.items():
+            inits += [numpy_helper.from_array(np.full((ch, 3, 1, 1), gain, np.float32), f"w_{head}{s}"),
+                      numpy_helper.from_array(bias.astype(np.float32), f"b_{head}{s}"),
+                      numpy_helper.from_array(np.array([-1, k], np.int64), f"shape_{head}{s}")]
+            nodes.append(helper.make_node("Conv", [f"p{s}", f"w_{head}{s}", f"b_{head}{s}"], [f"c_{head}{s}"]))
+            last = f"c_{head}{s}"
+            if head == "score":
+                nodes.append(helper.make_node("Sigmoid", [last], [f"sig{s}"]))
+                last = f"sig{s}"
+            nodes.append(helper.make_node("Transpose", [last], [f"t_{head}{s}"], perm=[0, 2, 3, 1]))
+            nodes.append(helper.make_node("Reshape", [f"t_{head}{s}", f"shape_{head}{s}"], [f"{head}_{s}"]))
+            outs[head].append(helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, ["n", k]))
+    image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])
+    graph = helper.make_graph(nodes, "standin_scrfd", [image], outs["score"] + outs["bbox"] + outs["kps"], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "det_standin.onnx")
+    projection = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("MatMul", ["f", "proj"], ["fc1"])]
+    graph = helper.make_graph(nodes, "standin_arcface", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["N", 8])],
+                              [numpy_helper.from_array(projection, "proj")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "rec_standin.onnx")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-image's deprecation inside InsightFace's alignment
+def test_ism_and_fdfr_run_a_pack_through_insightface(no_weights) -> None:
+    """The real loading path — pack found in $PROTECTION_AUDIT_WEIGHTS, InsightFace's
+    FaceAnalysis, detection, 5-point alignment, recognition — with stand-in ONNX networks
+    (the buffalo_l weights are a download): structure, pairing and provenance, not values."""
+    write_standin_pack(no_weights / "weights" / "buffalo_l")
+    bright = [colour(0.9, 0.8, 0.5, 96, i) for i in range(3)]
+    refs = torch.stack(bright[:2])
+    gens = torch.stack([bright[2], torch.full((3, 96, 96), 0.3), colour(0.95, 0.6, 0.9, 96, 7)])
+    ism, fdfr = IdentityScoreMatching(), FaceDetectionFailureRate()
+    assert ism.missing_why() is None and fdfr.missing_why() is None
+    ism_result, fdfr_result = ism.compute(gens, refs), fdfr.compute(gens, refs)
+    assert fdfr_result.values == [0.0, 1.0, 0.0]  # the dark image has no 'face' for the stand-in detector
+    assert ism_result.values[1] is None and ism_result.missing == 1
+    assert ism_result.values[0] > ism_result.values[2]  # the subject's 'colour' beats another
+    for result in (ism_result, fdfr_result):
+        assert "pack buffalo_l [det_standin.onnx sha256:" in result.implementation and "rec_standin.onnx sha256:" in result.implementation
+        assert "insightface 2.1" in result.implementation
+
+
+
+
 def test_ism_logic_mean_clean_identity_and_faceless_generations_left_out() -> None:
     metric = IdentityScoreMatching(analyzer=colour_analyzer, label="mean colour")
     refs = torch.stack([colour(0.9, 0.2, 0.2, seed=1), colour(0.7, 0.3, 0.1, seed=2), FLAT])

@@ -136,10 +136,3 @@ def file_sha256(path: Path) -> str:
     stat = Path(path).stat()
     return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
-
-def folder_sha256(folder: Path, pattern: str = "*.onnx") -> str:
-    """One sha256 over the named files of a model folder (names and contents, sorted)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).glob(pattern)):
-        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\n")
-    return digest.hexdigest()

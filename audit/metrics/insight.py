@@ -37,7 +37,7 @@ from audit.metrics.faces import (
     Embedding,
     Face,
     failure_values,
-    folder_sha256,
+    file_sha256,
     ims_values,
     ism_values,
     largest,
@@ -96,8 +96,8 @@ def pack_description(pack: str) -> str:
     folder = find_pack(pack)
     if folder is None:
         return f"pack {pack} (missing)"
-    files = ", ".join(sorted(p.name for p in folder.glob("*.onnx")))
-    return f"pack {pack} [{files}; sha256 {folder_sha256(folder)[:16]}]"
+    files = ", ".join(f"{p.name} sha256:{file_sha256(p)[:16]}" for p in sorted(folder.glob("*.onnx")))
+    return f"pack {pack} [{files}]"
 
 
 def insightface_analyzer(pack: str, modules: tuple[str, ...]) -> Analyzer:
