@@ -32,7 +32,8 @@ def _ls(what: str | None) -> int:
 
     for plural, kind in KINDS.items():
         if what in (None, plural):
-            print(f"{plural}:")
+            legend = " (↑/↓: the way a value means better protection · implementation)" if kind == "metric" else ""
+            print(f"{plural}:{legend}")
             for part in REGISTRIES[kind]:
                 print(f"  {part.listing()}")
     if what in (None, "scenarios"):

@@ -110,3 +110,21 @@ def noise_floor(verdict: MetricVerdict, m_floor: float) -> tuple[dict[str, Any],
             "protection from the exploit's sensitivity to any change of its training images"
         ]
     return info, []
+
+
+def slots_left_out(name: str, verdict: MetricVerdict | None) -> list[str]:
+    """Image slots where the metric is undefined in some exploit (BRISQUE on a flat image, ISM
+    without a face): left out of every exploit of their replicate (``verdict.pair_slots``)."""
+    if verdict is None or not sum(verdict.slots_left_out):
+        return []
+    total = sum(verdict.slots_left_out)
+    per = ", ".join(str(n) for n in verdict.slots_left_out)
+    return [f"{name}: {total} image slot(s) undefined in at least one exploit of their replicate (per replicate: {per}); "
+            "each is left out of clean, protected and attacked alike, so the comparison stays paired by slot but rests "
+            "on fewer images"]
+
+
+def metric_caution(name: str, entry: dict[str, Any]) -> list[str]:
+    """A metric's own warning about its value (e.g. FID on too few images to estimate it)."""
+    caution = entry.get("caution")
+    return [f"{name}: {caution}"] if caution else []

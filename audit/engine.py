@@ -9,6 +9,7 @@ shared by every scenario, and a rerun recomputes nothing.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from pathlib import Path
@@ -306,10 +307,14 @@ class AuditSession:
         record["variants"] = [variant_record(plan, i, verdicts) for i, verdicts in enumerate(per_variant)]
         for name, by_run in values.items():
             record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name))
+            # Slots left out for being undefined in some exploit, and a metric's own caution
+            # (FID on few images): said with the metric, and flagged where it decides.
+            entry_flags = checks.slots_left_out(name, per_variant[worst].get(name)) + checks.metric_caution(name, record["metrics"][name])
+            record["metrics"][name]["flags"] = entry_flags
             # Coverage of the deciding metric bears on the verdict (a flag); another metric's is
             # shown with that metric (its 'unavailable' and 'notes'), not as a flag on the case.
             if name == verdict_metric:
-                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name]))
+                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name]) + entry_flags)
         record["flags"].extend(checks.replicates(plan))
         record["flags"].extend(checks.non_standard(self.tier))
         decisive = per_variant[worst].get(verdict_metric)
@@ -345,7 +350,7 @@ class AuditSession:
     def _noise_floor(self, plan: CasePlan, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict,
                      record: dict[str, Any]) -> None:
         floor = plan.runs_for("noise_floor")
-        values = by_run[floor[0].identity].get("values") if floor else None
+        values = [v for v in by_run[floor[0].identity].get("values") or [] if v is not None and math.isfinite(v)] if floor else []
         if values:
             record["noise_floor"], flags = checks.noise_floor(verdict, sum(values) / len(values))
             record["flags"].extend(flags)
@@ -424,6 +429,8 @@ def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]]
     entry: dict[str, Any] = {
         "direction": first.get("direction"),
         "implementation": first.get("implementation"),
+        "level": first.get("level", "image"),
+        "caution": next((x["caution"] for rs in results.values() for x in rs if x.get("caution")), None),
         "unavailable": next((x["unavailable"] for rs in results.values() for x in rs if x.get("unavailable")), None),
         "values": {role: [v for x in rs for v in x.get("values", [])] for role, rs in results.items()},
         "per_replicate": {role: [x.get("values", []) for x in rs] for role, rs in results.items()},

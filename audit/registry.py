@@ -81,6 +81,12 @@ class Part:
     random: bool = False  # the output depends on a seed (replicates re-draw it)
     uses_model: bool = False  # the output depends on the audited model's weights
     differentiable: bool = False  # a torch-differentiable form exists (for adaptive protectors)
+    direction: str = ""  # metrics: "up" | "down", the way a value means BETTER protection
+    implementation: str = ""  # metrics: the library (and network, weights) that computes it
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("", "up", "down"):
+            raise ValueError(f"{self.kind} '{self.name}': direction must be 'up' or 'down', got {self.direction!r}")
 
     def load(self) -> Any:
         return _resolve(self.target)
@@ -103,6 +109,9 @@ class Part:
     def listing(self) -> str:
         flags = [f for f, on in (("random", self.random), ("uses model", self.uses_model), ("differentiable", self.differentiable)) if on]
         extra = f" [{', '.join(flags)}]" if flags else ""
+        if self.kind == "metric":
+            arrow = {"up": "↑", "down": "↓"}.get(self.direction, "?")
+            return f"{self.name:<28} {arrow} {self.description} — {self.source} · {self.implementation or '?'}{extra}"
         return f"{self.name:<28} {self.description} — {self.source}{extra}"
 
 

@@ -55,6 +55,7 @@ class MetricVerdict:
     sentence: str
     replicates: dict[str, list[float]] = field(default_factory=dict)  # role -> replicate means
     control: MatchedControl | None = None
+    slots_left_out: list[int] = field(default_factory=list)  # per replicate: slots undefined in some exploit
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,14 +88,62 @@ def _estimates(direction: str, clean: PerReplicate, protected: PerReplicate, att
             intervals.image_bootstrap_effect(c, p, direction, alpha, resamples=resamples, seed=seed), False)
 
 
+def _defined(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def pair_slots(groups: dict[str, PerReplicate]) -> tuple[dict[str, PerReplicate], list[int]]:
+    """Keep the exploits paired by slot where a metric is undefined for some images.
+
+    Inside replicate r, slot i of every exploit shares its prompt and initial noise
+    (``audit/intervals.py``, sampling design). A slot whose value is undefined (None or NaN:
+    BRISQUE on a flat image, ISM without a face) in any exploit of that replicate is left out
+    of all of them, so the i-th clean value never meets the j-th protected one. Returns the
+    paired values (finite floats only) and, per replicate, how many slots were left out.
+    """
+    names = list(groups)
+    k = {len(groups[n]) for n in names}
+    if len(k) != 1:
+        detail = ", ".join(f"{n} {len(groups[n])}" for n in names)
+        raise ValueError(f"the exploits need the same number of replicates, paired by seed ({detail})")
+    paired: dict[str, PerReplicate] = {n: [] for n in names}
+    left_out: list[int] = []
+    for r in range(k.pop()):
+        rows = {n: list(groups[n][r]) for n in names}
+        sizes = {len(v) for v in rows.values()}
+        if len(sizes) != 1:
+            detail = ", ".join(f"{n} {len(v)}" for n, v in rows.items())
+            raise ValueError(f"replicate {r}: slot pairing needs one value per image slot in every exploit ({detail}); "
+                             "a metric marks an undefined slot with None instead of dropping it")
+        keep = [i for i in range(sizes.pop()) if all(_defined(v[i]) for v in rows.values())]
+        left_out.append(len(next(iter(rows.values()))) - len(keep))
+        for n, v in rows.items():
+            paired[n].append([float(v[i]) for i in keep])  # type: ignore[arg-type]
+    return paired, left_out
+
+
 def decide(metric: str, direction: str, clean: PerReplicate, protected: PerReplicate, attacked: PerReplicate,
            threshold: float, *, alpha: float = 0.05, control: PerReplicate | None = None,
            resamples: int = 1000, seed: int = 0) -> MetricVerdict:
-    """The verdict for one metric from per-replicate, per-image values of the three exploits."""
+    """The verdict for one metric from per-replicate, per-image values of the three exploits.
+
+    Values may be None (undefined in that slot): such a slot is left out of every exploit of
+    its replicate (``pair_slots``) and counted in ``slots_left_out``.
+    """
     _sign(direction)  # validates the direction
     if not (len(clean) == len(protected) == len(attacked)) or not clean:
         raise ValueError(f"{metric}: the exploits need the same, non-zero number of replicates "
                          f"(clean {len(clean)}, protected {len(protected)}, attacked {len(attacked)})")
+    groups = {"clean": clean, "protected": protected, "attacked": attacked}
+    if control is not None:
+        groups["control"] = control
+    paired, left_out = pair_slots(groups)
+    clean, protected, attacked = paired["clean"], paired["protected"], paired["attacked"]
+    control = paired.get("control")
+    if len(clean) == 1 and min(len(v[0]) for v in paired.values()) < 2:
+        raise ValueError(f"{metric}: one replicate with fewer than 2 values per exploit (a set-level metric such as "
+                         "FID gives one per replicate): the image bootstrap has nothing to resample; run "
+                         "--replicates 2 or more")
     est_c, est_p, est_a, effect, replicated = _estimates(direction, clean, protected, attacked, alpha, resamples, seed)
     means = {"clean": _means(clean), "protected": _means(protected), "attacked": _means(attacked)}
     matched = None
@@ -112,7 +161,7 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
             "for the attack to remove."
         )
         return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None,
-                             "no effect at baseline", sentence, means, matched)
+                             "no effect at baseline", sentence, means, matched, left_out)
     if replicated:
         retained = intervals.retained_interval(clean, protected, attacked, direction, alpha)
     else:
@@ -127,7 +176,7 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
         f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {basis})."
     )
     return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained, outcome, sentence,
-                         means, matched)
+                         means, matched, left_out)
 
 
 def _means(values: PerReplicate) -> list[float]:

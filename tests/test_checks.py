@@ -135,3 +135,51 @@ def test_noise_floor() -> None:
     assert none.outcome == "no effect at baseline" and checks.noise_floor(none, none.m_c.value + 0.5)[1] == []
     failed = verdict(attacked=0.75)
     assert failed.outcome == "fail" and checks.noise_floor(failed, failed.m_c.value + 0.3)[1]
+
+
+# -- slots left out, metric cautions ------------------------------------------------------------------
+def test_slots_left_out_flag() -> None:
+    assert checks.slots_left_out("brisque", None) == []
+    assert checks.slots_left_out("brisque", verdict()) == []
+    holed = reps(0.3, seed=1)
+    holed[0][3] = holed[2][7] = None  # type: ignore[call-overload]
+    v = decide("brisque", "up", reps(0.8), holed, reps(0.3, seed=2), 0.5)
+    (flag,) = checks.slots_left_out("brisque", v)
+    assert flag.startswith("brisque: 2 image slot(s) undefined") and "per replicate: 1, 0, 1" in flag
+    assert "left out of clean, protected and attacked alike" in flag
+
+
+def test_metric_caution_flag() -> None:
+    assert checks.metric_caution("fid", {"caution": None}) == [] and checks.metric_caution("fid", {}) == []
+    assert checks.metric_caution("fid", {"caution": "too few images"}) == ["fid: too few images"]
+
+
+def test_engine_pairs_slots_undefined_in_one_exploit_and_flags_them(tmp_path: Path) -> None:
+    """BRISQUE undefined on one generation of one protected run only: the engine leaves that
+    slot out of clean, protected and attacked of the same replicate, counts it and flags it."""
+    from audit.engine import AuditSession
+    from audit.options import AuditOptions
+
+    p = plan("jpeg-q75", 3)
+    rng = np.random.default_rng(0)
+    level = {"clean": 20.0, "protected": 40.0, "attacked": 38.0, "control": 20.0, "noise_floor": 20.5}
+    by_run = {}
+    for run in p.unique_runs():
+        values = list(rng.normal(level[run.role], 1.0, 6))
+        if run.role == "protected" and run.replicate == 1:
+            values[2] = None
+        by_run[run.identity] = {"values": values, "direction": "up", "implementation": "test", "missing": int(values.count(None))}
+    session = AuditSession(AuditOptions(protection="pid", tier="smoke", results_dir=tmp_path))
+    scenario = load_scenario(CATALOGUE_DIR / "jpeg-q75.yaml")
+    record: dict = {"flags": [], "metrics": {}}
+    session.judge(p, scenario, {"brisque": by_run}, "brisque", record)
+    entry = record["metrics"]["brisque"]
+    assert entry["slots_left_out"] == [0, 1, 0]
+    protected_runs = p.runs_for("protected")
+    clean_runs = p.runs_for("clean")
+    kept = [v for i, v in enumerate(by_run[clean_runs[1].identity]["values"]) if i != 2]
+    assert entry["replicates"]["clean"][1] == pytest.approx(float(np.mean(kept)))  # slot 2 left out of clean too
+    assert entry["replicates"]["protected"][1] == pytest.approx(
+        float(np.mean([v for v in by_run[protected_runs[1].identity]["values"] if v is not None])))
+    assert any(f.startswith("brisque: 1 image slot(s) undefined") for f in record["flags"])
+    assert entry["flags"] and record["outcome"] in ("pass", "fail")

@@ -179,6 +179,30 @@ def test_ls_one_kind(capsys, what: str, kind: str) -> None:
     assert out.startswith(f"{what}:") and listed == REGISTRIES[kind].names()
 
 
+def test_ls_metrics_shows_direction_paper_and_implementation(capsys) -> None:
+    assert main(["ls", "metrics"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("metrics:") and "↑/↓" in out.splitlines()[0]
+    for part in METRICS:
+        assert part.direction in ("up", "down") and part.implementation, part.name
+        line = next(x for x in out.splitlines() if x.strip().startswith(part.name + " "))
+        arrow = {"up": "↑", "down": "↓"}[part.direction]
+        assert line.strip().split()[1] == arrow, line
+        assert part.description in line and part.source in line and part.implementation in line, line
+    # The papers' metrics are all listed, offline or not (issue 12).
+    papers = {"iqs", "fid", "prd_precision", "prd_recall", "q", "clip_iqac", "lpips", "brisque",
+              "edit_ssim", "edit_psnr", "edit_vifp", "edit_fsim"}
+    assert papers <= set(METRICS.names())
+
+
+def test_a_metric_direction_is_up_or_down() -> None:
+    reg = Registry("metric")
+    with pytest.raises(ValueError, match="direction must be 'up' or 'down'"):
+        reg.register("m", target="a:b", params="a:c", description="d", source="s", direction="sideways")
+    part = reg.register("n", target="a:b", params="a:c", description="d", source="s", direction="up", implementation="lib")
+    assert part.listing().split()[:2] == ["n", "↑"] and part.listing().endswith("· lib")
+
+
 def _imports_torch(argv: list[str]) -> subprocess.CompletedProcess:
     code = ("import io, sys, contextlib; from audit.__main__ import main\n"
             f"with contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\n"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from audit.verdict import decide, retained_protection, worst_variant
+from audit.verdict import decide, pair_slots, retained_protection, worst_variant
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 
@@ -186,3 +186,51 @@ def test_mismatched_or_empty_replicates_rejected() -> None:
         decide("m", "down", [[1.0]], [[1.0], [2.0]], [[1.0]], 0.5)
     with pytest.raises(ValueError, match="same, non-zero number"):
         decide("m", "down", [], [], [], 0.5)
+
+
+# -- slot pairing: a value undefined in one slot leaves that slot out of every exploit ------------
+def test_pair_slots_leaves_a_slot_undefined_in_one_exploit_out_of_all() -> None:
+    clean = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    protected = [[1.5, None, 3.5], [4.5, 5.5, 6.5]]  # slot 1 of replicate 0 undefined here only
+    attacked = [[1.2, 2.2, float("nan")], [4.2, 5.2, 6.2]]  # slot 2 of replicate 0 undefined here only
+    paired, left_out = pair_slots({"clean": clean, "protected": protected, "attacked": attacked})
+    assert paired == {"clean": [[1.0], [4.0, 5.0, 6.0]], "protected": [[1.5], [4.5, 5.5, 6.5]],
+                      "attacked": [[1.2], [4.2, 5.2, 6.2]]}
+    assert left_out == [2, 0]
+    with pytest.raises(ValueError, match="replicate 0: slot pairing needs one value per image slot"):
+        pair_slots({"clean": [[1.0, 2.0]], "protected": [[1.0]]})
+    with pytest.raises(ValueError, match="same number of replicates"):
+        pair_slots({"clean": [[1.0]], "protected": [[1.0], [2.0]]})
+
+
+def test_decide_with_a_slot_undefined_in_one_exploit_only() -> None:
+    """BRISQUE undefined on one protected image: without pairing, the clean value of that slot
+    would be averaged in while its protected counterpart is missing (slots unpaired)."""
+    c, p, a = reps(0.8), reps(0.3, seed=1), reps(0.35, seed=2)
+    holed = [list(r) for r in p]
+    holed[1][5] = None
+    verdict = decide("m", "down", c, holed, a, 0.5)
+    by_hand = decide("m", "down", [c[0], c[1][:5] + c[1][6:], c[2]], [p[0], p[1][:5] + p[1][6:], p[2]],
+                     [a[0], a[1][:5] + a[1][6:], a[2]], 0.5)
+    assert verdict.slots_left_out == [0, 1, 0] and by_hand.slots_left_out == [0, 0, 0]
+    assert verdict.m_c == by_hand.m_c and verdict.effect == by_hand.effect and verdict.retained == by_hand.retained
+    assert verdict.m_c.value != pytest.approx(decide("m", "down", c, p, a, 0.5).m_c.value, abs=1e-12)
+    single = decide("m", "down", [c[0]], [[None] + p[0][1:]], [a[0]], 0.5, resamples=200)
+    assert single.slots_left_out == [1] and single.m_c.n_images == 23  # the image bootstrap pairs the rest
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), finite), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_pair_slots_keeps_only_slots_defined_everywhere(rows: list[list[float | None]]) -> None:
+    clean, protected, attacked = ([[row[j] for row in rows]] for j in range(3))
+    paired, left_out = pair_slots({"clean": clean, "protected": protected, "attacked": attacked})
+    kept = [row for row in rows if all(v is not None for v in row)]
+    assert left_out == [len(rows) - len(kept)]
+    assert [list(t) for t in zip(paired["clean"][0], paired["protected"][0], paired["attacked"][0], strict=True)] == kept
+
+
+def test_set_level_metric_needs_two_replicates() -> None:
+    with pytest.raises(ValueError, match="fewer than 2 values per exploit.*--replicates 2"):
+        decide("fid", "up", [[210.0]], [[320.0]], [[300.0]], 0.5)
+    fid = decide("fid", "up", [[210.0], [215.0], [205.0]], [[320.0], [330.0], [318.0]], [[300.0], [310.0], [305.0]], 0.5)
+    assert fid.outcome == "pass" and fid.m_c.n_replicates == 3 and fid.effect.ci_low > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
@@ -15,15 +16,21 @@ Direction = Literal["down", "up"]
 class MetricResult:
     name: str
     direction: Direction  # the direction in which the value means BETTER protection
-    values: list[float]  # one per image; [] when unavailable
+    values: list[float | None]  # one per image slot (None: undefined there); [] when unavailable
     implementation: str  # exactly what computed it, with versions
     unavailable: str | None = None  # why it could not be computed at all, and the fix
     missing: int = 0  # images computed by a documented fallback (e.g. no face found)
     notes: list[str] = field(default_factory=list)
+    # "image": one value per generated image, slot-paired across exploits; "set": one value for
+    # the whole set (FID, precision/recall), so one per replicate (audit/metrics/distribution.py).
+    level: Literal["image", "set"] = "image"
+    caution: str | None = None  # why this value means less than it seems (flagged by audit/checks.py)
 
     @property
     def mean(self) -> float | None:
-        return sum(self.values) / len(self.values) if self.values else None
+        """Mean over the defined slots (None where the metric is undefined is left out)."""
+        defined = [v for v in self.values if v is not None and math.isfinite(v)]
+        return sum(defined) / len(defined) if defined else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

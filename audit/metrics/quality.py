@@ -126,15 +126,14 @@ class Brisque(Metric):
             import cv2  # noqa: F401
         except ImportError as exc:
             return self.unavailable(f"{exc.name or exc} is not installed (pip install brisque==0.2.0 opencv-python-headless)")
-        values, failed = [], 0
+        values: list[float | None] = []
         for image in to_uint8(generated.cpu()).permute(0, 2, 3, 1).numpy():
             try:
                 score = brisque_score(np.ascontiguousarray(image))
             except (ValueError, FloatingPointError, ZeroDivisionError, RuntimeError):
                 score = float("nan")
-            if math.isfinite(score):
-                values.append(score)
-            else:
-                failed += 1
-        notes = [f"BRISQUE undefined for {failed} image(s) (e.g. flat images); left out"] if failed else []
+            values.append(score if math.isfinite(score) else None)
+        failed = sum(v is None for v in values)
+        notes = [f"BRISQUE undefined for {failed} image(s) (e.g. flat images): their slots are kept empty (None) and "
+                 "left out of the comparison with the other exploits' images in the same slots"] if failed else []
         return MetricResult(self.name, self.direction, values, self.implementation_name(), missing=failed, notes=notes)

@@ -10,6 +10,8 @@ object). Otherwise a missing file is reported at once as ``unavailable`` — nev
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -52,3 +54,31 @@ def missing_weights(what: str, looked: list[str], how: str) -> str:
         f"{what} not found (looked in: {where}). {how} "
         f"Or put the file in a folder named by ${WEIGHTS_ENV}, or rerun with --allow-download."
     )
+
+
+def hub_checkpoints() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where torchvision and
+    piq cache what ``load_state_dict_from_url`` downloads."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a weights file, computed once per (path, size, mtime) in a process."""
+    stat = Path(path).stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def weights_label(path: Path | None, file: str) -> str:
+    """How a result names its weights: ``file sha256 <hex>``, or ``file (missing)``."""
+    return f"{path.name} sha256 {file_sha256(path)}" if path is not None else f"{file} (missing)"
