@@ -72,7 +72,8 @@ def _plan(args: argparse.Namespace) -> int:
     from audit.tiers import parse_overrides, validate_overrides
 
     options = AuditOptions(protection=args.protection, tier=args.tier, replicates=args.replicates,
-                           overrides=parse_overrides(args.audit_set), seed=args.seed)
+                           overrides=parse_overrides(args.audit_set), seed=args.seed, model=args.model,
+                           exploit=args.exploit)
     tier = options.tier_settings
     validate_overrides(tier)
     protection, spec = build_protection(args.protection, tier, args.epsilon)
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--epsilon", type=float, default=None)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--audit-set", action="append", default=[])
+    plan.add_argument("--model", default="tiny", help="the model by name or folder (not loaded): its family picks the "
+                                                       "tier's rows, e.g. PID Table 8's SD 1.5 or 2.1 settings")
+    plan.add_argument("--exploit", default=None, help="the standard exploit, e.g. lora or 'lora: {rank: 32}'")
     args = parser.parse_args(argv)
     try:
         if args.command == "ls":

@@ -304,6 +304,7 @@ class AuditSession:
                         for name, by_run in values.items()} for v in range(len(plan.variants))]
         worst = worst_variant([verdicts.get(verdict_metric) for verdicts in per_variant])
         record["worst_variant"] = worst
+        record["exploiter_best"] = exploiter_best(plan, worst, per_variant[worst].get(verdict_metric))
         record["variants"] = [variant_record(plan, i, verdicts) for i, verdicts in enumerate(per_variant)]
         for name, by_run in values.items():
             record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name))
@@ -418,7 +419,22 @@ def variant_record(plan: CasePlan, i: int, verdicts: dict[str, MetricVerdict | N
     v = plan.variants[i]
     return {"label": v.label, "instance_prompt": v.exploit.params.get("instance_prompt"),
             "posterior": v.exploit.params.get("posterior"), "matched_control": v.changes_exploit,
+            "exploit": plan.exploit_label(v.exploit),
             "verdicts": {n: vd.to_dict() for n, vd in verdicts.items() if vd is not None}}
+
+
+def exploiter_best(plan: CasePlan, worst: int, verdict: MetricVerdict | None) -> dict[str, Any] | None:
+    """The variant the verdict took — the exploiter's best, the protector's worst — named by its
+    label (prompt mismatch: the winning prompt), with its exploit and instance prompt; None for
+    a scenario with one variant."""
+    if len(plan.variants) < 2:
+        return None
+    v = plan.variants[worst]
+    retained = verdict.retained.value if verdict is not None and verdict.retained is not None else None
+    return {"variant": worst, "label": v.label, "exploit": plan.exploit_label(v.exploit),
+            "instance_prompt": v.exploit.params.get("instance_prompt"), "retained": retained,
+            "basis": ("lowest retained protection on the verdict metric" if retained is not None else
+                      "no variant retained a protective effect to compare: the first variant is shown")}
 
 
 def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.tiers import Tier, get_tier
+from audit.tiers import Tier, get_tier, parse_exploit
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,15 @@ class AuditOptions:
     epsilon: float | None = None  # --epsilon: the budget a dir: protection is judged against
     full_catalogue: bool = False  # --full-catalogue: every scenario, not the tier's default selection
     exploit_workers: int | None = None  # --exploit-workers: processes for exploit runs (default: one per core on CPU)
+    exploit: str | None = None  # --exploit: the standard exploit, 'NAME' or 'NAME: {params}' (default dreambooth)
 
     @property
     def tier_settings(self) -> Tier:
         overrides = copy.deepcopy(self.overrides)
         if self.replicates is not None:
             overrides.setdefault("", {})["replicates"] = self.replicates
-        return get_tier(self.tier, overrides)
+        return get_tier(self.tier, overrides, exploit=parse_exploit(self.exploit),
+                        models={"protector": self.model, "transfer": self.transfer_model_spec})
 
     @property
     def non_standard(self) -> bool:

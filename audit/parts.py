@@ -82,6 +82,11 @@ EXPLOITS.register(
     description="DreamBooth fine-tuning of the UNet (text encoder optional), then generation",
     source="Ruiz et al. CVPR 2023; PID App. A Table 8", random=True, uses_model=True,
 )
+EXPLOITS.register(
+    "lora", target="audit.exploits.lora:finetune", params="audit.exploits.lora:LoraParams",
+    description="DreamBooth with LoRA adapters (peft) on the UNet's and the text encoder's attention, then generation",
+    source="Hu et al. ICLR 2022; PID App. C.1, Table 8c", random=True, uses_model=True,
+)
 
 _M = "audit.metrics"
 METRICS.register(

@@ -24,7 +24,7 @@ from typing import Any
 
 from audit.parts import EXPLOITS, TRANSFORMS
 from audit.registry import PartSpec
-from audit.scenario import Scenario
+from audit.scenario import STANDARD_EXPLOIT, Scenario
 from audit.tiers import Tier
 
 ROLES = ("clean", "protected", "attacked", "control", "noise_floor")
@@ -87,6 +87,7 @@ class CasePlan:
     variants: tuple[VariantPlan, ...]
     runs: tuple[Run, ...]
     notes: tuple[str, ...] = ()
+    standard_origin: dict[str, str] = field(default_factory=dict)  # standard exploit params: key -> layer
 
     def unique_runs(self) -> list[Run]:
         """One run per identity, in plan order (the first role that needs it names it)."""
@@ -100,10 +101,11 @@ class CasePlan:
         return sorted((r for r in self.runs if r.role == role and r.variant == variant), key=lambda r: r.replicate)
 
     def exploit_label(self, exploit: PartSpec) -> str:
-        """'standard', or the exploit's parameters that differ from the standard one."""
+        """'standard', or the exploit's parameters that differ from the standard one (another
+        exploit: its parameters that the standard one lacks or sets otherwise)."""
         if exploit == self.standard_exploit:
             return "standard"
-        base = dict(_flat(self.standard_exploit.params)) if exploit.name == self.standard_exploit.name else {}
+        base = dict(_flat(self.standard_exploit.params))
         diff = {k: v for k, v in _flat(exploit.params) if base.get(k, object()) != v}
         return f"{exploit.name}(" + ", ".join(f"{k}={v}" for k, v in diff.items()) + ")"
 
@@ -113,11 +115,14 @@ class CasePlan:
             f"scenario {self.scenario} · protection {self.protection.label()} · {self.replicates} replicate(s), "
             f"seeds {', '.join(map(str, self.seeds))}",
             f"  standard exploit: {self.standard_exploit.label()}",
+            *_origin_lines(self.standard_origin, "    "),
         ]
         for i, v in enumerate(self.variants):
             control = " · matched control" if v.changes_exploit else ""
             attack = " → ".join(s.label() for s in v.attack) or "no attack"
             lines.append(f"  variant {i} '{v.label}': {attack}; exploit {self.exploit_label(v.exploit)}{control}")
+            if v.exploit != self.standard_exploit:
+                lines.extend(_origin_lines(v.origin, "    "))
         first: dict[tuple[Any, ...], str] = {}
         for run in self.runs:
             chain = " → ".join(s.label() for s in run.chain) or "subject"
@@ -128,6 +133,14 @@ class CasePlan:
         lines.append(f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _origin_lines(origin: dict[str, str], indent: str) -> list[str]:
+    """Where the exploit's settings came from, one line per layer (tier rows name their source)."""
+    by_layer: dict[str, list[str]] = {}
+    for key, layer in origin.items():
+        by_layer.setdefault(layer, []).append(key)
+    return [f"{indent}{', '.join(keys)} ← {layer}" for layer, keys in by_layer.items()]
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -161,16 +174,24 @@ def resolve_exploit(tier: Tier, name: str, params: dict[str, Any] | None) -> tup
 
 
 def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: int,
-              default_exploit: str = "dreambooth") -> CasePlan:
-    """Every run the case needs, with its role, replicate, image chain and exploit."""
+              default_exploit: str | None = None) -> CasePlan:
+    """Every run the case needs, with its role, replicate, image chain and exploit.
+
+    The standard exploit is ``default_exploit`` or the tier's (``--exploit``, DreamBooth by
+    default); a scenario's ``standard`` exploit is that one with the scenario's changes, a
+    named one stays itself. Either way, one that resolves to other parameters than the
+    standard exploit's gets a matched control.
+    """
     k = tier.replicates
     seeds = tuple(replicate_seed(seed, r) for r in range(k))
-    standard, _ = resolve_exploit(tier, default_exploit, None)
+    standard_name = default_exploit or tier.exploit
+    standard, standard_origin = resolve_exploit(tier, standard_name, None)
     variants = []
     for label, attack, exploit in scenario.resolved_variants():
         steps = tuple(PartSpec("transform", s.part, tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
                       for s in attack)
-        spec, origin = resolve_exploit(tier, exploit.part, exploit.params)
+        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
+        spec, origin = resolve_exploit(tier, name, exploit.params)
         changes = spec != standard and tier.controls.matched
         variants.append(VariantPlan(label, steps, spec, changes, origin))
 
@@ -191,4 +212,5 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
         runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),), standard, seeds[0]))
     if k == 1:
         notes.append("one replicate: no interval covers what a rerun would give (set --replicates ≥ 2)")
-    return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs), tuple(notes))
+    return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs), tuple(notes),
+                    standard_origin)

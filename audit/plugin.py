@@ -49,6 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a built-in's")
     group.addoption("--exploit-workers", default=None, type=int, metavar="N",
                     help="processes that fine-tune side by side (default: one per CPU core, at most 4; 1 on a GPU)")
+    group.addoption("--exploit", default=None, metavar="EXPLOIT",
+                    help="the standard exploit: dreambooth (default) or lora, with parameters in the scenario grammar, "
+                         "e.g. --exploit='lora: {rank: 32}'; scenarios written 'exploit: {standard: ...}' (or without "
+                         "an exploit) use it, scenarios that name an exploit keep theirs (with a matched control)")
     group.addoption("--full-catalogue", action="store_true",
                     help="run every scenario, not only the tier's default selection (smoke: tag 'smoke')")
     group.addoption("--report", default=None, metavar="PATH",
@@ -94,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         epsilon=config.getoption("epsilon"),
         full_catalogue=config.getoption("full_catalogue"),
         exploit_workers=config.getoption("exploit_workers"),
+        exploit=config.getoption("exploit"),
     )
     from audit.startup import check_options
 
@@ -304,6 +309,8 @@ def reproduce_command(options: Any) -> str:
         parts.append(f"--epsilon={options.epsilon}")
     if options.full_catalogue:
         parts.append("--full-catalogue")
+    if getattr(options, "exploit", None):
+        parts.append(f"--exploit={options.exploit}")
     for key, value in _flat_overrides(options.overrides):
         if isinstance(value, list | tuple):
             value = "|".join(value)

@@ -12,6 +12,13 @@ Every part is written in one grammar, ``name: {params}`` — attack steps (``- j
 the part's own parameter model from the registry (``audit/parts.py``), keeping only the keys
 the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
 overrides of ``attack`` and ``exploit``, one exploit run each.
+
+The exploit is either ``standard`` — the audit's standard exploit (``--exploit``, DreamBooth by
+default), with the changes the file writes, e.g. ``exploit: {standard: {posterior: {sigma:
+zero}}}``; a file without ``exploit`` means ``standard: {}`` — or a registered exploit named
+explicitly (``exploit: {lora: {rank: 32}}``), which stays that exploit whatever ``--exploit``
+says. A ``standard`` exploit's parameters must suit every registered exploit, since which one
+is standard is chosen when the audit runs.
 """
 
 from __future__ import annotations
@@ -26,9 +33,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from audit.errors import ScenarioError
 from audit.parts import EXPLOITS, METRICS, TRANSFORMS, renamed_metric
-from audit.registry import InvalidParams, Registry, did_you_mean, format_validation, parse_spec
+from audit.registry import (
+    InvalidParams,
+    Registry,
+    did_you_mean,
+    format_validation,
+    parse_spec,
+    split_spec,
+)
 
 CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+# The exploit name that means "the audit's standard exploit" (--exploit; DreamBooth by default).
+STANDARD_EXPLOIT = "standard"
 
 
 class _Strict(BaseModel):
@@ -71,7 +87,7 @@ class Scenario(_Strict):
     source: str
     tags: list[str] = Field(default_factory=list)
     attack: list[Step] = Field(default_factory=list)
-    exploit: Step = Step(part="dreambooth")
+    exploit: Step = Step(part=STANDARD_EXPLOIT)
     variants: list[Variant] = Field(default_factory=list)
     verdict: VerdictSpec = VerdictSpec()
     # What the scenario needs of the protection: "objective" for scenarios that re-craft through
@@ -180,7 +196,34 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
             f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the exploit as one part "
             f"'{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: {{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
         )
-    return _step(EXPLOITS, raw, f"{path}: field {field}", "'exploit: {dreambooth: {instance_prompt: a photo of sks person}}'")
+    example = "'exploit: {standard: {instance_prompt: a photo of sks face}}' or 'exploit: {lora: {rank: 32}}'"
+    try:
+        name, params = split_spec(raw, f"{path}: field {field}", example)
+    except InvalidParams as exc:
+        raise ScenarioError(f"{exc}. Fix the scenario file.") from None
+    if name != STANDARD_EXPLOIT:
+        if name not in EXPLOITS:
+            known = [STANDARD_EXPLOIT, *EXPLOITS.names()]
+            raise ScenarioError(
+                f"{path}: field {field}: unknown exploit '{name}'{did_you_mean(name, known)}; known: {', '.join(known)} "
+                f"('{STANDARD_EXPLOIT}' is the audit's standard exploit, --exploit). Fix the scenario file.")
+        return _step(EXPLOITS, raw, f"{path}: field {field}", example)
+    # The standard exploit is chosen at run time: its parameters must suit every exploit.
+    written: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for part in EXPLOITS:
+        try:
+            written = parse_spec(EXPLOITS, {part.name: params}, f"{path}: field {field}", example, partial=True).params
+        except InvalidParams as exc:
+            refused[part.name] = str(exc)
+    if refused:
+        accepting = [name for name in EXPLOITS.names() if name not in refused]
+        hint = (f"; to use them with {' or '.join(repr(a) for a in accepting)} alone, name it instead, e.g. "
+                f"'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
+        raise ScenarioError(
+            f"{next(iter(refused.values()))} — '{STANDARD_EXPLOIT}' is whichever exploit --exploit names, so its parameters must suit "
+            f"every exploit ({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
+    return {"part": STANDARD_EXPLOIT, "params": written}
 
 
 def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:
@@ -213,7 +256,7 @@ def load_scenario(path: Path) -> Scenario:
     path = Path(path)
     data = _read_yaml(path)
     data["attack"] = _attack_steps(path, data.get("attack"))
-    data["exploit"] = _exploit(path, data.get("exploit", "dreambooth"))
+    data["exploit"] = _exploit(path, data.get("exploit", STANDARD_EXPLOIT))
     data["variants"] = _variants(path, data.get("variants"))
     data.setdefault("id", path.stem)
     if not isinstance(data["id"], str):

@@ -136,20 +136,29 @@ class Stages:
 
     # -- exploit -------------------------------------------------------------------------------
     def class_images(self, params: DreamboothParams, generation: GenerationSettings) -> torch.Tensor | None:
-        """Prior-preservation class images from the base model (cached, shared by all runs)."""
+        """Prior-preservation class images from the base model with the class prompt (cached,
+        shared by every run and replicate, as diffusers' class_data_dir), generated
+        ``CLASS_BATCH`` at a time; image i is drawn from seed 10 000 + i either way."""
         if not params.prior_preservation:
             return None
-        from audit.exploits.dreambooth import GenerationConfig, generate
+        from dataclasses import replace
+
+        from audit.exploits.dreambooth import CLASS_BATCH, GenerationConfig, generate
 
         model = self.model_for(params)
 
         cfg = GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
                                generation.guidance_scale, "", seed=10_000)
         key = stage_key(self.cache, "class_images", part={"name": "class_images"}, params=cfg.to_dict(), inputs={},
-                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution())
+                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(), batch=CLASS_BATCH)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            images = generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
+            n = cfg.images_per_prompt
+            images = torch.cat([
+                generate(model, model.unet, model.text_encoder,
+                         replace(cfg, images_per_prompt=min(CLASS_BATCH, n - start), seed=cfg.seed + start),
+                         self._resolution(), self.progress)
+                for start in range(0, n, CLASS_BATCH)])
             return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
 
         return from_uint8(self._cached("class_images", key, compute)[0]["images"])
@@ -199,7 +208,7 @@ class Stages:
             tuned.update(unet=unet, text_encoder=text_encoder)
             info = {**info, "model": {"role": getattr(params, "model", "protector"), "id": model.model_id,
                                       "fingerprint": model.fingerprint}}
-            return weights_tensors(unet, text_encoder if params.train_text_encoder else None), info
+            return params.trained_weights(unet, text_encoder), info  # what the exploit trained (LoRA: adapters)
 
         with self.cache.lock("generate", gkey):
             hit = self.cache.get("generate", gkey)
@@ -208,7 +217,7 @@ class Stages:
             weights, winfo = self._cached("finetune", wkey, fit)
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
-                unet, text_encoder = load_weights(model, weights)
+                unet, text_encoder = params.load_trained(model, weights)
             generations = to_uint8(generate(model, unet, text_encoder, gen_cfg, resolution, self.progress))
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
@@ -240,24 +249,3 @@ def generation_config(settings: GenerationSettings, seed: int) -> Any:
     return GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
                             settings.guidance_scale, settings.negative_prompt, seed=seed, sampler=settings.sampler)
 
-
-def weights_tensors(unet: torch.nn.Module, text_encoder: torch.nn.Module | None) -> dict[str, torch.Tensor]:
-    """The fine-tuned state as one flat tensor dict (``unet.*``, ``text_encoder.*``)."""
-    tensors = {f"unet.{k}": v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
-    if text_encoder is not None:
-        tensors.update({f"text_encoder.{k}": v.detach().cpu().contiguous() for k, v in text_encoder.state_dict().items()})
-    return tensors
-
-
-def load_weights(model: Any, tensors: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A fresh copy of the base model with cached fine-tuned weights loaded into it."""
-    tuned = model.fresh_copy()
-    device = next(tuned.unet.parameters()).device
-    unet_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("unet.")}
-    tuned.unet.load_state_dict(unet_state)
-    te_state = {k[13:]: v.to(device) for k, v in tensors.items() if k.startswith("text_encoder.")}
-    if te_state:
-        tuned.text_encoder.load_state_dict(te_state)
-    tuned.unet.eval()
-    tuned.text_encoder.eval()
-    return tuned.unet, tuned.text_encoder

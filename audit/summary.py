@@ -52,6 +52,19 @@ def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
+    """One line per case with several exploit variants: the one the verdict took, i.e. the
+    exploiter's best (prompt mismatch: the winning prompt), and its retained protection."""
+    lines = []
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        best = case.get("exploiter_best")
+        if not best:
+            continue
+        retained = f"retained {_fmt(best['retained'], 2)}" if best.get("retained") is not None else best.get("basis", "")
+        lines.append(f"exploiter's best variant in {case['case_id']}: '{best['label']}' ({best['exploit']}; {retained})")
+    return lines
+
+
 def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
     """One sentence: holds against every scenario run, or breaks under which."""
     if not cases:
@@ -74,7 +87,8 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                   run: dict[str, Any] | None = None) -> None:
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
     run = run or {}
-    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}"))
+    exploit = f" · exploit {options.exploit}" if getattr(options, "exploit", None) else ""
+    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}{exploit}"))
     for column in ("case", "outcome", "metric", "K", "m_c", "m_p", "m_a", "retained [95% CI]", "time"):
         table.add_column(column, justify="left" if column in ("case", "outcome", "metric") else "right")
     for case in sorted(cases, key=lambda c: c["case_id"]):
@@ -110,6 +124,8 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         else:
             console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — retained {_fmt(r['value'], 2)} "
                                  f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
+    for line in exploiter_best_lines(cases):
+        console.print(escape(line))
     console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")), len(run.get("not_run") or []))))
     if run.get("interrupted"):
         console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did not run: "

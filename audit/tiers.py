@@ -5,10 +5,16 @@ A tier is data grouped by what it configures: ``resolution`` and ``replicates``;
 per part it sets (``pid``, ``dreambooth``, ...), in that part's own parameter names. A part's
 parameters are resolved with one precedence everywhere —
 
-    part default  <  tier  <  scenario  <  --audit-set
+    part default  <  tier (its matching row)  <  --exploit  <  scenario  <  --audit-set
 
 — and every value that did not come from the part's default is recorded with the layer it
-came from (Hypothesis' derived settings profiles are the model). ``paper`` is what the papers
+came from (Hypothesis' derived settings profiles are the model). A part's section may hold
+``rows``: settings that apply only when their ``when`` matches — the family of the model the
+part fine-tunes (``audit/families.py``: sd1, sd2) and the part's own resolved parameters
+(e.g. ``train_text_encoder``) — each with the ``source`` it came from, recorded as the values'
+origin; the first matching row applies (PID Table 8 is such a table: lr and steps per base
+model and text-encoder setting). ``--exploit`` names the standard exploit (DreamBooth by
+default) and may set its parameters, a layer of that part alone. ``paper`` is what the papers
 ran (PID §6.1 and App. A; REFERENCE.md "Exploits used to evaluate"); ``standard`` keeps the
 papers' recipe with fewer steps; ``smoke`` is the CPU gate on the built-in tiny model — its
 numbers are real effects on a small model, not a claim about Stable Diffusion.
@@ -22,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from audit.registry import InvalidParams, Params, Part, did_you_mean
+from audit.families import FALLBACK, FAMILIES, model_family
+from audit.registry import InvalidParams, Params, Part, did_you_mean, parse_spec
 from audit.settings import ControlSettings, CoreSettings, GenerationSettings, VerdictSettings
 
 SECTIONS: dict[str, type[Params]] = {
@@ -31,6 +38,54 @@ SECTIONS: dict[str, type[Params]] = {
     "controls": ControlSettings,
 }
 CORE_KEYS = tuple(CoreSettings.model_fields)
+ROWS = "rows"  # in a part's section: settings that apply when their 'when' matches (see above)
+DEFAULT_EXPLOIT = "dreambooth"
+
+
+
+def _table8a(scale: float) -> list[dict[str, Any]]:
+    """PID Table 8a (DreamBooth on CelebA-HQ, batch 1, constant lr) as rows, steps × ``scale``.
+    Table 8b (VGGFace) trains longer (1200 / 1000 steps): pass dreambooth.steps for that data."""
+    rows = []
+    for family, model in (("sd1", "SD 1.5"), ("sd2", "SD 2.1")):
+        for trained, lr, steps in ((False, 2e-6 if family == "sd1" else 1e-5, 1000), (True, 2e-6, 500)):
+            te = "text encoder trained" if trained else "text encoder frozen"
+            source = f"PID Table 8a, {model}, {te}: lr {lr:.0e}, {steps} steps".replace("e-0", "e-") + (
+                f" (× {scale:g})" if scale != 1 else "")
+            rows.append({"when": {"family": family, "train_text_encoder": trained},
+                         "set": {"lr": lr, "steps": round(steps * scale)}, "source": source})
+    return rows
+
+
+def _table8c(scale: float) -> list[dict[str, Any]]:
+    """PID Table 8c (LoRA on CelebA-HQ, adapters on the UNet and the text encoder) as rows.
+    PID's released train_dreambooth_lora.sh runs rank 32, batch 1 on SD 1.5: the table wins here,
+    scenarios/lora-rank32.yaml runs the script's rank."""
+    rows = []
+    for family, model, rank, steps in (("sd1", "SD 1.5", 16, 800), ("sd2", "SD 2.1", 32, 1600)):
+        source = f"PID Table 8c, {model}: rank {rank}, lr 1e-4, {steps} steps, batch 2" + (f" (× {scale:g})" if scale != 1 else "")
+        rows.append({"when": {"family": family},
+                     "set": {"rank": rank, "lr": 1e-4, "steps": round(steps * scale), "batch_size": 2}, "source": source})
+    return rows
+
+
+# Prior preservation on the smoke tier, when a scenario turns it on: 16 class images — 4× the
+# subject's 4 views, drawn from the base tiny model once per audit (cached, shared by every run;
+# ~1 s at 64 px), while the cost that matters, the class half of every batch (2× a step), does
+# not depend on their number. PID's 200 (50 per view) would only lengthen that one generation.
+SMOKE_CLASS_IMAGES = {"when": {"prior_preservation": True}, "set": {"num_class_images": 16},
+                      "source": "smoke: 16 class images (4× the subject's views; tiers.py)"}
+# LoRA on the tiny model: DreamBooth's smoke schedule (450 steps, batch 4, cosine), adapters on
+# every attention, feed-forward and ResNet convolution of the UNet. Attention alone (PID's and
+# diffusers' choice on SD) learns nothing here: the tiny UNet's attention is 20 % of its weights
+# at width 32, and after 450 steps its generations were no closer to the subject than the base
+# model's (nearest-view SSIM 0.12 at lr 1e-2, 0.11 at 3e-2, vs 0.11 untrained); with the convs it
+# reaches 0.42 (lr 3e-3: 0.31, 2e-2: 0.26), full DreamBooth 0.51 (one seed; sweep of 2026-11-23).
+SMOKE_LORA: dict[str, Any] = {
+    "steps": 450, "lr": 1e-2, "lr_schedule": "cosine", "batch_size": 4, "rank": 16,
+    "unet_target_modules": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                            "conv1", "conv2"],
+}
 
 TIERS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -49,6 +104,11 @@ TIERS: dict[str, dict[str, Any]] = {
         "dreambooth": {
             "steps": 450, "lr": 3e-3, "lr_schedule": "cosine", "batch_size": 4,
             "prior_preservation": False, "num_class_images": 0,
+            ROWS: [SMOKE_CLASS_IMAGES],
+        },
+        "lora": {
+            **SMOKE_LORA, "prior_preservation": False, "num_class_images": 0,
+            ROWS: [SMOKE_CLASS_IMAGES],
         },
         # 24 paired generations: generation is ~5 % of a fine-tune's cost here.
         "generation": {"images_per_prompt": 8, "steps": 10},
@@ -60,7 +120,9 @@ TIERS: dict[str, dict[str, Any]] = {
         "resolution": None,
         "replicates": 3,
         "pid": {"steps": 200},
-        "dreambooth": {"steps": 400, "num_class_images": 50},
+        # PID Table 8's rows with 0.4× the steps (400 of 1000, 200 of 500, 320 of 800, 640 of 1600).
+        "dreambooth": {"steps": 400, "num_class_images": 50, ROWS: _table8a(0.4)},
+        "lora": {"num_class_images": 50, ROWS: _table8c(0.4)},
         "generation": {"images_per_prompt": 8},
         # FDS needs facenet's VGGFace2 weights (a download): without them the standard tier
         # decides on dlib's identity similarity, which ships with its package — said in the
@@ -72,7 +134,10 @@ TIERS: dict[str, dict[str, Any]] = {
         "resolution": None,
         "replicates": 3,
         "pid": {"steps": 1000},
-        "dreambooth": {"steps": 1000, "num_class_images": 200},
+        # PID App. A.3 Table 8: lr and steps per base model and text-encoder setting (8a), LoRA's
+        # rank and steps per base model (8c); both with prior preservation on 200 class images.
+        "dreambooth": {"steps": 1000, "num_class_images": 200, ROWS: _table8a(1.0)},
+        "lora": {"num_class_images": 200, ROWS: _table8c(1.0)},
         "generation": {"images_per_prompt": 20},
         # The papers' metrics or no verdict: a case whose verdict metric is unavailable is an error.
         "verdict": {"bootstrap_resamples": 2000, "fallback_metric": None},
@@ -138,6 +203,9 @@ class Tier:
     name: str
     data: dict[str, Any]
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> {key: value}
+    exploit: str = DEFAULT_EXPLOIT  # the standard exploit (--exploit)
+    exploit_params: dict[str, Any] = field(default_factory=dict)  # --exploit's parameters: a layer of that part
+    families: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # model role -> (family, how decided)
 
     # -- the shared settings -------------------------------------------------------------------
     @property
@@ -178,7 +246,7 @@ class Tier:
                     if not (section == "" and k == "replicates" and isinstance(v, int) and v >= self.data.get("replicates", 1))}
             if rest:
                 return True
-        return False
+        return bool(self.exploit_params)  # --exploit='lora: {rank: 32}' changes the tier's recipe too
 
     # -- resolution with precedence ------------------------------------------------------------
     def resolve_section(self, name: str) -> Resolved:
@@ -187,16 +255,49 @@ class Tier:
                         f"tier '{self.name}' section '{name}'")
 
     def resolve_part(self, part: Part, scenario: dict[str, Any] | None = None) -> Resolved:
-        """part default < tier < scenario < --audit-set, validated by the part's own model."""
-        layers = [
-            ("tier", self.data.get(part.name, {})),
+        """part default < tier (its matching row) < --exploit < scenario < --audit-set,
+        validated by the part's own model."""
+        section = dict(self.data.get(part.name, {}))
+        rows = section.pop(ROWS, [])
+        upper = [
+            ("--exploit", self.exploit_params if part.name == self.exploit else {}),
             ("scenario", scenario or {}),
             ("--audit-set", self.overrides.get(part.name, {})),
         ]
-        return _resolve(part.params_model(), layers, f"{part.kind} '{part.name}'")
+        layers = [("tier", section)]
+        row = self._matching_row(part, rows, [section, *(values for _, values in upper)])
+        if row is not None:
+            layers.append((f"tier: {row['source']}", row["set"]))
+        return _resolve(part.params_model(), layers + upper, f"{part.kind} '{part.name}'")
+
+    def _matching_row(self, part: Part, rows: list[dict[str, Any]], layers: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The first row whose ``when`` holds: its ``family`` is that of the model the part
+        fine-tunes (by its ``model`` role; unknown: the SD 1.5 rows, said in the source), its
+        other keys equal the part's parameters as the layers (and the defaults) set them."""
+        if not rows:
+            return None
+        merged: dict[str, Any] = {}
+        for values in layers:
+            merged = _merge(merged, values)
+        fields = part.params_model().model_fields
+
+        def value(key: str) -> Any:
+            return merged[key] if key in merged else (fields[key].default if key in fields else None)
+
+        family, how = self.families.get(value("model") or "protector", (None, "no model given"))
+        for row in rows:
+            when = dict(row["when"])
+            if when.pop("family", family or FALLBACK) != (family or FALLBACK):
+                continue
+            if all(value(key) == wanted for key, wanted in when.items()):
+                note = "" if family else f" (model family unknown: {how}; the {FALLBACK} row applies)"
+                return {**row, "source": row["source"] + note}
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "settings": copy.deepcopy(self.data), "overrides": copy.deepcopy(self.overrides)}
+        return {"name": self.name, "settings": copy.deepcopy(self.data), "overrides": copy.deepcopy(self.overrides),
+                "exploit": {self.exploit: copy.deepcopy(self.exploit_params)},
+                "model_families": {role: {"family": f, "decided_by": how} for role, (f, how) in self.families.items()}}
 
 
 def _resolve(model: type[Params], layers: list[tuple[str, dict[str, Any]]], where: str) -> Resolved:
@@ -219,11 +320,65 @@ def _resolve(model: type[Params], layers: list[tuple[str, dict[str, Any]]], wher
     return Resolved(params, origin)
 
 
-def get_tier(name: str, overrides: dict[str, dict[str, Any]] | None = None) -> Tier:
-    """The named tier with ``--audit-set`` overrides (an overridden tier is flagged non-standard)."""
+def get_tier(name: str, overrides: dict[str, dict[str, Any]] | None = None, *,
+             exploit: tuple[str, dict[str, Any]] | None = None, models: dict[str, str | None] | None = None) -> Tier:
+    """The named tier with ``--audit-set`` overrides (an overridden tier is flagged non-standard),
+    the standard exploit (``--exploit``: name and parameters) and the models by role
+    (protector, transfer), whose families pick the tier's rows."""
     if name not in TIERS:
         raise ValueError(f"unknown tier '{name}'{did_you_mean(name, list(TIERS))}; choose one of: {', '.join(TIERS)} (--tier)")
-    return Tier(name, TIERS[name], overrides or {})
+    exploit_name, exploit_params = exploit or (DEFAULT_EXPLOIT, {})
+    families = {role: model_family(spec) for role, spec in (models or {}).items() if spec is not None}
+    return Tier(name, TIERS[name], overrides or {}, exploit_name, dict(exploit_params), families)
+
+
+def parse_exploit(text: str | None) -> tuple[str, dict[str, Any]] | None:
+    """``--exploit NAME`` or ``--exploit 'NAME: {params}'`` (the scenario grammar) → (name, the
+    parameters written); an unknown name says "did you mean", unknown parameters name the field."""
+    if text is None or not text.strip():
+        return None
+    example = "--exploit=lora or --exploit='lora: {rank: 32}'"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidParams(f"--exploit={text!r} is not YAML ({exc}); write {example}") from None
+    from audit.parts import EXPLOITS
+
+    spec = parse_spec(EXPLOITS, raw, "--exploit", example, partial=True)
+    return spec.name, spec.params
+
+
+def rows_problems(tiers: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """What is wrong with the tiers' ``rows`` (empty when nothing is): every row has ``when``,
+    ``set`` and ``source``; its keys are the part's parameters; a family is a known one; a row
+    never sets what it is conditioned on."""
+    from audit.parts import REGISTRIES
+
+    parts = {p.name: p for registry in REGISTRIES.values() for p in registry}
+    problems = []
+    for tier_name, data in (tiers or TIERS).items():
+        for section, values in data.items():
+            if not isinstance(values, dict) or ROWS not in values:
+                continue
+            where = f"tier '{tier_name}' {section}.{ROWS}"
+            if section not in parts:
+                problems.append(f"{where}: rows only in a part's section")
+                continue
+            fields = set(parts[section].params_model().model_fields)
+            for i, row in enumerate(values[ROWS]):
+                if set(row) != {"when", "set", "source"}:
+                    problems.append(f"{where}[{i}]: keys must be when, set, source; got {sorted(row)}")
+                    continue
+                when = dict(row["when"])
+                if when.get("family", FALLBACK) not in FAMILIES:
+                    problems.append(f"{where}[{i}]: unknown family {when['family']!r} (known: {', '.join(FAMILIES)})")
+                when.pop("family", None)
+                unknown = (set(when) | set(row["set"])) - fields
+                if unknown:
+                    problems.append(f"{where}[{i}]: not parameters of '{section}': {sorted(unknown)}")
+                if set(when) & set(row["set"]):
+                    problems.append(f"{where}[{i}]: sets what it is conditioned on: {sorted(set(when) & set(row['set']))}")
+    return problems
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -281,6 +436,9 @@ def validate_overrides(tier: Tier) -> None:
                 f"--audit-set {section}.…: unknown section '{section}'{did_you_mean(section, known)}; "
                 f"sections: {', '.join(known)}"
             )
+    from audit.parts import EXPLOITS
+
+    tier.resolve_part(EXPLOITS.get(tier.exploit))  # --exploit's name and parameters
     from pydantic import ValidationError
 
     from audit.registry import format_validation

@@ -292,6 +292,7 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "control": (entry.get("control") or None),
         "plan_text": (case.get("plan") or {}).get("text"),
         "worst_variant": case.get("worst_variant"),
+        "exploiter_best": case.get("exploiter_best"),
         "strips": strips,
         "timings": [(t.get("stage"), duration(t.get("seconds"))) for t in timings],
         "seconds": duration(case.get("seconds")),

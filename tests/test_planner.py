@@ -41,7 +41,7 @@ def plan(name: str, protection: str = "pid", k: int = 3, seed: int = 0, tier: st
 
 
 def test_the_catalogue_is_what_these_tests_cover() -> None:
-    assert SCENARIOS == ["jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"]
+    assert {"jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"} <= set(SCENARIOS)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -213,7 +213,8 @@ def test_python_m_audit_plan(capsys) -> None:
     out = capsys.readouterr().out
     for name in SCENARIOS:
         assert f"scenario {name} · protection pid(" in out
-    assert "steps=1000" in out and "4 scenario(s)" in out
+    assert "steps=1000" in out and f"{len(SCENARIOS)} scenario(s)" in out
+    assert "steps, lr ← tier: PID Table 8a, SD 1.5, text encoder frozen" in out  # where the recipe came from
     assert main(["plan", "--protection", "none", "--replicates", "1", str(CATALOGUE_DIR / "no-attack.yaml")]) == 0
     out = capsys.readouterr().out
     assert "1 replicate(s), seeds 0" in out and "note: one replicate" in out and "1 scenario(s)" in out

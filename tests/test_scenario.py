@@ -32,14 +32,14 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_catalogue_has_the_four_scenario_kinds() -> None:
-    ids = [p.stem for p in catalogue_files()]
-    assert ids == ["jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"]
+    ids = ["jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"]
+    assert set(ids) <= {p.stem for p in catalogue_files()}
     scenarios = {i: load_scenario(CATALOGUE_DIR / f"{i}.yaml") for i in ids}
     jpeg = scenarios["jpeg-q75"]
     assert jpeg.attack[0].part == "jpeg" and jpeg.attack[0].params == {"quality": 75}
-    assert jpeg.exploit == Step(part="dreambooth", params={})
-    for s in scenarios.values():
-        assert s.exploit.part == "dreambooth"
+    assert jpeg.exploit == Step(part="standard", params={})
+    for s in scenarios.values():  # the audit's standard exploit (--exploit), changed or not
+        assert s.exploit.part == "standard"
     assert scenarios["zero-sigma"].exploit.params["posterior"]["sigma"] == "zero"
     assert scenarios["no-attack"].attack == []
     mismatch = scenarios["prompt-mismatch"]
@@ -58,13 +58,15 @@ def test_good_file_loads_and_hash_is_stable(tmp_path: Path) -> None:
     assert a.definition_hash() == b.definition_hash()
     c = load_scenario(write(tmp_path, "a.yaml", GOOD.format(id="a").replace("75", "76")))
     assert c.definition_hash() != a.definition_hash()
-    # The exploit defaults to DreamBooth with no scenario-level parameters (the tier fills them in).
-    assert a.exploit == Step(part="dreambooth", params={})
+    # The exploit defaults to the standard one with no scenario-level parameters (the tier fills them in).
+    assert a.exploit == Step(part="standard", params={})
     # Only the parameters written are kept (validated); defaults are not frozen into the scenario.
     d = load_scenario(write(tmp_path, "a.yaml", GOOD.format(id="a") + "exploit: {dreambooth: {posterior: {sigma: zero}}}\n"))
     assert d.exploit.params == {"posterior": {"sigma": "zero"}}
-    e = load_scenario(write(tmp_path, "a.yaml", GOOD.format(id="a") + "exploit: dreambooth\n"))
+    e = load_scenario(write(tmp_path, "a.yaml", GOOD.format(id="a") + "exploit: standard\n"))
     assert e.exploit == a.exploit
+    f = load_scenario(write(tmp_path, "a.yaml", GOOD.format(id="a") + "exploit: dreambooth\n"))
+    assert f.exploit == Step(part="dreambooth", params={})  # named: stays DreamBooth whatever --exploit says
 
 
 def test_variants_are_partial_overrides(tmp_path: Path) -> None:
