@@ -132,7 +132,7 @@ METRICS.register(
     direction="up", implementation="facenet-pytorch MTCNN (bundled weights)",
 )
 METRICS.register(
-    "brisque", target=f"{_M}.quality:Brisque", params="audit.parts:NoParams",
+    "brisque", target=f"{_M}.quality:Brisque", params="audit.parts:NoParams", version=2,  # 2: undefined slots kept (None)
     description="BRISQUE no-reference quality (the brisque package's libsvm model)",
     source="PID App. A.2; Anti-DreamBooth §5",
     direction="up", implementation="brisque 0.2.0 libsvm SVR, bundled model (weight-free)",

@@ -224,7 +224,7 @@ def test_fid_logic_one_value_per_set_direction_and_caution(photos) -> None:
     assert near.caution in near.notes
     assert calls == [8, 4, 8]  # the reference's features are computed once and kept
     too_few = metric.compute(photos[:1], photos)
-    assert too_few.unavailable and "at least 2 images" in too_few.unavailable
+    assert too_few.unavailable and "at least 2 images" in too_few.unavailable and too_few.level == "set"
 
 
 def test_fid_without_caution_on_large_sets(monkeypatch) -> None:

@@ -235,6 +235,11 @@ class _InceptionMetric(Metric):
                 self._features.popitem(last=False)
         return self._features[key]
 
+    def unavailable(self, why: str) -> MetricResult:
+        result = super().unavailable(why)
+        result.level = "set"
+        return result
+
     def network_label(self) -> str:
         return f"stand-in network: {self._stand_in.label}" if self._stand_in is not None else inception_label()
 

@@ -19,6 +19,11 @@ squared distance accumulated feature by feature as libsvm's ``k_function`` does,
 summed with ``math.fsum``, which is correctly rounded and so independent of order and thread
 count.
 
+Undefined values: on some images (a flat one) BRISQUE's fit is undefined. Such an image keeps
+its slot with the value None, so the i-th value of every exploit still belongs to the i-th
+prompt and seed; ``audit.verdict.pair_slots`` leaves that slot out of clean, protected and
+attacked of the replicate alike, and the checks count and flag it.
+
 Tolerance: a BRISQUE value is identical (0 difference) when recomputed — in the same process,
 in a fresh process, with any number of threads — on the same platform and library versions,
 so a cached value equals a recomputed one exactly. Against libsvm's own (order-dependent)
