@@ -99,3 +99,27 @@ def test_transfer_model_equal_to_model_is_refused() -> None:
         _model(SimpleNamespace(model="tiny", transfer_model="tiny", allow_download=False))
     with pytest.raises(ValueError, match="--transfer-model=/nonexistent/x: model path"):
         _model(SimpleNamespace(model="tiny", transfer_model="/nonexistent/x", allow_download=False))
+
+
+def test_the_case_protects_on_model_and_exploits_on_transfer_model(tmp_path: Path) -> None:
+    """One replicate of the bundled model-transfer scenario through the engine, few steps."""
+    from audit.engine import AuditSession
+    from audit.scenario import CATALOGUE_DIR, load_scenario
+    from audit.tiers import parse_overrides
+
+    overrides = parse_overrides(["pid.steps=2", "dreambooth.steps=2", "generation.images_per_prompt=1",
+                                 "generation.steps=2"])
+    options = AuditOptions(protection="pid", results_dir=tmp_path, device="cpu", replicates=1, overrides=overrides,
+                           exploit_workers=1)
+    session = AuditSession(options, Progress(None))
+    try:
+        record = session.run_case(load_scenario(CATALOGUE_DIR / "model-transfer.yaml"), "astronaut", "transfer")
+    finally:
+        session.close()
+    assert record["outcome"] != "error", record["reason"]
+    assert record["model"]["id"] == "tiny" and record["transfer_model"]["id"] == "tiny-2"
+    assert record["transfer_model"]["fingerprint"] != record["model"]["fingerprint"]
+    by_role = {e["role"]: e["info"]["model"]["id"] for e in record["exploits"].values()}
+    assert by_role == {"clean": "tiny", "protected": "tiny", "attacked": "tiny-2", "control": "tiny-2"}
+    # PID was crafted once per replicate, on the protector's model (its key holds tiny's fingerprint).
+    assert len(record["protection_runs"]) == 1
