@@ -108,6 +108,22 @@ def test_prior_preservation_trains_on_the_class_images(tiny, images) -> None:
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
+def test_the_cache_key_names_the_exploit_and_its_resolved_params(tiny, images, tmp_path: Path) -> None:
+    """One key rule for every exploit part: its name and resolved params feed the key, so a
+    second exploit never meets DreamBooth's entries (nothing in the stages is DreamBooth's own)."""
+    from audit.exploits.lora import LoraParams
+
+    lora = LoraParams(**SHORT).model_dump()
+    specs = [("dreambooth", DreamboothParams(**SHORT).model_dump()), ("lora", lora), ("lora", {**lora, "rank": 8}),
+             ("lora", {**lora, "unet_target_modules": ["to_q"]})]
+    s = stages(tmp_path, tiny)
+    keys = [s.exploit_keys(Run("clean", None, 0, (), PartSpec("exploit", name, p), 0), to_uint8(images), GENERATION)
+            for name, p in specs]
+    assert len({w for w, _ in keys}) == len({g for _, g in keys}) == len(specs)
+    assert s.exploit_keys(Run("clean", None, 0, (), PartSpec("exploit", "lora", dict(lora)), 0), to_uint8(images),
+                          GENERATION) == keys[1]
+
+
 # -- the paper tier: PID Table 8 per model family and text-encoder setting ----------------------------
 @pytest.mark.parametrize(
     ("model", "part", "scenario_params", "want", "source"),
