@@ -369,33 +369,32 @@ def test_weights_in_the_local_folder_are_found_by_their_documented_names(no_weig
 
 
 def test_fid_inception_from_a_file_is_piqs_network(monkeypatch, tmp_path: Path) -> None:
-    """Our file-loading build of the FID Inception equals piq's own (same random weights, same
-    outputs): piq's download is replaced by the same state dict."""
+    """The metrics' own path finds the FID Inception file in the local weights folder, names it,
+    and builds piq's network from it: its features equal piq's own InceptionV3 with the same
+    (random) weights, piq's download replaced by the same state dict."""
     from piq.feature_extractors import fid_inception as fi
     from torchvision.models import inception as tv
 
     torch.manual_seed(0)
-
     blocks = [tv.BasicConv2d, fi.FIDInceptionA, tv.InceptionB, fi.FIDInceptionC, tv.InceptionD,
               lambda c: fi.FIDInceptionE1(c) if c == 1280 else fi.FIDInceptionE2(c), tv.InceptionAux]
     state = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False, inception_blocks=blocks).state_dict()
-    path = tmp_path / distribution.INCEPTION_FILE
-    torch.save(state, path)
-    ours = distribution.inception_network(path)
+    torch.save(state, tmp_path / distribution.INCEPTION_FILE)
+    monkeypatch.setenv("PROTECTION_AUDIT_WEIGHTS", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    generated, reference = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    metric = PRDPrecision()
+    result = metric.compute(generated, reference)
+    assert result.unavailable is None and len(result.values) == 1 and 0 <= result.values[0] <= 1
+    assert f"{distribution.INCEPTION_FILE} sha256 " in result.implementation and "stand-in" not in result.implementation
     monkeypatch.setattr(fi, "load_state_dict_from_url", lambda *a, **k: state)
     # piq builds torchvision's Inception with its slow truncated-normal init (scipy); the
     # weights are replaced by ``state`` anyway.
     monkeypatch.setattr(fi.models, "inception_v3", functools.partial(tv.inception_v3, init_weights=False))
-    piqs = fi.InceptionV3().eval()
-    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        mine, theirs = ours(x)[0], piqs(x)[0]
-    assert mine.shape == (1, 2048, 1, 1) and torch.allclose(mine, theirs, atol=1e-5)
-    # The metric's own path finds the file in the local weights folder and names it.
-    monkeypatch.setenv("PROTECTION_AUDIT_WEIGHTS", str(tmp_path))
-    result = PRDPrecision().compute(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
-    assert result.unavailable is None and len(result.values) == 1 and 0 <= result.values[0] <= 1
-    assert f"{distribution.INCEPTION_FILE} sha256 " in result.implementation and "stand-in" not in result.implementation
+        theirs = fi.InceptionV3().eval()(generated)[0].flatten(1).double()
+    mine = metric.features(generated)  # kept from compute: no second forward
+    assert mine.shape == (1, 2048) and torch.allclose(mine, theirs, atol=1e-5)
 
 
 def test_clip_metrics_load_open_clip_weights_from_the_local_folder(monkeypatch, tmp_path: Path) -> None:
