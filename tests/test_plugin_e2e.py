@@ -37,11 +37,26 @@ def load_results(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
 
+# The end-to-end run's catalogue: the four scenarios whose kinds cover every role (baseline,
+# attack, changed prompt with variants, changed posterior with a matched control). The other
+# bundled scenarios are checked by `python -m audit validate`/`plan` tests and their own tests.
+E2E_SCENARIOS = ("jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma")
+
+
+def e2e_catalogue(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in E2E_SCENARIOS:
+        shutil.copy(CATALOGUE_DIR / f"{name}.yaml", folder / f"{name}.yaml")
+    return folder
+
+
 def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pytester) -> None:
     results = pytester.path / "res"
     junit = pytester.path / "junit.xml"
+    scenarios = e2e_catalogue(pytester.path / "catalogue")
     start = time.perf_counter()
-    first = run(pytester, "--protection=pid", "--full-catalogue", f"--results-dir={results}", f"--junitxml={junit}", "-v", *REDUCED)
+    first = run(pytester, "--protection=pid", "--full-catalogue", f"--scenarios={scenarios}", f"--results-dir={results}",
+                f"--junitxml={junit}", "-v", *REDUCED)
     first_seconds = time.perf_counter() - start
     out = first.stdout.str()
     for scenario in ("jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"):
@@ -91,7 +106,7 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     assert len({c["exploits"]["protected r1"]["cache_key"] for c in cases.values()}) == 1
 
     start = time.perf_counter()
-    second = run(pytester, "--protection=pid", "--full-catalogue", f"--results-dir={results}", *REDUCED)
+    second = run(pytester, "--protection=pid", "--full-catalogue", f"--scenarios={scenarios}", f"--results-dir={results}", *REDUCED)
     second_seconds = time.perf_counter() - start
     rerun = load_results(results)
     assert second.ret == first.ret and rerun["run"]["run_id"] != data["run"]["run_id"]

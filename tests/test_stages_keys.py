@@ -193,6 +193,7 @@ class FakeModel:
     """Stands in for the diffusion model: a fingerprint, a 'UNet' and a 'text encoder'."""
 
     fingerprint = "fake-model"
+    model_id = "fake"
 
     def __init__(self) -> None:
         self.unet = torch.nn.Linear(2, 2)
