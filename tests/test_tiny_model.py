@@ -43,7 +43,7 @@ def test_modified_weights_are_refused_with_the_file_and_the_fix(tmp_path: Path, 
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
-    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda: copy)
+    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda variant="tiny": copy)
     with pytest.raises(ModelError, match=r"unet/diffusion_pytorch_model.safetensors: SHA-256 differs.*train_tiny.py"):
         load_model("tiny")
 
