@@ -233,12 +233,18 @@ class Stages:
         key = stage_key(self.cache, "metric", part={**part.identity(), "implementation": metric.implementation_name()},
                         params={}, inputs={"generations": tensor_hash(generations_u8), "reference": tensor_hash(reference_u8)},
                         model=None, seed=None)
+        # An unavailable result (weights missing) is decided in well under a second and is not
+        # cached, so that weights provided later are used; it is neither a hit nor a miss.
         with self.cache.lock("metric", key):
-            hit = self.cache.get("metric", key)
-            if hit is not None:
-                return hit[1]
+            looked_up = self.cache.has("metric", key)
+            if looked_up:
+                hit = self.cache.get("metric", key)  # a hit, or a corrupt entry counted as a miss
+                if hit is not None:
+                    return hit[1]
             result = metric.compute(from_uint8(generations_u8), from_uint8(reference_u8)).to_dict()
             if result.get("unavailable") is None:
+                if not looked_up and self.cache.enabled:
+                    self.cache.events.misses.append("metric")
                 self.cache.put("metric", key, {}, result)
         return result
 
