@@ -152,7 +152,7 @@ def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(monkeypatch
     file is a download), so only structure, pairing and provenance are checked, not values."""
     from facenet_pytorch import InceptionResnetV1
 
-    from audit.metrics.faces import file_sha256
+    from audit.metrics.weights import file_sha256
 
     torch.manual_seed(0)
     net = InceptionResnetV1(pretrained=None, classify=False)
@@ -373,8 +373,10 @@ def test_insightface_pack_found_in_the_weights_folder_even_one_level_deep(no_wei
 def test_sha256_of_weights_is_the_files() -> None:
     import hashlib
 
+    from audit.metrics.weights import file_sha256
+
     path = faces_module.__file__
-    assert faces_module.file_sha256(path) == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 # -- the offline metrics: dlib against dlib itself -------------------------------------------------

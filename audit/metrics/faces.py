@@ -12,11 +12,8 @@ code path (``tests/test_face_metrics.py``, the logic tests). Units: cosine simil
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,19 +117,3 @@ def ims_values(ip_generated: Embeddings, ip_reference: Embeddings, vgg_generated
         raise ValueError("no face was detected in any clean image, so there is no identity to compare with")
     return [weight * cosine(a, ip_identity) + (1 - weight) * cosine(v, vgg_identity)
             for a, v in zip(ip_generated, vgg_generated, strict=True)]
-
-
-@functools.cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file, computed once per (path, size, mtime) in a process."""
-    stat = Path(path).stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
-

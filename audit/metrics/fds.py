@@ -35,8 +35,14 @@ from typing import Any
 import torch
 
 from audit.metrics.base import Metric, MetricResult, package_version
-from audit.metrics.faces import Embedding, fds_values, file_sha256, rgb_arrays
-from audit.metrics.weights import downloads_allowed, find_weights, looked_in, missing_weights
+from audit.metrics.faces import Embedding, fds_values, rgb_arrays
+from audit.metrics.weights import (
+    downloads_allowed,
+    file_sha256,
+    find_weights,
+    looked_in,
+    missing_weights,
+)
 
 FACENET_FILE = "20180402-114759-vggface2.pt"
 FACENET_URL = f"https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/{FACENET_FILE}"

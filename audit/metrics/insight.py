@@ -37,13 +37,18 @@ from audit.metrics.faces import (
     Embedding,
     Face,
     failure_values,
-    file_sha256,
     ims_values,
     ism_values,
     largest,
     rgb_arrays,
 )
-from audit.metrics.weights import downloads_allowed, looked_in, missing_weights, weights_dir
+from audit.metrics.weights import (
+    downloads_allowed,
+    file_sha256,
+    looked_in,
+    missing_weights,
+    weights_dir,
+)
 
 ISM_PACK = "buffalo_l"  # InsightFace's default pack: SCRFD-10GF + ArcFace-R50 (WebFace600K)
 IMS_PACK = "antelopev2"  # DiffShortcut's (after IP-Adapter): SCRFD-10GF + ArcFace-R100 (Glint360K)
