@@ -54,11 +54,9 @@ import torch
 
 from audit.metrics.base import Metric, MetricResult, package_version
 from audit.metrics.weights import (
-    downloads_allowed,
     find_weights,
     hub_checkpoints,
-    looked_in,
-    missing_weights,
+    hub_file_missing,
     weights_label,
 )
 
@@ -90,13 +88,7 @@ def inception_weights() -> Path | None:
 
 def inception_missing() -> str | None:
     """Why the FID Inception cannot be loaded (file checks only), or None."""
-    if inception_weights() is None and not downloads_allowed():
-        return missing_weights(
-            f"the FID Inception v3 weights {INCEPTION_FILE}",
-            looked_in(hub_checkpoints() / INCEPTION_FILE, name=INCEPTION_FILE),
-            f"Copy it from {INCEPTION_URL} into {hub_checkpoints()}.",
-        )
-    return None
+    return hub_file_missing(f"the FID Inception v3 weights {INCEPTION_FILE}", INCEPTION_FILE, INCEPTION_URL)
 
 
 def inception_network(path: Path) -> torch.nn.Module:

@@ -27,11 +27,9 @@ import torch
 from audit.images import to_uint8
 from audit.metrics.base import Metric, MetricResult, package_version
 from audit.metrics.weights import (
-    downloads_allowed,
     find_weights,
     hub_checkpoints,
-    looked_in,
-    missing_weights,
+    hub_file_missing,
     weights_label,
 )
 
@@ -51,13 +49,7 @@ def lpips_missing() -> str | None:
 
     if importlib.util.find_spec("lpips") is None:
         return "the lpips package is not installed (pip install lpips==0.1.4)"
-    if vgg_weights() is None and not downloads_allowed():
-        return missing_weights(
-            f"LPIPS's VGG16 backbone ({VGG_FILE}, torchvision's ImageNet weights)",
-            looked_in(hub_checkpoints() / VGG_FILE, name=VGG_FILE),
-            f"Copy it from {VGG_URL} into {hub_checkpoints()}.",
-        )
-    return None
+    return hub_file_missing(f"LPIPS's VGG16 backbone ({VGG_FILE}, torchvision's ImageNet weights)", VGG_FILE, VGG_URL)
 
 
 def lpips_network(backbone: Path | None, net: str = LPIPS_NET) -> torch.nn.Module:

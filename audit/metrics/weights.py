@@ -82,3 +82,13 @@ def file_sha256(path: Path | str) -> str:
 def weights_label(path: Path | None, file: str) -> str:
     """How a result names its weights: ``file sha256 <hex>``, or ``file (missing)``."""
     return f"{path.name} sha256 {file_sha256(path)}" if path is not None else f"{file} (missing)"
+
+
+def hub_file_missing(what: str, file: str, url: str) -> str | None:
+    """The unavailable reason for a torch-hub checkpoint ``file`` (looked for in
+    ``$PROTECTION_AUDIT_WEIGHTS`` and the hub's checkpoint folder), or None when it is there or
+    may be downloaded."""
+    if find_weights(hub_checkpoints() / file, name=file) is not None or downloads_allowed():
+        return None
+    return missing_weights(what, looked_in(hub_checkpoints() / file, name=file),
+                           f"Copy it from {url} into {hub_checkpoints()}.")
