@@ -102,7 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     from audit.startup import check_options
 
-    check_options(options)
+    check_options(options, collect_only=bool(config.getoption("collectonly")))
     if options.allow_download:  # metric weights load through their libraries (audit/metrics/weights.py)
         os.environ["PROTECTION_AUDIT_ALLOW_DOWNLOAD"] = "1"
     config.stash[_RECORDS_KEY] = []

@@ -9,6 +9,7 @@ What is per case stays per case: one bad subject or one broken scenario file amo
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from pathlib import Path
@@ -24,9 +25,14 @@ from audit.registry import InvalidParams
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
-def check_options(options: Any) -> None:
-    """Raise pytest.UsageError for the first global problem found."""
-    for check in (_numbers, _tier, _protection, _model, _device, _scenarios, _data):
+def check_options(options: Any, *, collect_only: bool = False) -> None:
+    """Raise pytest.UsageError for the first global problem found.
+
+    With ``collect_only`` (pytest's ``--collect-only``) nothing runs, so a hub id's presence in
+    the local cache is not required: the paper tier's cases can be listed on a machine without
+    Stable Diffusion (the id's form, a local folder's layout and everything else are checked)."""
+    model = functools.partial(_model, need_weights=not collect_only)
+    for check in (_numbers, _tier, _protection, model, _device, _scenarios, _data):
         try:
             check(options)
         except (AuditError, InvalidParams, ValueError) as exc:
@@ -94,16 +100,16 @@ def _protection(options: Any) -> None:
     raise ValueError(PROTECTION_FORMS)  # pragma: no cover
 
 
-def _model(options: Any) -> None:
-    _model_spec(options.model, "--model", options.allow_download)
+def _model(options: Any, need_weights: bool = True) -> None:
+    _model_spec(options.model, "--model", options.allow_download, need_weights)
     if options.transfer_model:
         if options.transfer_model == options.model:
             raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a transfer scenario "
                              "fine-tunes another model than the one the protection was crafted on (PID §6.3).")
-        _model_spec(options.transfer_model, "--transfer-model", options.allow_download)
+        _model_spec(options.transfer_model, "--transfer-model", options.allow_download, need_weights)
 
 
-def _model_spec(spec: str, flag: str, allow_download: bool) -> None:
+def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool = True) -> None:
     from audit.models.tiny import TINY_VARIANTS
 
     if spec in TINY_VARIANTS:
@@ -121,7 +127,7 @@ def _model_spec(spec: str, flag: str, allow_download: bool) -> None:
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise ValueError(f"{flag}={spec}: model path {spec} does not exist; pass a local diffusers folder, a Hugging "
                          f"Face id such as {SD15_HUB_ID}, or 'tiny' (the built-in model).")
-    if not allow_download:
+    if need_weights and not allow_download:
         from audit.models.loading import _hub_snapshot
 
         _hub_snapshot(spec, allow_download=False)

@@ -1,7 +1,7 @@
 """Benchmark: wall time of the default audit (first run and cached rerun), per stage, and of
 PID crafting.
 
-    ./dev python benchmarks/bench_audit.py [--model tiny] [--skip-audit] [--full-catalogue] [--out bench.json]
+    ./dev python benchmarks/bench_audit.py [--model tiny] [--skip-audit] [--full-catalogue] [--results-dir DIR] [--out bench.json]
 
 Prints one JSON document: machine, versions, the audit's wall times; for the cold run the
 seconds per stage kind summed over every case (from each case's recorded timings: protect,
@@ -112,14 +112,19 @@ def main() -> None:
     parser.add_argument("--skip-pid", action="store_true")
     parser.add_argument("--full-catalogue", action="store_true")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--results-dir", type=Path, help="keep the audit's results here (default: a temporary folder)")
     args = parser.parse_args()
     report: dict[str, object] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "model": args.model,
     }
     if not args.skip_audit:
-        with tempfile.TemporaryDirectory() as tmp:
-            report["audit"] = time_audit(Path(tmp), args.model, args.full_catalogue)
+        if args.results_dir:
+            args.results_dir.mkdir(parents=True, exist_ok=True)
+            report["audit"] = time_audit(args.results_dir, args.model, args.full_catalogue)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                report["audit"] = time_audit(Path(tmp), args.model, args.full_catalogue)
     if not args.skip_pid:
         report["pid"] = time_pid(args.model)
     text = json.dumps(report, indent=1)

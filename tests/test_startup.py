@@ -69,6 +69,18 @@ def test_model_id_not_in_the_local_cache() -> None:
     assert "--model=nobody/none-such-model" in message and "--allow-download" in message
 
 
+def test_collect_only_lists_the_paper_tier_without_the_model(tmp_path: Path) -> None:
+    """--collect-only runs nothing, so a hub id need not be cached; its form and a folder's layout still count."""
+    paper = {"protection": "pid", "tier": "paper", "model": "nobody/none-such-model"}
+    check_options(AuditOptions(**paper), collect_only=True)
+    check_options(AuditOptions(**paper, transfer_model="nobody/other-model"), collect_only=True)
+    for model, fragment in (("no-slash-id", "does not exist"), (str(tmp_path), "lacks vae/")):
+        with pytest.raises(pytest.UsageError, match=fragment):
+            check_options(AuditOptions(**{**paper, "model": model}), collect_only=True)
+    with pytest.raises(pytest.UsageError, match="is --model itself"):
+        check_options(AuditOptions(**paper, transfer_model=paper["model"]), collect_only=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda() -> None:
     message = refused(device="cuda")
