@@ -335,6 +335,7 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
         "git_commit": run.get("git_commit"),
         "versions": versions,
         "platform": run.get("platform"),
+        "cpu": run.get("cpu") or {},
         "options": run.get("options") or {},
         "tier_settings": run.get("tier_settings") or {},
         "non_standard": run.get("non_standard"),

@@ -92,6 +92,21 @@ def test_report_has_every_section_with_the_recorded_numbers(results_file: Path, 
     assert html.count("<svg ") >= 1 + len(cases)
 
 
+def test_provenance_names_the_cpu_and_its_kernel_instruction_set(tmp_path: Path, recorded: dict) -> None:
+    """CPU reruns are bitwise identical only on the same instruction set, so the record says which."""
+    import torch
+
+    from audit.engine import cpu_description
+
+    cpu = cpu_description()
+    assert cpu["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    recorded["run"]["cpu"] = {"model": "Example CPU 9000", "torch_capability": "AVX512"}
+    html = _html(_write(tmp_path / "res", recorded))
+    assert "CPU Example CPU 9000 (torch kernels: AVX512)" in html
+    recorded["run"].pop("cpu")  # results written before the field existed still render
+    assert "torch kernels" not in _html(_write(tmp_path / "old", recorded))
+
+
 def test_images_are_embedded_once_each_and_report_is_small(results_file: Path, recorded: dict) -> None:
     html = _html(results_file)
     paths = {p for c in recorded["cases"] for ps in c["artifacts"].values() for p in ps}
