@@ -139,6 +139,19 @@ def test_draw_latents_sigma_semantics(value: float, logstd: float, seed: int) ->
     assert torch.equal(draw_latents(mean, logvar, "zero", None, torch.Generator()), mean)
 
 
+@settings(max_examples=50, deadline=None)
+@given(logvar=st.floats(-30.0, 20.0), seed=st.integers(0, 2**16))
+def test_clipping_at_1e_7_is_fixing_at_1e_7_for_any_diffusers_posterior(logvar: float, seed: int) -> None:
+    """diffusers clamps log σ² to [−30, 20], so σ ≥ e^−15 ≈ 3.06e-7 > 1e-7: PID Table 6's clipped σ
+    at 1e-7 draws the very latents fixed σ at 1e-7 draws (the audit's two runs agree bitwise)."""
+    mean = torch.randn((2, 4, 5, 5), generator=torch.Generator().manual_seed(seed))
+    logvar_t = torch.full_like(mean, logvar)
+    clipped = draw_latents(mean, logvar_t, "clip", 1e-7, torch.Generator().manual_seed(seed + 1))
+    fixed = draw_latents(mean, logvar_t, "fixed", 1e-7, torch.Generator().manual_seed(seed + 1))
+    assert torch.equal(clipped, fixed)
+    assert float(torch.exp(0.5 * torch.tensor(-30.0))) > 1e-7
+
+
 @pytest.mark.parametrize(
     ("name", "mode", "value"),
     [("zero-sigma", "zero", None), ("clipped-sigma-1e-7", "clip", 1e-7), ("clipped-sigma-1e-6", "clip", 1e-6),
