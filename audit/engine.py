@@ -494,9 +494,9 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
 
 def cpu_description() -> dict[str, str | None]:
     """The CPU and the vector instruction set torch's kernels use on it. On the CPU a rerun is
-    bitwise identical only on the same instruction set: another one sums in another order
-    (measured: the smoke audit's m_c 0.4841 on one 2-core host, 0.4813 on another with the same
-    fine-tune code and torch 2.14.1), well inside the interval over replicates."""
+    bitwise identical only on the same kind of host (measured: the smoke audit's m_c 0.4841 on
+    one 2-core host, 0.4813 on another with the same code and torch 2.14.1, well inside the
+    interval over replicates), so a results file says which host it came from."""
     model = None
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():

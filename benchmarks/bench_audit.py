@@ -15,6 +15,7 @@ iteration count the crafting time, the objective (first iterate, last iterate, o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -119,12 +120,8 @@ def main() -> None:
         "model": args.model,
     }
     if not args.skip_audit:
-        if args.results_dir:
-            args.results_dir.mkdir(parents=True, exist_ok=True)
-            report["audit"] = time_audit(args.results_dir, args.model, args.full_catalogue)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                report["audit"] = time_audit(Path(tmp), args.model, args.full_catalogue)
+        with contextlib.nullcontext(args.results_dir) if args.results_dir else tempfile.TemporaryDirectory() as results:
+            report["audit"] = time_audit(Path(results), args.model, args.full_catalogue)
     if not args.skip_pid:
         report["pid"] = time_pid(args.model)
     text = json.dumps(report, indent=1)

@@ -3,8 +3,8 @@
     ./dev python benchmarks/catalogue_table.py RESULTS_JSON [--out table.json] [--markdown table.md]
 
 Reads an audit's ``results.json`` (e.g. from ``bench_audit.py --full-catalogue --results-dir``)
-and, for each case's variants on the case's verdict metric, prints from the recorded
-replicate means (nothing is recomputed from images):
+and, for each case's variants on the case's verdict metric, prints what the verdict recorded
+(nothing is recomputed from images):
 
 - m_c, m_p, m_a with the t interval over replicates;
 - the protective effect d·(m_p − m_c) and retained protection (m_a − m_c)/(m_p − m_c) with
@@ -33,16 +33,16 @@ sys.path.insert(0, str(ROOT))
 from audit import intervals  # noqa: E402
 
 
-def _per_replicate(means: list[float]) -> list[list[float]]:
-    return [[float(m)] for m in means]
-
-
-def _est(e: intervals.Estimate) -> dict[str, float]:
-    return {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+def _est(e: dict[str, Any] | intervals.Estimate) -> dict[str, float]:
+    if isinstance(e, intervals.Estimate):
+        e = {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+    return {"value": e["value"], "ci_low": e["ci_low"], "ci_high": e["ci_high"]}
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (case, variant) on the case's verdict metric."""
+    """One row per (case, variant) on the case's verdict metric: the verdict's recorded
+    estimates, plus the two the verdict does not record (retained when there was no effect to
+    retain, for reference; and d·(m_a − m_c)), computed from its recorded replicate means."""
     out = []
     for case in results["cases"]:
         metric = case.get("verdict_metric")
@@ -54,25 +54,22 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             verdict = (variant.get("verdicts") or {}).get(metric)
             if verdict is None:
                 continue
-            d = 1.0 if verdict["direction"] == "up" else -1.0
-            reps = {role: _per_replicate(v) for role, v in verdict["replicates"].items()}
+            direction = verdict["direction"]
+            reps = {role: [[float(m)] for m in means] for role, means in verdict["replicates"].items()}
             clean, protected, attacked = reps["clean"], reps["protected"], reps["attacked"]
+            retained = verdict["retained"] or intervals.retained_interval(clean, protected, attacked, direction)
             row: dict[str, Any] = {
                 "scenario": scenario, "variant": variant.get("label") or "", "worst_variant": i == case.get("worst_variant"),
-                "metric": metric, "direction": verdict["direction"], "K": len(clean), "outcome_of_variant": verdict["outcome"],
+                "metric": metric, "direction": direction, "K": len(clean), "outcome_of_variant": verdict["outcome"],
                 "case_outcome": case.get("outcome"),
-                "m_c": _est(intervals.mean_interval(clean)), "m_p": _est(intervals.mean_interval(protected)),
-                "m_a": _est(intervals.mean_interval(attacked)),
-                "effect": _est(intervals.effect_interval(clean, protected, verdict["direction"])),
-                "retained": _est(intervals.retained_interval(clean, protected, attacked, verdict["direction"])),
-                "attacked_vs_clean": _est(intervals.effect_interval(clean, attacked, verdict["direction"])),
+                "m_c": _est(verdict["m_c"]), "m_p": _est(verdict["m_p"]), "m_a": _est(verdict["m_a"]),
+                "effect": _est(verdict["effect"]), "retained": _est(retained),
+                "attacked_vs_clean": _est(intervals.effect_interval(clean, attacked, direction)),
                 "replicate_means": verdict["replicates"],
             }
-            if "control" in reps:
-                control = reps["control"]
-                row["control_shift"] = _est(intervals.effect_interval(clean, control, verdict["direction"]))
-                row["effect_under_scenario"] = _est(intervals.effect_interval(control, attacked, verdict["direction"]))
-            row["d"] = d
+            if verdict.get("control"):
+                row["control_shift"] = _est(verdict["control"]["shift"])
+                row["effect_under_scenario"] = _est(verdict["control"]["effect_under_scenario"])
             out.append(row)
     return out
 
