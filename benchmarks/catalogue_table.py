@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from audit import intervals  # noqa: E402
+from reports.load import ReportInputError, load_results  # noqa: E402
 
 
 def _est(e: dict[str, Any] | intervals.Estimate) -> dict[str, float]:
@@ -108,7 +109,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    data = json.loads(args.results.read_text(encoding="utf-8"))
+    try:  # the report's loader: a missing, corrupt or old-schema file is named with its fix
+        data = load_results(args.results).data
+    except ReportInputError as exc:
+        parser.exit(2, f"catalogue_table: {exc}\n")
     table = rows(data)
     text = markdown(table)
     print(text)
