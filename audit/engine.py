@@ -21,6 +21,7 @@ from audit import __version__, checks
 from audit.cache import Cache
 from audit.data import Subject, load_subject
 from audit.errors import AuditError, BudgetExceeded
+from audit.fingerprint import CodeFingerprint, code_fingerprint
 from audit.images import from_uint8, png_bytes, to_uint8
 from audit.metrics import FACE_METRICS, exploit_metric_names, imperceptibility
 from audit.options import AuditOptions
@@ -54,6 +55,7 @@ class AuditSession:
         self._transfer_model = None
         self._device: torch.device | None = None
         self._protection: tuple[Protection, Any] | None = None
+        self._protection_code: CodeFingerprint | None = None
         self._subjects: dict[str, Subject] = {}
         self._pool = None
 
@@ -91,6 +93,16 @@ class AuditSession:
         if self._protection is None:
             self._protection = build_protection(self.options.protection, self.tier, self.options.epsilon)
         return self._protection[0]
+
+    @property
+    def protection_code(self) -> CodeFingerprint:
+        """The fingerprint of the protection's code, taken once per audit (``audit/fingerprint.py``):
+        its classes, its instance functions and, for ``module:factory``, the factory's module."""
+        if self._protection_code is None:
+            spec = self.options.protection
+            factory = spec if ":" in spec and not spec.startswith("dir:") else None
+            self._protection_code = code_fingerprint(self.protection, factory=factory)
+        return self._protection_code
 
     @property
     def resolution(self) -> int:
@@ -170,7 +182,7 @@ class AuditSession:
         p = self.protection
         return {"name": p.name, "spec": self.options.protection, "epsilon": p.epsilon,
                 "epsilon_255": round(p.epsilon * 255, 4), "params": p.params(self.tier),
-                "random": p.random, "has_objective": p.has_objective}
+                "random": p.random, "has_objective": p.has_objective, "code": self.protection_code.to_dict()}
 
     def run_images(self, plan: CasePlan, subject: Subject, record: dict[str, Any]) -> dict[tuple, torch.Tensor]:
         """The 8-bit training images of every run: its chain applied to the subject (cached)."""
@@ -190,8 +202,8 @@ class AuditSession:
     def protected(self, subject: Subject, step: Any, record: dict[str, Any]) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
         protection = self.protection
-        images, info = self.stages.protect(protection, step, subject, self.tier)
-        if any(r.get("cache_key") == info["cache_key"] for r in record["protection_runs"]):
+        images, info = self.stages.protect(protection, step, subject, self.tier, self.protection_code)
+        if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"] for r in record["protection_runs"]):
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.

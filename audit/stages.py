@@ -2,7 +2,7 @@
 
 Every stage's key is built by ``stage_key`` from the same fields, named the same way:
 
-    stage · part (kind, name, version, implementation) · resolved params
+    stage · part (kind, name, version, implementation; a protection's code fingerprint) · resolved params
           · inputs (content hashes of what it consumes) · model fingerprint (when the part
             uses the model) · seed (when the part is random) · toolkit version
 
@@ -23,6 +23,7 @@ import torch
 
 from audit.cache import Cache, tensor_hash
 from audit.executor import single_thread
+from audit.fingerprint import CodeFingerprint, code_fingerprint
 from audit.images import from_uint8, to_uint8
 from audit.parts import EXPLOITS, METRICS, TRANSFORMS
 from audit.planner import ChainStep, Run
@@ -45,10 +46,12 @@ def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[st
     return cache.key(stage, part=part, params=params, inputs=inputs, model=model, seed=seed, **extra)
 
 
-def protection_identity(protection: Protection) -> dict[str, Any]:
+def protection_identity(protection: Protection, code: CodeFingerprint) -> dict[str, Any]:
+    """The protection's part identity: name, version, class and the fingerprint of its code
+    (``audit/fingerprint.py``), so an edited protection is never served its old results."""
     cls = type(protection)
     return {"kind": "protection", "name": protection.name, "version": getattr(protection, "version", 1),
-            "target": f"{cls.__module__}:{cls.__qualname__}"}
+            "target": f"{cls.__module__}:{cls.__qualname__}", "code": code.sha256}
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Stages:
         self._device = device
         self._resolution = resolution
         self.progress = progress
+        # Protections whose code has no fingerprint: kept for this session only, never cached.
+        self._uncached: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
 
     @property
     def model(self) -> Any:
@@ -100,10 +105,14 @@ class Stages:
             return tensors, meta
 
     # -- image chain ---------------------------------------------------------------------------
-    def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The protected 8-bit images of a subject for one replicate's seed."""
+    def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
+                code: CodeFingerprint | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The protected 8-bit images of a subject for one replicate's seed. ``code`` is the
+        protection's code fingerprint (computed here when not given); without one (source not
+        readable) the images are crafted every time and never cached."""
+        code = code or code_fingerprint(protection)
         key = stage_key(
-            self.cache, "protect", part=protection_identity(protection), params=protection.params(tier),
+            self.cache, "protect", part=protection_identity(protection, code), params=protection.params(tier),
             inputs={"subject": subject.content_hash},
             model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
         )
@@ -116,6 +125,12 @@ class Stages:
             images = output.images if output.images.dtype == torch.uint8 else to_uint8(output.images)
             return {"images": images}, output.info
 
+        if code.sha256 is None:  # crafted once per audit session, never written to the cache
+            if key not in self._uncached:
+                self.cache.events.misses.append("protect")
+                self._uncached[key] = compute()
+            tensors, info = self._uncached[key]
+            return tensors["images"], {**info, "cache_key": None, "seed": step.seed, "not_cached": code.reason}
         tensors, info = self._cached("protect", key, compute)
         return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
 
@@ -123,7 +138,9 @@ class Stages:
         """One attack step on 8-bit images (8-bit output: what the exploiter saves)."""
         part = TRANSFORMS.get(step.spec.name)
         key = stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
-                        inputs={"images": tensor_hash(images_u8)}, model=None, seed=step.seed if part.random else None)
+                        inputs={"images": tensor_hash(images_u8)},
+                        model=self.model.fingerprint if part.uses_model else None,
+                        seed=step.seed if part.random else None)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             params = part.validate(step.spec.params)

@@ -83,6 +83,13 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
     return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
 
 
+def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
+    """Stages served from the cache, computed, and rebuilt from a corrupt entry, over the cases."""
+    events = [c.get("cache") or {} for c in cases]
+    hits, misses, corrupt = (sum(len(e.get(k) or []) for e in events) for k in ("hits", "misses", "corrupt"))
+    return {"hits": hits, "misses": misses, "corrupt": corrupt, "stages": hits + misses}
+
+
 def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False,
                   run: dict[str, Any] | None = None) -> None:
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
@@ -126,6 +133,9 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                                  f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
     for line in exploiter_best_lines(cases):
         console.print(escape(line))
+    cache = cache_counts(cases)
+    console.print(escape(f"cache: {cache['hits']} of {cache['stages']} stages served from the cache"
+                         + (" (--no-audit-cache recomputes every stage)" if cache["hits"] else "")))
     console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")), len(run.get("not_run") or []))))
     if run.get("interrupted"):
         console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did not run: "

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from audit.summary import audit_answer, worst_cases
+from audit.summary import audit_answer, cache_counts, worst_cases
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
@@ -154,6 +154,7 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             "weakest": weakest,
             "wall_seconds": sum(wall) if wall else None,
             "case_seconds": sum(float(c.get("seconds") or 0) for c in cases),
+            "cache": cache_counts(cases),
             "caveat": SMOKE_CAVEAT if tier == "smoke" and model.get("id") == "tiny" else None,
             "non_standard": any(r.get("non_standard") for r in runs),
             "headline": headline,
