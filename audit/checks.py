@@ -76,12 +76,29 @@ def inconclusive(verdict: MetricVerdict) -> list[str]:
     """"No effect at baseline" that is not evidence of absence: the estimate favours the
     protection but the interval also holds 0 — too few replicates to tell the effect from none."""
     e = verdict.effect
+    if verdict.outcome == "no meaningful effect at baseline":  # the same doubt about the effect's size
+        return _inconclusive_minimum(verdict, verdict.share, verdict.min_effect, "effect share", "verdict.min_effect")
+    if verdict.outcome == "exploit did not learn the subject":
+        return _inconclusive_minimum(verdict, verdict.learned, verdict.min_learned, "learned margin", "verdict.min_learned")
     if verdict.outcome != "no effect at baseline" or not e.value > 0 or not math.isfinite(e.ci_low):
         return []
     return [
         f"inconclusive: {verdict.metric}'s protective effect is estimated at {e.value:+.4f} but its 95% interval "
         f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}] over {e.n_replicates} replicate(s) also holds 0; the audit cannot tell "
         "this effect from none — more replicates (--replicates) narrow it"
+    ]
+
+
+def _inconclusive_minimum(verdict: MetricVerdict, estimate: Any, minimum: float | None, what: str,
+                          setting: str) -> list[str]:
+    """A verdict below a minimum whose interval also reaches it: too few replicates to tell."""
+    if estimate is None or minimum is None or not math.isfinite(estimate.ci_high) or estimate.ci_high < minimum:
+        return []
+    return [
+        f"inconclusive: {verdict.metric}'s {what} is estimated at {estimate.value:+.4f}, 95% interval "
+        f"[{estimate.ci_low:+.4f}, {estimate.ci_high:+.4f}] over {estimate.n_replicates} replicate(s): below the "
+        f"minimum {minimum:g} ({setting}) at its lower bound, above it at its upper; more replicates (--replicates) "
+        "narrow it"
     ]
 
 
@@ -110,6 +127,27 @@ def noise_floor(verdict: MetricVerdict, m_floor: float) -> tuple[dict[str, Any],
             "protection from the exploit's sensitivity to any change of its training images"
         ]
     return info, []
+
+
+def null_baseline(verdict: MetricVerdict) -> list[str]:
+    """Uniform noise of the protection's budget (``controls.null_baseline``) itself meets the
+    effect-size minimum, or does at least as much as the protection: then a pass cannot tell the
+    protection from any perturbation of its size on this model (PID Table 1's comparison)."""
+    null = verdict.null_baseline
+    if null is None or verdict.outcome not in ("pass", "fail"):
+        return []
+    share = null.share
+    meets = share is not None and verdict.min_effect is not None and math.isfinite(share.ci_low) \
+        and share.ci_low >= verdict.min_effect
+    if not meets and not null.effect.value >= verdict.effect.value:
+        return []
+    size = f", share {share.value:.0%} [{share.ci_low:.0%}, {share.ci_high:.0%}]" if share is not None else ""
+    return [
+        f"null baseline: uniform noise of the same budget moves {verdict.metric} by {null.effect.value:+.4f} "
+        f"[{null.effect.ci_low:+.4f}, {null.effect.ci_high:+.4f}]{size}, against the protection's "
+        f"{verdict.effect.value:+.4f}; on this model the verdict cannot tell the protection from any perturbation of "
+        "its size"
+    ]
 
 
 def slots_left_out(name: str, verdict: MetricVerdict | None) -> list[str]:

@@ -28,6 +28,7 @@ from audit.options import AuditOptions
 from audit.planner import CasePlan, ProtectionInfo, Run, plan_case
 from audit.progress import Progress
 from audit.protections import Protection, check_budget
+from audit.protections.registry import budget as protection_budget
 from audit.protections.registry import build_protection
 from audit.results import case_file_stem
 from audit.scenario import Scenario
@@ -56,6 +57,7 @@ class AuditSession:
         self._device: torch.device | None = None
         self._protection: tuple[Protection, Any] | None = None
         self._protection_code: CodeFingerprint | None = None
+        self._budget: dict[str, Any] | None = None
         self._subjects: dict[str, Subject] = {}
         self._pool = None
 
@@ -105,6 +107,14 @@ class AuditSession:
         return self._protection_code
 
     @property
+    def budget(self) -> dict[str, Any]:
+        """The ℓ∞ budget judged on every replicate's output and where it came from
+        (``audit/protections/registry.py``: ``--epsilon`` for every kind of protection)."""
+        if self._budget is None:
+            self._budget = protection_budget(self.options.protection, self.protection, self.tier, self.options.epsilon)
+        return self._budget
+
+    @property
     def resolution(self) -> int:
         return self.tier.resolution or self.model.resolution
 
@@ -138,7 +148,7 @@ class AuditSession:
         try:
             self._run_case(scenario, subject_name, case_id, record)
         except BudgetExceeded as exc:
-            record.update(outcome="fail", reason=str(exc))
+            record.update(outcome="fail", reason=str(exc), budget_exceeded=True)  # its own answer (summary.audit_answer)
             record["flags"].append("protection exceeds its budget")
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, others still run
             record.update(outcome="error", reason=f"{type(exc).__name__}: {exc}")
@@ -174,14 +184,21 @@ class AuditSession:
         outputs = self.run_exploits(plan, images)
         record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity]) for run in plan.runs}
         metric_names, verdict_metric = self.metric_choice(scenario, record)
+        untrained = self.run_untrained(plan, record)
         values = self.measure(plan, outputs, subject, metric_names)
-        self.judge(plan, scenario, values, verdict_metric, record)
-        record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs, record["worst_variant"])
+        self.judge(plan, scenario, values, verdict_metric, record,
+                   untrained=self.measure_untrained(untrained, subject, metric_names))
+        record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs, record["worst_variant"],
+                                                  untrained=untrained)
 
     def protection_record(self) -> dict[str, Any]:
         p = self.protection
-        return {"name": p.name, "spec": self.options.protection, "epsilon": p.epsilon,
-                "epsilon_255": round(p.epsilon * 255, 4), "params": p.params(self.tier),
+        # "epsilon" is the budget judged (--epsilon when given, for every kind of protection);
+        # "budget" says where it came from and what the protection itself declares.
+        budget = self.budget
+        epsilon = budget["epsilon"] if budget["epsilon"] is not None else p.epsilon
+        return {"name": p.name, "spec": self.options.protection, "epsilon": epsilon,
+                "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget), "params": p.params(self.tier),
                 "random": p.random, "has_objective": p.has_objective, "code": self.protection_code.to_dict()}
 
     def run_images(self, plan: CasePlan, subject: Subject, record: dict[str, Any]) -> dict[tuple, torch.Tensor]:
@@ -192,7 +209,9 @@ class AuditSession:
         for run in plan.unique_runs():
             current = clean
             for step in run.chain:
-                if step.kind == "protection":
+                if step.kind == "protection" and step.spec != plan.protection:  # the null baseline's noise
+                    current = self.null_protected(subject, step)
+                elif step.kind == "protection":
                     current = self.protected(subject, step, record)
                 else:
                     current = self.stages.transform(step, current)
@@ -207,14 +226,54 @@ class AuditSession:
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
-        judged = protection.epsilon if not hasattr(protection, "declared_epsilon") else 1.0
-        measured = check_budget(subject.images, images, judged, protection.name)
+        judged = self.budget["epsilon"] if not hasattr(protection, "declared_epsilon") else 1.0
+        measured = check_budget(subject.images, images, judged, protection.name, source=self.budget["source"])
         info.update(linf=measured, linf_255=round(measured * 255, 3), budget_ok=True,
                     imperceptibility={k: v.to_dict() for k, v in imperceptibility(subject.images, from_uint8(images)).items()})
         record["protection_runs"].append(info)
         record.setdefault("protection_run", info)  # replicate 1's, as earlier records had
         record.setdefault("imperceptibility", info["imperceptibility"])
         return images
+
+    def null_protected(self, subject: Subject, step: Any) -> torch.Tensor:
+        """The null baseline's images (``controls.null_baseline``): the ``random`` protection at the
+        audited protection's budget with the replicate's seed, through the same cached stage as
+        any protection — auditing ``random`` into the same results folder computes them once."""
+        from audit.protections.simple import RandomNoise
+
+        images, _ = self.stages.protect(RandomNoise(float(step.spec.params["epsilon"])), step, subject, self.tier)
+        return images
+
+    def run_untrained(self, plan: CasePlan, record: dict[str, Any]) -> list[torch.Tensor]:
+        """The untrained reference, per replicate: the base model's generations with the replicate's
+        prompts, settings and seed, no fine-tune (cached once per model, settings and seed, so
+        shared by every case and rerun of the audit)."""
+        generation = self.tier.generation
+        out, record["untrained"] = [], []
+        for r, seed in enumerate(plan.seeds):
+            generations, key = self.stages.untrained(plan.standard_exploit, generation, seed)
+            out.append(generations)
+            record["untrained"].append({"replicate": r, "seed": seed, "cache_key": key,
+                                        "what": "base model, no fine-tune: the exploits' prompts, settings and seed"})
+        return out
+
+    def measure_untrained(self, untrained: list[torch.Tensor], subject: Subject,
+                          names: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every metric on the untrained reference of every replicate, against the clean subject."""
+        reference = to_uint8(subject.images)
+        with self.progress.stage(f"metrics: {', '.join(names)} on the untrained reference"):
+            return {name: [self.stages.metric(name, g, reference) for g in untrained] for name in names}
+
+    def verdict_minimums(self, scenario: Scenario) -> dict[str, dict[str, Any]]:
+        """min_learned and min_effect with where each came from: the tier (or its default) <
+        the scenario's ``verdict.min_effect`` < ``--audit-set verdict.…``."""
+        resolved = self.tier.resolve_section("verdict")
+        settings = resolved.params
+        out = {key: {"value": float(getattr(settings, key)), "origin": resolved.origin.get(key, "default")}
+               for key in ("min_learned", "min_effect")}
+        if scenario.verdict.min_effect is not None and out["min_effect"]["origin"] != "--audit-set":
+            out["min_effect"] = {"value": float(scenario.verdict.min_effect), "origin": "scenario"}
+        return out
 
     def run_exploits(self, plan: CasePlan, images: dict[tuple, torch.Tensor]) -> dict[tuple, ExploitOutput]:
         """Every distinct run's fine-tune and generations: cached ones read here, the others
@@ -308,18 +367,28 @@ class AuditSession:
                            for run in runs} for name in names}
 
     def judge(self, plan: CasePlan, scenario: Scenario, values: dict[str, dict[tuple, dict[str, Any]]],
-              verdict_metric: str, record: dict[str, Any]) -> None:
-        """Per variant and metric verdicts; the scenario's is the worst variant on its verdict metric."""
+              verdict_metric: str, record: dict[str, Any],
+              untrained: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """Per variant and metric verdicts; the scenario's is the worst variant on its verdict metric.
+        ``untrained``: each metric's results on the untrained reference, per replicate (``run_case``
+        always gives them: a pass needs the exploit to have learned and a meaningful effect size)."""
         threshold = scenario.verdict.retained_at_least
         verdict_metric = self.fallback(verdict_metric, values, record)
-        per_variant = [{name: self._verdict(plan, v, name, by_run, threshold, record)
+        minimums = self.verdict_minimums(scenario)
+        record["verdict_settings"] = {**minimums, "retained_at_least": {"value": threshold, "origin": "scenario"},
+                                      "untrained_reference": untrained is not None,
+                                      "null_baseline": bool(plan.runs_for("null_baseline"))}
+        limits = {"min_learned": minimums["min_learned"]["value"], "min_effect": minimums["min_effect"]["value"]}
+        per_variant = [{name: self._verdict(plan, v, name, by_run, threshold, record,
+                                            (untrained or {}).get(name) if untrained is not None else None, limits)
                         for name, by_run in values.items()} for v in range(len(plan.variants))]
         worst = worst_variant([verdicts.get(verdict_metric) for verdicts in per_variant])
         record["worst_variant"] = worst
         record["exploiter_best"] = exploiter_best(plan, worst, per_variant[worst].get(verdict_metric))
         record["variants"] = [variant_record(plan, i, verdicts) for i, verdicts in enumerate(per_variant)]
         for name, by_run in values.items():
-            record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name))
+            record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name),
+                                                   untrained=(untrained or {}).get(name))
             # Slots left out for being undefined in some exploit, and a metric's own caution
             # (FID on few images): said with the metric, and flagged where it decides.
             entry_flags = checks.slots_left_out(name, per_variant[worst].get(name)) + checks.metric_caution(name, record["metrics"][name])
@@ -341,20 +410,25 @@ class AuditSession:
             return
         record["flags"].extend(checks.unbounded(decisive) + checks.inconclusive(decisive))
         self._noise_floor(plan, values.get(verdict_metric, {}), decisive, record)
+        self._null_baseline(plan, decisive, record)
         prefix = f"worst of {len(plan.variants)} exploit variants: '{plan.variants[worst].label}'; " if len(plan.variants) > 1 else ""
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
 
     def _verdict(self, plan: CasePlan, variant: int, name: str, by_run: dict[tuple, dict[str, Any]],
-                 threshold: float, record: dict[str, Any]) -> MetricVerdict | None:
+                 threshold: float, record: dict[str, Any], untrained: list[dict[str, Any]] | None = None,
+                 limits: dict[str, float] | None = None) -> MetricVerdict | None:
         roles = {"clean": plan.runs_for("clean"), "protected": plan.runs_for("protected"),
-                 "attacked": plan.runs_for("attacked", variant), "control": plan.runs_for("control", variant)}
+                 "attacked": plan.runs_for("attacked", variant), "control": plan.runs_for("control", variant),
+                 "null_baseline": plan.runs_for("null_baseline")}
         results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items()}
+        results["untrained"] = list(untrained or [])
         if any(x.get("unavailable") for rs in results.values() for x in rs):
             return None
         per = {role: [x["values"] for x in rs] for role, rs in results.items()}
         try:
             return decide(name, results["clean"][0]["direction"], per["clean"], per["protected"], per["attacked"],
                           threshold, alpha=self.tier.verdict.alpha, control=per["control"] or None,
+                          untrained=per["untrained"] or None, null=per["null_baseline"] or None, **(limits or {}),
                           resamples=self.tier.verdict.bootstrap_resamples, seed=self.options.seed)
         except ValueError as exc:  # e.g. a metric undefined on every image of a replicate
             record["flags"].append(f"{name}: no verdict ({exc})")
@@ -368,8 +442,25 @@ class AuditSession:
             record["noise_floor"], flags = checks.noise_floor(verdict, sum(values) / len(values))
             record["flags"].extend(flags)
 
+    def _null_baseline(self, plan: CasePlan, verdict: MetricVerdict, record: dict[str, Any]) -> None:
+        """The null baseline beside the protection's effect (``controls.null_baseline``), and its flag."""
+        runs = plan.runs_for("null_baseline")
+        if verdict.null_baseline is None or not runs:
+            return
+        null = verdict.null_baseline
+        record["null_baseline"] = {
+            "metric": verdict.metric, "protection": "random", "epsilon": runs[0].chain[0].spec.params["epsilon"],
+            "m_null": null.m_null.to_dict(), "effect": null.effect.to_dict(),
+            "share": null.share.to_dict() if null.share is not None else None,
+            "protection_effect": verdict.effect.to_dict(),
+            "protection_share": verdict.share.to_dict() if verdict.share is not None else None,
+            "same_runs_as_protected": [r.identity for r in runs] == [r.identity for r in plan.runs_for("protected")],
+        }
+        record["flags"].extend(checks.null_baseline(verdict))
+
     def save_artifacts(self, case_id: str, plan: CasePlan, subject: Subject, images: dict[tuple, torch.Tensor],
-                       outputs: dict[tuple, ExploitOutput], worst: int) -> dict[str, list[str]]:
+                       outputs: dict[tuple, ExploitOutput], worst: int,
+                       untrained: list[torch.Tensor] | None = None) -> dict[str, list[str]]:
         """PNG files of replicate 1's inputs and generations under results_dir/artifacts/<case>."""
         folder = self.artifacts_dir / case_file_stem(case_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -385,6 +476,11 @@ class AuditSession:
         control = plan.runs_for("control", worst)
         if control:
             groups["generated_control"] = outputs[control[0].identity].generations[:MAX_SAVED_GENERATIONS]
+        if untrained:
+            groups["generated_untrained"] = untrained[0][:MAX_SAVED_GENERATIONS]
+        null = plan.runs_for("null_baseline")
+        if null:
+            groups["generated_null_baseline"] = outputs[null[0].identity].generations[:MAX_SAVED_GENERATIONS]
         saved: dict[str, list[str]] = {}
         for group, batch in groups.items():
             saved[group] = []
@@ -449,10 +545,13 @@ def exploiter_best(plan: CasePlan, worst: int, verdict: MetricVerdict | None) ->
                       "no variant retained a protective effect to compare: the first variant is shown")}
 
 
-def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict | None) -> dict[str, Any]:
+def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict | None,
+                 untrained: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     roles = {"clean": plan.runs_for("clean"), "protected": plan.runs_for("protected"),
-             "attacked": plan.runs_for("attacked", worst)}
-    results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items()}
+             "attacked": plan.runs_for("attacked", worst), "null_baseline": plan.runs_for("null_baseline")}
+    results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items() if runs}
+    if untrained:
+        results["untrained"] = list(untrained)
     first = results["clean"][0]
     entry: dict[str, Any] = {
         "direction": first.get("direction"),
@@ -501,7 +600,15 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
         "toolkit_version": __version__, "git_commit": commit, "versions": versions, "platform": platform.platform(),
         "cpu": cpu_description(),
         "options": options.to_dict(), "tier_settings": options.tier_settings.to_dict(), "non_standard": options.non_standard,
+        "replicates": replicates_origin(options),
     }
+
+
+def replicates_origin(options: AuditOptions) -> dict[str, Any]:
+    """K and the layer that set it (--replicates and --audit-set replicates must agree: startup)."""
+    source = ("--replicates" if options.replicates is not None else
+              "--audit-set replicates" if "replicates" in options.overrides.get("", {}) else f"tier '{options.tier}'")
+    return {"value": options.tier_settings.replicates, "source": source}
 
 
 def cpu_description() -> dict[str, str | None]:

@@ -34,6 +34,11 @@ mean even when their variances differ.
   (Fieller 1954, "Some problems in interval estimation", J. R. Stat. Soc. B 16:175–185) for the
   ratio of the means of the paired replicate-level numerator N_r = a_r − c_r and denominator
   D_r = p_r − c_r, with their sample variances and covariance over K and t_{K−1}.
+* ``learned_interval``: what the exploit learned, d·(m_u − m_c) with m_u the untouched base
+  model's generations (same prompts and seeds, no fine-tune) — the paired t interval again.
+* ``share_interval``: the effect size (m_c − m_p)/(m_c − m_u), the share of what the exploit
+  learned that the protection removed — Fieller's interval again, on N_r = p_r − c_r and
+  D_r = u_r − c_r; bounded exactly when the learned margin's interval excludes 0.
 
 Why not a (two-stage) cluster bootstrap
 ---------------------------------------
@@ -245,15 +250,57 @@ def retained_interval(
     _sign(direction)
     _check_alpha(alpha)
     (c, p, a), n = _paired_means(("clean", "protected", "attacked"), (clean, protected, attacked))
-    num, den = a - c, p - c
+    return fieller_ratio(a - c, p - c, alpha, n, "denominator m_p − m_c not significantly different from 0 at "
+                         f"alpha {alpha:g} (the effect's interval includes 0)")
+
+
+def learned_interval(clean: PerReplicate, untrained: PerReplicate, direction: str, alpha: float = 0.05) -> Estimate:
+    """What the exploit learned: the margin d·(m_u − m_c) of the clean fine-tune over the
+    untouched base model (m_u: its generations with the same prompts and seeds, no fine-tune),
+    with the t interval on the K paired replicate differences (``effect_interval``'s method,
+    with the untrained reference in the place of the protected exploit). > 0: the fine-tune
+    moved the metric towards the subject. With K = 1: NaN bounds."""
+    return effect_interval(clean, untrained, direction, alpha)
+
+
+def share_interval(
+    clean: PerReplicate, protected: PerReplicate, untrained: PerReplicate, direction: str, alpha: float = 0.05
+) -> Estimate:
+    """The effect size: the share of what the exploit learned that the protection removed,
+
+        (m_c − m_p) / (m_c − m_u) = d·(m_p − m_c) / d·(m_u − m_c) = effect / learned margin,
+
+    with Fieller's interval for the ratio of the means of the paired replicate-level N_r =
+    p_r − c_r and D_r = u_r − c_r (the same construction as ``retained_interval``). 0 = the
+    protection removed nothing, 1 = the exploit on protected images is no better than the base
+    model. The set is bounded exactly when the learned margin's t interval at the same alpha
+    excludes 0, so a case whose exploit learned (margin above a minimum ≥ 0) always has a
+    bounded share. Invariant to shifting and scaling the metric and to its direction.
+    With K = 1: NaN bounds, method "single replicate: no interval".
+    """
+    _sign(direction)
+    _check_alpha(alpha)
+    (c, p, u), n = _paired_means(("clean", "protected", "untrained"), (clean, protected, untrained))
+    return fieller_ratio(p - c, u - c, alpha, n, "denominator m_u − m_c (what the exploit learned) not significantly "
+                         f"different from 0 at alpha {alpha:g}")
+
+
+def fieller_ratio(num: np.ndarray, den: np.ndarray, alpha: float, n: int, unbounded_why: str) -> Estimate:
+    """Fieller's interval (Fieller 1954) for E[N]/E[D] from K paired replicate-level values.
+
+    The point estimate is N̄/D̄ (NaN when D̄ = 0); the confidence set is {ρ : (N̄ − ρD̄)² ≤
+    t²·(v_NN − 2ρ v_ND + ρ² v_DD)} with v = sample (co)variance / K and t = t_{1−α/2, K−1}. It
+    is bounded exactly when |D̄| > t·se(D̄); otherwise ci = (−inf, +inf) and ``method`` says
+    why (``unbounded_why``) and what shape the set has. With K = 1: NaN bounds.
+    """
     k = num.size
     n_bar, d_bar = float(num.mean()), float(den.mean())
     value = n_bar / d_bar if d_bar != 0 else math.nan
     if k == 1:
         return Estimate(value, math.nan, math.nan, 1, n, SINGLE_REPLICATE)
-    _, half, t = _t_interval(den, alpha)  # the effect's half-width, to the last bit
+    _, half, t = _t_interval(den, alpha)  # the denominator's t half-width, to the last bit
     # Bounded exactly when |D̄| > t·se(D̄): the same comparison that decides whether the
-    # effect's interval d·D̄ ± half excludes 0, so the two can never disagree.
+    # denominator's t interval D̄ ± half excludes 0, so the two can never disagree.
     bounded = abs(d_bar) > half
     # Solve the quadratic on N and D scaled by a power of 2 (exact in floating point), so that
     # its coefficients are O(1) whatever the metric's scale (no under- or overflow).
@@ -279,11 +326,7 @@ def retained_interval(
             shape = "a half-line"
         else:
             shape = "the whole line"
-        return Estimate(
-            value, -math.inf, math.inf, k, n,
-            f"{label}: unbounded — denominator m_p − m_c not significantly different from 0 at "
-            f"alpha {alpha:g} (the effect's interval includes 0); Fieller's set is {shape}",
-        )
+        return Estimate(value, -math.inf, math.inf, k, n, f"{label}: unbounded — {unbounded_why}; Fieller's set is {shape}")
     # Bounded: qa > 0 and disc ≥ 0 in exact arithmetic (N̄/D̄ lies in the set), so clamp rounding.
     root = math.sqrt(max(disc, 0.0))
     q = qb + math.copysign(root, qb)  # numerically stable roots of qa ρ² − 2 qb ρ + qc
@@ -382,3 +425,19 @@ def image_bootstrap_retained(
     with np.errstate(divide="ignore", invalid="ignore"):
         rb = (ab - cb) / (pb - cb)
     return _percentile(rb, point, c.size, alpha)
+
+
+def image_bootstrap_share(
+    clean: Sequence[float],
+    protected: Sequence[float],
+    untrained: Sequence[float],
+    direction: str,
+    alpha: float = 0.05,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Estimate:
+    """(m_c − m_p)/(m_c − m_u) by a paired percentile bootstrap over the images of ONE fine-tune
+    (``audit.verdict.decide`` with K = 1 only): ``image_bootstrap_retained`` with the untrained
+    reference as the denominator's exploit. Does NOT cover rerun variation."""
+    return image_bootstrap_retained(clean, untrained, protected, direction, alpha, resamples=resamples, seed=seed)

@@ -11,6 +11,14 @@ replicate's own seed for every random stage:
     attacked[v]  subject → protection → attack_v      the scenario's (variant v)
     control[v]   subject                              variant v's, where it is not the standard one
     noise_floor  subject → level_jitter ±1/255        standard (replicate 0 only; tier controls)
+    null_baseline subject → random noise of ε          standard (controls.null_baseline)
+
+The null baseline is PID Table 1's and PhotoGuard's reference: the ``random`` protection
+(uniform noise in [−ε, ε]) at the audited protection's budget, re-drawn per replicate with the
+replicate's seed — so auditing ``random`` itself, its protected runs *are* the null baseline,
+and an audit of ``random`` into the same results folder leaves every null-baseline run cached.
+Beside the runs, the verdict needs the **untrained reference**: the base model's generations
+with each replicate's prompts and seed, no fine-tune (``Stages.untrained``; not a run).
 
 Two runs with the same chain, exploit and seed are the same run: a scenario without an attack
 and with the standard exploit shares its attacked runs with the protected ones, and every
@@ -22,12 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.parts import EXPLOITS, TRANSFORMS
+from audit.parts import EXPLOITS, PROTECTIONS, TRANSFORMS
 from audit.registry import PartSpec
 from audit.scenario import STANDARD_EXPLOIT, Scenario
 from audit.tiers import Tier
 
-ROLES = ("clean", "protected", "attacked", "control", "noise_floor")
+ROLES = ("clean", "protected", "attacked", "control", "noise_floor", "null_baseline")
 REPLICATE_SEED_STRIDE = 1_000_003  # a prime: replicate seeds never collide with base seeds 0..10^6
 
 
@@ -130,6 +138,8 @@ class CasePlan:
             first.setdefault(run.identity, run.label())
             lines.append(f"  {run.label():<16} {chain} ⇒ {self.exploit_label(run.exploit)} @seed {run.seed}{shared}")
         unique = len(self.unique_runs())
+        lines.append(f"  untrained reference: the base model's generations at seeds {', '.join(map(str, self.seeds))} "
+                     "(no fine-tune; the verdict's learned margin and effect size)")
         lines.append(f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
@@ -165,6 +175,16 @@ class ProtectionInfo:
     spec: PartSpec
     random: bool = True  # re-crafted per replicate with the replicate's seed
     shared_across_replicates: bool = False  # a folder of protected files: one set for all
+
+
+def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
+    """The ``random`` protection at the audited protection's budget (its ``epsilon``); None when
+    the protection declares none."""
+    epsilon = protection.params.get("epsilon")
+    if epsilon is None:
+        return None
+    params = PROTECTIONS.get("random").validate({"epsilon": float(epsilon)}).model_dump()
+    return PartSpec("protection", "random", params)
 
 
 def resolve_exploit(tier: Tier, name: str, params: dict[str, Any] | None) -> tuple[PartSpec, dict[str, str]]:
@@ -210,6 +230,14 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     if tier.controls.noise_floor:
         jitter = PartSpec("transform", "level_jitter", {"levels": 1})
         runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),), standard, seeds[0]))
+    if tier.controls.null_baseline:
+        null = null_baseline_spec(protection.spec)
+        if null is None:
+            notes.append("null baseline: the protection declares no budget ε (a folder without --epsilon), so there is "
+                         "no noise of the same budget to compare with; not run")
+        elif null.params["epsilon"] > 0:  # 'none' (ε = 0): the noise would be the clean images
+            for r, s in enumerate(seeds):
+                runs.append(Run("null_baseline", None, r, (ChainStep("protection", null, s),), standard, s))
     if k == 1:
         notes.append("one replicate: no interval covers what a rerun would give (set --replicates ≥ 2)")
     return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs), tuple(notes),

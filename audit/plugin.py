@@ -8,6 +8,7 @@ alone, and each scenario file × subject becomes one parametrized ``test_scenari
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import shlex
@@ -27,29 +28,52 @@ _RECORDS_KEY = pytest.StashKey[list]()
 _RUN_KEY = pytest.StashKey[dict]()
 
 
+class _Single(argparse.Action):
+    """Stores an option as argparse's ``store`` does, and keeps every value given, so that an
+    option given twice with different values (``--protection=pid --protection=random``) is
+    refused at start-up instead of the last one winning silently."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        given = dict(getattr(namespace, "audit_given", None) or {})
+        given.setdefault(option_string or self.dest, []).append(values)
+        namespace.audit_given = given
+
+
+def repeated_options(config: pytest.Config) -> str | None:
+    """The usage error for a single-valued audit option given with different values, or None."""
+    for option, values in (getattr(config.option, "audit_given", None) or {}).items():
+        distinct = list(dict.fromkeys(values))
+        if len(distinct) > 1:
+            name = option.split("=")[0]
+            return (f"{name} is given {len(values)} times with different values ({', '.join(map(str, distinct))}); an "
+                    f"audit takes one {name}: give it once (a run per value audits each).")
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("protection-audit", "protection robustness audit")
-    group.addoption("--protection", default=None, help="protection to audit: none, random, pid, or package.module:factory")
-    group.addoption("--model", default="tiny", help="'tiny' (built-in, default), a Hugging Face id, or a local diffusers folder")
-    group.addoption("--transfer-model", default=None, metavar="MODEL",
+    group.addoption("--protection", action=_Single, default=None, help="protection to audit: none, random, pid, or package.module:factory")
+    group.addoption("--model", action=_Single, default="tiny", help="'tiny' (built-in, default), a Hugging Face id, or a local diffusers folder")
+    group.addoption("--transfer-model", action=_Single, default=None, metavar="MODEL",
                     help="the exploiter's model in transfer scenarios (PID §6.3): a Hugging Face id or a local diffusers "
                          "folder; default on the built-in models: the other one (tiny ↔ tiny-2)")
-    group.addoption("--tier", default="smoke", choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
-    group.addoption("--data", default=None, help="subject images: DIR with one sub-folder per subject (default: bundled subject)")
-    group.addoption("--results-dir", default="audit-results", help="results folder: cache, results JSON, artifacts")
-    group.addoption("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    group.addoption("--seed", default=0, type=int, help="seed of every random stage (default 0)")
-    group.addoption("--scenarios", default=None, help="scenario folder (default: the bundled catalogue)")
+    group.addoption("--tier", action=_Single, default="smoke", choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
+    group.addoption("--data", action=_Single, default=None, help="subject images: DIR with one sub-folder per subject (default: bundled subject)")
+    group.addoption("--results-dir", action=_Single, default="audit-results", help="results folder: cache, results JSON, artifacts")
+    group.addoption("--device", action=_Single, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    group.addoption("--seed", action=_Single, default=0, type=int, help="seed of every random stage (default 0)")
+    group.addoption("--scenarios", action=_Single, default=None, help="scenario folder (default: the bundled catalogue)")
     group.addoption("--allow-download", action="store_true", help="let --model fetch from the Hugging Face hub")
     group.addoption("--audit-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one tier setting (marks the run non-standard), e.g. dreambooth.steps=20")
-    group.addoption("--replicates", default=None, type=int, metavar="K",
+    group.addoption("--replicates", action=_Single, default=None, type=int, metavar="K",
                     help="independent replicates of every random stage (default: the tier's, 3)")
-    group.addoption("--epsilon", default=None, type=float,
+    group.addoption("--epsilon", action=_Single, default=None, type=float,
                     help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a built-in's")
     group.addoption("--exploit-workers", default=None, type=int, metavar="N",
                     help="processes that fine-tune side by side (default: one per CPU core, at most 4; 1 on a GPU)")
-    group.addoption("--exploit", default=None, metavar="EXPLOIT",
+    group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
                     help="the standard exploit: dreambooth (default) or lora, with parameters in the scenario grammar, "
                          "e.g. --exploit='lora: {rank: 32}'; scenarios written 'exploit: {standard: ...}' (or without "
                          "an exploit) use it, scenarios that name an exploit keep theirs (with a matched control)")
@@ -75,6 +99,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from audit.options import AuditOptions
     from audit.tiers import parse_overrides
 
+    repeated = repeated_options(config)
+    if repeated:
+        raise pytest.UsageError(repeated)
     try:
         overrides = parse_overrides(config.getoption("audit_set"))
     except ValueError as exc:
@@ -377,6 +404,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     run = config.stash[_RUN_KEY]
     path = run.get("results_path")
     if path is None:
+        if run.get("left_out") and int(exitstatus) == int(pytest.ExitCode.NO_TESTS_COLLECTED):
+            # Nothing ran, and the tier's default selection left scenarios out: say where they went.
+            terminalreporter.write_line(
+                f"no audit case ran: {run['selection']}, so these scenarios were not collected: "
+                f"{', '.join(run['left_out'])}. Pass --full-catalogue to run them (with -k to pick some).")
         return
     import json
 

@@ -18,7 +18,11 @@ from typing import Any
 
 SCHEMA = "protection-audit/results"
 # 2: replicates (per-replicate values and plan), matched controls, interruption, per-run artifacts.
-SCHEMA_VERSION = 2
+# 3: the verdict's three conditions: the untrained reference (m_u, per replicate), the learned
+#    margin and the effect share with their intervals and minimums, the null baseline (uniform
+#    noise of the same budget), and two outcomes ("exploit did not learn the subject", "no
+#    meaningful effect at baseline").
+SCHEMA_VERSION = 3
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -76,7 +76,14 @@ class Variant(_Strict):
 
 class VerdictSpec(_Strict):
     metric: str = "fds"
-    retained_at_least: float = Field(0.5, description="pass threshold on retained protection", allow_inf_nan=False)
+    # Retained protection is 1 when the attack removed nothing, so a lower bound above 1 is a
+    # threshold no protection can meet (only an attack that helps the protector would).
+    retained_at_least: float = Field(0.5, ge=0, le=1, description="pass threshold on retained protection, in [0, 1]",
+                                     allow_inf_nan=False)
+    # The effect-size minimum of this scenario (audit/settings.py VerdictSettings.min_effect);
+    # None: the tier's. --audit-set verdict.min_effect overrides both.
+    min_effect: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                     description="minimum share of what the exploit learned that the protection removes")
 
 
 class Scenario(_Strict):
@@ -98,6 +105,8 @@ class Scenario(_Strict):
     def definition_hash(self) -> str:
         """Hash of the validated definition (not of the file's bytes or path)."""
         payload = self.model_dump(exclude={"path"})
+        if payload["verdict"].get("min_effect") is None:  # unset: the hashes of earlier definitions stay
+            payload["verdict"].pop("min_effect", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_variants(self) -> list[tuple[str, list[Step], Step]]:
@@ -148,9 +157,10 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in chain:
+    if path in chain:  # reported against the file being loaded, naming the link that closes the cycle
         cycle = " -> ".join(p.name for p in (*chain, path))
-        raise ScenarioError(f"{path}: 'extends' forms a cycle ({cycle}); remove one of the links.")
+        raise ScenarioError(f"{chain[0]}: 'extends' forms a cycle ({cycle}): {chain[-1].name} extends {path.name}, "
+                            f"which is already in the chain; remove that link (or another one of the cycle).")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -170,6 +180,9 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(parent_name, str):
         raise ScenarioError(f"{path}: field 'extends' must be a file name such as '_base.yaml'.")
+    if not parent_name or Path(parent_name).name != parent_name or parent_name in (".", ".."):
+        raise ScenarioError(f"{path}: field 'extends' is {parent_name!r}; it names a file of this folder "
+                            f"({path.parent}) by its name alone, such as '_base.yaml' — copy the base file here.")
     parent = _read_yaml(path.parent / parent_name, (*chain, path))
     return _merge(parent, data)
 

@@ -42,6 +42,36 @@ class VerdictSettings(Params):
         None, description="decides where the verdict metric is unavailable (its weights missing); the record says "
                           "so and the case is flagged. None: such a case is an error")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown for reference only")
+    # The three conditions of a pass (audit/verdict.py): the exploit learned, the protection
+    # removed a meaningful share of what it learned, and the attack left enough of that.
+    #
+    # min_learned — in the metric's own units, on the margin d·(m_u − m_c) by which the clean
+    # fine-tune beats the untouched base model (its lower 95 % bound must exceed it). 0.05 is
+    # set for the similarities that decide in the catalogue (cosines and SSIM: fds,
+    # subject_similarity, dlib_identity_similarity): the smoke exploit gains 0.37
+    # subject_similarity over the untrained model (0.475 vs 0.103, README), the papers' clean
+    # FDS is 0.48–0.57 (PID Table 3); 0.05 is about twice the between-replicate sd of m_c on the
+    # smoke tier (0.025–0.032), so a "gain" within one fine-tune's noise of the base model is
+    # not taken as learning, and it is far below any gain a working exploit shows.
+    min_learned: float = Field(0.05, ge=0, allow_inf_nan=False,
+                               description="minimum learned margin d·(m_u − m_c), metric units; its lower bound must exceed it")
+    # min_effect — on the share (m_c − m_p)/(m_c − m_u) of what the exploit learned that the
+    # protection removed (lower 95 % bound ≥ it). From PID Table 3 (FDS, CelebA-HQ): the
+    # untrained model's FDS is not reported, and FDS ≥ 0 (a generation without a face counts
+    # 0), so m_u = 0 gives the *smallest* share consistent with the table, (m_c − m_p)/m_c:
+    #   SD 1.5, frozen TE:   c_prot = c_explo (0.482 − 0.205)/0.482 = 0.57; ≠: (0.482 − 0.254)/0.482 = 0.47
+    #   SD 1.5, unfrozen TE: (0.557 − 0.257)/0.557 = 0.54;                 ≠: (0.557 − 0.303)/0.557 = 0.46
+    #   SD 2.1, frozen TE:   (0.494 − 0.255)/0.494 = 0.48;                 ≠: (0.494 − 0.285)/0.494 = 0.42
+    #   SD 2.1, unfrozen TE: (0.565 − 0.288)/0.565 = 0.49;                 ≠: (0.565 − 0.288)/0.565 = 0.49
+    # so PID removes at least 42–57 % of the FDS the exploit gains (more if m_u > 0); the
+    # weakest defence in the table (AdvDM, SD 1.5 frozen, c_prot ≠ c_explo: (0.482 − 0.378)/0.482)
+    # at least 22 %, while uniform noise of the same budget removes 0.2 % (PID Table 1: 0.480 →
+    # 0.479). 0.1 is a quarter of PID's smallest share and half the weakest defence's, so a
+    # protection that works as the papers' do passes it with room for the interval's width,
+    # and one that removes less than a tenth of what the exploit learned does not.
+    min_effect: float = Field(0.1, ge=0, le=1, allow_inf_nan=False,
+                              description="minimum share of what the exploit learned that the protection removes "
+                                          "(lower 95% bound); a scenario may set its own")
 
     @field_validator("face_metric_substitute", "fallback_metric", mode="before")
     @classmethod
@@ -64,6 +94,9 @@ class ControlSettings(Params):
 
     matched: bool = Field(True, description="exploit the clean images under a scenario's changed exploit")
     noise_floor: bool = Field(False, description="also exploit the clean images ±1/255 (replicate 1 only)")
+    null_baseline: bool = Field(False, description="also exploit the images under uniform noise of the protection's "
+                                                   "budget (the 'random' protection, K replicates) and show its effect "
+                                                   "beside the protection's (PID Table 1, PhotoGuard)")
 
 
 class CoreSettings(Params):

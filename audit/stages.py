@@ -28,11 +28,13 @@ from audit.images import from_uint8, to_uint8
 from audit.parts import EXPLOITS, METRICS, TRANSFORMS
 from audit.planner import ChainStep, Run
 from audit.protections import Protection, ProtectionContext
+from audit.protections.base import check_output
 
 if TYPE_CHECKING:
     from audit.data import Subject
     from audit.exploits.dreambooth import DreamboothParams
     from audit.progress import Progress
+    from audit.registry import PartSpec
     from audit.settings import GenerationSettings
 
 
@@ -122,8 +124,11 @@ class Stages:
             ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress, subject)
             with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"):
                 output = protection.protect(subject.images.clone(), ctx)
-            images = output.images if output.images.dtype == torch.uint8 else to_uint8(output.images)
-            return {"images": images}, output.info
+            # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
+            # become 0) and before the cache: nothing downstream sees a broken output.
+            images = check_output(output, subject.images, protection.name)
+            images = images if images.dtype == torch.uint8 else to_uint8(images)
+            return {"images": images}, dict(getattr(output, "info", None) or {})
 
         if code.sha256 is None:  # crafted once per audit session, never written to the cache
             if key not in self._uncached:
@@ -239,6 +244,37 @@ class Stages:
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
+
+    # -- untrained reference -----------------------------------------------------------------
+    def untrained_key(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> str:
+        """The untrained reference's cache key: the ``generate`` stage's fields with the base
+        model's own weights (its fingerprint) in the place of the fine-tuned ones."""
+        part = EXPLOITS.get(exploit.name)
+        fingerprint = self.model_for(part.validate(exploit.params)).fingerprint
+        return stage_key(self.cache, "untrained", part={"name": "generate", "sampler": generation.sampler},
+                         params=generation_config(generation, seed).to_dict(), inputs={"weights": "base model"},
+                         model=fingerprint, seed=seed, resolution=self._resolution(), cpu_threads=CPU_THREADS)
+
+    def untrained(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> tuple[torch.Tensor, str]:
+        """The base model's generations with the prompts, settings and seed of an exploit's
+        generation, without fine-tuning (the verdict's untrained reference, m_u): the model the
+        exploit would fine-tune, its UNet and text encoder as loaded. Cached once per (model,
+        generation settings, seed, resolution), so every case and rerun of an audit shares it;
+        one intra-op thread on the CPU, as the exploits' generations."""
+        from audit.exploits.dreambooth import generate
+
+        part = EXPLOITS.get(exploit.name)
+        model = self.model_for(part.validate(exploit.params))
+        key = self.untrained_key(exploit, generation, seed)
+        cfg = generation_config(generation, seed)
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            self.progress.note(f"untrained reference: base model generations @seed {seed} (not cached)")
+            with single_thread(self._device()):
+                images = generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
+            return {"generations": to_uint8(images)}, {"prompts": list(cfg.prompts), "model": model.model_id}
+
+        return self._cached("untrained", key, compute)[0]["generations"], key
 
     # -- metrics -------------------------------------------------------------------------------
     def metric(self, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def check_options(options: Any, *, collect_only: bool = False) -> None:
     the local cache is not required: the paper tier's cases can be listed on a machine without
     Stable Diffusion (the id's form, a local folder's layout and everything else are checked)."""
     model = functools.partial(_model, need_weights=not collect_only)
-    for check in (_numbers, _tier, _protection, model, _device, _scenarios, _data):
+    for check in (_numbers, _layers, _tier, _results_dir, _protection, model, _resolution, _device, _scenarios, _data):
         try:
             check(options)
         except (AuditError, InvalidParams, ValueError) as exc:
@@ -47,12 +47,46 @@ def _numbers(options: Any) -> None:
     if options.exploit_workers is not None and not 1 <= options.exploit_workers <= 64:
         raise ValueError(f"--exploit-workers={options.exploit_workers}: between 1 and 64 (1 runs every exploit in this process).")
     if options.replicates is not None and options.replicates < 1:
-        raise ValueError(f"--replicates={options.replicates}: at least 1 (3 or more for an interval that covers a rerun).")
+        raise ValueError(f"--replicates={options.replicates}: at least 1 (2 or more for an interval that covers a rerun; "
+                         "the tiers run 3).")
     if options.epsilon is not None and not (0 <= options.epsilon <= 1) or (options.epsilon is not None and math.isnan(options.epsilon)):
         raise ValueError(
             f"--epsilon={options.epsilon}: budgets are in [0,1] pixel units (8/255 = {8 / 255:.4f}); "
             "divide a budget in levels by 255."
         )
+    if options.exploit is not None and not options.exploit.strip():
+        raise ValueError("--exploit is empty: name the standard exploit, e.g. --exploit=dreambooth (the default, also "
+                         "when the option is left out), --exploit=lora or --exploit='lora: {rank: 32}'.")
+
+
+def _layers(options: Any) -> None:
+    """One value set two ways — an option and ``--audit-set`` for the same setting — must agree:
+    a conflict is refused here rather than one of them winning silently."""
+    core = options.overrides.get("", {})
+    if options.replicates is not None and "replicates" in core and core["replicates"] != options.replicates:
+        raise ValueError(
+            f"--replicates={options.replicates} and --audit-set replicates={core['replicates']} set the number of "
+            "replicates twice, to different values; give one of them.")
+    if options.epsilon is not None:
+        section = options.protection if ":" not in options.protection else None
+        given = (options.overrides.get(section) or {}).get("epsilon") if section else None
+        if given is not None and given != options.epsilon:
+            raise ValueError(
+                f"--epsilon={options.epsilon} and --audit-set {section}.epsilon={given} set the budget of "
+                f"--protection={options.protection} twice, to different values; give one of them (--epsilon is the "
+                "budget that is judged, for every kind of protection).")
+
+
+def _results_dir(options: Any) -> None:
+    """The results folder (cache, records, report) must be a folder, or creatable as one."""
+    folder = Path(options.results_dir)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is an existing file" if path == folder else f"lies under {path}, which is a file"
+                raise ValueError(f"--results-dir={options.results_dir}: {what}, not a folder; pass a folder (it is "
+                                 "created when absent), e.g. --results-dir=audit-results.")
+            return
 
 
 def _tier(options: Any) -> None:
@@ -91,6 +125,8 @@ def _protection(options: Any) -> None:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
+        except Exception:  # noqa: BLE001 - a parent package that fails on import: named by build_protection
+            found = True
         if not found:
             raise ValueError(f"--protection={spec}: module '{module}' cannot be imported (not installed, or not on "
                              "the Python path). Give an importable 'package.module:factory' that returns a Protection.")
@@ -101,15 +137,20 @@ def _protection(options: Any) -> None:
 
 
 def _model(options: Any, need_weights: bool = True) -> None:
+    from audit.models.tiny import TINY_VARIANTS
+
     _model_spec(options.model, "--model", options.allow_download, need_weights)
     if options.transfer_model:
         if options.transfer_model == options.model:
             raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a transfer scenario "
                              "fine-tunes another model than the one the protection was crafted on (PID §6.3).")
-        _model_spec(options.transfer_model, "--transfer-model", options.allow_download, need_weights)
+        # A typo's suggestion is another built-in model than --model (that one is refused above).
+        others = [name for name in TINY_VARIANTS if name != options.model]
+        _model_spec(options.transfer_model, "--transfer-model", options.allow_download, need_weights, others)
 
 
-def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool = True) -> None:
+def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool = True,
+                suggest: list[str] | None = None) -> None:
     from audit.models.tiny import TINY_VARIANTS
 
     if spec in TINY_VARIANTS:
@@ -125,12 +166,63 @@ def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool =
                              "(save one with StableDiffusionPipeline.save_pretrained).")
         return
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise ValueError(f"{flag}={spec}: model path {spec} does not exist; pass a local diffusers folder, a Hugging "
-                         f"Face id such as {SD15_HUB_ID}, or 'tiny' (the built-in model).")
+        from audit.registry import did_you_mean
+
+        raise ValueError(f"{flag}={spec}: model path {spec} does not exist{did_you_mean(spec, suggest or list(TINY_VARIANTS))}; pass "
+                         f"a local diffusers folder, a Hugging Face id such as {SD15_HUB_ID}, or "
+                         f"{' / '.join(repr(t) for t in TINY_VARIANTS)} (the built-in models).")
     if need_weights and not allow_download:
         from audit.models.loading import _hub_snapshot
 
-        _hub_snapshot(spec, allow_download=False)
+        _hub_snapshot(spec, allow_download=False, flag=flag)
+
+
+# diffusers' Stable Diffusion pipeline refuses a height or width that is not a multiple of 8.
+PIPELINE_MULTIPLE = 8
+
+
+def _vae_factor(spec: str) -> tuple[int, str] | None:
+    """The VAE's downsampling factor of a model (2^(number of VAE blocks − 1)) and where it was
+    read, without loading the model: the embedded models' config, or a folder's vae/config.json
+    (a local folder, or a hub id's snapshot in the local cache); None where it cannot be read."""
+    import json
+
+    from audit.models.tiny import TINY_VARIANTS, VAE_CONFIG
+
+    if spec in TINY_VARIANTS:
+        return 2 ** (len(VAE_CONFIG["block_out_channels"]) - 1), f"the embedded model '{spec}'"
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        try:
+            from audit.models.loading import _hub_snapshot
+
+            folder = _hub_snapshot(spec, allow_download=False)
+        except Exception:  # noqa: BLE001 - not cached: the pipeline's multiple of 8 is still checked
+            return None
+    try:
+        config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        return 2 ** (len(config["block_out_channels"]) - 1), f"{spec}'s vae/config.json"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _resolution(options: Any) -> None:
+    """A resolution the models can run (--audit-set resolution=N): a multiple of the VAE's
+    downsampling factor (the latent must have whole pixels) and of 8 (diffusers' pipeline)."""
+    resolution = options.tier_settings.resolution
+    if resolution is None:  # the model's native resolution
+        return
+    multiple, why = PIPELINE_MULTIPLE, ["diffusers' pipeline needs a multiple of 8"]
+    for spec in dict.fromkeys(m for m in (options.model, options.transfer_model_spec) if m):
+        found = _vae_factor(spec)
+        if found is not None:
+            multiple = math.lcm(multiple, found[0])
+            why.append(f"{found[1]} downsamples by {found[0]}")
+    if resolution % multiple:
+        lower, upper = max(resolution // multiple * multiple, multiple), (resolution // multiple + 1) * multiple
+        raise ValueError(
+            f"--audit-set resolution={resolution}: not a multiple of {multiple} px ({'; '.join(why)}), so the model "
+            f"cannot generate at it; use {lower} or {upper}.")
 
 
 def _device(options: Any) -> None:

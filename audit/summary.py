@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-STYLE = {"pass": "green", "fail": "red", "no effect at baseline": "yellow", "error": "magenta"}
+STYLE = {"pass": "green", "fail": "red", "exploit did not learn the subject": "blue", "no effect at baseline": "yellow",
+         "no meaningful effect at baseline": "dark_orange", "error": "magenta"}
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -65,21 +66,59 @@ def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
+    """The null baseline (``controls.null_baseline``) once per audit: it is the same runs for every
+    case (the clean images under uniform noise of the protection's budget, standard exploit)."""
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        null = case.get("null_baseline")
+        if not null:
+            continue
+        share = null.get("share")
+        size = f", share {_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else ""
+        effect = null["effect"]
+        return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} effect "
+                f"{_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, {_fmt(effect['ci_high'], 4)}]{size} — "
+                "what any perturbation of the protection's budget does; compare each case's effect and share")
+    return None
+
+
+def over_budget(case: dict[str, Any]) -> bool:
+    """Whether a case failed because the protection's output exceeds its ℓ∞ budget (records
+    of earlier versions say so by their flag only)."""
+    return bool(case.get("budget_exceeded")) or "protection exceeds its budget" in (case.get("flags") or [])
+
+
 def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
     """One sentence: holds against every scenario run, or breaks under which."""
     if not cases:
         return "No case finished." + (" The audit was interrupted." if interrupted else "")
-    broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases if c["outcome"] == "fail"})
+    over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases if over_budget(c)})
+    broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
+                     if c["outcome"] == "fail" and not over_budget(c)})
     no_effect = [c for c in cases if c["outcome"] == "no effect at baseline"]
+    small = [c for c in cases if c["outcome"] == "no meaningful effect at baseline"]
+    not_learned = [c for c in cases if c["outcome"] == "exploit did not learn the subject"]
     errors = [c for c in cases if c["outcome"] == "error"]
     tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
+    if over:  # a budget violation is no robustness result: said first, and apart from any break
+        also = f" It also breaks under {', '.join(broken)}." if broken else ""
+        return (f"Exceeds its budget: the protection's output is over the ℓ∞ budget (in {', '.join(over)}), so it was "
+                f"not judged for robustness there; fix the protection's projection or the budget.{also}{tail}")
     if broken:
         return f"Does not hold: breaks under {', '.join(broken)}.{tail}"
+    if not_learned and len(not_learned) == len(cases):
+        return ("No verdict: the exploit did not learn the subject (its clean fine-tune is no better than the "
+                f"untrained model), so no protection can be judged; fine-tune longer or at another lr.{tail}")
     if no_effect and len(no_effect) == len(cases):
         return f"No protective effect at baseline: there was nothing to retain.{tail}"
-    if errors or no_effect:
-        return (f"No scenario broke it, but {len(errors)} case(s) errored and {len(no_effect)} showed no effect at "
-                f"baseline: not a full answer.{tail}")
+    if (no_effect or small) and len(no_effect) + len(small) == len(cases):
+        return (f"No meaningful protective effect at baseline: the protection removed less of what the exploit "
+                f"learned than the minimum (verdict.min_effect) in {len(small)} case(s), nothing measurable in "
+                f"{len(no_effect)}.{tail}")
+    if errors or no_effect or small or not_learned:
+        return (f"No scenario broke it, but {len(errors)} case(s) errored, {len(not_learned)} had an exploit that did "
+                f"not learn the subject, {len(no_effect)} showed no effect at baseline and {len(small)} no meaningful "
+                f"effect: not a full answer.{tail}")
     return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
 
 
@@ -96,7 +135,7 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     run = run or {}
     exploit = f" · exploit {options.exploit}" if getattr(options, "exploit", None) else ""
     table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}{exploit}"))
-    for column in ("case", "outcome", "metric", "K", "m_c", "m_p", "m_a", "retained [95% CI]", "time"):
+    for column in ("case", "outcome", "metric", "K", "m_u", "m_c", "m_p", "m_a", "share [95% CI]", "retained [95% CI]", "time"):
         table.add_column(column, justify="left" if column in ("case", "outcome", "metric") else "right")
     for case in sorted(cases, key=lambda c: c["case_id"]):
         metric = case.get("verdict_metric") or (case.get("scenario") or {}).get("verdict", {}).get("metric", "")
@@ -105,6 +144,8 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         retained_text = "—"
         if retained:
             retained_text = f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, {_fmt(retained['ci_high'], 2)}]"
+        share = entry.get("share")
+        share_text = f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else "—"
         outcome = case["outcome"]
         flagged = " ⚑" if case.get("flags") else ""
         table.add_row(
@@ -112,9 +153,11 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
             f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
             escape(metric),
             str((case.get("plan") or {}).get("replicates", "—")),
+            _fmt((entry.get("m_u") or {}).get("value")),
             _fmt((entry.get("m_c") or {}).get("value")),
             _fmt((entry.get("m_p") or {}).get("value")),
             _fmt((entry.get("m_a") or {}).get("value")),
+            share_text,
             retained_text,
             f"{case.get('seconds', 0):.1f}s",
         )
@@ -133,6 +176,9 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                                  f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
     for line in exploiter_best_lines(cases):
         console.print(escape(line))
+    noise = null_baseline_line(cases)
+    if noise:
+        console.print(escape(noise))
     cache = cache_counts(cases)
     console.print(escape(f"cache: {cache['hits']} of {cache['stages']} stages served from the cache"
                          + (" (--no-audit-cache recomputes every stage)" if cache["hits"] else "")))

@@ -8,12 +8,28 @@ on clean images, m_p on protected images (no attack) and m_a after the scenario'
 1 = the attack removed nothing, 0 = it fully restored the clean result, < 0 = the exploit did
 better than on clean data. Every estimate rests on K replicates (``audit/intervals.py``): the
 protective effect d·(m_p − m_c) with a t interval on the paired replicate-level differences,
-retained protection with Fieller's interval on the replicate-level ratio. A case passes when
-the protection was effective at baseline (the effect's 95 % interval lies above 0) and the
+retained protection with Fieller's interval on the replicate-level ratio. A case passes on the
+three conditions below: the exploit learned, the protection's effect is meaningful, and the
 lower bound of retained protection's 95 % interval is at least the scenario's threshold.
 
 With one replicate no interval covers what a rerun gives; the verdict then falls back to the
 paired image bootstrap of one fine-tune and says so (the checks flag it).
+
+The three conditions of a pass (README "The verdict"): with m_u the untouched base model's
+generations (same prompts and seeds as the exploits', no fine-tune),
+
+1. the exploit learned the subject: the lower 95 % bound of the learned margin d·(m_u − m_c)
+   exceeds ``min_learned`` (otherwise "exploit did not learn the subject": no protection can
+   be judged against it, so it is neither a pass nor a fail);
+2. the protection had a meaningful effect at baseline: the effect's interval lies above 0
+   ("no effect at baseline" otherwise) and the lower bound of the effect size — the share of
+   what the exploit learned that the protection removed, (m_c − m_p)/(m_c − m_u), Fieller's
+   interval over replicates — is at least ``min_effect`` ("no meaningful effect at baseline");
+3. the attack left enough of it: retained protection's lower bound ≥ the scenario's threshold.
+
+The null baseline (``controls.null_baseline``): the same standard exploit on the images under
+uniform noise of the protection's budget (the ``random`` protection), its effect and share
+recorded beside the protection's (PID Table 1, PhotoGuard); shown, not a condition.
 
 Matched control (a scenario that changes the exploit): m_c′ is the changed exploit on the
 clean images. Retained protection against the standard m_c stays the verdict (the exploiter's
@@ -23,14 +39,24 @@ the control's shift m_c′ − m_c are reported beside it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from audit import intervals
 from audit.intervals import Estimate
+from audit.settings import VerdictSettings
 
-Outcome = Literal["pass", "fail", "no effect at baseline", "error"]
+Outcome = Literal["pass", "fail", "exploit did not learn the subject", "no effect at baseline",
+                  "no meaningful effect at baseline", "error"]
+# Every outcome, in the order the report ranks them (weakest first) — the one list to extend.
+OUTCOMES: tuple[str, ...] = ("error", "exploit did not learn the subject", "fail", "no effect at baseline",
+                             "no meaningful effect at baseline", "pass")
+NOT_LEARNED = "exploit did not learn the subject"
+NO_MEANINGFUL_EFFECT = "no meaningful effect at baseline"
+DEFAULT_MIN_LEARNED = float(VerdictSettings.model_fields["min_learned"].default)
+DEFAULT_MIN_EFFECT = float(VerdictSettings.model_fields["min_effect"].default)
 PerReplicate = list[list[float]]
 
 
@@ -39,6 +65,16 @@ class MatchedControl:
     m_c_control: Estimate  # the scenario's exploit on the clean images
     shift: Estimate  # d·(m_c′ − m_c): how far the changed exploit alone moves the clean outcome
     effect_under_scenario: Estimate  # d·(m_a − m_c′): what the protection still does under the changed exploit
+
+
+@dataclass(frozen=True)
+class NullBaseline:
+    """Uniform noise of the protection's budget (the ``random`` protection) under the standard
+    exploit: the effect any perturbation of that size has, beside the protection's."""
+
+    m_null: Estimate  # the exploit on the noised images
+    effect: Estimate  # d·(m_null − m_c)
+    share: Estimate | None  # (m_c − m_null)/(m_c − m_u); None without the untrained reference
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,12 @@ class MetricVerdict:
     replicates: dict[str, list[float]] = field(default_factory=dict)  # role -> replicate means
     control: MatchedControl | None = None
     slots_left_out: list[int] = field(default_factory=list)  # per replicate: slots undefined in some exploit
+    m_u: Estimate | None = None  # the untouched base model's generations (untrained reference)
+    learned: Estimate | None = None  # d·(m_u − m_c): > 0 means the exploit learned the subject
+    share: Estimate | None = None  # (m_c − m_p)/(m_c − m_u): the share of what it learned that the protection removed
+    min_learned: float | None = None  # the learned margin's lower bound must exceed it
+    min_effect: float | None = None  # the share's lower bound must reach it
+    null_baseline: NullBaseline | None = None  # uniform noise of the same budget (controls.null_baseline)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,11 +166,21 @@ def pair_slots(groups: dict[str, PerReplicate]) -> tuple[dict[str, PerReplicate]
 
 def decide(metric: str, direction: str, clean: PerReplicate, protected: PerReplicate, attacked: PerReplicate,
            threshold: float, *, alpha: float = 0.05, control: PerReplicate | None = None,
+           untrained: PerReplicate | None = None, null: PerReplicate | None = None,
+           min_learned: float = DEFAULT_MIN_LEARNED, min_effect: float = DEFAULT_MIN_EFFECT,
            resamples: int = 1000, seed: int = 0) -> MetricVerdict:
     """The verdict for one metric from per-replicate, per-image values of the three exploits.
 
+    ``untrained``: the base model's generations with the same prompts and seeds, per replicate
+    (the engine always gives them); with them a pass needs all three conditions (module
+    docstring), without them (earlier callers) the learned margin and the effect size are not
+    checked and are None. ``null``: the standard exploit on uniformly noised images
+    (``controls.null_baseline``), recorded beside the protection's effect.
+
     Values may be None (undefined in that slot): such a slot is left out of every exploit of
-    its replicate (``pair_slots``) and counted in ``slots_left_out``.
+    its replicate (``pair_slots``) and counted in ``slots_left_out``. The untrained reference and
+    the null baseline are paired with clean and protected separately, so that a slot undefined
+    only in them never changes m_c, m_p, m_a, the effect or retained protection.
     """
     _sign(direction)  # validates the direction
     if not (len(clean) == len(protected) == len(attacked)) or not clean:
@@ -137,6 +189,11 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     groups = {"clean": clean, "protected": protected, "attacked": attacked}
     if control is not None:
         groups["control"] = control
+    reference = {"clean": clean, "protected": protected}
+    if untrained is not None:
+        reference["untrained"] = untrained
+    if null is not None:
+        reference["null"] = null
     paired, left_out = pair_slots(groups)
     clean, protected, attacked = paired["clean"], paired["protected"], paired["attacked"]
     control = paired.get("control")
@@ -150,9 +207,26 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     if control is not None:
         matched = _matched(direction, clean, attacked, control, alpha)
         means["control"] = _means(control)
+    ref = _reference(direction, reference, alpha, resamples, seed, replicated) if len(reference) > 2 else {}
+    means.update(ref.pop("means", {}))
+    extra = {**ref, "min_learned": float(min_learned) if untrained is not None else None,
+             "min_effect": float(min_effect) if untrained is not None else None}
     arrow = "↑" if direction == "up" else "↓"
     level = f"{100 * (1 - alpha):g}%"
     basis = f"K = {len(clean)} replicates" if replicated else "1 replicate (image bootstrap: a rerun may differ)"
+    learned, share, m_u = ref.get("learned"), ref.get("share"), ref.get("m_u")
+    if learned is not None and not learned.ci_low > min_learned:
+        sentence = (
+            f"{NOT_LEARNED}: on {metric} ({arrow} = better protection) the clean fine-tune's generations (m_c "
+            f"{est_c.value:.4f}) beat the base model's without fine-tuning (m_u {m_u.value:.4f}, same prompts and seeds) "
+            f"by {learned.value:+.4f}; the {level} interval [{learned.ci_low:+.4f}, {learned.ci_high:+.4f}] ({basis}) does "
+            f"not lie above the minimum {min_learned:g} (verdict.min_learned). An exploit that did not learn the subject "
+            f"cannot show whether a protection works, so this is neither a pass nor a fail (m_p {est_p.value:.4f}, "
+            f"effect {effect.value:+.4f}). Fix: fine-tune longer or at another learning rate (--audit-set "
+            "dreambooth.steps=… / dreambooth.lr=…; lora.steps / lora.lr for LoRA), or check the subject's images."
+        )
+        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, NOT_LEARNED, sentence,
+                             means, matched, left_out, **extra)
     if not effect.ci_low > 0:
         sentence = (
             f"no effect at baseline: {metric} ({arrow} = better protection) moved by {effect.value:+.4f} from clean "
@@ -161,7 +235,18 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
             "for the attack to remove."
         )
         return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None,
-                             "no effect at baseline", sentence, means, matched, left_out)
+                             "no effect at baseline", sentence, means, matched, left_out, **extra)
+    if share is not None and not share.ci_low >= min_effect:
+        sentence = (
+            f"{NO_MEANINGFUL_EFFECT}: the protection removed {share.value:.1%} of what the exploit learned on {metric} "
+            f"({arrow} = better protection): (m_c − m_p)/(m_c − m_u) = ({est_c.value:.4f} − {est_p.value:.4f})/"
+            f"({est_c.value:.4f} − {m_u.value:.4f}), {level} interval [{share.ci_low:.1%}, {share.ci_high:.1%}] ({basis}); "
+            f"its lower bound is below the minimum {min_effect:.0%} (verdict.min_effect). The effect {effect.value:+.4f} "
+            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] lies above 0 but is small next to the {learned.value:+.4f} "
+            "the exploit learned, so there is no meaningful protection for the attack to remove."
+        )
+        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, NO_MEANINGFUL_EFFECT,
+                             sentence, means, matched, left_out, **extra)
     if replicated:
         retained = intervals.retained_interval(clean, protected, attacked, direction, alpha)
     else:
@@ -170,13 +255,48 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     passed = bool(math.isfinite(retained.ci_low) and retained.ci_low >= threshold)
     outcome: Outcome = "pass" if passed else "fail"
     verb = "holds" if passed else "does not hold"
+    size = ""
+    if share is not None:
+        size = (f" The exploit learned {learned.value:+.4f} over the base model (m_u {m_u.value:.4f}); the protection "
+                f"removed {share.value:.0%} of it [{share.ci_low:.0%}, {share.ci_high:.0%}] (minimum {min_effect:.0%}).")
     sentence = (
         f"protection {verb}: retained {retained.value:.2f}, {level} CI [{retained.ci_low:.2f}, {retained.ci_high:.2f}], "
         f"lower bound {'≥' if passed else '<'} threshold {threshold:.2f} on {metric} {arrow} "
-        f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {basis})."
+        f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {basis}).{size}"
     )
     return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained, outcome, sentence,
-                         means, matched, left_out)
+                         means, matched, left_out, **extra)
+
+
+def _reference(direction: str, groups: dict[str, PerReplicate], alpha: float, resamples: int, seed: int,
+               replicated: bool) -> dict[str, Any]:
+    """m_u, the learned margin and the effect size (with ``untrained``), and the null baseline
+    (with ``null``), on clean, protected and these paired by slot among themselves."""
+    paired, _ = pair_slots(groups)
+    c, p = paired["clean"], paired["protected"]
+    u, n = paired.get("untrained"), paired.get("null")
+    out: dict[str, Any] = {"means": {}}
+    if replicated:
+        mean = functools.partial(intervals.mean_interval, alpha=alpha)
+        diff = functools.partial(intervals.effect_interval, direction=direction, alpha=alpha)
+        ratio = functools.partial(intervals.share_interval, direction=direction, alpha=alpha)
+    else:  # one replicate: the image bootstrap of one fine-tune (flagged by the checks)
+        boot = {"alpha": alpha, "resamples": resamples, "seed": seed}
+        def mean(v: PerReplicate) -> Estimate:
+            return intervals.image_bootstrap_mean(v[0], **boot)
+
+        def diff(a: PerReplicate, b: PerReplicate) -> Estimate:
+            return intervals.image_bootstrap_effect(a[0], b[0], direction, **boot)
+
+        def ratio(a: PerReplicate, b: PerReplicate, ref: PerReplicate) -> Estimate:
+            return intervals.image_bootstrap_share(a[0], b[0], ref[0], direction, **boot)
+    if u is not None:
+        out.update(m_u=mean(u), learned=diff(c, u), share=ratio(c, p, u))
+        out["means"]["untrained"] = _means(u)
+    if n is not None:
+        out["null_baseline"] = NullBaseline(mean(n), diff(c, n), ratio(c, n, u) if u is not None else None)
+        out["means"]["null_baseline"] = _means(n)
+    return out
 
 
 def _means(values: PerReplicate) -> list[float]:

@@ -49,7 +49,8 @@ def case_row(case: dict) -> dict:
     return {
         "scenario": case["scenario"]["id"], "outcome": case["outcome"], "metric": metric,
         "effect": entry.get("effect"), "retained": entry.get("retained"),
-        "m_c": entry.get("m_c"), "m_p": entry.get("m_p"), "m_a": entry.get("m_a"),
+        "m_u": entry.get("m_u"), "m_c": entry.get("m_c"), "m_p": entry.get("m_p"), "m_a": entry.get("m_a"),
+        "learned": entry.get("learned"), "share": entry.get("share"), "null_baseline": case.get("null_baseline"),
         "replicates": entry.get("replicates"), "control_shift": control.get("shift"),
         "effect_under_scenario": control.get("effect_under_scenario"),
         "flags": case.get("flags"), "seconds": case.get("seconds"),

@@ -14,12 +14,15 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from audit.summary import audit_answer, cache_counts, worst_cases
+from audit.summary import audit_answer, cache_counts, null_baseline_line, over_budget, worst_cases
+from audit.verdict import OUTCOMES as RANKED_OUTCOMES
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
-OUTCOMES = ("pass", "fail", "no effect at baseline", "error")
-OUTCOME_RANK = {"error": 0, "fail": 1, "no effect at baseline": 2, "pass": 3}
+# Shown in this order in the counts; ranked weakest first as audit.verdict.OUTCOMES lists them.
+OUTCOMES = ("pass", "fail", "no meaningful effect at baseline", "no effect at baseline",
+            "exploit did not learn the subject", "error")
+OUTCOME_RANK = {name: rank for rank, name in enumerate(RANKED_OUTCOMES)}
 STRIPS = (
     ("clean", "clean subject images"),
     ("protected", "protected images (what the protector publishes)"),
@@ -28,6 +31,8 @@ STRIPS = (
     ("generated_protected", "generations after DreamBooth on the protected images"),
     ("generated_attacked", "generations after the scenario's exploit on the attacked images"),
     ("generated_control", "matched control: the scenario's exploit on the clean images"),
+    ("generated_untrained", "untrained reference: the base model's generations, same prompts and seeds, no fine-tune (m_u)"),
+    ("generated_null_baseline", "null baseline: DreamBooth on the images under uniform noise of the same budget"),
 )
 SMOKE_CAVEAT = (
     "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, trained on a dozen "
@@ -91,7 +96,8 @@ def verdict_metric(case: dict[str, Any]) -> str:
 
 
 def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
-    """Weakest first: errors, fails, no effect, passes; within each, lowest retained lower bound."""
+    """Weakest first (audit.verdict.OUTCOMES: errors, exploits that did not learn, fails, no effect,
+    no meaningful effect, passes); within each, lowest retained lower bound."""
     retained = verdict_entry(case).get("retained") or {}
     low = retained.get("ci_low")
     low = float(low) if low is not None and math.isfinite(float(low)) else math.inf
@@ -161,6 +167,7 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             "headline_outcome": headline_outcome,
             "n_runs": len(runs),
             "n_flagged": sum(1 for c in cases if c.get("flags")),
+            "noise_baseline": null_baseline_line(cases),
             "answer": audit_answer(cases, any(r.get("interrupted") for r in runs),
                                    sum(len(r.get("not_run") or []) for r in runs)),
             "worst": [{**row, "anchor": next((v["anchor"] for v in case_views if v["case_id"] == row.get("case_id")), None)}
@@ -186,17 +193,35 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
 def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
     if not views:
         return "No cases were recorded.", "error"
-    failed = [v["label"] for v in views if v["outcome"] == "fail"]
+    over = [v["label"] for v in views if v.get("over_budget")]
+    failed = [v["label"] for v in views if v["outcome"] == "fail" and not v.get("over_budget")]
     no_effect = [v["label"] for v in views if v["outcome"] == "no effect at baseline"]
+    small = [v for v in views if v["outcome"] == "no meaningful effect at baseline"]
+    not_learned = [v for v in views if v["outcome"] == "exploit did not learn the subject"]
     errors = [v["label"] for v in views if v["outcome"] == "error"]
     passed = [v for v in views if v["outcome"] == "pass"]
     parts = []
+    if over:
+        parts.append(f"Exceeds its ℓ∞ budget in {len(over)} of {len(views)} cases ({', '.join(over)}): a budget "
+                     "violation, not judged for robustness.")
     if failed:
         parts.append(f"Does not hold against {len(failed)} of {len(views)} scenarios: {', '.join(failed)}.")
     if no_effect:
         parts.append(
             f"No measurable protective effect at baseline in {len(no_effect)} case(s) ({', '.join(no_effect)}): "
             "the exploit learned as well from the protected images as from the clean ones."
+        )
+    if small:
+        shares = ", ".join(f"{v['label']} ({v['share_text']})" for v in small)
+        parts.append(
+            f"No meaningful protective effect at baseline in {len(small)} case(s): the protection removed less of what "
+            f"the exploit learned than the minimum (share of m_c − m_u removed [95% CI]: {shares})."
+        )
+    if not_learned:
+        parts.append(
+            f"The exploit did not learn the subject in {len(not_learned)} case(s) "
+            f"({', '.join(v['label'] for v in not_learned)}): its clean fine-tune is no better than the untrained "
+            "model, so no protection can be judged there — fine-tune longer or at another learning rate."
         )
     if errors:
         parts.append(f"{len(errors)} case(s) errored and have no verdict: {', '.join(errors)}.")
@@ -207,7 +232,8 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
     if passed:
         parts.append(f"Holds in {len(passed)} of {len(views)}.")
     parts.append(caution.strip())
-    outcome = "fail" if failed else "no effect at baseline" if no_effect else "error"
+    outcome = ("fail" if failed or over else "exploit did not learn the subject" if not_learned else "no effect at baseline"
+               if no_effect else "no meaningful effect at baseline" if small else "error")
     return " ".join(parts), outcome
 
 
@@ -226,7 +252,11 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             cells.append({"metric": name, "outcome": "error", "text": "unavailable", "title": str(m["unavailable"])})
             continue
         retained = m.get("retained")
-        text = fmt_ci(retained, 2) if retained else ("no effect" if m.get("outcome") == "no effect at baseline" else "—")
+        text = fmt_ci(retained, 2) if retained else {
+            "no effect at baseline": "no effect",
+            "no meaningful effect at baseline": f"share {fmt_ci(m.get('share'), 2)}",
+            "exploit did not learn the subject": "not learned",
+        }.get(m.get("outcome"), "—")
         cells.append({"metric": name, "outcome": m.get("outcome"), "text": text, "title": m.get("sentence") or ""})
     metric_rows = []
     for name, m in metrics.items():
@@ -236,10 +266,13 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             "direction": m.get("direction"),
             "implementation": m.get("implementation"),
             "unavailable": m.get("unavailable"),
+            "m_u": fmt_ci(m.get("m_u"), 4),
             "m_c": fmt_ci(m.get("m_c"), 4),
             "m_p": fmt_ci(m.get("m_p"), 4),
             "m_a": fmt_ci(m.get("m_a"), 4),
+            "learned": fmt_ci(m.get("learned"), 4),
             "effect": fmt_ci(m.get("effect"), 4),
+            "share": fmt_ci(m.get("share"), 3),
             "retained": fmt_ci(m.get("retained"), 3),
             "threshold": m.get("threshold"),
             "outcome": m.get("outcome"),
@@ -265,6 +298,7 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "case_id": case.get("case_id"),
         "label": _scenario_label(case),
         "outcome": case.get("outcome"),
+        "over_budget": over_budget(case),
         "reason": case.get("reason"),
         "flags": case.get("flags") or [],
         "scenario": scenario,
@@ -282,9 +316,17 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "noise_floor": case.get("noise_floor"),
         "threshold": case.get("threshold", (scenario.get("verdict") or {}).get("retained_at_least")),
         "retained": entry.get("retained"),
+        "m_u": fmt_ci(entry.get("m_u"), 4),
         "m_c": fmt_ci(entry.get("m_c"), 4),
         "m_p": fmt_ci(entry.get("m_p"), 4),
         "m_a": fmt_ci(entry.get("m_a"), 4),
+        "learned_text": fmt_ci(entry.get("learned"), 4),
+        "effect_text": fmt_ci(entry.get("effect"), 4),
+        "share_text": fmt_ci(entry.get("share"), 3),
+        "min_learned": entry.get("min_learned"),
+        "min_effect": entry.get("min_effect"),
+        "verdict_settings": case.get("verdict_settings") or {},
+        "null_baseline": _null_view(case.get("null_baseline")),
         "retained_text": fmt_ci(entry.get("retained"), 3),
         "cells": cells,
         "metric_rows": metric_rows,
@@ -310,6 +352,19 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             "scenario": scenario,
             "exploits": case.get("exploits"),
         }),
+    }
+
+
+def _null_view(null: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The null baseline of a case, formatted beside the protection's effect and share."""
+    if not null:
+        return None
+    return {
+        "metric": null.get("metric"), "epsilon": null.get("epsilon"),
+        "m_null": fmt_ci(null.get("m_null"), 4), "effect": fmt_ci(null.get("effect"), 4),
+        "share": fmt_ci(null.get("share"), 3), "protection_effect": fmt_ci(null.get("protection_effect"), 4),
+        "protection_share": fmt_ci(null.get("protection_share"), 3),
+        "same_runs": bool(null.get("same_runs_as_protected")),
     }
 
 

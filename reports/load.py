@@ -15,8 +15,9 @@ from typing import Any
 from audit.results import SCHEMA, SCHEMA_VERSION
 
 # Version 1 files (one fine-tune per exploit, before replicates) still render, without the
-# replicate tables.
-SUPPORTED_VERSIONS = (1, SCHEMA_VERSION)
+# replicate tables; version 2 files (before the untrained reference) without m_u, the learned
+# margin, the effect share and the noise baseline (shown as "—"), their verdicts as then decided.
+SUPPORTED_VERSIONS = (1, 2, SCHEMA_VERSION)
 REQUIRED_TOP = ("schema", "schema_version", "run", "cases")
 REQUIRED_RUN = ("options", "toolkit_version")
 REQUIRED_CASE = ("case_id", "outcome", "protection", "scenario", "metrics")
@@ -46,6 +47,11 @@ class ResultsFile:
 def load_results(path: str | Path) -> ResultsFile:
     """Load one results file and check its schema, version and required fields."""
     path = Path(path)
+    if path.is_dir():  # a results folder (--results-dir) or a run's folder: its results.json
+        if not (path / "results.json").is_file():
+            raise ReportInputError(f"{path}: a folder without a results.json; pass the results.json an audit wrote, or "
+                                   "the folder holding it (its --results-dir, or runs/<id>/).")
+        path = path / "results.json"
     if not path.is_file():
         raise ReportInputError(f"{path}: no such file; pass the results.json an audit wrote (see its --results-dir).")
     try:
@@ -105,21 +111,60 @@ def _artifact_roots(path: Path, data: dict[str, Any]) -> list[Path]:
     return list(dict.fromkeys(roots))
 
 
-COMPARABLE = (("protection", "protection"), ("model", "model"), ("tier", "tier"))
+# The options that bear on the numbers (where the shards ran, with how many workers, and their
+# folders' paths do not: scenarios and subjects are compared by content below).
+COMPARED_OPTIONS = ("protection", "model", "transfer_model", "tier", "seed", "replicates", "epsilon", "overrides",
+                    "exploit")
+
+
+def provenance(file: ResultsFile) -> dict[str, Any]:
+    """What makes a results file's numbers what they are, field by field: the toolkit version, the
+    options and tier settings that bear on the numbers, and — from its cases — the model and
+    transfer model fingerprints, the protection's code fingerprint, each scenario's definition
+    hash and each subject's content hash."""
+    run = file.run
+    options = run.get("options") or {}
+    fields: dict[str, Any] = {"toolkit version": run.get("toolkit_version")}
+    fields.update({f"option {key}": options.get(key) for key in COMPARED_OPTIONS})
+    fields["tier settings"] = run.get("tier_settings")
+    for case in file.cases:
+        for role in ("model", "transfer_model"):
+            model = case.get(role) or {}
+            if model.get("fingerprint"):
+                fields[f"{role.replace('_', ' ')} fingerprint ({model.get('id')})"] = model["fingerprint"]
+        code = ((case.get("protection") or {}).get("code") or {})
+        if code:
+            fields["protection code fingerprint"] = code.get("sha256")
+        scenario = case.get("scenario") or {}
+        if scenario.get("definition_hash"):
+            fields[f"definition hash of scenario '{scenario.get('id')}'"] = scenario["definition_hash"]
+        subject = case.get("subject") or {}
+        if subject.get("content_hash"):
+            fields[f"content hash of subject '{subject.get('name')}'"] = subject["content_hash"]
+    return fields
 
 
 def merge_results(files: list[ResultsFile]) -> dict[str, Any]:
-    """One report input from shards of the same audit: same protection, model and tier; no case twice."""
+    """One report input from shards of the same audit: the same provenance wherever it bears on
+    the numbers (``provenance``: seed, tier settings, model fingerprint, toolkit version,
+    scenario hashes, options, ...), each field compared and a mismatch refused by name; no case
+    twice."""
     if not files:
         raise ReportInputError("no results files given; pass at least one results.json.")
     first = files[0]
+    reference = {key: (value, first.path) for key, value in provenance(first).items()}
     for other in files[1:]:
-        for key, label in COMPARABLE:
-            a, b = first.run["options"].get(key), other.run["options"].get(key)
-            if a != b:
+        for key, value in provenance(other).items():
+            if key not in reference:  # e.g. a scenario only this shard ran: it is the reference from now on
+                reference[key] = (value, other.path)
+                continue
+            expected, where = reference[key]
+            if value != expected:
                 raise ReportInputError(
-                    f"{other.path}: {label} {b!r} differs from {first.path} ({a!r}); only shards of the same audit "
-                    "(same protection, model and tier) merge into one report — render them separately."
+                    f"{other.path}: {key} {value!r} differs from {where} ({expected!r}); only shards of one audit (the same "
+                    "protection, model, tier, seed, settings, toolkit version, scenarios and subjects) merge into one "
+                    "report, since their numbers are not comparable otherwise — render them separately, or rerun one "
+                    "shard with the other's settings."
                 )
     seen: dict[str, Path] = {}
     cases: list[dict[str, Any]] = []

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-OUTCOME_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "no effect at baseline": "#b7791f", "error": "#6b21a8"}
-SERIES_COLOURS = {"clean": "#2563eb", "protected": "#c2410c", "attacked": "#0f766e"}
+OUTCOME_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "no effect at baseline": "#b7791f",
+                   "no meaningful effect at baseline": "#a16207", "exploit did not learn the subject": "#475569",
+                   "error": "#6b21a8"}
+SERIES_COLOURS = {"untrained": "#6b7280", "clean": "#2563eb", "protected": "#c2410c", "attacked": "#0f766e",
+                  "null_baseline": "#a16207"}
+SERIES_LABELS = {"null_baseline": "noise"}
 RETAINED_LIMITS = (-2.0, 3.0)
 
 
@@ -93,12 +97,14 @@ def retained_plot(rows: Sequence[RetainedRow], width: int = 720) -> Markup:
 
 
 def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction: str | None, width: int = 360) -> Markup:
-    """Per-image metric values of the clean, protected and attacked exploits (strip plot, mean bar)."""
+    """Per-image metric values of the clean, protected and attacked exploits (strip plot, mean bar),
+    with the untrained reference and the null baseline (uniform noise) where they were measured."""
+    names = [n for n in SERIES_COLOURS if n in ("clean", "protected", "attacked") or values.get(n)]
     series = [(name, [float(v) for v in values.get(name) or [] if v is not None and math.isfinite(float(v))])
-              for name in ("clean", "protected", "attacked")]
+              for name in names]
     every = [v for _, vs in series for v in vs]
     label_w, pad, row_h = 72, 10, 22
-    height = row_h * 3 + 34
+    height = row_h * len(series) + 34
     if not every:
         return Markup(
             f'<svg class="plot" width="{width}" height="40"><text x="4" y="24" '
@@ -122,7 +128,8 @@ def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction
     for i, (name, vs) in enumerate(series):
         y = 6 + row_h * i + row_h / 2
         colour = SERIES_COLOURS[name]
-        parts.append(f'<text x="{label_w}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#111827">{name}</text>')
+        parts.append(f'<text x="{label_w}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#111827">'
+                     f'{SERIES_LABELS.get(name, name)}</text>')
         for j, v in enumerate(vs):
             jitter = ((j * 0.618034) % 1.0 - 0.5) * 10  # deterministic jitter (golden-ratio sequence)
             parts.append(f'<circle cx="{_num(x(v))}" cy="{y + jitter:.1f}" r="2.5" fill="{colour}" fill-opacity="0.6"/>')
@@ -132,7 +139,7 @@ def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction
                 f'<line x1="{_num(x(mean))}" y1="{y - 9:.1f}" x2="{_num(x(mean))}" y2="{y + 9:.1f}" stroke="{colour}" '
                 f'stroke-width="2.5"><title>{name} mean {mean:.4g} (n={len(vs)})</title></line>'
             )
-    axis_y = 6 + row_h * 3 + 12
+    axis_y = 6 + row_h * len(series) + 12
     for v in (lo + 0.05 * (hi - lo) / 1.1, (lo + hi) / 2, hi - 0.05 * (hi - lo) / 1.1):
         parts.append(f'<text x="{_num(x(v))}" y="{axis_y:.1f}" font-size="10" text-anchor="middle" fill="#374151">{v:.3g}</text>')
     parts.append(

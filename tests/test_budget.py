@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.errors import BudgetExceeded
+from audit.errors import BudgetExceeded, ProtectionError
 from audit.images import to_uint8
-from audit.protections import budget_levels, check_budget, quantize_within_budget
+from audit.protections import ProtectionOutput, budget_levels, check_budget, quantize_within_budget
+from audit.protections.base import check_output
 from audit.protections.simple import NoProtection, RandomNoise
 
 
@@ -50,9 +51,55 @@ def test_violation_reports_measured_excess() -> None:
 
 
 def test_shape_change_is_a_contract_violation() -> None:
+    """A changed shape breaks the interface (an error naming what changed), not the budget."""
     clean = torch.rand((1, 3, 8, 8))
-    with pytest.raises(BudgetExceeded, match="keep the image size"):
+    with pytest.raises(ProtectionError, match="keep the image size") as info:
         check_budget(clean, to_uint8(torch.rand((1, 3, 4, 4))), 0.05, "resizer")
+    assert not isinstance(info.value, BudgetExceeded)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fragments"),
+    [
+        ((1, 3, 8, 8), ["1 image(s) for 2 input image(s)", "one protected image per input"]),
+        ((2, 1, 8, 8), ["1 channel(s) where the inputs have 3", "keep the input's channels"]),
+        ((2, 3, 8), ["3-dimensional tensor", "N×3×H×W"]),
+    ],
+)
+def test_fewer_images_or_other_channels_are_said_as_such(shape: tuple, fragments: list[str]) -> None:
+    """Issue 20: fewer images or other channels were told "must keep the image size"."""
+    clean = torch.rand((2, 3, 8, 8))
+    with pytest.raises(ProtectionError) as info:
+        check_budget(clean, torch.zeros(shape, dtype=torch.uint8), 0.05, "odd")
+    message = str(info.value)
+    assert "image size" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_non_finite_output_is_its_own_error_with_the_count() -> None:
+    """Issue 20: a NaN became 0 on rounding, and ℓ∞ was then made up (204/255 for one NaN pixel)."""
+    clean = torch.full((1, 3, 4, 4), 0.8)
+    out = clean.clone()
+    out[0, 0, 0, 0] = float("nan")
+    out[0, 1, 2, 2] = float("inf")
+    with pytest.raises(ProtectionError) as info:
+        check_output(ProtectionOutput(out), clean, "nanny")
+    message = str(info.value)
+    assert "'nanny'" in message and "2 non-finite value(s) (1 NaN, 1 ±inf)" in message
+    assert not isinstance(info.value, BudgetExceeded)
+    assert torch.equal(check_output(ProtectionOutput(clean), clean, "fine"), clean)  # finite output passes unchanged
+
+
+def test_a_bare_tensor_is_told_the_interface() -> None:
+    """Issue 20: protect returning a bare tensor died with "'Tensor' object has no attribute 'images'"."""
+    clean = torch.rand((1, 3, 4, 4))
+    with pytest.raises(ProtectionError) as info:
+        check_output(to_uint8(clean), clean, "bare")
+    message = str(info.value)
+    assert "bare Tensor" in message and "ProtectionOutput(images" in message
+    with pytest.raises(ProtectionError, match="returned dict"):
+        check_output({"images": clean}, clean, "dicty")
 
 
 class _Ctx:

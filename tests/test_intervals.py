@@ -17,9 +17,11 @@ from audit.intervals import (
     image_bootstrap_effect,
     image_bootstrap_mean,
     image_bootstrap_retained,
+    learned_interval,
     mean_interval,
     replicate_means,
     retained_interval,
+    share_interval,
 )
 from audit.verdict import decide
 
@@ -340,6 +342,53 @@ def test_coverage_of_retained_when_the_interval_is_bounded() -> None:
     coverage = np.mean([_covers(r, 1 - mu_g / mu_e) for r in res])
     print(f"\nstrong protection, K = {k}: retained coverage {coverage:.3f}, bounded {bounded:.3f}")
     assert bounded >= 0.95 and coverage >= 0.90
+
+
+# The untrained reference (the base model's generations, no fine-tune) on the smoke tier:
+# subject_similarity 0.103 against the clean exploit's 0.475–0.486 (README, model card). Its
+# replicate mean moves only with the generation seed; per-image spread as a fine-tuned set's.
+MU_U, SD_U = 0.103, 0.010
+
+
+def simulate_untrained(rng: np.random.Generator, audits: int, k: int, mu_u: float = MU_U) -> np.ndarray:
+    """Per-image values of the untrained reference: u_ri = mu_u + U_r + s'_ri + ε, with its own
+    slot effects s'_ri ~ N(0, SD_SLOT²) (the base model does not share the fine-tuned models'
+    response to a slot's prompt and noise) and ε ~ N(0, SD_IMAGE²); U_r ~ N(0, SD_U²)."""
+    level = mu_u + SD_U * rng.standard_normal((audits, k, 1))
+    return level + SD_SLOT * rng.standard_normal((audits, k, N_IMAGES)) + SD_IMAGE * rng.standard_normal((audits, k, N_IMAGES))
+
+
+@pytest.mark.parametrize(("mu_e", "mu_u"), [(0.05, MU_U), (0.15, MU_U), (0.05, 0.40)])
+def test_coverage_of_the_effect_share_and_the_learned_margin(mu_e: float, mu_u: float) -> None:
+    """The effect size (m_c − m_p)/(m_c − m_u), Fieller over K = 3 replicates, covers the true
+    share in ≥ 90 % of 2000 simulated audits at nominal 95 %: at PID's smoke effect (share 0.13),
+    at 3× it (0.39), and with an exploit that learned only 0.086 (m_u 0.40), where the share's
+    interval is unbounded in about half the audits and the verdict reads it only in those (~17 %)
+    whose learned margin clears its minimum: there too it covers, and is bounded."""
+    rng = np.random.default_rng(20240612)
+    audits, k = 2000, 3
+    c, p, _ = simulate(rng, audits, k, mu_e, 0.0)
+    u = simulate_untrained(rng, audits, k, mu_u)
+    true_share, true_learned = mu_e / (MU_C - mu_u), MU_C - mu_u
+    shares = [share_interval(c[i], p[i], u[i], "down") for i in range(audits)]
+    learned = [learned_interval(c[i], u[i], "down") for i in range(audits)]
+    coverage = float(np.mean([_covers(s, true_share) for s in shares]))
+    bounded = float(np.mean([s.bounded for s in shares]))
+    covered_bounded = float(np.mean([_covers(s, true_share) for s in shares if s.bounded]))
+    learned_coverage = float(np.mean([_covers(e, true_learned) for e in learned]))
+    # The verdict reads the share only where the exploit learned (margin's lower bound > 0.05).
+    judged = [s for s, e in zip(shares, learned, strict=True) if e.ci_low > 0.05]
+    covered_judged = float(np.mean([_covers(s, true_share) for s in judged]))
+    print(f"\nshare {true_share:.3f} (K = {k}): coverage {coverage:.3f}, bounded {bounded:.3f}, "
+          f"coverage | bounded {covered_bounded:.3f}, | learned {covered_judged:.3f} ({len(judged)} audits); "
+          f"learned margin coverage {learned_coverage:.3f}")
+    assert coverage >= 0.90 and covered_bounded >= 0.90 and learned_coverage >= 0.90
+    assert covered_judged >= 0.90 and all(s.bounded for s in judged)  # learned ⇒ bounded (Fieller's condition)
+    if mu_u == MU_U:  # a smoke-sized learned margin: the coverage is not bought with infinite intervals
+        assert bounded >= 0.95 and len(judged) >= 0.95 * audits
+    # Its point estimate is the ratio of the replicate-level means, as decide reports it.
+    v = decide("m", "down", c[0].tolist(), p[0].tolist(), p[0].tolist(), 0.5, untrained=u[0].tolist())
+    assert v.share.value == pytest.approx(shares[0].value) and v.learned.value == pytest.approx(learned[0].value)
 
 
 def test_t_quantile_used_is_students() -> None:

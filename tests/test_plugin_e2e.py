@@ -29,6 +29,11 @@ REDUCED = [
 ]
 
 
+# Every outcome that is a verdict (not an error). At 6 fine-tune steps the exploit may not learn
+# the subject at all, which the verdict then says instead of passing or failing the protection.
+VERDICTS = {"pass", "fail", "no effect at baseline", "no meaningful effect at baseline", "exploit did not learn the subject"}
+
+
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*args, timeout=900)
 
@@ -73,10 +78,10 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     assert "Replicates of the verdict metric" in report and "matched control" in report
     # Progress of long stages is shown: fine-tunes run in worker processes on this 2-core CPU.
     assert "worker processes" in out or "exploit: DreamBooth fine-tune" in out
-    assert data["schema_version"] == 2 and data["summary"]["cases"] == 4
+    assert data["schema_version"] == 3 and data["summary"]["cases"] == 4
     cases = {c["scenario"]["id"]: c for c in data["cases"]}
     outcomes = {c["outcome"] for c in cases.values()}
-    assert outcomes <= {"pass", "fail", "no effect at baseline"}, [c["reason"] for c in cases.values()]
+    assert outcomes <= VERDICTS, [c["reason"] for c in cases.values()]
     assert (first.ret == 0) == (outcomes == {"pass"})
     assert junit.is_file() and "test_scenario" in junit.read_text()
     pid = cases["no-attack"]
@@ -104,6 +109,10 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     assert "--audit-set=dreambooth.steps=6" in data["run"]["reproduce"] and "--replicates=2" in data["run"]["reproduce"]
     # The clean and protected replicates are shared by every case.
     assert len({c["exploits"]["protected r1"]["cache_key"] for c in cases.values()}) == 1
+    # So is the untrained reference: generated once per replicate seed, for the whole audit.
+    assert sum(c["cache"]["misses"].count("untrained") for c in cases.values()) == 2
+    assert all(len(c["untrained"]) == 2 and "m_u" in c["metrics"][c["verdict_metric"]] for c in cases.values())
+    assert "m_u · m_c · m_p · m_a" in report and "learned margin" in report
 
     start = time.perf_counter()
     second = run(pytester, "--protection=pid", "--full-catalogue", f"--scenarios={scenarios}", f"--results-dir={results}", *REDUCED)
@@ -137,7 +146,7 @@ def test_bad_scenario_file_is_an_error_case_and_others_still_run_under_xdist(pyt
     cases = {c["scenario"]["id"]: c for c in load_results(results)["cases"]}
     assert cases["typo"]["outcome"] == "error" and "typo.yaml" in cases["typo"]["reason"]
     assert "unknown transform" in (results / "report.html").read_text(encoding="utf-8")
-    assert cases["no-attack"]["outcome"] in {"pass", "fail", "no effect at baseline"}
+    assert cases["no-attack"]["outcome"] in VERDICTS
 
 
 def test_k_selects_and_lf_reruns_failures(pytester: pytest.Pytester) -> None:
@@ -225,6 +234,11 @@ def test_external_protection_over_budget_fails_with_measured_excess(pytester: py
     assert case["outcome"] == "fail" and "exceeds its budget" in case["reason"]
     assert "10/255" in case["reason"] and "excess" in case["reason"]
     assert "protection exceeds its budget" in case["flags"]
+    # A budget violation is its own answer, not "breaks under no-attack" (issue 20), and the record
+    # names the budget judged: the factory's own, as no --epsilon was given.
+    assert case["budget_exceeded"] is True and "answer: Exceeds its budget" in result.stdout.str()
+    assert "breaks under" not in result.stdout.str()
+    assert case["protection"]["budget"]["source"].startswith("declared by the protection (Leaky.epsilon)")
 
 
 def _subjects(root: Path, names: list[str], n: int = 2, size: int = 64) -> Path:
@@ -246,7 +260,7 @@ def test_a_bad_subject_errors_alone_and_other_subjects_still_run(pytester: pytes
     assert "test_scenario[random-no-attack-bad]" in result.stdout.str()
     cases = {c["subject"]["name"]: c for c in load_results(results)["cases"]}
     assert cases["bad"]["outcome"] == "error" and "broken.png" in cases["bad"]["reason"]
-    assert cases["good"]["outcome"] in {"pass", "fail", "no effect at baseline"}
+    assert cases["good"]["outcome"] in VERDICTS
 
 
 def test_subjects_whose_ids_sanitise_alike_keep_separate_records(pytester: pytest.Pytester) -> None:
@@ -292,6 +306,6 @@ def test_dir_protection_audits_a_folder_of_protected_files(pytester: pytest.Pyte
     result = run(pytester, f"--protection=dir:{protected.parent}", "--epsilon=0.05", f"--data={data}",
                  f"--scenarios={folder}", f"--results-dir={results}", *REDUCED)
     (case,) = load_results(results)["cases"]
-    assert case["outcome"] in {"pass", "fail", "no effect at baseline"}, result.stdout.str()
+    assert case["outcome"] in VERDICTS, result.stdout.str()
     assert case["protection"]["name"] == "dir" and case["protection_run"]["linf_255"] <= 3
     assert len(case["protection_runs"]) == 1  # the same files serve every replicate

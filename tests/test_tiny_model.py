@@ -94,9 +94,13 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     (+0.016 ± 0.040 over 6 seeds, so with K = 3 the smoke audit usually reads "no effect at
     baseline": model card, ``benchmarks/results/bench-verdicts.json``).
 
-    DreamBooth on the clean subject comes far closer to it than the untrained model; PID at
-    ε = 0.05 pulls the exploit's outcome well below the clean outcome, so ``no-attack`` passes;
-    random noise of the same budget does not move it, so ``no-attack`` reads "no effect at
+    DreamBooth on the clean subject comes far closer to it than the untrained model (the
+    verdict's untrained reference: learned margin 0.41); PID at ε = 0.05 pulls the exploit's
+    outcome below the clean outcome by a real effect (+0.046 [+0.018, +0.076]), but that is 11 %
+    of what the exploit learned, [4.7 %, 17.3 %], below the 10 % effect-size minimum at its lower
+    bound, so ``no-attack`` reads "no meaningful effect at baseline" (flagged inconclusive: its
+    interval reaches the minimum); on Stable Diffusion PID removes ≥ 42 % (PID Table 3). Random
+    noise of the same budget does not move it (share 0.6 %), so ``no-attack`` reads "no effect at
     baseline". (Scenario effects — JPEG, zero σ — vary in sign across seeds on this model, so
     they are measured by the benchmark, not asserted here; model card.)
     """
@@ -130,9 +134,15 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     clean = pid["m_c"]["value"]
     assert rnd["m_c"]["value"] == clean  # one clean exploit, shared through the cache
     assert clean > untrained + 0.25, (untrained, clean)
+    # The verdict's untrained reference is this generation (replicate 1's seed, base model), and it learned.
+    # (to 8-bit rounding: the engine measures the saved 8-bit generations, this check the float ones)
+    assert pid["m_u"]["value"] == pytest.approx(untrained, abs=5e-3) and pid["learned"]["value"] > 0.25
     pid_effect, random_effect = pid["effect"]["value"], rnd["effect"]["value"]
     assert pid_effect > 0.04 and pid_effect > random_effect + 0.04, (pid_effect, random_effect)
-    assert records["pid", "no-attack"]["outcome"] == "pass"
+    assert pid["effect"]["ci_low"] > 0 and pid["share"]["ci_low"] < 0.1 <= pid["share"]["ci_high"], pid["share"]
+    assert pid["share"]["value"] > rnd["share"]["value"] + 0.05, (pid["share"], rnd["share"])
+    assert records["pid", "no-attack"]["outcome"] == "no meaningful effect at baseline"
+    assert any(f.startswith("inconclusive") and "effect share" in f for f in records["pid", "no-attack"]["flags"])
     assert records["random", "no-attack"]["outcome"] == "no effect at baseline"
     for record in records.values():
         assert record["plan"]["replicates"] == 1 and any("single replicate" in f for f in record["flags"])

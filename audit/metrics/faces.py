@@ -57,9 +57,14 @@ def rgb_arrays(images: torch.Tensor, min_side: int = 0) -> list[np.ndarray]:
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
+    """v / ‖v‖, computed after dividing by max |v| so that tiny or huge embeddings (whose squared
+    norm would be subnormal or overflow) keep full precision; zero stays zero."""
     v = np.asarray(v, dtype=np.float64).reshape(-1)
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else np.zeros_like(v)
+    peak = float(np.max(np.abs(v))) if v.size else 0.0
+    if not peak > 0:
+        return np.zeros_like(v)
+    v = v / peak
+    return v / float(np.linalg.norm(v))
 
 
 def cosine(a: Embedding | None, b: Embedding | None) -> float:

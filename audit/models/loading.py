@@ -174,7 +174,7 @@ def _load_folder(folder: Path, model_id: str, revision: str | None, source: str)
     )
 
 
-def _hub_snapshot(model_id: str, allow_download: bool) -> Path:
+def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model") -> Path:
     from huggingface_hub import constants, snapshot_download
 
     try:
@@ -187,12 +187,12 @@ def _hub_snapshot(model_id: str, allow_download: bool) -> Path:
         )
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not here"
         if allow_download:
-            raise ModelError(f"--model={model_id}: download failed ({type(exc).__name__}: {exc}).") from None
+            raise ModelError(f"{flag}={model_id}: download failed ({type(exc).__name__}: {exc}).") from None
         raise ModelError(
-            f"--model={model_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"{flag}={model_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
             "downloads are off. Fetch it once on a machine with network (`huggingface-cli download "
             f"{model_id}`) and copy the cache, pass a local diffusers folder, pass --allow-download, "
-            "or use --model=tiny."
+            + ("or use --model=tiny." if flag == "--model" else "or leave --transfer-model out on a built-in --model.")
         ) from None
 
 

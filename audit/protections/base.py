@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from audit.errors import BudgetExceeded
+from audit.errors import BudgetExceeded, ProtectionError
 from audit.images import to_uint8
 
 if TYPE_CHECKING:
@@ -93,27 +93,75 @@ def linf_levels(clean: torch.Tensor, protected_u8: torch.Tensor) -> int:
     return int(diff.abs().max()) if diff.numel() else 0
 
 
-def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float, name: str) -> float:
+def check_output(output: Any, images: torch.Tensor, name: str) -> torch.Tensor:
+    """The images of a protection's ``protect`` result, checked against the interface before
+    anything downstream (8-bit rounding, the budget, the cache) sees them.
+
+    ``protect`` returns a ``ProtectionOutput`` whose ``images`` hold one image per input, of the
+    input's channels and size: uint8 in 0…255, or float in [0, 1]. Non-finite values (NaN,
+    ±inf) are refused with their count — rounded to 8 bits they would become real-looking
+    pixels and a made-up ℓ∞."""
+    interface = ("protect(images, ctx) must return audit.protections.ProtectionOutput(images=..., info={...}), "
+                 "images a uint8 (0…255) or float ([0, 1]) tensor of the input's shape N×3×H×W")
+    if not isinstance(output, ProtectionOutput) and not hasattr(output, "images"):
+        what = f"a bare {type(output).__name__}" if isinstance(output, torch.Tensor) else f"{type(output).__name__}"
+        hint = " (wrap it: return ProtectionOutput(images))" if isinstance(output, torch.Tensor) else ""
+        raise ProtectionError(f"protection '{name}': protect returned {what}{hint}; {interface}.")
+    out = output.images
+    if not isinstance(out, torch.Tensor):
+        raise ProtectionError(f"protection '{name}': the images protect returned are a {type(out).__name__}, not a tensor; "
+                              f"{interface}.")
+    if out.dtype != torch.uint8 and not out.is_floating_point():
+        raise ProtectionError(f"protection '{name}': returned images of dtype {out.dtype}; {interface}.")
+    if out.is_floating_point():
+        bad = int((~torch.isfinite(out)).sum())
+        if bad:
+            nan = int(torch.isnan(out).sum())
+            raise ProtectionError(
+                f"protection '{name}' returned {bad} non-finite value(s) ({nan} NaN, {bad - nan} ±inf) among "
+                f"{out.numel()} in its images of shape {tuple(out.shape)}; nothing was rounded, cached or judged. "
+                "Fix the protection (a division by zero, a log of 0, an exploding step): its output must be finite.")
+    check_shape(out, images, name)
+    return out
+
+
+def check_shape(protected: torch.Tensor, clean: torch.Tensor, name: str) -> None:
+    """``ProtectionError`` naming what differs — the number of images, the channels, the size —
+    when a protection's output does not match its input's N×C×H×W."""
+    if protected.shape == clean.shape:
+        return
+    got, want = tuple(protected.shape), tuple(clean.shape)
+    if len(got) != 4:
+        what = f"a {len(got)}-dimensional tensor {got}; images are N×3×H×W"
+    elif got[0] != want[0]:
+        what = f"{got[0]} image(s) for {want[0]} input image(s); return one protected image per input, in order"
+    elif got[1] != want[1]:
+        what = f"{got[1]} channel(s) where the inputs have {want[1]} (RGB); keep the input's channels"
+    else:
+        what = f"images of {got[2]}×{got[3]} px for inputs of {want[2]}×{want[3]} px; a protection must keep the image size"
+    raise ProtectionError(f"protection '{name}' returned shape {got} for inputs of shape {want}: {what}.")
+
+
+def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float, name: str, *,
+                 source: str | None = None) -> float:
     """Return the measured ℓ∞ in [0,1] units; raise BudgetExceeded with the excess if over ε.
 
     Measured against the 8-bit form of the clean images, since that is what the protection
-    received and what its user publishes.
+    received and what its user publishes. ``source`` says where ε came from (``--epsilon``,
+    the tier, the protection's own declaration), for the message.
     """
     if protected_u8.dtype != torch.uint8:
         protected_u8 = to_uint8(protected_u8)
-    if protected_u8.shape != clean.shape:
-        raise BudgetExceeded(
-            f"protection '{name}' returned images of shape {tuple(protected_u8.shape)} for inputs of "
-            f"shape {tuple(clean.shape)}; a protection must keep the image size."
-        )
+    check_shape(protected_u8, clean, name)
     levels = linf_levels(clean, protected_u8)
     measured = levels / 255
     if measured > epsilon + 1e-9:
+        whose = f"the budget ε = {epsilon:.4f} ({epsilon * 255:.2f}/255, from {source})" if source else (
+            f"ε = {epsilon:.4f} ({epsilon * 255:.2f}/255)")
         raise BudgetExceeded(
             f"protection '{name}' exceeds its budget: measured ℓ∞ = {levels}/255 = {measured:.4f} > "
-            f"ε = {epsilon:.4f} ({epsilon * 255:.2f}/255), excess {measured - epsilon:.4f} "
+            f"{whose}, excess {measured - epsilon:.4f} "
             f"({(measured - epsilon) * 255:.2f}/255) after 8-bit quantisation. Fix the protection's "
             f"projection step or declare the budget it really uses."
         )
     return measured
-

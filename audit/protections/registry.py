@@ -51,22 +51,74 @@ def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) 
 
 
 def _external(spec: str) -> Protection:
+    """The protection a ``package.module:factory`` returns. Whatever goes wrong on the way — the
+    module does not import (a syntax error, an exception at import time), the attribute is
+    missing or not callable, the call needs arguments or raises, the result is not a
+    ``Protection`` — is one ``ProtectionError`` naming the factory, what it raised and the fix."""
     module_name, _, attr = spec.partition(":")
+    fix = ("Give an importable 'package.module:factory': a callable that takes no arguments and returns an "
+           "audit.protections.Protection instance.")
     try:
         module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "its source"
+        raise ProtectionError(f"--protection={spec}: module '{module_name}' has a syntax error ({where}: {exc.msg}). "
+                              f"Fix the module. {fix}") from None
+    except Exception as exc:  # noqa: BLE001 - any exception at import time is the module's, not the audit's
+        raise ProtectionError(f"--protection={spec}: importing module '{module_name}' raised {type(exc).__name__}: "
+                              f"{exc}. Fix the module (it must import without side effects that fail). {fix}") from None
+    if not attr:
+        raise ProtectionError(f"--protection={spec}: no factory named after the ':'. {fix}")
+    try:
         factory = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ProtectionError(
-            f"--protection={spec}: cannot import '{attr}' from module '{module_name}' ({exc}). "
-            "Give an importable 'package.module:factory' that returns a Protection."
-        ) from None
-    protection = factory()
+    except AttributeError:
+        known = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+        raise ProtectionError(f"--protection={spec}: module '{module_name}' has no attribute '{attr}'"
+                              f"{did_you_mean(attr, known)}. {fix}") from None
+    if not callable(factory):
+        raise ProtectionError(f"--protection={spec}: '{attr}' in module '{module_name}' is a "
+                              f"{type(factory).__name__}, not callable. {fix}")
+    try:
+        protection = factory()
+    except TypeError as exc:
+        raise ProtectionError(f"--protection={spec}: calling {attr}() raised TypeError: {exc}. The factory is called "
+                              "without arguments: give the parameters defaults, or point at a function that builds "
+                              f"the protection with them. {fix}") from None
+    except Exception as exc:  # noqa: BLE001 - the factory's own failure, named with the factory
+        raise ProtectionError(f"--protection={spec}: calling {attr}() raised {type(exc).__name__}: {exc}. Fix the "
+                              f"factory. {fix}") from None
     if not isinstance(protection, Protection):
         raise ProtectionError(
             f"--protection={spec}: the factory returned {type(protection).__name__}, not an "
             "audit.protections.Protection subclass instance."
         )
     return protection
+
+
+def budget(spec: str, protection: Protection, tier: Any = None, epsilon: float | None = None) -> dict[str, Any]:
+    """The ℓ∞ budget the audit judges the protection's output against, and where it came from.
+
+    ``--epsilon`` is the judged budget for every kind of protection: a built-in crafts at it
+    (``build_protection``), a ``module:factory`` protection is judged against it whatever ε it
+    declares, a ``dir:`` folder is judged against it at the files' own resolution. Without it:
+    a built-in's resolved ε (part default < tier < --audit-set), a factory's declared ε, and a
+    folder's ℓ∞ is measured, not judged."""
+    declared = float(protection.epsilon)
+    if spec.startswith("dir:"):
+        given = getattr(protection, "declared_epsilon", None)
+        return {"epsilon": given, "judged": given is not None, "declared": None,
+                "source": "--epsilon (judged at the files' own resolution)" if given is not None
+                else "none: no --epsilon, so ℓ∞ is measured, not judged"}
+    if epsilon is not None:
+        return {"epsilon": float(epsilon), "judged": True, "declared": declared, "source": "--epsilon"}
+    if spec in PROTECTIONS:
+        origin = "part default"
+        if tier is not None:
+            layer = tier.resolve_part(PROTECTIONS.get(spec)).origin.get("epsilon")
+            origin = {"tier": f"tier '{tier.name}'", "--audit-set": f"--audit-set {spec}.epsilon"}.get(layer, layer or origin)
+        return {"epsilon": declared, "judged": True, "declared": declared, "source": origin}
+    return {"epsilon": declared, "judged": True, "declared": declared,
+            "source": f"declared by the protection ({type(protection).__name__}.epsilon); --epsilon overrides it"}
 
 
 def get_protection(spec: str) -> Protection:
