@@ -15,7 +15,7 @@ part fine-tunes (``audit/families.py``: sd1, sd2) and the part's own resolved pa
 origin; the first matching row applies (PID Table 8 is such a table: lr and steps per base
 model and text-encoder setting). ``--exploit`` names the standard exploit (DreamBooth by
 default) and may set its parameters, a layer of that part alone. ``paper`` is what the papers
-ran (PID §6.1 and App. A; REFERENCE.md "Exploits used to evaluate"); ``standard`` keeps the
+ran (PID §6.1 and App. A Table 8, as the authors' scripts set it); ``standard`` keeps the
 papers' recipe with fewer steps; ``smoke`` is the CPU gate on the built-in tiny model — its
 numbers are real effects on a small model, not a claim about Stable Diffusion.
 """

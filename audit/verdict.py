@@ -1,4 +1,4 @@
-"""Retained protection and the verdict (DESIGN.md "Verdict: retained protection").
+"""Retained protection and the verdict (README, "What one case does", step 6).
 
 For a metric m whose direction says which way means better protection, with m_c the exploit
 on clean images, m_p on protected images (no attack) and m_a after the scenario's attack:

@@ -99,7 +99,7 @@ def pid_add_log(mean: torch.Tensor, logvar: torch.Tensor, clean_mean: torch.Tens
 
 def sigma_only(mean: torch.Tensor, logvar: torch.Tensor, clean_mean: torch.Tensor,
                clean_logvar: torch.Tensor) -> torch.Tensor:
-    """Mean log σ² per image: the σ-only attack of MINIATURE.md (push the variance up)."""
+    """Mean log σ² per image: the σ-only attack (push the variance up, nothing else)."""
     return logvar.flatten(1).mean(1)
 
 

@@ -1,4 +1,4 @@
-"""Retained-protection maths and the verdict's outcomes (DESIGN.md 'Verdict').
+"""Retained-protection maths and the verdict's outcomes (README, "What one case does", step 6).
 
 ``decide`` takes per-replicate lists of per-image values for each exploit (clean, protected,
 attacked, and optionally the matched control); with K ≥ 2 replicates every interval rests on

@@ -4,7 +4,7 @@
     python training/sweep_miniature.py --device cpu --smoke --deadline-s 900   # the whole path, tiny steps
 
 1. Trains VAE candidates (``CANDIDATES``: the shipped recipe trained longer; + a high-frequency
-   loss; + a patch-GAN; deeper encoders; KL weight 0 — the levers of ``MINIATURE.md``) in
+   loss; + a patch-GAN; deeper encoders; KL weight 0 — the levers named in the README's smoke-tier section) in
    parallel worker processes with ``training/train_tiny.py --stage vae``, each time-boxed to
    the VAE phase's end, probing PID's reach every quarter of its steps and at the end
    (``benchmarks/bench_miniature.py`` on the saved fp16 weights, as the toolkit loads them).
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 HF = ["--grad-weight", "1", "--fft-weight", "1"]  # L1 on image gradients + FFT magnitudes
 GAN = ["--gan-weight", "0.5", "--gan-start-frac", "0.25"]  # SD kl-f8: disc_weight 0.5
-# name → (what it tests, train_tiny.py arguments). Levers from MINIATURE.md: longer training,
+# name → (what it tests, train_tiny.py arguments). Levers: longer training,
 # a high-frequency loss, a patch-GAN (SD's VAE had one), a deeper encoder, the KL weight.
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "A-long": ("shipped config and objective (L1+MSE, KL 1e-6), trained longer", []),

@@ -3,7 +3,7 @@
 * **IQS** (PID App. A.2): per image, ``10³ · (cos(f(x), t("A high-quality photo")) −
   cos(f(x), t("A low-quality photo")))`` with CLIP's image and text embeddings f, t; the
   paper reports the mean over the generations. Direction ↓ (PID Tables 2–7: a lower IQS is a
-  stronger protection). The prompts are App. A.2's; REFERENCE.md notes that PID's code uses
+  stronger protection). The prompts are App. A.2's; PID's released code uses
   "A good photo of high quality" / "A bad photo of low quality" — we follow the paper's text.
 * **CLIP-IQAC** (DiffShortcut App. A.2, "following [8]" = MetaCloak): the softmax of CLIP's
   logits (100 · cosine, CLIP's logit scale) over "a good photo of face" / "a bad photo of
@@ -14,7 +14,7 @@
   maintained implementation is pyiqa; it is not a dependency here (``LIQE_UNAVAILABLE`` says
   why), so Q is reported unavailable unless a LIQE scorer is given to the metric.
 
-The CLIP network. REFERENCE.md: PID (and MetaCloak) use OpenAI's CLIP ViT-B/32; here
+The CLIP network. PID's and MetaCloak's released code use OpenAI's CLIP ViT-B/32; here
 open_clip's ``ViT-B-32`` architecture with the ``openai`` pretrained tag — the same weights,
 converted by open_clip and served from the Hugging Face hub
 (``timm/vit_base_patch32_clip_224.openai``), built with QuickGELU as OpenAI trained it

@@ -10,7 +10,7 @@ mean over generations is the paper's all-pairs average.
 
 A generation without a detected face counts as a zero embedding, i.e. similarity 0 with every
 training image — PID's convention (its evaluation substitutes a zero embedding for a missed
-face; REFERENCE.md "Metrics as implemented"). Why keep it: FDS asks whether the model learned
+face in its released evaluation code). Why keep it: FDS asks whether the model learned
 the face, and a generation in which no face can be found did not reproduce it; leaving such
 images out would average only over the generations where the face survived and so hide the
 strongest protective outcome. The price is that FDS mixes detection failure into similarity

@@ -1,7 +1,8 @@
 """BRISQUE (Mittal et al. 2012), no-reference image quality; higher = worse quality.
 
 Implementation: the ``brisque`` package (v0.2.0), its feature extractor and its bundled libsvm
-SVR model and feature scaling. Implementations differ (REFERENCE.md), so this one is named in
+SVR model and feature scaling. Implementations differ (PID used a libsvm BRISQUE, Anti-DreamBooth this package,
+MetaCloak piq's at 256², and their values differ), so this one is named in
 every result. brisque 0.2.0's ``score`` breaks on NumPy ≥ 2 (it calls ``float`` on 1-element
 arrays); we call its own feature and scaling methods and only flatten the features to floats
 in between — same features, same model.

@@ -2,7 +2,7 @@
 
 A protection turns clean images x into protected images x_p with ‖x_p − x‖∞ ≤ ε *after*
 8-bit quantisation (what a user actually publishes). The toolkit checks that on every output
-and never trusts it (DESIGN.md "Flow of one case", step 2).
+and never trusts it (README, "What one case does", step 2).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ with ℓ∞ PGD (Madry et al. 2018) on the signed gradient:
     δ ← clip_ε(δ + α · sign ∇_δ L(x, δ)),   x + δ ∈ [0, 1]
 
 Default objective ``add-log``. Eq. 10 as printed is L_mean + log(σ²(x+δ)/σ²(x)); the public
-reference code (REFERENCE.md) instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ), μ(x))
+reference code released with the paper instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ), μ(x))
 over all latent elements, which pushes the log-variance away in either direction. We follow
 the reference code, since the paper's reported numbers come from it; ``mean`` (eq. 6),
 ``var`` (eq. 7, on σ) and ``add`` (eq. 9) are available for ablations.

@@ -4,7 +4,8 @@ Each transform maps an image batch (N×3×H×W, [0,1]) to an image batch of the 
 range, with a seeded generator for the random ones (the same generator state gives the same
 output). Parameters are in the units the papers use, named explicitly (σ in pixels of the
 images as audited, quality 1-100, noise std *or* variance in [0,1] units, crop scale as an area
-fraction), see REFERENCE.md "Purifications and transforms".
+fraction): DiffShortcut's blur radius 5 and MetaCloak's σ ∈ [0.1, 2] were set at 512 px, so at
+another resolution scale σ with the image.
 
 Where a torch-differentiable form exists it is the function's ``differentiable`` attribute
 (``TRANSFORMS.get(name).load().differentiable``, same signature), for protectors that craft
@@ -126,7 +127,7 @@ gaussian_blur.differentiable = gaussian_blur  # type: ignore[attr-defined]
 class RandomGaussianBlurParams(TransformParams):
     """Gaussian blur with σ drawn uniformly per image from ``sigma_px`` = [min, max] and a fixed
     kernel, torchvision's ``GaussianBlur(kernel_size, sigma=(min, max))`` semantics. MetaCloak's
-    transformation set (REFERENCE.md): kernel 7, σ ∈ [0.1, 2] px at 512 px."""
+    transformation set (its released code's EoT over blur): kernel 7, σ ∈ [0.1, 2] px at 512 px."""
 
     kernel_size: int = Field(7, ge=3, le=401, description="odd kernel size in pixels")
     sigma_px: tuple[float, float] = Field((0.1, 2.0), description="[min, max] σ in pixels")
