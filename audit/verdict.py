@@ -183,24 +183,12 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     only in them never changes m_c, m_p, m_a, the effect or retained protection.
     """
     _sign(direction)  # validates the direction
-    if not (len(clean) == len(protected) == len(attacked)) or not clean:
-        raise ValueError(f"{metric}: the exploits need the same, non-zero number of replicates "
-                         f"(clean {len(clean)}, protected {len(protected)}, attacked {len(attacked)})")
-    groups = {"clean": clean, "protected": protected, "attacked": attacked}
-    if control is not None:
-        groups["control"] = control
-    reference = {"clean": clean, "protected": protected}
-    if untrained is not None:
-        reference["untrained"] = untrained
-    if null is not None:
-        reference["null"] = null
-    paired, left_out = pair_slots(groups)
+    paired, left_out = _paired(metric, {"clean": clean, "protected": protected, "attacked": attacked,
+                                        "control": control})
+    reference = {"clean": clean, "protected": protected, "untrained": untrained, "null": null}
+    reference = {k: v for k, v in reference.items() if v is not None}
     clean, protected, attacked = paired["clean"], paired["protected"], paired["attacked"]
     control = paired.get("control")
-    if len(clean) == 1 and min(len(v[0]) for v in paired.values()) < 2:
-        raise ValueError(f"{metric}: one replicate with fewer than 2 values per exploit (a set-level metric such as "
-                         "FID gives one per replicate): the image bootstrap has nothing to resample; run "
-                         "--replicates 2 or more")
     est_c, est_p, est_a, effect, replicated = _estimates(direction, clean, protected, attacked, alpha, resamples, seed)
     means = {"clean": _means(clean), "protected": _means(protected), "attacked": _means(attacked)}
     matched = None
@@ -211,61 +199,97 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     means.update(ref.pop("means", {}))
     extra = {**ref, "min_learned": float(min_learned) if untrained is not None else None,
              "min_effect": float(min_effect) if untrained is not None else None}
-    arrow = "↑" if direction == "up" else "↓"
-    level = f"{100 * (1 - alpha):g}%"
-    basis = f"K = {len(clean)} replicates" if replicated else "1 replicate (image bootstrap: a rerun may differ)"
+    ctx = _Words(metric, "↑" if direction == "up" else "↓", f"{100 * (1 - alpha):g}%",
+                 f"K = {len(clean)} replicates" if replicated else "1 replicate (image bootstrap: a rerun may differ)",
+                 est_c, est_p, effect)
     learned, share, m_u = ref.get("learned"), ref.get("share"), ref.get("m_u")
-    if learned is not None and not learned.ci_low > min_learned:
-        sentence = (
-            f"{NOT_LEARNED}: on {metric} ({arrow} = better protection) the clean fine-tune's generations (m_c "
-            f"{est_c.value:.4f}) beat the base model's without fine-tuning (m_u {m_u.value:.4f}, same prompts and seeds) "
-            f"by {learned.value:+.4f}; the {level} interval [{learned.ci_low:+.4f}, {learned.ci_high:+.4f}] ({basis}) does "
-            f"not lie above the minimum {min_learned:g} (verdict.min_learned). An exploit that did not learn the subject "
-            f"cannot show whether a protection works, so this is neither a pass nor a fail (m_p {est_p.value:.4f}, "
-            f"effect {effect.value:+.4f}). Fix: fine-tune longer or at another learning rate (--audit-set "
-            "dreambooth.steps=… / dreambooth.lr=…; lora.steps / lora.lr for LoRA), or check the subject's images."
-        )
-        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, NOT_LEARNED, sentence,
+    gate = _baseline_gate(ctx, learned, share, m_u, min_learned, min_effect)
+    if gate is not None:
+        outcome, sentence = gate
+        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, outcome, sentence,
                              means, matched, left_out, **extra)
-    if not effect.ci_low > 0:
-        sentence = (
-            f"no effect at baseline: {metric} ({arrow} = better protection) moved by {effect.value:+.4f} from clean "
-            f"(m_c {est_c.value:.4f}) to protected (m_p {est_p.value:.4f}); the {level} interval "
-            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] ({basis}) does not lie above 0, so there is no protection "
-            "for the attack to remove."
-        )
-        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None,
-                             "no effect at baseline", sentence, means, matched, left_out, **extra)
-    if share is not None and not share.ci_low >= min_effect:
-        sentence = (
-            f"{NO_MEANINGFUL_EFFECT}: the protection removed {share.value:.1%} of what the exploit learned on {metric} "
-            f"({arrow} = better protection): (m_c − m_p)/(m_c − m_u) = ({est_c.value:.4f} − {est_p.value:.4f})/"
-            f"({est_c.value:.4f} − {m_u.value:.4f}), {level} interval [{share.ci_low:.1%}, {share.ci_high:.1%}] ({basis}); "
-            f"its lower bound is below the minimum {min_effect:.0%} (verdict.min_effect). The effect {effect.value:+.4f} "
-            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] lies above 0 but is small next to the {learned.value:+.4f} "
-            "the exploit learned, so there is no meaningful protection for the attack to remove."
-        )
-        return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, NO_MEANINGFUL_EFFECT,
-                             sentence, means, matched, left_out, **extra)
     if replicated:
         retained = intervals.retained_interval(clean, protected, attacked, direction, alpha)
     else:
         retained = intervals.image_bootstrap_retained(clean[0], protected[0], attacked[0], direction, alpha,
                                                       resamples=resamples, seed=seed)
     passed = bool(math.isfinite(retained.ci_low) and retained.ci_low >= threshold)
-    outcome: Outcome = "pass" if passed else "fail"
     verb = "holds" if passed else "does not hold"
     size = ""
-    if share is not None:
+    if share is not None and learned is not None and m_u is not None:
         size = (f" The exploit learned {learned.value:+.4f} over the base model (m_u {m_u.value:.4f}); the protection "
                 f"removed {share.value:.0%} of it [{share.ci_low:.0%}, {share.ci_high:.0%}] (minimum {min_effect:.0%}).")
     sentence = (
-        f"protection {verb}: retained {retained.value:.2f}, {level} CI [{retained.ci_low:.2f}, {retained.ci_high:.2f}], "
-        f"lower bound {'≥' if passed else '<'} threshold {threshold:.2f} on {metric} {arrow} "
-        f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {basis}).{size}"
+        f"protection {verb}: retained {retained.value:.2f}, {ctx.level} CI [{retained.ci_low:.2f}, {retained.ci_high:.2f}], "
+        f"lower bound {'≥' if passed else '<'} threshold {threshold:.2f} on {metric} {ctx.arrow} "
+        f"(m_c {est_c.value:.4f}, m_p {est_p.value:.4f}, m_a {est_a.value:.4f}; {ctx.basis}).{size}"
     )
-    return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained, outcome, sentence,
-                         means, matched, left_out, **extra)
+    return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained,
+                         "pass" if passed else "fail", sentence, means, matched, left_out, **extra)
+
+
+@dataclass(frozen=True)
+class _Words:
+    """What every verdict sentence of one metric names."""
+
+    metric: str
+    arrow: str  # ↑ / ↓: the direction of better protection
+    level: str  # "95%"
+    basis: str  # "K = 3 replicates" or the one-replicate bootstrap
+    m_c: Estimate
+    m_p: Estimate
+    effect: Estimate
+
+
+def _baseline_gate(w: _Words, learned: Estimate | None, share: Estimate | None, m_u: Estimate | None,
+                   min_learned: float, min_effect: float) -> tuple[Outcome, str] | None:
+    """The first of the baseline conditions that fails, as (outcome, sentence), or None when the
+    exploit learned and the protection's effect is meaningful (module docstring, conditions 1–2)."""
+    if learned is not None and m_u is not None and not learned.ci_low > min_learned:
+        return NOT_LEARNED, (
+            f"{NOT_LEARNED}: on {w.metric} ({w.arrow} = better protection) the clean fine-tune's generations (m_c "
+            f"{w.m_c.value:.4f}) beat the base model's without fine-tuning (m_u {m_u.value:.4f}, same prompts and seeds) "
+            f"by {learned.value:+.4f}; the {w.level} interval [{learned.ci_low:+.4f}, {learned.ci_high:+.4f}] ({w.basis}) "
+            f"does not lie above the minimum {min_learned:g} (verdict.min_learned). An exploit that did not learn the "
+            f"subject cannot show whether a protection works, so this is neither a pass nor a fail (m_p "
+            f"{w.m_p.value:.4f}, effect {w.effect.value:+.4f}). Fix: fine-tune longer or at another learning rate "
+            "(--audit-set dreambooth.steps=… / dreambooth.lr=…; lora.steps / lora.lr for LoRA), or check the subject's "
+            "images."
+        )
+    effect = w.effect
+    if not effect.ci_low > 0:
+        return "no effect at baseline", (
+            f"no effect at baseline: {w.metric} ({w.arrow} = better protection) moved by {effect.value:+.4f} from clean "
+            f"(m_c {w.m_c.value:.4f}) to protected (m_p {w.m_p.value:.4f}); the {w.level} interval "
+            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] ({w.basis}) does not lie above 0, so there is no protection "
+            "for the attack to remove."
+        )
+    if share is not None and learned is not None and m_u is not None and not share.ci_low >= min_effect:
+        return NO_MEANINGFUL_EFFECT, (
+            f"{NO_MEANINGFUL_EFFECT}: the protection removed {share.value:.1%} of what the exploit learned on "
+            f"{w.metric} ({w.arrow} = better protection): (m_c − m_p)/(m_c − m_u) = ({w.m_c.value:.4f} − "
+            f"{w.m_p.value:.4f})/({w.m_c.value:.4f} − {m_u.value:.4f}), {w.level} interval [{share.ci_low:.1%}, "
+            f"{share.ci_high:.1%}] ({w.basis}); its lower bound is below the minimum {min_effect:.0%} "
+            f"(verdict.min_effect). The effect {effect.value:+.4f} [{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] lies "
+            f"above 0 but is small next to the {learned.value:+.4f} the exploit learned, so there is no meaningful "
+            "protection for the attack to remove."
+        )
+    return None
+
+
+def _paired(metric: str, groups: dict[str, PerReplicate | None]) -> tuple[dict[str, PerReplicate], list[int]]:
+    """The exploits' values paired by slot (``pair_slots``), after checking what the verdict needs."""
+    clean, protected, attacked = groups["clean"], groups["protected"], groups["attacked"]
+    assert clean is not None and protected is not None and attacked is not None
+    if not (len(clean) == len(protected) == len(attacked)) or not clean:
+        raise ValueError(f"{metric}: the exploits need the same, non-zero number of replicates "
+                         f"(clean {len(clean)}, protected {len(protected)}, attacked {len(attacked)})")
+    paired, left_out = pair_slots({k: v for k, v in groups.items() if v is not None})
+    if len(paired["clean"]) == 1 and min(len(v[0]) for v in paired.values()) < 2:
+        raise ValueError(f"{metric}: one replicate with fewer than 2 values per exploit (a set-level metric such as "
+                         "FID gives one per replicate): the image bootstrap has nothing to resample; run "
+                         "--replicates 2 or more")
+    return paired, left_out
 
 
 def _reference(direction: str, groups: dict[str, PerReplicate], alpha: float, resamples: int, seed: int,
