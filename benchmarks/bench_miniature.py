@@ -9,7 +9,7 @@ clean images and that of perturbed images ranges from approximately 2^-15 to 2^1
 Fig. 5 (under L_add-log the mean moves by an averaged ℓ2 distance of 3.5 and the variance by
 0.06; Fig. 5b plots log σ²(x+δ) − log σ²(x)), §6.4 ("PID causes the variance of the latent
 distribution to increase dramatically"). This probe measures the same on a candidate VAE, on
-the bundled subject (``audit.data.bundled_subject(64)``, 4 images), for three perturbations:
+the bundled subject (``audit.data.bundled_subject`` at the VAE's ``sample_size``, 4 images), for three perturbations:
 
 - ``pid``: PGD on the toolkit's own PID objective (``audit.protections.pid.pid_objective``,
   ``add-log`` = MSE(log σ²) + MSE(μ) as in PID's reference code) — the toolkit's PGD exactly:
@@ -191,11 +191,13 @@ def compare(vae: torch.nn.Module, clean: torch.Tensor, attacked: torch.Tensor) -
 
 
 def cost(vae: torch.nn.Module) -> dict[str, Any]:
-    """Parameters and forward GFLOPs per 64-px image (encoder: what PID's PGD pays per step)."""
+    """Parameters and forward GFLOPs per image at the VAE's ``sample_size`` (encoder: what PID's
+    PGD pays per step)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(vae.parameters()).device
-    x = torch.zeros(1, 3, 64, 64, device=device)
+    size = int(vae.config.sample_size)
+    x = torch.zeros(1, 3, size, size, device=device)
     with torch.no_grad():
         with FlopCounterMode(display=False) as encoder:
             latents = vae.encode(x).latent_dist.mean
@@ -207,6 +209,7 @@ def cost(vae: torch.nn.Module) -> dict[str, Any]:
         "encoder_gflops": round(encoder.get_total_flops() / 1e9, 3),
         "decoder_gflops": round(decoder.get_total_flops() / 1e9, 3),
         "latent_shape": list(latents.shape[1:]),
+        "resolution": size,
     }
 
 
@@ -218,8 +221,10 @@ def reconstruction(vae: torch.nn.Module, held_out: int, seed: int = 0) -> dict[s
 
     device = next(vae.parameters()).device
     images = [source.load() for source in SOURCES]
-    crops = CropSampler(images, seed + 2, held_out=True, device=device).sample(held_out)[0]
-    return {"held_out_crops": reconstruction_quality(vae, crops), "subject_unseen": reconstruction_quality(vae, subject_images())}
+    size = int(vae.config.sample_size)
+    crops = CropSampler(images, seed + 2, held_out=True, device=device, size=size).sample(held_out)[0]
+    return {"held_out_crops": reconstruction_quality(vae, crops),
+            "subject_unseen": reconstruction_quality(vae, subject_images(size))}
 
 
 def probe(vae: torch.nn.Module | str | Path, *, device: torch.device | str = "cpu", epsilon: float = 0.05,
@@ -239,7 +244,7 @@ def probe(vae: torch.nn.Module | str | Path, *, device: torch.device | str = "cp
         if images is None:
             from audit.data import bundled_subject
 
-            images = bundled_subject(64).images
+            images = bundled_subject(int(vae.config.sample_size)).images  # the VAE's resolution
         x = images.to(device=device, dtype=torch.float32)
         result: dict[str, Any] = {
             "settings": {"epsilon": epsilon, "steps": steps, "step_size": step_size, "seed": seed,

@@ -54,6 +54,15 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "E-hf-kl0": ("KL weight 0 + high-frequency loss", ["--kl-weight", "0"] + HF),
     "F-hf-gan-kl0": ("shipped architecture + HF + patch-GAN + KL weight 0", ["--kl-weight", "0"] + HF + GAN),
     "G-deep-hf-gan-kl0": ("deep encoder + HF + patch-GAN + KL weight 0", ["--vae-config", "deep", "--kl-weight", "0"] + HF + GAN),
+    # SD's factor 8 at 128 px (a 16x16x4 latent, as at 64 px with factor 4): each latent element
+    # sees an 8x8 patch through a fourth level, as on SD.
+    "H-f8-hf": ("factor 8 at 128 px, shipped widths 32-64-64-64 + HF", ["--vae-config", "f8", "--resolution", "128"] + HF),
+    "I-f8-deep-hf": ("factor 8 at 128 px, 32-64-128-128 x2 blocks + HF",
+                     ["--vae-config", "f8-deep", "--resolution", "128"] + HF),
+    "J-f8-wide-hf": ("factor 8 at 128 px, 64-128-256-256 x2 blocks (half SD's widths) + HF",
+                     ["--vae-config", "f8-wide", "--resolution", "128"] + HF),
+    "K-f8-deep": ("factor 8 at 128 px, 32-64-128-128 x2 blocks, the shipped objective (L1+MSE)",
+                  ["--vae-config", "f8-deep", "--resolution", "128"]),
 }
 SHIPPED = "shipped"
 RULE = ("among candidates trained at least --min-steps VAE steps whose held-out PSNR (256 held-out crops, as training_log.json) is at least "
@@ -112,7 +121,8 @@ def worker(args: argparse.Namespace) -> None:
                     source_images.extend(source.load() for source in SOURCES)
                 from train_tiny import CropSampler, reconstruction_quality
 
-                crops = CropSampler(source_images, 2, held_out=True, device=args.device).sample(held_mid)[0]
+                crops = CropSampler(source_images, 2, held_out=True, device=args.device,
+                                    size=int(vae.config.sample_size)).sample(held_mid)[0]
                 vae.eval()
                 quality = reconstruction_quality(vae, crops)
                 pid, sigma = result["attacks"]["pid"], result["attacks"]["sigma"]
@@ -312,7 +322,10 @@ def train_unets(chosen: dict[str, Any], args: argparse.Namespace, deadline: floa
     candidate_folder = Path(chosen["vae"]).parent
     procs = {}
     seconds = max(5.0, deadline - time.time() - args.unet_overhead)
+    resolution = json.loads((candidate_folder / "vae" / "config.json").read_text()).get("sample_size", 64)
     for variant, folder_name in (("tiny", "tiny"), ("tiny-2", "tiny_2")):
+        if variant not in args.variants.split(","):
+            continue
         out = weights / folder_name
         out.mkdir(parents=True, exist_ok=True)
         if variant == "tiny" and (candidate_folder / "training_log.json").is_file():  # keep the VAE's log beside
@@ -320,6 +333,7 @@ def train_unets(chosen: dict[str, Any], args: argparse.Namespace, deadline: floa
         cmd = [sys.executable, str(ROOT / "training" / "train_tiny.py"), "--stage", "unet", "--variant", variant,
                "--vae-from", str(candidate_folder), "--out", str(out), "--device", args.device,
                "--unet-seconds", f"{seconds:.1f}", "--deadline-at", f"{deadline - 8:.1f}", "--log-every", "250",
+               "--resolution", str(resolution),
                *(["--tf32"] if args.tf32 else [])]
         if args.smoke:
             cmd += ["--unet-steps", "4", "--unet-batch", "4", "--log-every", "1"]
@@ -462,7 +476,10 @@ def parent(args: argparse.Namespace) -> None:
     order = {n: i for i, n in enumerate(names)}
     rows.sort(key=lambda r: order.get(r["name"], 99))
     sweep["rows"] = rows
-    chosen, decision = choose(rows, 1 if args.smoke else args.min_steps)
+    among = set(args.choose_among.split(",")) if args.choose_among else None
+    chosen, decision = choose([r for r in rows if among is None or r["name"] in among or r["name"] == SHIPPED],
+                              1 if args.smoke else args.min_steps)
+    decision["among"] = sorted(among) if among else "all"
     sweep["decision"] = decision
     log("\n" + table_header())
     for row in rows:
@@ -504,6 +521,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-tar", type=Path, default=Path("miniature.tar.gz"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/miniature-sweep"))
     parser.add_argument("--candidates", default=None, help=f"comma-separated, of {', '.join(CANDIDATES)} (default: all)")
+    parser.add_argument("--choose-among", default=None,
+                        help="comma-separated candidates the rule may choose from (default: all trained)")
+    parser.add_argument("--variants", default="tiny,tiny-2", help="UNets trained on the chosen VAE")
     parser.add_argument("--jobs", type=int, default=None, help="workers at a time (default: all on cuda, 1 on cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker (default 2 cuda, 1 cpu)")
     parser.add_argument("--smoke", action="store_true", help="a few steps in every phase (tests the whole path)")

@@ -69,16 +69,27 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
     "deep": {**VAE_CONFIG, "layers_per_block": 2, "block_out_channels": [32, 64, 128]},  # kl-f8's widening ch_mult
     "wide": {**VAE_CONFIG, "layers_per_block": 2, "block_out_channels": [64, 128, 128], "norm_num_groups": 32},
 }
+# SD's factor 8 (4 levels, three downsamplings) at 128 px (``--resolution 128``): the latent is
+# still 16×16×4, so the UNet and the fine-tunes cost what they cost now, while each latent
+# element sees an 8×8 patch as on SD (PID's ℓ∞ budget spreads over 4× the pixels per latent).
+_F8 = {**VAE_CONFIG, "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+       "sample_size": 128}
+VAE_CONFIGS.update({
+    "f8": {**_F8, "block_out_channels": [32, 64, 64, 64]},  # the shipped widths + SD's fourth level
+    "f8-deep": {**_F8, "layers_per_block": 2, "block_out_channels": [32, 64, 128, 128]},
+    "f8-wide": {**_F8, "layers_per_block": 2, "block_out_channels": [64, 128, 256, 256], "norm_num_groups": 32},
+})
 
 
 class CropSampler:
-    """Random square crops (log-uniform side between 64 px and the image's shorter side),
-    resized to 64 px with antialiasing and flipped half of the time; ``held_out`` crops come
+    """Random square crops (log-uniform side between ``size`` px (64) and the image's shorter
+    side), resized to ``size`` px with antialiasing and flipped half of the time; ``held_out`` crops come
     from the right-most ``HELD_OUT_FRACTION`` of each image's columns, training crops from
     the rest."""
 
     def __init__(self, images: list[torch.Tensor], seed: int, held_out: bool = False,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", size: int = RESOLUTION) -> None:
+        self.size = size
         self.images = []
         for image in images:
             split = int(image.shape[-1] * (1 - HELD_OUT_FRACTION))
@@ -95,12 +106,12 @@ class CropSampler:
             index = int(torch.randint(len(self.images), (), generator=self.generator))
             image = self.images[index]
             h, w = image.shape[-2:]
-            smallest, largest = min(RESOLUTION, h, w), min(h, w)
+            smallest, largest = min(self.size, h, w), min(h, w)
             side = round(math.exp(math.log(smallest) + self._uniform() * (math.log(largest) - math.log(smallest))))
             top = int(self._uniform() * (h - side + 1))
             left = int(self._uniform() * (w - side + 1))
             crop = image[:, top : top + side, left : left + side][None]
-            crop = F.interpolate(crop, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
+            crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
             if self._uniform() < 0.5:
                 crop = crop.flip(-1)
             crops.append(crop[0].clamp(0, 1))
@@ -239,10 +250,10 @@ def reconstruction_quality(vae: torch.nn.Module, images: torch.Tensor) -> dict[s
     }
 
 
-def subject_images() -> torch.Tensor:
+def subject_images(size: int = RESOLUTION) -> torch.Tensor:
     from audit.data import bundled_subject
 
-    return bundled_subject(RESOLUTION).images
+    return bundled_subject(size).images
 
 
 VaeCallback = Callable[[int, int, torch.nn.Module], "dict[str, Any] | None"]
@@ -262,7 +273,7 @@ def train_vae(images: list[torch.Tensor], args: argparse.Namespace, log: dict,
     if use_gan:  # taming-transformers: Adam(lr, betas=(0.5, 0.9)) for the discriminator
         discriminator = NLayerDiscriminator(ndf=args.disc_channels, n_layers=args.disc_layers).train().to(device)
         d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
-    sampler = CropSampler(images, args.seed, device=device)
+    sampler = CropSampler(images, args.seed, device=device, size=args.resolution)
     noise = torch.Generator().manual_seed(args.seed + 1)
     timebox = TimeBox(args.vae_steps, args.vae_seconds, device, args.deadline_at)
     curve, probes, start = [], [], time.time()
@@ -320,8 +331,8 @@ def train_vae(images: list[torch.Tensor], args: argparse.Namespace, log: dict,
                 vae.train()
             timebox.pause(time.time() - began)
     vae.eval().requires_grad_(False)
-    held_out = CropSampler(images, args.seed + 2, held_out=True, device=device).sample(args.eval_crops)[0]
-    train_crops = CropSampler(images, args.seed + 3, device=device).sample(args.eval_crops)[0]
+    held_out = CropSampler(images, args.seed + 2, held_out=True, device=device, size=args.resolution).sample(args.eval_crops)[0]
+    train_crops = CropSampler(images, args.seed + 3, device=device, size=args.resolution).sample(args.eval_crops)[0]
     with torch.no_grad():
         dist = vae.encode(train_crops * 2 - 1).latent_dist
         latents = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=noise).to(device)
@@ -333,14 +344,14 @@ def train_vae(images: list[torch.Tensor], args: argparse.Namespace, log: dict,
         "reconstruction": {
             "held_out_crops": reconstruction_quality(vae, held_out),
             "training_crops": reconstruction_quality(vae, train_crops),
-            "subject_unseen": reconstruction_quality(vae, subject_images()),
+            "subject_unseen": reconstruction_quality(vae, subject_images(args.resolution)),
         },
     }
     if args.vae_config != "tiny" or args.kl_weight != 1e-6 or args.grad_weight or args.fft_weight or use_gan \
-            or args.vae_seconds is not None or args.deadline_at is not None or device.type != "cpu" or probes:
+            or args.resolution != RESOLUTION or args.vae_seconds is not None or args.deadline_at is not None or device.type != "cpu" or probes:
         # Only for other recipes: the default's log keeps its fields and nothing else.
         log["vae"].update(steps=steps_done, timebox=timebox.record(), objective={
-            "vae_config": args.vae_config, "config": VAE_CONFIGS[args.vae_config], "kl_weight": args.kl_weight,
+            "vae_config": args.vae_config, "resolution": args.resolution, "config": VAE_CONFIGS[args.vae_config], "kl_weight": args.kl_weight,
             "grad_weight": args.grad_weight, "fft_weight": args.fft_weight, "gan_weight": args.gan_weight,
             "gan_start_frac": args.gan_start_frac, "disc_lr": args.disc_lr, "disc_channels": args.disc_channels,
             "disc_layers": args.disc_layers}, device=str(device), probes=probes)
@@ -366,7 +377,7 @@ def train_unet(images: list[torch.Tensor], vae: torch.nn.Module, args: argparse.
     scaling = float(vae.config.scaling_factor)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-2)
-    sampler = CropSampler(images, seed + 20, device=device)
+    sampler = CropSampler(images, seed + 20, device=device, size=args.resolution)
     rng = torch.Generator().manual_seed(seed + 21)
     captions = [source.captions for source in SOURCES]
     timebox = TimeBox(args.unet_steps, args.unet_seconds, device, args.deadline_at)
@@ -406,6 +417,8 @@ def train_unet(images: list[torch.Tensor], vae: torch.nn.Module, args: argparse.
             print(f"unet {step:5d} loss {float(loss):.4f} {time.time() - start:.0f}s", flush=True)
     log["unet"] = {"steps": args.unet_steps, "batch": args.unet_batch, "lr": args.unet_lr,
                    "seconds": round(time.time() - start, 1), "loss_curve": curve}
+    if args.resolution != RESOLUTION:
+        log["unet"]["resolution"] = args.resolution
     if args.unet_seconds is not None or args.deadline_at is not None or device.type != "cpu":
         log["unet"].update(steps=steps_done, timebox=timebox.record(), device=str(device))
     return unet.eval(), text_encoder.eval()
@@ -437,7 +450,9 @@ def main(argv: list[str] | None = None, vae_callback: VaeCallback | None = None)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N); random draws stay on CPU generators")
     parser.add_argument("--vae-config", choices=list(VAE_CONFIGS), default="tiny",
-                        help="the VAE's architecture (VAE_CONFIGS; every one keeps factor 4 and 4 latent channels)")
+                        help="the VAE's architecture (VAE_CONFIGS: factor 4 at 64 px, or f8* at 128 px; 4 latent channels)")
+    parser.add_argument("--resolution", type=int, default=RESOLUTION,
+                        help="training crops' side in px (64; the f8 configs: 128, a 16x16 latent as at 64 px with factor 4)")
     parser.add_argument("--kl-weight", type=float, default=1e-6,
                         help="weight of the summed KL against the summed reconstruction (SD kl-f8: 1e-6)")
     parser.add_argument("--grad-weight", type=float, default=0.0, help="L1 on image gradients (0: off)")
