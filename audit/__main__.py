@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from audit.errors import AuditError
-from audit.registry import InvalidParams
+from audit.parts.registry import InvalidParams
 
 KINDS = {"transforms": "transform", "protections": "protection", "exploits": "exploit", "metrics": "metric"}
 
@@ -27,8 +27,8 @@ def _ls(what: str | None) -> int:
     part is imported (no torch): ``validate`` is the command that checks the files."""
     import yaml
 
+    from audit.config.scenario import catalogue_files
     from audit.parts import REGISTRIES
-    from audit.scenario import catalogue_files
 
     for plural, kind in KINDS.items():
         if what in (None, plural):
@@ -46,7 +46,7 @@ def _ls(what: str | None) -> int:
 
 
 def _validate(folder: str | None) -> int:
-    from audit.scenario import catalogue_files, load_scenario
+    from audit.config.scenario import catalogue_files, load_scenario
 
     files = catalogue_files(Path(folder) if folder else None)
     if not files:
@@ -65,11 +65,11 @@ def _validate(folder: str | None) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from audit.options import AuditOptions
-    from audit.planner import ProtectionInfo, plan_case
-    from audit.protections.registry import build_protection
-    from audit.scenario import catalogue_files, load_scenario
-    from audit.tiers import parse_overrides, validate_overrides
+    from audit.config.options import AuditOptions
+    from audit.config.scenario import catalogue_files, load_scenario
+    from audit.config.tiers import parse_overrides, validate_overrides
+    from audit.parts.protections.build import build_protection
+    from audit.run.planner import ProtectionInfo, plan_case
 
     options = AuditOptions(protection=args.protection, tier=args.tier, replicates=args.replicates,
                            overrides=parse_overrides(args.audit_set), seed=args.seed, model=args.model,

@@ -96,8 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "audit: a protection-audit scenario case")
     if not _active(config):
         return
-    from audit.options import AuditOptions
-    from audit.tiers import parse_overrides
+    from audit.config.options import AuditOptions
+    from audit.config.tiers import parse_overrides
 
     repeated = repeated_options(config)
     if repeated:
@@ -127,10 +127,10 @@ def pytest_configure(config: pytest.Config) -> None:
         exploit_workers=config.getoption("exploit_workers"),
         exploit=config.getoption("exploit"),
     )
-    from audit.startup import check_options
+    from audit.config.startup import check_options
 
     check_options(options, collect_only=bool(config.getoption("collectonly")))
-    if options.allow_download:  # metric weights load through their libraries (audit/metrics/weights.py)
+    if options.allow_download:  # metric weights load through their libraries (audit/parts/metrics/weights.py)
         os.environ["PROTECTION_AUDIT_ALLOW_DOWNLOAD"] = "1"
     config.stash[_RECORDS_KEY] = []
     run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
@@ -154,7 +154,7 @@ class AuditCase:
 
     case_id: str
     scenario_path: str
-    scenario: Any = None  # audit.scenario.Scenario
+    scenario: Any = None  # audit.config.scenario.Scenario
     subject: str | None = None
     error: str | None = None
 
@@ -163,8 +163,8 @@ class AuditCase:
 
 
 def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
-    from audit.data import discover_subjects
-    from audit.scenario import catalogue_files, load_scenario
+    from audit.config.scenario import catalogue_files, load_scenario
+    from audit.data.subjects import discover_subjects
 
     options = config.stash[_RUN_KEY]["options"]
     protection = options.protection.replace(":", "_").replace("/", "_")
@@ -235,9 +235,9 @@ class AuditRun:
     """Session-wide runner: runs cases, writes each record at once, keeps the results file current."""
 
     def __init__(self, config: pytest.Config) -> None:
-        from audit.engine import AuditSession
-        from audit.progress import Progress
-        from audit.results import ResultsWriter
+        from audit.results.files import ResultsWriter
+        from audit.run.progress import Progress
+        from audit.run.session import AuditSession
 
         run = config.stash[_RUN_KEY]
         self.config = config
@@ -249,7 +249,7 @@ class AuditRun:
 
     def run(self, case: AuditCase) -> dict[str, Any]:
         if case.error is not None:
-            from audit.engine import scenario_record
+            from audit.run.session import scenario_record
 
             record = {
                 "case_id": case.case_id,
@@ -303,7 +303,7 @@ def audit_run(request: pytest.FixtureRequest) -> AuditRun:
 
 
 def run_record(config: pytest.Config) -> dict[str, Any]:
-    from audit.engine import run_provenance
+    from audit.run.session import run_provenance
 
     run = config.stash[_RUN_KEY]
     options = run["options"]
@@ -374,7 +374,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         run["audit_run"].session.close()  # the exploit worker processes
     if _is_worker(config):
         return
-    from audit.results import ResultsWriter
+    from audit.results.files import ResultsWriter
 
     run["interrupted"] = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
     writer = ResultsWriter(run["options"].results_dir, run["run_id"])
@@ -412,7 +412,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     import json
 
-    from audit.summary import summary_table
+    from audit.results.summary import summary_table
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     buffer = io.StringIO()

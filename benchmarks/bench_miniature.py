@@ -54,8 +54,8 @@ sys.path.insert(0, str(ROOT / "training"))
 LOGVAR_CLAMP = -30.0  # diffusers' DiagonalGaussianDistribution clamps log σ² to [−30, 20]
 
 try:  # the toolkit's own PID objective and 8-bit projection
-    from audit.protections.base import quantize_within_budget
-    from audit.protections.pid import pid_objective, posterior
+    from audit.parts.protections.base import quantize_within_budget
+    from audit.parts.protections.pid import pid_objective, posterior
 
     OBJECTIVE_SOURCE = "audit.protections.pid"
 except Exception as exc:  # pragma: no cover - e.g. pydantic missing; any import failure falls back
@@ -237,7 +237,7 @@ def probe(vae: torch.nn.Module | str | Path, *, device: torch.device | str = "cp
     vae.eval().requires_grad_(False)
     try:
         if images is None:
-            from audit.data import bundled_subject
+            from audit.data.subjects import bundled_subject
 
             images = bundled_subject(64).images
         x = images.to(device=device, dtype=torch.float32)

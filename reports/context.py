@@ -14,12 +14,18 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from audit.summary import audit_answer, cache_counts, null_baseline_line, over_budget, worst_cases
-from audit.verdict import OUTCOMES as RANKED_OUTCOMES
+from audit.judge.verdict import OUTCOMES as RANKED_OUTCOMES
+from audit.results.summary import (
+    audit_answer,
+    cache_counts,
+    null_baseline_line,
+    over_budget,
+    worst_cases,
+)
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
-# Shown in this order in the counts; ranked weakest first as audit.verdict.OUTCOMES lists them.
+# Shown in this order in the counts; ranked weakest first as audit.judge.verdict.OUTCOMES lists them.
 OUTCOMES = ("pass", "fail", "no meaningful effect at baseline", "no effect at baseline",
             "exploit did not learn the subject", "error")
 OUTCOME_RANK = {name: rank for rank, name in enumerate(RANKED_OUTCOMES)}
@@ -96,7 +102,7 @@ def verdict_metric(case: dict[str, Any]) -> str:
 
 
 def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
-    """Weakest first (audit.verdict.OUTCOMES: errors, exploits that did not learn, fails, no effect,
+    """Weakest first (audit.judge.verdict.OUTCOMES: errors, exploits that did not learn, fails, no effect,
     no meaningful effect, passes); within each, lowest retained lower bound."""
     retained = verdict_entry(case).get("retained") or {}
     low = retained.get("ci_low")

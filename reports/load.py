@@ -1,6 +1,6 @@
 """Read, validate and merge results files (``results.json``) for the report.
 
-A results file is the aggregated record of one audit run (``audit/results.py``). The report can
+A results file is the aggregated record of one audit run (``audit/results/files.py``). The report can
 be drawn from one file or from several shards of the same audit run on different machines;
 every problem with the input names the file and says how to fix it.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.results import SCHEMA, SCHEMA_VERSION
+from audit.results.files import SCHEMA, SCHEMA_VERSION
 
 # Version 1 files (one fine-tune per exploit, before replicates) still render, without the
 # replicate tables; version 2 files (before the untrained reference) without m_u, the learned

@@ -3,7 +3,7 @@
 A results file is JSON: an edited ``outcome`` (``"fail"`` → ``"pass"``) would otherwise turn the
 report's answer into "Holds in all scenarios" while the recorded interval holds nothing. For
 every case of a file that records per-replicate values (schema 2 and later), the verdict is
-recomputed with the engine's own decision function, ``audit.verdict.decide``, on the verdict
+recomputed with the engine's own decision function, ``audit.judge.verdict.decide``, on the verdict
 metric's recorded per-replicate values of the decisive variant, with the settings the audit
 ran with (α and bootstrap resamples from the run's tier settings, the scenario's threshold, the
 recorded minimums, the case's seed). Where the recorded outcome or the recorded effect and
@@ -46,7 +46,7 @@ def _estimate_differs(recorded: dict[str, Any] | None, derived: dict[str, Any] |
 
 def _verdict_settings(run: dict[str, Any]) -> Any:
     """The run's resolved verdict settings (α, bootstrap resamples), as the engine resolved them."""
-    from audit.tiers import Tier
+    from audit.config.tiers import Tier
 
     tier = run.get("tier_settings") or {}
     return Tier(tier["name"], tier["settings"], tier.get("overrides") or {}).verdict
@@ -55,7 +55,7 @@ def _verdict_settings(run: dict[str, Any]) -> Any:
 def rederive(case: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None:
     """The verdict ``decide`` gives on the case's recorded values, as a dict (``MetricVerdict``),
     or None where they cannot reproduce the engine's inputs (then nothing is claimed)."""
-    from audit.verdict import decide
+    from audit.judge.verdict import decide
 
     metric = case.get("verdict_metric")
     entry = (case.get("metrics") or {}).get(metric) or {}
@@ -107,7 +107,7 @@ def verify_outcomes(file: ResultsFile) -> list[dict[str, Any]]:
         case["outcome"] = problem["derived"]
         case["flags"] = [
             f"RECORD DISAGREES WITH ITS NUMBERS: the results file says '{problem['recorded']}', but {problem['why']} "
-            f"('{problem['derived']}', recomputed by audit.verdict.decide); the file was edited or written by other "
+            f"('{problem['derived']}', recomputed by audit.judge.verdict.decide); the file was edited or written by other "
             f"code — shown as '{problem['derived']}'",
             *(case.get("flags") or []),
         ]

@@ -7,11 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audit.data.images import to_uint8
 from audit.errors import BudgetExceeded, ProtectionError
-from audit.images import to_uint8
-from audit.protections import ProtectionOutput, budget_levels, check_budget, quantize_within_budget
-from audit.protections.base import check_output
-from audit.protections.simple import NoProtection, RandomNoise
+from audit.parts.protections.base import (
+    ProtectionOutput,
+    budget_levels,
+    check_budget,
+    check_output,
+    quantize_within_budget,
+)
+from audit.parts.protections.simple import NoProtection, RandomNoise
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from audit.cache import Cache, tensor_hash
+from audit.run.cache import Cache, tensor_hash
 
 
 def test_round_trip_and_events(tmp_path: Path) -> None:

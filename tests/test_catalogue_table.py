@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from catalogue_table import markdown, rows  # noqa: E402
 
-from audit.verdict import decide  # noqa: E402
+from audit.judge.verdict import decide  # noqa: E402
 
 
 def _values(rng: np.random.Generator, level: float) -> list[list[float]]:

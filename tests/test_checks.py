@@ -1,7 +1,7 @@
-"""Validity checks (audit/checks.py): each raises its flag when it should, and only then.
+"""Validity checks (audit/judge/checks.py): each raises its flag when it should, and only then.
 
-Verdicts are built by ``audit.verdict.decide`` on synthetic per-replicate values, plans by
-``audit.planner.plan_case`` on the bundled catalogue.
+Verdicts are built by ``audit.judge.verdict.decide`` on synthetic per-replicate values, plans by
+``audit.run.planner.plan_case`` on the bundled catalogue.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit import checks
-from audit.intervals import Estimate
-from audit.planner import ProtectionInfo, plan_case
-from audit.protections.registry import build_protection
-from audit.scenario import CATALOGUE_DIR, load_scenario
-from audit.tiers import get_tier, parse_overrides
-from audit.verdict import MetricVerdict, decide
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.config.tiers import get_tier, parse_overrides
+from audit.judge import checks
+from audit.judge.intervals import Estimate
+from audit.judge.verdict import MetricVerdict, decide
+from audit.parts.protections.build import build_protection
+from audit.run.planner import ProtectionInfo, plan_case
 
 
 def reps(mean: float, k: int = 3, n: int = 24, seed: int = 0) -> list[list[float]]:
@@ -157,8 +157,8 @@ def test_metric_caution_flag() -> None:
 def test_engine_pairs_slots_undefined_in_one_exploit_and_flags_them(tmp_path: Path) -> None:
     """BRISQUE undefined on one generation of one protected run only: the engine leaves that
     slot out of clean, protected and attacked of the same replicate, counts it and flags it."""
-    from audit.engine import AuditSession
-    from audit.options import AuditOptions
+    from audit.config.options import AuditOptions
+    from audit.run.session import AuditSession
 
     p = plan("jpeg-q75", 3)
     rng = np.random.default_rng(0)

@@ -16,29 +16,29 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from audit.cache import Cache
-from audit.fingerprint import code_fingerprint
-from audit.images import from_uint8, to_uint8
+from audit.config.tiers import get_tier
+from audit.data.images import from_uint8, to_uint8
 from audit.parts import TRANSFORMS
-from audit.planner import ChainStep
-from audit.progress import Progress
-from audit.protections import Protection, ProtectionContext, ProtectionOutput
-from audit.protections.simple import RandomNoise
-from audit.registry import PartSpec
-from audit.stages import Stages
-from audit.tiers import get_tier
+from audit.parts.protections.base import Protection, ProtectionContext, ProtectionOutput
+from audit.parts.protections.simple import RandomNoise
+from audit.parts.registry import PartSpec
+from audit.run.cache import Cache
+from audit.run.fingerprint import code_fingerprint
+from audit.run.planner import ChainStep
+from audit.run.progress import Progress
+from audit.run.stages import Stages
 
 # A factory protection as a user writes it: the built-in PID, with the objective's sign kept (v1)
 # or flipped (v2) so that PGD *minimises* PID's loss; same class, name and parameters.
 FACTORY_V1 = """
-from audit.protections.pid import PID
+from audit.parts.protections.pid import PID
 
 
 def make():
     return PID(steps=3)
 """
 FACTORY_V2 = """
-import audit.protections.pid as pid
+import audit.parts.protections.pid as pid
 
 _objective = pid.pid_objective
 
@@ -67,7 +67,7 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # -- the fingerprint itself ------------------------------------------------------------------------
 def test_an_edited_factory_module_changes_the_fingerprint(user_modules: Path) -> None:
-    import audit.protections.pid as pid
+    import audit.parts.protections.pid as pid
 
     original = pid.pid_objective
     try:
@@ -81,7 +81,7 @@ def test_an_edited_factory_module_changes_the_fingerprint(user_modules: Path) ->
     assert first.sha256 == again.sha256 and first.sha256 != second.sha256
     assert first.files["factory_a"] != second.files["factory_a"]
     # The class's own module and its bases' are named too; the standard library is not.
-    assert {"audit.protections.pid", "audit.protections.base"} <= set(first.files)
+    assert {"audit.parts.protections.pid", "audit.parts.protections.base"} <= set(first.files)
     assert not any(m.startswith("abc") for m in first.files)
 
 
@@ -126,7 +126,7 @@ def test_code_without_a_readable_source_has_no_fingerprint_and_says_why() -> Non
 
 
 def test_fingerprinting_is_negligible_next_to_a_stage() -> None:
-    import audit.protections.pid as pid
+    import audit.parts.protections.pid as pid
 
     protection = pid.PID(steps=3)
     code_fingerprint(protection)  # files hashed once (memoised on path, mtime and size)
@@ -187,10 +187,10 @@ def test_a_transform_that_uses_the_model_is_keyed_by_the_model(tmp_path: Path, m
 
 # -- the whole case, through the engine ----------------------------------------------------------------
 def run_no_attack(results: Path, spec: str) -> dict:
-    from audit.engine import AuditSession
-    from audit.options import AuditOptions
-    from audit.scenario import CATALOGUE_DIR, load_scenario
-    from audit.tiers import parse_overrides
+    from audit.config.options import AuditOptions
+    from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.config.tiers import parse_overrides
+    from audit.run.session import AuditSession
 
     overrides = parse_overrides(["dreambooth.steps=2", "generation.images_per_prompt=1", "generation.steps=2",
                                  "controls.noise_floor=false"])
@@ -211,7 +211,7 @@ def exploit_keys(record: dict, role: str) -> set[str]:
 
 def test_an_edited_factory_protection_is_recrafted_and_refit_while_clean_runs_are_reused(
         tmp_path: Path, user_modules: Path) -> None:
-    import audit.protections.pid as pid
+    import audit.parts.protections.pid as pid
 
     original = pid.pid_objective
     try:

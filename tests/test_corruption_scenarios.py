@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.config.tiers import get_tier
 from audit.parts import TRANSFORMS
-from audit.planner import ProtectionInfo, plan_case
-from audit.protections.registry import build_protection
-from audit.scenario import CATALOGUE_DIR, load_scenario
-from audit.tiers import get_tier
+from audit.parts.protections.build import build_protection
+from audit.run.planner import ProtectionInfo, plan_case
 
 # scenario id -> (transform, the parameters it resolves to, a paper its source cites)
 CORRUPTIONS = {

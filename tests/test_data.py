@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from audit.data import discover_subjects, load_subject
+from audit.data.images import to_uint8
+from audit.data.subjects import discover_subjects, load_subject
 from audit.errors import DataError
-from audit.images import to_uint8
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import torch
 
-from audit.cache import Cache
-from audit.executor import ExploitPool, WorkerSetup, default_workers, single_thread
-from audit.images import to_uint8
-from audit.planner import Run
-from audit.progress import Progress
-from audit.registry import PartSpec
-from audit.settings import GenerationSettings
-from audit.stages import Stages
+from audit.config.settings import GenerationSettings
+from audit.data.images import to_uint8
+from audit.parts.registry import PartSpec
+from audit.run.cache import Cache
+from audit.run.planner import Run
+from audit.run.progress import Progress
+from audit.run.stages import Stages
+from audit.run.workers import ExploitPool, WorkerSetup, default_workers, single_thread
 
 EXPLOIT = {"steps": 3, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
 
 
 def test_worker_processes_reproduce_the_main_process_bitwise(tiny, images, tmp_path: Path) -> None:
-    from audit.exploits.dreambooth import DreamboothParams
+    from audit.parts.exploits.dreambooth import DreamboothParams
 
     params = DreamboothParams(**EXPLOIT).model_dump()
     runs = [Run("clean", None, r, (), PartSpec("exploit", "dreambooth", params), seed) for r, seed in enumerate((0, 7))]

@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from audit.metrics import faces as faces_module
-from audit.metrics.faces import Face, fds_values, ims_values, ism_values, mean_identity
-from audit.metrics.fds import FACENET_FILE, FaceDetectionScore
-from audit.metrics.insight import (
+from audit.parts.metrics import faces as faces_module
+from audit.parts.metrics.faces import Face, fds_values, ims_values, ism_values, mean_identity
+from audit.parts.metrics.fds import FACENET_FILE, FaceDetectionScore
+from audit.parts.metrics.insight import (
     FaceDetectionFailureRate,
     IdentityMatchingSimilarity,
     IdentityScoreMatching,
@@ -93,7 +93,7 @@ def uint8_mean(image: torch.Tensor) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def faces256() -> torch.Tensor:
-    from audit.data import load_subject
+    from audit.data.subjects import load_subject
 
     return load_subject("astronaut", None, 256).images
 
@@ -152,7 +152,7 @@ def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(monkeypatch
     file is a download), so only structure, pairing and provenance are checked, not values."""
     from facenet_pytorch import InceptionResnetV1
 
-    from audit.metrics.weights import file_sha256
+    from audit.parts.metrics.weights import file_sha256
 
     torch.manual_seed(0)
     net = InceptionResnetV1(pretrained=None, classify=False)
@@ -373,7 +373,7 @@ def test_insightface_pack_found_in_the_weights_folder_even_one_level_deep(no_wei
 def test_sha256_of_weights_is_the_files() -> None:
     import hashlib
 
-    from audit.metrics.weights import file_sha256
+    from audit.parts.metrics.weights import file_sha256
 
     path = faces_module.__file__
     assert file_sha256(path) == hashlib.sha256(open(path, "rb").read()).hexdigest()
@@ -387,8 +387,8 @@ def test_dlib_identity_similarity_equals_dlibs_own_descriptors(faces256) -> None
     the same 8-bit images (256 px: no resizing on either side)."""
     import dlib
 
-    from audit.images import to_uint8
-    from audit.metrics.identity import DlibIdentitySimilarity, models_folder
+    from audit.data.images import to_uint8
+    from audit.parts.metrics.identity import DlibIdentitySimilarity, models_folder
 
     folder = models_folder()
     detector = dlib.get_frontal_face_detector()
@@ -410,15 +410,15 @@ def test_dlib_identity_similarity_equals_dlibs_own_descriptors(faces256) -> None
 
 
 def test_bundled_scenarios_decide_on_fds() -> None:
-    from audit.scenario import catalogue_files, load_scenario
+    from audit.config.scenario import catalogue_files, load_scenario
 
     for path in catalogue_files():
         assert load_scenario(path).verdict.metric == "fds", path
 
 
 def test_smoke_tier_states_its_substitute() -> None:
-    from audit.engine import AuditSession
-    from audit.tiers import get_tier
+    from audit.config.tiers import get_tier
+    from audit.run.session import AuditSession
 
     scenario = SimpleNamespace(verdict=SimpleNamespace(metric="fds"))
     record: dict = {}
@@ -433,8 +433,8 @@ def _values(fds_unavailable: str | None) -> dict:
 
 
 def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None:
-    from audit.engine import AuditSession
-    from audit.tiers import get_tier
+    from audit.config.tiers import get_tier
+    from audit.run.session import AuditSession
 
     session = SimpleNamespace(tier=get_tier("standard"))
     record: dict = {"flags": []}
@@ -452,8 +452,8 @@ def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None
 
 
 def test_paper_tier_has_no_fallback() -> None:
-    from audit.engine import AuditSession
-    from audit.tiers import get_tier
+    from audit.config.tiers import get_tier
+    from audit.run.session import AuditSession
 
     record: dict = {"flags": []}
     assert AuditSession.fallback(SimpleNamespace(tier=get_tier("paper")), "fds", _values("weights missing"), record) == "fds"
@@ -461,13 +461,13 @@ def test_paper_tier_has_no_fallback() -> None:
 
 
 def test_old_metric_names_are_refused_with_their_migration() -> None:
-    from audit.registry import InvalidParams
-    from audit.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.config.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.parts.registry import InvalidParams
 
     for old, new in (("identity_similarity", "dlib_identity_similarity"), ("face_detection_failure_rate", "mtcnn_detection_failure_rate")):
         with pytest.raises(InvalidParams, match=f"was renamed.*{new}"):
             validate_overrides(get_tier("smoke", parse_overrides([f"verdict.fallback_metric={old}"])))
-        from audit.metrics import UnknownMetric, get_metric
+        from audit.parts.metrics.build import UnknownMetric, get_metric
 
         with pytest.raises(UnknownMetric, match=f"was renamed.*{new}"):
             get_metric(old)

@@ -1,4 +1,4 @@
-"""Replicate-level intervals (audit/intervals.py): hand-computed cases, properties, coverage."""
+"""Replicate-level intervals (audit/judge/intervals.py): hand-computed cases, properties, coverage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from audit.intervals import (
+from audit.judge.intervals import (
     SINGLE_REPLICATE,
     Estimate,
     effect_interval,
@@ -23,7 +23,7 @@ from audit.intervals import (
     retained_interval,
     share_interval,
 )
-from audit.verdict import decide
+from audit.judge.verdict import decide
 
 T2 = 4.302652729911275  # t_{0.975, 2 df}
 

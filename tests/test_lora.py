@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from audit.diffusion import state_fingerprint
 from audit.errors import ModelError
-from audit.exploits.dreambooth import GenerationConfig, generate
-from audit.exploits.lora import LoraParams, add_adapters, finetune
-from audit.models import state_fingerprint
-from audit.progress import Progress
+from audit.parts.exploits.dreambooth import GenerationConfig, generate
+from audit.parts.exploits.lora import LoraParams, add_adapters, finetune
+from audit.run.progress import Progress
 
 GEN = GenerationConfig(("a photo of sks person",), 2, 3, 7.5, "noisy, low quality", seed=0)
 
@@ -114,7 +114,7 @@ def test_text_encoder_without_adapters_stays_the_base_one(tiny, images) -> None:
 
 def test_lora_params_are_pid_table_8c_and_refuse_what_cannot_run(tiny, images) -> None:
     from audit.parts import EXPLOITS
-    from audit.registry import InvalidParams
+    from audit.parts.registry import InvalidParams
 
     default = LoraParams()
     assert (default.rank, default.lr, default.steps, default.batch_size) == (16, 1e-4, 800, 2)  # Table 8c, SD 1.5

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from audit.metrics import UnknownMetric, get_metric, imperceptibility
-from audit.metrics import identity as identity_module
+from audit.parts.metrics import identity as identity_module
+from audit.parts.metrics.build import UnknownMetric, get_metric
+from audit.parts.metrics.imperceptibility import imperceptibility
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_imperceptibility(faces) -> None:
 
 
 def test_unknown_metric_lists_known_names() -> None:
-    from audit.registry import UnknownPart
+    from audit.parts.registry import UnknownPart
 
     assert UnknownMetric is UnknownPart  # one registry, one error type for every kind of part
     with pytest.raises(UnknownMetric) as info:
@@ -74,8 +75,8 @@ def test_unknown_metric_lists_known_names() -> None:
 
 
 def test_every_registered_metric_builds_and_is_shared() -> None:
-    from audit.metrics import Metric
     from audit.parts import METRICS
+    from audit.parts.metrics.base import Metric
 
     for part in METRICS:
         metric = get_metric(part.name)
@@ -90,11 +91,11 @@ def test_missing_weights_are_reported_unavailable(faces, monkeypatch, tmp_path) 
 
 
 def _brisque_features(image: np.ndarray) -> np.ndarray:
-    """The 36 BRISQUE features of one uint8 image, as audit.metrics.quality computes them."""
+    """The 36 BRISQUE features of one uint8 image, as audit.parts.metrics.quality computes them."""
     import cv2
     import skimage.color
 
-    from audit.metrics.quality import _brisque
+    from audit.parts.metrics.quality import _brisque
 
     model = _brisque()
     gray = skimage.color.rgb2gray(image)
@@ -112,8 +113,8 @@ def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
     import subprocess
     import sys
 
-    from audit.images import to_uint8
-    from audit.metrics.quality import BRISQUE_TOLERANCE, _brisque, brisque_score
+    from audit.data.images import to_uint8
+    from audit.parts.metrics.quality import BRISQUE_TOLERANCE, _brisque, brisque_score
 
     images = np.ascontiguousarray(to_uint8(faces).permute(0, 2, 3, 1).numpy())
     first = [brisque_score(image) for image in images]
@@ -126,7 +127,7 @@ def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
     assert max(abs(s - first[0]) for s in libsvm) <= BRISQUE_TOLERANCE
     np.save(tmp_path / "faces.npy", images)
     code = (
-        "import numpy as np; from audit.metrics.quality import brisque_score; "
+        "import numpy as np; from audit.parts.metrics.quality import brisque_score; "
         f"print(repr([brisque_score(i) for i in np.load({str(tmp_path / 'faces.npy')!r})]))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "3"}  # another thread count: the value must not move

@@ -9,14 +9,14 @@ import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
-from audit.errors import ModelError
-from audit.models import (
+from audit.diffusion import (
     build_tiny_components,
     clip_tokenizer,
     load_model,
     resolve_device,
     state_fingerprint,
 )
+from audit.errors import ModelError
 
 PROMPTS = [
     "a photo of sks person",
@@ -42,7 +42,7 @@ def test_tiny_is_deterministic_and_seeded(tiny, monkeypatch, tmp_path) -> None:
     assert again.fingerprint == tiny.fingerprint and len(tiny.fingerprint) == 64
     assert state_fingerprint(again.unet, again.vae) == state_fingerprint(tiny.unet, tiny.vae)
     # Without shipped weights the pipeline is a seeded random init (and says so).
-    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda variant="tiny": tmp_path / "absent")
+    monkeypatch.setattr("audit.diffusion.tiny.tiny_weights_path", lambda variant="tiny": tmp_path / "absent")
     random_init = load_model("tiny", "cpu")
     assert "random init" in random_init.source and random_init.revision == "config-v1"
     one, other = build_tiny_components(seed=0), build_tiny_components(seed=1)

@@ -79,10 +79,10 @@ from pathlib import Path
 import audit, reports
 target = Path({str(target)!r}).resolve()
 assert Path(audit.__file__).resolve().is_relative_to(target), audit.__file__
-from audit.models.tiny import tiny_weights_path, verify_weights
+from audit.diffusion.tiny import tiny_weights_path, verify_weights
 assert tiny_weights_path().resolve().is_relative_to(target)
 verify_weights(tiny_weights_path())
-from audit.scenario import catalogue_files
+from audit.config.scenario import catalogue_files
 files = catalogue_files()
 assert len(files) >= 4 and all(f.resolve().is_relative_to(target) for f in files), files
 from reports.render import _environment

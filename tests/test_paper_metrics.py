@@ -24,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage import data as skdata
 
-from audit.metrics import clip_quality, distribution, edits
-from audit.metrics.clip_quality import ClipIqac, ClipNetwork, ImageQualityScore, QualityQ
-from audit.metrics.distribution import (
+from audit.parts.metrics import clip_quality, distribution, edits
+from audit.parts.metrics.clip_quality import ClipIqac, ClipNetwork, ImageQualityScore, QualityQ
+from audit.parts.metrics.distribution import (
     FeatureNetwork,
     FrechetInceptionDistance,
     PRDPrecision,
@@ -34,7 +34,7 @@ from audit.metrics.distribution import (
 )
 
 # The module (the package exports its function of the same name).
-imperceptibility = importlib.import_module("audit.metrics.imperceptibility")
+imperceptibility = importlib.import_module("audit.parts.metrics.imperceptibility")
 
 # -- fixed images ------------------------------------------------------------------------------
 
@@ -501,7 +501,7 @@ def test_edit_metrics_refuse_unpaired_sets(edit_pair) -> None:
 
 # -- BRISQUE: per-slot values, brisque's own score -------------------------------------------------
 def test_brisque_keeps_an_undefined_slot_empty(photos) -> None:
-    from audit.metrics.quality import Brisque
+    from audit.parts.metrics.quality import Brisque
 
     batch = photos.clone()
     batch[2] = 0.5  # a flat image: BRISQUE's generalised-Gaussian fit is undefined
@@ -519,8 +519,8 @@ def test_brisque_equals_the_brisque_packages_own_score(photos) -> None:
     import cv2
     import skimage.color
 
-    from audit.images import to_uint8
-    from audit.metrics.quality import Brisque, _brisque
+    from audit.data.images import to_uint8
+    from audit.parts.metrics.quality import Brisque, _brisque
 
     model = _brisque()
     ours = Brisque().compute(photos, photos).values

@@ -7,13 +7,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit.images import from_uint8
-from audit.progress import Progress
-from audit.protections import ProtectionContext, check_budget
-from audit.protections.pid import PID, pid_objective, posterior
-from audit.protections.simple import RandomNoise
-from audit.registry import InvalidParams
-from audit.tiers import get_tier
+from audit.config.tiers import get_tier
+from audit.data.images import from_uint8
+from audit.parts.protections.base import ProtectionContext, check_budget
+from audit.parts.protections.pid import PID, pid_objective, posterior
+from audit.parts.protections.simple import RandomNoise
+from audit.parts.registry import InvalidParams
+from audit.run.progress import Progress
 
 
 def ctx(model, seed: int = 0) -> ProtectionContext:
@@ -69,10 +69,10 @@ def test_objective_forms(tiny, images) -> None:
 def test_steps_come_from_pid_params_not_from_the_tier(tiny, images) -> None:
     """PID runs exactly its own ``steps`` whatever tier the context carries (or none), and the
     tier sets them through the one precedence (part default < tier < --audit-set)."""
+    from audit.config.tiers import parse_overrides
     from audit.parts import PROTECTIONS
-    from audit.protections.pid import PIDParams
-    from audit.protections.registry import build_protection
-    from audit.tiers import parse_overrides
+    from audit.parts.protections.build import build_protection
+    from audit.parts.protections.pid import PIDParams
 
     for tier in (get_tier("smoke"), get_tier("paper"), None):
         context = ProtectionContext(tiny, torch.device("cpu"), 0, tier, Progress())

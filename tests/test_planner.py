@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from audit.__main__ import main
+from audit.config.scenario import CATALOGUE_DIR, Scenario, catalogue_files, load_scenario
+from audit.config.tiers import TIERS, get_tier, parse_overrides
 from audit.parts import EXPLOITS
 from audit.parts import PROTECTIONS as PROTECTION_PARTS
-from audit.planner import ProtectionInfo, plan_case, replicate_seed
-from audit.protections.registry import build_protection
-from audit.registry import PartSpec
-from audit.scenario import CATALOGUE_DIR, Scenario, catalogue_files, load_scenario
-from audit.tiers import TIERS, get_tier, parse_overrides
+from audit.parts.protections.build import build_protection
+from audit.parts.registry import PartSpec
+from audit.run.planner import ProtectionInfo, plan_case, replicate_seed
 
 SCENARIOS = [p.stem for p in catalogue_files()]
 PROTECTIONS = ["none", "random", "pid"]

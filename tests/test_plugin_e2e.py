@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.scenario import CATALOGUE_DIR
+from audit.config.scenario import CATALOGUE_DIR
 
 pytest_plugins = ["pytester"]
 
@@ -190,8 +190,8 @@ def test_configuration_errors_stop_at_start_with_a_usage_error(pytester: pytest.
 
 LEAKY = '''
 import torch
-from audit.images import to_uint8
-from audit.protections import Protection, ProtectionOutput
+from audit.data.images import to_uint8
+from audit.parts.protections.base import Protection, ProtectionOutput
 
 
 class Leaky(Protection):

@@ -23,11 +23,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.exploits import dreambooth
-from audit.exploits.dreambooth import FinetuneConfig, draw_latents, finetune
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
 from audit.parts import EXPLOITS
-from audit.progress import Progress
-from audit.scenario import CATALOGUE_DIR, load_scenario
+from audit.parts.exploits import dreambooth
+from audit.parts.exploits.dreambooth import FinetuneConfig, draw_latents, finetune
+from audit.run.progress import Progress
 
 
 def _config(**changes) -> FinetuneConfig:
@@ -99,7 +99,7 @@ def test_fixed_sigma_draws_every_latent_with_that_sigma(tiny, images, monkeypatc
 
 def test_clipped_sigma_keeps_small_sigmas_and_caps_large_ones(tiny, images, monkeypatch) -> None:
     """With the cap at the median σ of the tiny VAE's posterior, both branches are exercised."""
-    from audit.exploits.dreambooth import _encode_posteriors
+    from audit.parts.exploits.dreambooth import _encode_posteriors
 
     with torch.no_grad():
         post = _encode_posteriors(tiny.vae, images, None, _config(), torch.device("cpu"))

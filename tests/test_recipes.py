@@ -12,27 +12,27 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from audit.cache import Cache
+from audit.config.options import AuditOptions
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.config.settings import GenerationSettings
+from audit.config.tiers import TIERS, get_tier, parse_exploit, rows_problems
+from audit.data.images import to_uint8
 from audit.errors import ScenarioError
-from audit.executor import single_thread
-from audit.exploits import dreambooth
-from audit.exploits.dreambooth import (
+from audit.parts import EXPLOITS
+from audit.parts.exploits import dreambooth
+from audit.parts.exploits.dreambooth import (
     DreamboothParams,
     GenerationConfig,
     encode_text,
     finetune,
     generate,
 )
-from audit.images import to_uint8
-from audit.options import AuditOptions
-from audit.parts import EXPLOITS
-from audit.planner import ProtectionInfo, Run, plan_case
-from audit.progress import Progress
-from audit.registry import InvalidParams, PartSpec
-from audit.scenario import CATALOGUE_DIR, load_scenario
-from audit.settings import GenerationSettings
-from audit.stages import Stages
-from audit.tiers import TIERS, get_tier, parse_exploit, rows_problems
+from audit.parts.registry import InvalidParams, PartSpec
+from audit.run.cache import Cache
+from audit.run.planner import ProtectionInfo, Run, plan_case
+from audit.run.progress import Progress
+from audit.run.stages import Stages
+from audit.run.workers import single_thread
 
 DREAMBOOTH, LORA = EXPLOITS.get("dreambooth"), EXPLOITS.get("lora")
 SHORT = {"steps": 2, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
@@ -111,7 +111,7 @@ def test_prior_preservation_trains_on_the_class_images(tiny, images) -> None:
 def test_the_cache_key_names_the_exploit_and_its_resolved_params(tiny, images, tmp_path: Path) -> None:
     """One key rule for every exploit part: its name and resolved params feed the key, so a
     second exploit never meets DreamBooth's entries (nothing in the stages is DreamBooth's own)."""
-    from audit.exploits.lora import LoraParams
+    from audit.parts.exploits.lora import LoraParams
 
     lora = LoraParams(**SHORT).model_dump()
     specs = [("dreambooth", DreamboothParams(**SHORT).model_dump()), ("lora", lora), ("lora", {**lora, "rank": 8}),
@@ -201,8 +201,8 @@ def test_exploit_option_is_the_one_grammar_with_did_you_mean() -> None:
 
 
 def test_exploit_option_errors_are_usage_errors_and_the_choice_is_recorded() -> None:
+    from audit.config.startup import check_options
     from audit.plugin import reproduce_command
-    from audit.startup import check_options
 
     with pytest.raises(pytest.UsageError, match="did you mean 'lora'"):
         check_options(AuditOptions(protection="none", exploit="lroa"))
@@ -278,8 +278,8 @@ def _replicates(level: float, seed: int, k: int = 3, n: int = 6) -> list[list[fl
 
 
 def test_the_prompt_that_won_is_named_in_the_record_summary_and_report(tmp_path: Path) -> None:
-    from audit.engine import AuditSession
-    from audit.summary import summary_table
+    from audit.results.summary import summary_table
+    from audit.run.session import AuditSession
     from reports import load_results, render_html
 
     options = AuditOptions(protection="pid", results_dir=tmp_path / "res")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from audit.__main__ import main
+from audit.config.scenario import CATALOGUE_DIR, catalogue_files, load_scenario
 from audit.errors import ScenarioError
 from audit.parts import EXPLOITS, METRICS, PROTECTIONS, REGISTRIES, TRANSFORMS
-from audit.registry import (
+from audit.parts.registry import (
     KINDS,
     InvalidParams,
     PartSpec,
@@ -20,10 +21,9 @@ from audit.registry import (
     did_you_mean,
     parse_spec,
 )
-from audit.scenario import CATALOGUE_DIR, catalogue_files, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-_C = "audit.transforms.corruptions"
+_C = "audit.parts.transforms.corruptions"
 
 
 def registry() -> Registry:
@@ -42,7 +42,7 @@ def test_register_get_and_list() -> None:
     assert not part.random and reg.get("gaussian_noise").random
     assert reg.names() == ["gaussian_noise", "jpeg"] and [p.name for p in reg] == reg.names()
     assert "jpeg" in reg and "jpg" not in reg
-    from audit.transforms.corruptions import JpegParams, jpeg
+    from audit.parts.transforms.corruptions import JpegParams, jpeg
 
     assert part.load() is jpeg and part.params_model() is JpegParams
     assert part.identity() == {"kind": "transform", "name": "jpeg", "version": 1, "target": f"{_C}:jpeg"}

@@ -115,10 +115,10 @@ def engine_record(tmp_path: Path, clean: float, protected: float, attacked: floa
     synthetic metric values: K = 3 replicates of 8 images, the verdict metric subject_similarity."""
     import random
 
-    from audit.engine import AuditSession, new_record, run_provenance, scenario_record
-    from audit.options import AuditOptions
-    from audit.results import SCHEMA, SCHEMA_VERSION
-    from audit.scenario import CATALOGUE_DIR, load_scenario
+    from audit.config.options import AuditOptions
+    from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.results.files import SCHEMA, SCHEMA_VERSION
+    from audit.run.session import AuditSession, new_record, run_provenance, scenario_record
 
     options = AuditOptions(protection="pid", results_dir=tmp_path / "res", seed=seed)
     session = AuditSession(options)

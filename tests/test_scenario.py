@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from audit.config.scenario import CATALOGUE_DIR, Step, catalogue_files, load_scenario
 from audit.errors import ScenarioError
-from audit.scenario import CATALOGUE_DIR, Step, catalogue_files, load_scenario
 
 GOOD = """\
 id: {id}

@@ -20,16 +20,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit.cache import Cache
-from audit.images import from_uint8, to_uint8
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.config.tiers import get_tier, parse_overrides
+from audit.data.images import from_uint8, to_uint8
 from audit.parts import TRANSFORMS
-from audit.planner import ChainStep, ProtectionInfo, Run, plan_case
-from audit.progress import Progress
-from audit.protections.simple import NoProtection, RandomNoise
-from audit.registry import PartSpec
-from audit.scenario import CATALOGUE_DIR, load_scenario
-from audit.stages import Stages, stage_key
-from audit.tiers import get_tier, parse_overrides
+from audit.parts.protections.simple import NoProtection, RandomNoise
+from audit.parts.registry import PartSpec
+from audit.run.cache import Cache
+from audit.run.planner import ChainStep, ProtectionInfo, Run, plan_case
+from audit.run.progress import Progress
+from audit.run.stages import Stages, stage_key
 
 BASE: dict[str, Any] = {
     "part": {"kind": "transform", "name": "jpeg", "version": 1, "target": "m:f"},
@@ -211,7 +211,7 @@ class Calls:
 
 @pytest.fixture
 def fake_exploit(monkeypatch) -> Calls:
-    import audit.exploits.dreambooth as dreambooth
+    import audit.parts.exploits.dreambooth as dreambooth
 
     calls = Calls()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from audit.options import AuditOptions
-from audit.startup import SD15_HUB_ID, check_options
-from audit.tiers import parse_overrides
+from audit.config.options import AuditOptions
+from audit.config.startup import SD15_HUB_ID, check_options
+from audit.config.tiers import parse_overrides
 
 
 def refused(**options) -> str:
@@ -26,7 +26,7 @@ def test_the_defaults_pass(protection: str) -> None:
 
 
 def test_a_bundled_scenario_folder_and_an_existing_protection_folder_pass(tmp_path: Path) -> None:
-    from audit.scenario import CATALOGUE_DIR
+    from audit.config.scenario import CATALOGUE_DIR
 
     check_options(AuditOptions(protection="pid", scenarios=CATALOGUE_DIR))
     check_options(AuditOptions(protection=f"dir:{tmp_path}", epsilon=0.05))

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.metrics import get_metric
-from audit.metrics.subject import nearest_subject_ssim
+from audit.parts.metrics.build import get_metric
+from audit.parts.metrics.subject import nearest_subject_ssim
 
 
 @settings(max_examples=20, deadline=None)
@@ -45,7 +45,7 @@ def test_other_resolutions_are_compared_at_a_common_size(images: torch.Tensor) -
 
 
 def test_face_metric_substitute_override_parses_into_the_verdict_section() -> None:
-    from audit.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.config.tiers import get_tier, parse_overrides, validate_overrides
 
     assert parse_overrides(["face_metric_substitute=brisque"]) == {"verdict": {"face_metric_substitute": "brisque"}}
     assert parse_overrides(["verdict.face_metric_substitute=null", "noise_floor_control=false"]) == {
@@ -61,15 +61,15 @@ def test_face_metric_substitute_override_parses_into_the_verdict_section() -> No
 
 
 def test_face_metric_substitute_override_is_validated() -> None:
-    from audit.registry import InvalidParams
-    from audit.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.config.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.parts.registry import InvalidParams
 
     with pytest.raises(InvalidParams, match=r"unknown metric 'subject_similarty'.*subject_similarity"):
         validate_overrides(get_tier("smoke", parse_overrides(["face_metric_substitute=subject_similarty"])))
 
 
 def test_face_metric_substitute_none_turns_the_substitute_off() -> None:
-    from audit.tiers import get_tier, parse_overrides, validate_overrides
+    from audit.config.tiers import get_tier, parse_overrides, validate_overrides
 
     tier = get_tier("smoke", parse_overrides(["face_metric_substitute=none"]))
     validate_overrides(tier)

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from audit.plugin import AuditCase, _unique_ids
-from audit.progress import Progress
-from audit.results import case_file_stem
-from audit.summary import audit_answer, summary_table, worst_cases
+from audit.results.files import case_file_stem
+from audit.results.summary import audit_answer, summary_table, worst_cases
+from audit.run.progress import Progress
 
 
 def case(case_id: str, scenario: str, subject: str, outcome: str, retained: float | None) -> dict:

@@ -14,12 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.exploits.dreambooth import DreamboothParams
-from audit.options import AuditOptions
-from audit.parts import EXPLOITS, PROTECTIONS, REGISTRIES
-from audit.protections.pid import PIDParams
-from audit.registry import InvalidParams
-from audit.tiers import (
+from audit.config.options import AuditOptions
+from audit.config.tiers import (
     ALIASES,
     SECTIONS,
     TIERS,
@@ -28,6 +24,10 @@ from audit.tiers import (
     parse_overrides,
     validate_overrides,
 )
+from audit.parts import EXPLOITS, PROTECTIONS, REGISTRIES
+from audit.parts.exploits.dreambooth import DreamboothParams
+from audit.parts.protections.pid import PIDParams
+from audit.parts.registry import InvalidParams
 
 DREAMBOOTH = EXPLOITS.get("dreambooth")
 PID = PROTECTIONS.get("pid")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from audit.diffusion import load_model
+from audit.diffusion.tiny import CHECKSUMS, WEIGHT_FILES, tiny_weights_path, verify_weights
 from audit.errors import ModelError
-from audit.models import load_model
-from audit.models.tiny import CHECKSUMS, WEIGHT_FILES, tiny_weights_path, verify_weights
 
 # SHA-256 of audit/models/weights/tiny/SHA256SUMS (which lists every weight file's SHA-256).
 PINNED_WEIGHTS_HASH = "58469fbb474166281dc8a31d0c3a079c4b426993a0e3f939319eae73407c1c90"
@@ -43,7 +43,7 @@ def test_modified_weights_are_refused_with_the_file_and_the_fix(tmp_path: Path, 
     data = bytearray(target.read_bytes())
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
-    monkeypatch.setattr("audit.models.tiny.tiny_weights_path", lambda variant="tiny": copy)
+    monkeypatch.setattr("audit.diffusion.tiny.tiny_weights_path", lambda variant="tiny": copy)
     with pytest.raises(ModelError, match=r"unet/diffusion_pytorch_model.safetensors: SHA-256 differs.*train_tiny.py"):
         load_model("tiny")
 
@@ -61,10 +61,10 @@ def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, imag
     """PID's mechanism on a trained VAE (PID §4): μ moves far more than under random noise."""
     import piq
 
-    from audit.progress import Progress
-    from audit.protections.base import ProtectionContext
-    from audit.protections.registry import build_protection
-    from audit.tiers import get_tier
+    from audit.config.tiers import get_tier
+    from audit.parts.protections.base import ProtectionContext
+    from audit.parts.protections.build import build_protection
+    from audit.run.progress import Progress
 
     smoke = get_tier("smoke")
     ctx = ProtectionContext(tiny, torch.device("cpu"), 0, smoke, Progress(None))
@@ -104,13 +104,13 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     baseline". (Scenario effects — JPEG, zero σ — vary in sign across seeds on this model, so
     they are measured by the benchmark, not asserted here; model card.)
     """
-    from audit.engine import AuditSession
-    from audit.exploits.dreambooth import generate
-    from audit.metrics import get_metric
-    from audit.options import AuditOptions
-    from audit.progress import Progress
-    from audit.scenario import CATALOGUE_DIR, load_scenario
-    from audit.stages import generation_config
+    from audit.config.options import AuditOptions
+    from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.parts.exploits.dreambooth import generate
+    from audit.parts.metrics.build import get_metric
+    from audit.run.progress import Progress
+    from audit.run.session import AuditSession
+    from audit.run.stages import generation_config
 
     def session(protection: str) -> AuditSession:
         options = AuditOptions(

@@ -1,7 +1,7 @@
 """Model transfer (PID §6.3, Table 5): protect on one model, fine-tune another.
 
 The built-in pair is ``tiny`` (SD 1.5-shaped) and ``tiny-2`` (SD 2.1-shaped): the same VAE
-weights, another text encoder and UNet, v-prediction (``audit/models/tiny.py``).
+weights, another text encoder and UNet, v-prediction (``audit/diffusion/tiny.py``).
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from audit.cache import Cache
+from audit.config.options import AuditOptions
+from audit.config.settings import GenerationSettings
+from audit.data.images import to_uint8
+from audit.diffusion import load_model
+from audit.diffusion.tiny import tiny_weights_path
 from audit.errors import ModelError
-from audit.images import to_uint8
-from audit.models import load_model
-from audit.models.tiny import tiny_weights_path
-from audit.options import AuditOptions
-from audit.planner import Run
-from audit.progress import Progress
-from audit.registry import PartSpec
-from audit.settings import GenerationSettings
-from audit.stages import Stages
+from audit.parts.registry import PartSpec
+from audit.run.cache import Cache
+from audit.run.planner import Run
+from audit.run.progress import Progress
+from audit.run.stages import Stages
 
 EXPLOIT = {"steps": 2, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
 
@@ -57,7 +57,7 @@ def test_shipped_vae_files_are_byte_identical() -> None:
 
 
 def test_a_transfer_exploit_fine_tunes_the_transfer_model(tiny, tiny2, images, tmp_path: Path) -> None:
-    from audit.exploits.dreambooth import DreamboothParams
+    from audit.parts.exploits.dreambooth import DreamboothParams
 
     generation = GenerationSettings(images_per_prompt=1, steps=2, prompts=("a photo of sks person",))
     stages = Stages(Cache(tmp_path), lambda: tiny, lambda: torch.device("cpu"), lambda: 64, Progress(),
@@ -78,7 +78,7 @@ def test_a_transfer_exploit_fine_tunes_the_transfer_model(tiny, tiny2, images, t
 
 
 def test_no_transfer_model_is_a_clear_error(tiny) -> None:
-    from audit.exploits.dreambooth import DreamboothParams
+    from audit.parts.exploits.dreambooth import DreamboothParams
 
     stages = Stages(Cache(Path("unused"), enabled=False), lambda: tiny, lambda: torch.device("cpu"), lambda: 64, Progress())
     with pytest.raises(ModelError, match="--transfer-model"):
@@ -93,7 +93,7 @@ def test_the_default_transfer_model_is_the_other_embedded_one() -> None:
 
 
 def test_transfer_model_equal_to_model_is_refused() -> None:
-    from audit.startup import _model
+    from audit.config.startup import _model
 
     with pytest.raises(ValueError, match="is --model itself"):
         _model(SimpleNamespace(model="tiny", transfer_model="tiny", allow_download=False))
@@ -103,9 +103,9 @@ def test_transfer_model_equal_to_model_is_refused() -> None:
 
 def test_the_case_protects_on_model_and_exploits_on_transfer_model(tmp_path: Path) -> None:
     """One replicate of the bundled model-transfer scenario through the engine, few steps."""
-    from audit.engine import AuditSession
-    from audit.scenario import CATALOGUE_DIR, load_scenario
-    from audit.tiers import parse_overrides
+    from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.config.tiers import parse_overrides
+    from audit.run.session import AuditSession
 
     overrides = parse_overrides(["pid.steps=2", "dreambooth.steps=2", "generation.images_per_prompt=1",
                                  "generation.steps=2"])

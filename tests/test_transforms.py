@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from audit.images import to_uint8
+from audit.data.images import to_uint8
 from audit.parts import TRANSFORMS
-from audit.registry import InvalidParams
+from audit.parts.registry import InvalidParams
 
 PARAMS = {
     "jpeg": {"quality": 75},
@@ -125,7 +125,7 @@ def test_differentiable_forms_are_reachable_from_the_part_and_pass_gradients() -
 
 
 def test_unknown_transform_and_bad_params_are_named() -> None:
-    from audit.registry import UnknownPart
+    from audit.parts.registry import UnknownPart
 
     with pytest.raises(UnknownPart, match="did you mean 'jpeg'"):
         TRANSFORMS.get("jpg")
@@ -277,7 +277,7 @@ def test_resize_half_keeps_coarse_structure_and_removes_the_finest() -> None:
 
 @pytest.mark.parametrize("scale", [(0.08, 1.0), (0.5, 1.0), (0.6, 0.9)])
 def test_crop_keeps_its_stated_scale_and_ratio_range(scale: tuple[float, float]) -> None:
-    from audit.transforms.corruptions import crop_box
+    from audit.parts.transforms.corruptions import crop_box
 
     part = TRANSFORMS.get("random_resized_crop")
     params = part.validate({"scale": list(scale), "ratio": [0.75, 4 / 3]})
@@ -298,7 +298,7 @@ def test_crop_keeps_its_stated_scale_and_ratio_range(scale: tuple[float, float])
 def test_crop_output_is_torchvision_resized_crop_of_the_drawn_box() -> None:
     from torchvision.transforms.v2.functional import resized_crop
 
-    from audit.transforms.corruptions import crop_box
+    from audit.parts.transforms.corruptions import crop_box
 
     images = torch.rand((3, 3, 48, 48), generator=torch.Generator().manual_seed(1))
     part = TRANSFORMS.get("random_resized_crop")
@@ -324,7 +324,7 @@ def test_denoisers_lower_the_error_of_a_noised_image(images: torch.Tensor, name:
 
 def test_gaussian_denoiser_calibrates_more_smoothing_for_more_noise(images: torch.Tensor) -> None:
     """J-invariant calibration (Aydin's Gaussian denoiser): σ* grows with the noise level."""
-    from audit.transforms.denoise import GaussianDenoiseParams, calibrated_sigma
+    from audit.parts.transforms.denoise import GaussianDenoiseParams, calibrated_sigma
 
     params = GaussianDenoiseParams()
     sigmas = []
@@ -346,7 +346,7 @@ def _dropped(images: torch.Tensor, rate: float, seed: int) -> tuple[torch.Tensor
 
 
 def test_tvm_reconstructs_dropped_values_closer_than_the_dropped_image(images: torch.Tensor) -> None:
-    from audit.transforms.tvm import tvm_solve
+    from audit.parts.transforms.tvm import tvm_solve
 
     x = images[0].double()
     corrupted, keep = _dropped(images[0], 0.02, 0)
@@ -362,8 +362,8 @@ def test_tvm_reconstructs_dropped_values_closer_than_the_dropped_image(images: t
 def test_tvm_solver_converges_and_lowers_the_objective(images: torch.Tensor) -> None:
     """Chambolle-Pock on ‖keep ⊙ (z − x)‖₂ + λ TV₂(z): below the objective at x, and 1000
     iterations are within far less than one 8-bit level of 3000 (the cvxpy/Clarabel optimum
-    was within 1.5e-4 at 64 px when checked; see audit/transforms/tvm.py)."""
-    from audit.transforms.tvm import tvm_objective, tvm_solve
+    was within 1.5e-4 at 64 px when checked; see audit/parts/transforms/tvm.py)."""
+    from audit.parts.transforms.tvm import tvm_objective, tvm_solve
 
     x = images[0].double()
     _, keep = _dropped(images[0], 0.02, 1)

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import torch
 
-from audit import intervals
-from audit.images import to_uint8
-from audit.progress import Progress
-from audit.results import SCHEMA, SCHEMA_VERSION
-from audit.scenario import CATALOGUE_DIR, load_scenario
-from audit.stages import generation_config
-from audit.tiers import get_tier, parse_overrides
+from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.config.tiers import get_tier, parse_overrides
+from audit.data.images import to_uint8
+from audit.judge import intervals
+from audit.results.files import SCHEMA, SCHEMA_VERSION
+from audit.run.progress import Progress
+from audit.run.stages import generation_config
 from tests.test_stages_keys import FakeModel, exploit_run, images_u8, stages
 
 METRIC = "subject_similarity"
@@ -50,7 +50,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple[Generated, dict[str, bool]]:
     """Fake fine-tune and generation. A 'learning' fine-tune generates its training images
     (slightly noised, by the generation seed); the base model and a fine-tune that learned nothing
     generate uniform noise. Which UNet generated is recorded."""
-    import audit.exploits.dreambooth as dreambooth
+    import audit.parts.exploits.dreambooth as dreambooth
 
     calls, behaviour = Generated(), {"learns": True}
 
@@ -113,8 +113,8 @@ def test_the_untrained_reference_is_the_base_model_with_the_exploits_prompts_and
 # -- the plan ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("protection", ["pid", "random", "none"])
 def test_the_null_baseline_is_planned_per_replicate_at_the_protections_budget(protection: str) -> None:
-    from audit.planner import ProtectionInfo, plan_case
-    from audit.protections.registry import build_protection
+    from audit.parts.protections.build import build_protection
+    from audit.run.planner import ProtectionInfo, plan_case
 
     def plan(tier: str, *items: str):
         t = get_tier(tier, parse_overrides(list(items)))
@@ -141,8 +141,8 @@ def test_the_null_baseline_is_planned_per_replicate_at_the_protections_budget(pr
 
 
 def test_a_folder_without_a_budget_has_no_null_baseline_and_says_so() -> None:
-    from audit.planner import ProtectionInfo, plan_case
-    from audit.registry import PartSpec
+    from audit.parts.registry import PartSpec
+    from audit.run.planner import ProtectionInfo, plan_case
 
     t = get_tier("smoke", parse_overrides(["controls.null_baseline=true"]))
     info = ProtectionInfo(PartSpec("protection", "dir", {"path": "x", "epsilon": None}), random=False,
@@ -153,8 +153,8 @@ def test_a_folder_without_a_budget_has_no_null_baseline_and_says_so() -> None:
 
 # -- the engine --------------------------------------------------------------------------------------
 def session(results: Path, protection: str = "pid", *extra: str):
-    from audit.engine import AuditSession
-    from audit.options import AuditOptions
+    from audit.config.options import AuditOptions
+    from audit.run.session import AuditSession
 
     overrides = parse_overrides(["pid.steps=2", "generation.images_per_prompt=2", *extra])
     options = AuditOptions(protection=protection, results_dir=results, device="cpu", overrides=overrides,

@@ -16,27 +16,27 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from audit.cache import Cache
+from audit.config.options import AuditOptions
+from audit.config.scenario import CATALOGUE_DIR
+from audit.config.startup import check_options
+from audit.config.tiers import get_tier, parse_overrides
+from audit.data.images import to_uint8
 from audit.errors import BudgetExceeded, ProtectionError
-from audit.images import to_uint8
-from audit.options import AuditOptions
-from audit.planner import ChainStep
-from audit.progress import Progress
-from audit.protections import Protection, ProtectionOutput
-from audit.registry import PartSpec
-from audit.scenario import CATALOGUE_DIR
-from audit.stages import Stages
-from audit.startup import check_options
-from audit.summary import audit_answer
-from audit.tiers import get_tier, parse_overrides
+from audit.parts.protections.base import Protection, ProtectionOutput
+from audit.parts.registry import PartSpec
+from audit.results.summary import audit_answer
+from audit.run.cache import Cache
+from audit.run.planner import ChainStep
+from audit.run.progress import Progress
+from audit.run.stages import Stages
 
 pytest_plugins = ["pytester"]
 
 # A factory protection that declares ε = 0.05 and adds 10 levels (10/255 = 0.039).
 TEN_LEVELS = '''
 import torch
-from audit.images import to_uint8
-from audit.protections import Protection, ProtectionOutput
+from audit.data.images import to_uint8
+from audit.parts.protections.base import Protection, ProtectionOutput
 
 
 class TenLevels(Protection):
@@ -80,7 +80,7 @@ def refused(**options) -> str:
 # -- 1. --epsilon is the judged budget for every kind of protection --------------------------------
 def test_epsilon_is_the_budget_judged_for_a_factory_protection(tmp_path: Path, user_modules: Path) -> None:
     """Issue 20, item 1: --epsilon 0.01 was recorded but the factory's own 0.05 was judged (linf 0.039 passed)."""
-    from audit.engine import AuditSession
+    from audit.run.session import AuditSession
 
     write_module(user_modules, "ten_levels", TEN_LEVELS)
     session = AuditSession(AuditOptions(protection="ten_levels:make", epsilon=0.01, results_dir=tmp_path / "res"))
@@ -97,7 +97,7 @@ def test_epsilon_is_the_budget_judged_for_a_factory_protection(tmp_path: Path, u
 
 
 def test_the_budget_record_names_its_layer_for_built_ins(tmp_path: Path) -> None:
-    from audit.engine import AuditSession
+    from audit.run.session import AuditSession
 
     def budget(**options) -> dict:
         return AuditSession(AuditOptions(results_dir=tmp_path, **options)).budget
@@ -222,7 +222,7 @@ def test_a_resolution_the_model_cannot_generate_at_is_refused() -> None:
 def test_a_local_models_vae_factor_is_read_from_its_config(tmp_path: Path) -> None:
     import json
 
-    from audit.startup import _vae_factor
+    from audit.config.startup import _vae_factor
 
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [128, 256, 512, 512]}))
@@ -273,8 +273,8 @@ def test_a_budget_violation_is_its_own_audit_answer() -> None:
 
 
 def test_validate_refuses_extends_outside_the_folder_and_thresholds_above_one(tmp_path: Path) -> None:
+    from audit.config.scenario import load_scenario
     from audit.errors import ScenarioError
-    from audit.scenario import load_scenario
 
     good = "version: 1\ntitle: t\nwhy: w\nsource: s\n"
     (tmp_path / "outside.yaml").write_text("id: outside\n" + good)
@@ -290,8 +290,8 @@ def test_validate_refuses_extends_outside_the_folder_and_thresholds_above_one(tm
 
 def test_an_extends_cycle_is_reported_against_the_file_loaded(tmp_path: Path) -> None:
     """x.yaml → _a.yaml → _b.yaml → _a.yaml was reported as an error of _a.yaml."""
+    from audit.config.scenario import load_scenario
     from audit.errors import ScenarioError
-    from audit.scenario import load_scenario
 
     (tmp_path / "x.yaml").write_text("extends: _a.yaml\nid: x\n")
     (tmp_path / "_a.yaml").write_text("extends: _b.yaml\n")
@@ -348,7 +348,7 @@ def test_the_report_of_a_budget_violation_says_so() -> None:
 
 
 def test_the_record_says_which_layer_set_the_replicates() -> None:
-    from audit.engine import replicates_origin
+    from audit.run.session import replicates_origin
 
     assert replicates_origin(AuditOptions(protection="pid")) == {"value": 3, "source": "tier 'smoke'"}
     assert replicates_origin(AuditOptions(protection="pid", replicates=2)) == {"value": 2, "source": "--replicates"}

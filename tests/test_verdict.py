@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from audit.verdict import decide, pair_slots, retained_protection, worst_variant
+from audit.judge.verdict import decide, pair_slots, retained_protection, worst_variant
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 

@@ -1,4 +1,4 @@
-"""The three conditions of a pass (audit/verdict.py, README "The verdict").
+"""The three conditions of a pass (audit/judge/verdict.py, README "The verdict").
 
 1. the exploit learned: the learned margin d·(m_u − m_c) lies above ``min_learned``, or the
    outcome is "exploit did not learn the subject" — never pass or fail;
@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from audit import checks, intervals
-from audit.settings import VerdictSettings
-from audit.verdict import NO_MEANINGFUL_EFFECT, NOT_LEARNED, OUTCOMES, decide
+from audit.config.settings import VerdictSettings
+from audit.judge import checks, intervals
+from audit.judge.verdict import NO_MEANINGFUL_EFFECT, NOT_LEARNED, OUTCOMES, decide
 
 
 def reps(mean: float, k: int = 3, n: int = 24, spread: float = 0.02, between: float = 0.005, seed: int = 0) -> list[list[float]]:
@@ -190,7 +190,7 @@ def test_the_summary_answers_and_prints_the_new_outcomes_and_numbers() -> None:
     import io
     from types import SimpleNamespace
 
-    from audit.summary import STYLE, audit_answer, summary_table
+    from audit.results.summary import STYLE, audit_answer, summary_table
 
     assert set(STYLE) == set(OUTCOMES)
     assert audit_answer([_case("a", NOT_LEARNED), _case("b", NOT_LEARNED)]).startswith(
