@@ -180,7 +180,7 @@ def _protected(kind: str, seed: int, cache: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _generate_similarity(unet: Any, text_encoder: Any, seed: int) -> tuple[float, list[float], float]:
-    from audit.parts.exploits.dreambooth import GenerationConfig, generate
+    from audit.diffusion.sampling import GenerationConfig, generate
     from audit.parts.metrics.subject import SubjectSimilarity
     from audit.run.progress import Progress
 
@@ -197,7 +197,8 @@ def _generate_similarity(unet: Any, text_encoder: Any, seed: int) -> tuple[float
 def run_unit(task: tuple[dict[str, Any], int, str]) -> dict[str, Any]:
     import torch
 
-    from audit.parts.exploits.dreambooth import FinetuneConfig, finetune
+    from audit.diffusion.training import FinetuneConfig
+    from audit.parts.exploits.dreambooth import finetune
     from audit.run.progress import Progress
 
     recipe_d, seed, cache_dir = task

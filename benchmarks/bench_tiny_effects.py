@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit.config.options import AuditOptions  # noqa: E402
 from audit.config.scenario import CATALOGUE_DIR, load_scenario  # noqa: E402
-from audit.parts.exploits.dreambooth import generate  # noqa: E402
+from audit.diffusion.sampling import generate  # noqa: E402
 from audit.parts.metrics.build import get_metric  # noqa: E402
 from audit.run.progress import Progress  # noqa: E402
 from audit.run.session import AuditSession  # noqa: E402

@@ -12,8 +12,8 @@ from audit.parts.registry import PartSpec
 from audit.run.cache import Cache
 from audit.run.planner import Run
 from audit.run.progress import Progress
-from audit.run.stages import Stages
-from audit.run.workers import ExploitPool, WorkerSetup, default_workers, single_thread
+from audit.run.stages import Stages, single_thread
+from audit.run.workers import ExploitPool, WorkerSetup, default_workers
 
 EXPLOIT = {"steps": 3, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
 

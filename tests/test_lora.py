@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from audit.diffusion import state_fingerprint
+from audit.diffusion.sampling import GenerationConfig, generate
 from audit.errors import ModelError
-from audit.parts.exploits.dreambooth import GenerationConfig, generate
 from audit.parts.exploits.lora import LoraParams, add_adapters, finetune
 from audit.run.progress import Progress
 

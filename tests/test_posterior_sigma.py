@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.config.scenario import CATALOGUE_DIR, load_scenario
+from audit.diffusion import training
+from audit.diffusion.training import FinetuneConfig, draw_latents
 from audit.parts import EXPLOITS
-from audit.parts.exploits import dreambooth
-from audit.parts.exploits.dreambooth import FinetuneConfig, draw_latents, finetune
+from audit.parts.exploits.dreambooth import finetune
 from audit.run.progress import Progress
 
 
@@ -43,7 +44,7 @@ def _seen_latents(tiny, images, monkeypatch, class_images=None, **changes) -> di
     """Start a real fine-tune and record the first batch ``_training_batch`` hands to the loss:
     μ, σ of its instance rows, the latents, and ε replayed from the generator state it was
     called with. The fine-tune is stopped right after (the UNet step adds nothing here)."""
-    original = dreambooth._training_batch
+    original = training.training_batch
     seen: dict = {}
 
     def spy(tuned, posteriors, fixed, config, idx, generator):
@@ -55,7 +56,7 @@ def _seen_latents(tiny, images, monkeypatch, class_images=None, **changes) -> di
                     posteriors=posteriors, n=len(idx))
         raise _Recorded
 
-    monkeypatch.setattr(dreambooth, "_training_batch", spy)
+    monkeypatch.setattr(training, "training_batch", spy)
     with pytest.raises(_Recorded):
         finetune(tiny, images, _config(**changes), Progress(None), class_images=class_images)
     assert seen["n"] == len(images)
@@ -99,10 +100,10 @@ def test_fixed_sigma_draws_every_latent_with_that_sigma(tiny, images, monkeypatc
 
 def test_clipped_sigma_keeps_small_sigmas_and_caps_large_ones(tiny, images, monkeypatch) -> None:
     """With the cap at the median σ of the tiny VAE's posterior, both branches are exercised."""
-    from audit.parts.exploits.dreambooth import _encode_posteriors
+    from audit.diffusion.training import encode_posteriors
 
     with torch.no_grad():
-        post = _encode_posteriors(tiny.vae, images, None, _config(), torch.device("cpu"))
+        post = encode_posteriors(tiny.vae, images, None, _config(), torch.device("cpu"))
     cap = float(torch.exp(0.5 * post.inst_logvar).median())
     step = _seen_latents(tiny, images, monkeypatch, posterior_sigma="clip", posterior_value=cap)
     sigma_eff, bound = _effective_sigma(step)

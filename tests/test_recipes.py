@@ -17,22 +17,17 @@ from audit.config.scenario import CATALOGUE_DIR, load_scenario
 from audit.config.settings import GenerationSettings
 from audit.config.tiers import TIERS, get_tier, parse_exploit, rows_problems
 from audit.data.images import to_uint8
+from audit.diffusion import sampling, training
+from audit.diffusion.sampling import GenerationConfig, generate
+from audit.diffusion.training import encode_text
 from audit.errors import ScenarioError
 from audit.parts import EXPLOITS
-from audit.parts.exploits import dreambooth
-from audit.parts.exploits.dreambooth import (
-    DreamboothParams,
-    GenerationConfig,
-    encode_text,
-    finetune,
-    generate,
-)
+from audit.parts.exploits.dreambooth import DreamboothParams, finetune
 from audit.parts.registry import InvalidParams, PartSpec
 from audit.run.cache import Cache
 from audit.run.planner import ProtectionInfo, Run, plan_case
 from audit.run.progress import Progress
-from audit.run.stages import Stages
-from audit.run.workers import single_thread
+from audit.run.stages import Stages, single_thread
 
 DREAMBOOTH, LORA = EXPLOITS.get("dreambooth"), EXPLOITS.get("lora")
 SHORT = {"steps": 2, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
@@ -58,7 +53,7 @@ def test_a_trained_text_encoder_is_cached_and_used_at_generation(tiny, images, t
     te_keys = [k for k in weights if k.startswith("text_encoder.")]
     assert te_keys and any(not torch.equal(weights[k], tiny.text_encoder.state_dict()[k[13:]]) for k in te_keys)
     unet, text_encoder = params.load_trained(tiny, weights)
-    gen = dreambooth.GenerationConfig(GENERATION.prompts, 1, 2, 7.5, GENERATION.negative_prompt, seed=5)
+    gen = GenerationConfig(GENERATION.prompts, 1, 2, 7.5, GENERATION.negative_prompt, seed=5)
     with single_thread(torch.device("cpu")):  # as the stage generates: the same numbers
         with_trained = to_uint8(generate(tiny, unet, text_encoder, gen, 64, Progress(None)))
         with_base = to_uint8(generate(tiny, unet, tiny.text_encoder, gen, 64, Progress(None)))
@@ -79,7 +74,7 @@ def test_class_images_come_from_the_base_model_with_the_class_prompt_once(tiny, 
                     64, Progress(None))
     assert torch.equal(to_uint8(first), to_uint8(want))
     # Generated a few at a time (memory at 512 px), image i still drawn from seed 10 000 + i.
-    monkeypatch.setattr(dreambooth, "CLASS_BATCH", 2)
+    monkeypatch.setattr(sampling, "CLASS_BATCH", 2)
     chunked = s.class_images(params, GENERATION)
     assert s.cache.take_events().misses == ["class_images"]  # the batch is part of the key
     alone = generate(tiny, tiny.unet, tiny.text_encoder, GenerationConfig(("a photo of person",), 1, 2, 7.5, "", seed=10_002),
@@ -94,8 +89,8 @@ def test_the_prior_loss_is_weighted(tiny) -> None:
     latents = torch.randn((4, 4, 8, 8), generator=g)
     emb = encode_text(tiny, tiny.text_encoder, ["a photo of sks person"] * 2 + ["a photo of person"] * 2)
     with torch.no_grad():
-        loss = [float(dreambooth._denoising_loss(
-            tiny, latents, emb, dreambooth.FinetuneConfig("p", 1, 1e-3, 2, False, prior_preservation=True, prior_loss_weight=w),
+        loss = [float(training.denoising_loss(
+            tiny, latents, emb, training.FinetuneConfig("p", 1, 1e-3, 2, False, prior_preservation=True, prior_loss_weight=w),
             torch.Generator().manual_seed(1))) for w in (0.0, 1.0, 2.0)]
     assert loss[1] > loss[0] > 0
     assert loss[2] - loss[1] == pytest.approx(loss[1] - loss[0], rel=1e-5)

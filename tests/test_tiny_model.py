@@ -106,7 +106,7 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     """
     from audit.config.options import AuditOptions
     from audit.config.scenario import CATALOGUE_DIR, load_scenario
-    from audit.parts.exploits.dreambooth import generate
+    from audit.diffusion.sampling import generate
     from audit.parts.metrics.build import get_metric
     from audit.run.progress import Progress
     from audit.run.session import AuditSession

@@ -15,19 +15,20 @@ workers (xdist) compute a shared entry once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+import audit.diffusion.sampling as sampling
 from audit.data.images import from_uint8, to_uint8
 from audit.parts import EXPLOITS, METRICS, TRANSFORMS
 from audit.parts.protections.base import Protection, ProtectionContext, check_output
 from audit.run.cache import Cache, tensor_hash
 from audit.run.fingerprint import CodeFingerprint, code_fingerprint
 from audit.run.planner import ChainStep, Run
-from audit.run.workers import single_thread
 
 if TYPE_CHECKING:
     from audit.config.settings import GenerationSettings
@@ -39,6 +40,20 @@ if TYPE_CHECKING:
 
 # Fine-tunes and generations on the CPU run with one intra-op thread (audit/run/workers.py).
 CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def single_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread for the block on the CPU (deterministic whatever the executor)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
@@ -164,22 +179,20 @@ class Stages:
             return None
         from dataclasses import replace
 
-        from audit.parts.exploits.dreambooth import CLASS_BATCH, GenerationConfig, generate
-
         model = self.model_for(params)
 
-        cfg = GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
+        cfg = sampling.GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
                                generation.guidance_scale, "", seed=10_000)
         key = stage_key(self.cache, "class_images", part={"name": "class_images"}, params=cfg.to_dict(), inputs={},
-                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(), batch=CLASS_BATCH)
+                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(), batch=sampling.CLASS_BATCH)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             n = cfg.images_per_prompt
             images = torch.cat([
-                generate(model, model.unet, model.text_encoder,
-                         replace(cfg, images_per_prompt=min(CLASS_BATCH, n - start), seed=cfg.seed + start),
+                sampling.generate(model, model.unet, model.text_encoder,
+                         replace(cfg, images_per_prompt=min(sampling.CLASS_BATCH, n - start), seed=cfg.seed + start),
                          self._resolution(), self.progress)
-                for start in range(0, n, CLASS_BATCH)])
+                for start in range(0, n, sampling.CLASS_BATCH)])
             return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
 
         return from_uint8(self._cached("class_images", key, compute)[0]["images"])
@@ -211,8 +224,6 @@ class Stages:
             return self._exploit(run, images_u8, generation)
 
     def _exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
-        from audit.parts.exploits.dreambooth import generate
-
         part = EXPLOITS.get(run.exploit.name)
         params = part.validate(run.exploit.params)
         model = self.model_for(params)
@@ -239,7 +250,7 @@ class Stages:
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
                 unet, text_encoder = params.load_trained(model, weights)
-            generations = to_uint8(generate(model, unet, text_encoder, gen_cfg, resolution, self.progress))
+            generations = to_uint8(sampling.generate(model, unet, text_encoder, gen_cfg, resolution, self.progress))
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
@@ -260,8 +271,6 @@ class Stages:
         exploit would fine-tune, its UNet and text encoder as loaded. Cached once per (model,
         generation settings, seed, resolution), so every case and rerun of an audit shares it;
         one intra-op thread on the CPU, as the exploits' generations."""
-        from audit.parts.exploits.dreambooth import generate
-
         part = EXPLOITS.get(exploit.name)
         model = self.model_for(part.validate(exploit.params))
         key = self.untrained_key(exploit, generation, seed)
@@ -270,7 +279,7 @@ class Stages:
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             self.progress.note(f"untrained reference: base model generations @seed {seed} (not cached)")
             with single_thread(self._device()):
-                images = generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
+                images = sampling.generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
             return {"generations": to_uint8(images)}, {"prompts": list(cfg.prompts), "model": model.model_id}
 
         return self._cached("untrained", key, compute)[0]["generations"], key
@@ -302,8 +311,6 @@ class Stages:
 
 
 def generation_config(settings: GenerationSettings, seed: int) -> Any:
-    from audit.parts.exploits.dreambooth import GenerationConfig
-
-    return GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
+    return sampling.GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
                             settings.guidance_scale, settings.negative_prompt, seed=seed, sampler=settings.sampler)
 

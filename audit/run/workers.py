@@ -6,7 +6,7 @@ convolutions ~25 % and AdamW ~9 %; a second intra-op thread speeds a step up by 
 (the tensors are too small to split well), and generation is ~5 % of a run. So the cores are
 better used by running independent fine-tunes side by side, one thread each: two processes on
 two cores finish two runs in ~1.3–1.5× the time of one. Every fine-tune and generation on the
-CPU runs with one intra-op thread whichever way it is executed (``single_thread``), so a run's
+CPU runs with one intra-op thread whichever way it is executed (``stages.single_thread``), so a run's
 numbers do not depend on whether it ran in a worker or in the main process.
 
 Workers load the model themselves (by the same ``--model`` spec, verified by its fingerprint)
@@ -16,30 +16,14 @@ runs that are not cached yet and collects their outputs, timings and cache event
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-
-
-@contextlib.contextmanager
-def single_thread(device: torch.device) -> Iterator[None]:
-    """One intra-op thread for the block on the CPU (deterministic whatever the executor)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def default_workers(device: torch.device) -> int:
