@@ -249,7 +249,7 @@ class AuditRun:
 
     def run(self, case: AuditCase) -> dict[str, Any]:
         if case.error is not None:
-            from audit.run.session import scenario_record
+            from audit.results.records import scenario_record
 
             record = {
                 "case_id": case.case_id,
@@ -303,7 +303,7 @@ def audit_run(request: pytest.FixtureRequest) -> AuditRun:
 
 
 def run_record(config: pytest.Config) -> dict[str, Any]:
-    from audit.run.session import run_provenance
+    from audit.results.provenance import run_provenance
 
     run = config.stash[_RUN_KEY]
     options = run["options"]

@@ -161,7 +161,7 @@ def main() -> None:
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float) -> dict[str, Any]:
     import torch
 
-    from audit.run.session import cpu_description
+    from audit.results.provenance import cpu_description
 
     meta = {"seeds": args.seeds, "seeds_done": sorted({r["seed"] for r in rows}), "device": args.device,
             "parallel": args.parallel, "audit_set": args.audit_set, "replicates": args.replicates,

@@ -158,7 +158,7 @@ def test_engine_pairs_slots_undefined_in_one_exploit_and_flags_them(tmp_path: Pa
     """BRISQUE undefined on one generation of one protected run only: the engine leaves that
     slot out of clean, protected and attacked of the same replicate, counts it and flags it."""
     from audit.config.options import AuditOptions
-    from audit.run.session import AuditSession
+    from audit.judge.case import CaseJudge
 
     p = plan("jpeg-q75", 3)
     rng = np.random.default_rng(0)
@@ -169,10 +169,10 @@ def test_engine_pairs_slots_undefined_in_one_exploit_and_flags_them(tmp_path: Pa
         if run.role == "protected" and run.replicate == 1:
             values[2] = None
         by_run[run.identity] = {"values": values, "direction": "up", "implementation": "test", "missing": int(values.count(None))}
-    session = AuditSession(AuditOptions(protection="pid", tier="smoke", results_dir=tmp_path))
+    options = AuditOptions(protection="pid", tier="smoke", results_dir=tmp_path)
     scenario = load_scenario(CATALOGUE_DIR / "jpeg-q75.yaml")
     record: dict = {"flags": [], "metrics": {}}
-    session.judge(p, scenario, {"brisque": by_run}, "brisque", record)
+    CaseJudge(options.tier_settings, options.seed).judge(p, scenario, {"brisque": by_run}, "brisque", record)
     entry = record["metrics"]["brisque"]
     assert entry["slots_left_out"] == [0, 1, 0]
     protected_runs = p.runs_for("protected")

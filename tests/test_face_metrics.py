@@ -418,11 +418,11 @@ def test_bundled_scenarios_decide_on_fds() -> None:
 
 def test_smoke_tier_states_its_substitute() -> None:
     from audit.config.tiers import get_tier
-    from audit.run.session import AuditSession
+    from audit.judge.case import metric_choice
 
     scenario = SimpleNamespace(verdict=SimpleNamespace(metric="fds"))
     record: dict = {}
-    names, metric = AuditSession.metric_choice(SimpleNamespace(tier=get_tier("smoke"), resolution=64), scenario, record)
+    names, metric = metric_choice(get_tier("smoke"), 64, scenario, record)
     assert metric == "subject_similarity" and "fds" in names and "subject_similarity" in names
     assert record["verdict_metric_note"].startswith("tier 'smoke' decides on subject_similarity instead of the scenario's fds")
 
@@ -434,29 +434,28 @@ def _values(fds_unavailable: str | None) -> dict:
 
 def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None:
     from audit.config.tiers import get_tier
-    from audit.run.session import AuditSession
+    from audit.judge.case import CaseJudge, metric_choice
 
-    session = SimpleNamespace(tier=get_tier("standard"))
+    judge = CaseJudge(get_tier("standard"), 0)
     record: dict = {"flags": []}
-    names, metric = AuditSession.metric_choice(SimpleNamespace(tier=get_tier("standard"), resolution=512),
-                                               SimpleNamespace(verdict=SimpleNamespace(metric="fds")), record)
+    names, metric = metric_choice(get_tier("standard"), 512, SimpleNamespace(verdict=SimpleNamespace(metric="fds")), record)
     assert metric == "fds" and "dlib_identity_similarity" in names  # the fallback is computed too
-    assert AuditSession.fallback(session, "fds", _values("weights missing"), record) == "dlib_identity_similarity"
+    assert judge.fallback("fds", _values("weights missing"), record) == "dlib_identity_similarity"
     assert "fds is unavailable (weights missing)" in record["verdict_metric_note"]
     assert "falls back to dlib_identity_similarity" in record["verdict_metric_note"]
     assert record["verdict_fallback"]["fallback"] == "dlib_identity_similarity"
     assert any(f.startswith("verdict on a fallback metric") for f in record["flags"])
     # FDS available: it decides, nothing noted
     record = {"flags": []}
-    assert AuditSession.fallback(session, "fds", _values(None), record) == "fds" and record == {"flags": []}
+    assert judge.fallback("fds", _values(None), record) == "fds" and record == {"flags": []}
 
 
 def test_paper_tier_has_no_fallback() -> None:
     from audit.config.tiers import get_tier
-    from audit.run.session import AuditSession
+    from audit.judge.case import CaseJudge
 
     record: dict = {"flags": []}
-    assert AuditSession.fallback(SimpleNamespace(tier=get_tier("paper")), "fds", _values("weights missing"), record) == "fds"
+    assert CaseJudge(get_tier("paper"), 0).fallback("fds", _values("weights missing"), record) == "fds"
     assert record == {"flags": []}  # the case then ends as an error naming what is missing
 
 

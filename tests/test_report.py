@@ -96,7 +96,7 @@ def test_provenance_names_the_cpu_and_its_kernel_instruction_set(tmp_path: Path,
     """CPU reruns are bitwise identical only on the same instruction set, so the record says which."""
     import torch
 
-    from audit.run.session import cpu_description
+    from audit.results.provenance import cpu_description
 
     cpu = cpu_description()
     assert cpu["torch_capability"] == torch.backends.cpu.get_cpu_capability()

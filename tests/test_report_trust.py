@@ -117,8 +117,11 @@ def engine_record(tmp_path: Path, clean: float, protected: float, attacked: floa
 
     from audit.config.options import AuditOptions
     from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.judge.case import CaseJudge
     from audit.results.files import SCHEMA, SCHEMA_VERSION
-    from audit.run.session import AuditSession, new_record, run_provenance, scenario_record
+    from audit.results.provenance import run_provenance
+    from audit.results.records import new_record, scenario_record
+    from audit.run.session import AuditSession
 
     options = AuditOptions(protection="pid", results_dir=tmp_path / "res", seed=seed)
     session = AuditSession(options)
@@ -134,7 +137,7 @@ def engine_record(tmp_path: Path, clean: float, protected: float, attacked: floa
             "implementation": "synthetic", "level": "image"}
     record = new_record("pid-jpeg-q75-s", options, scenario_record(scenario), "s", "smoke")
     record["plan"] = {"replicates": plan.replicates, "seeds": list(plan.seeds)}
-    session.judge(plan, scenario, values, "subject_similarity", record)
+    CaseJudge(session.tier, options.seed).judge(plan, scenario, values, "subject_similarity", record)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "run": {**run_provenance(options), "run_id": "synthetic"}, "cases": [record]}
 

@@ -348,7 +348,7 @@ def test_the_report_of_a_budget_violation_says_so() -> None:
 
 
 def test_the_record_says_which_layer_set_the_replicates() -> None:
-    from audit.run.session import replicates_origin
+    from audit.results.provenance import replicates_origin
 
     assert replicates_origin(AuditOptions(protection="pid")) == {"value": 3, "source": "tier 'smoke'"}
     assert replicates_origin(AuditOptions(protection="pid", replicates=2)) == {"value": 2, "source": "--replicates"}

@@ -132,7 +132,7 @@ TIERS: dict[str, dict[str, Any]] = {
         "generation": {"images_per_prompt": 8},
         # FDS needs facenet's VGGFace2 weights (a download): without them the standard tier
         # decides on dlib's identity similarity, which ships with its package — said in the
-        # record and flagged (audit/run/session.py: fallback). The paper tier declares no fallback.
+        # record and flagged (audit/judge/case.py: CaseJudge.fallback). The paper tier declares no fallback.
         "verdict": {"bootstrap_resamples": 2000, "fallback_metric": "dlib_identity_similarity"},
         # The null baseline (uniform noise of the protection's budget, PID Table 1) costs K = 3
         # fine-tunes per audit whatever the number of scenarios: ~3 % of the 26-scenario default

@@ -371,6 +371,13 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
             f"only {len(images)} images; DreamBooth papers use 3–5 per subject and Anti-DreamBooth "
             f"{RECOMMENDED_IMAGES} per set, so results on fewer are noisier; add more if you can"
         )
+    return _to_batch(name, folder, files, images, resolution, notes)
+
+
+def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Path, Image.Image]], resolution: int,
+              notes: list[str]) -> Subject:
+    """The subject's images as one batch at ``resolution``: one size checked, centre-cropped to a
+    square, resized (Lanczos), each step said in ``notes``."""
     sizes = {image.size for _, image in images}
     if len(sizes) > 1:
         listing = ", ".join(f"{p.name} {im.size[0]}×{im.size[1]}" for p, im in images)

@@ -208,11 +208,7 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
         outcome, sentence = gate
         return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, None, outcome, sentence,
                              means, matched, left_out, **extra)
-    if replicated:
-        retained = intervals.retained_interval(clean, protected, attacked, direction, alpha)
-    else:
-        retained = intervals.image_bootstrap_retained(clean[0], protected[0], attacked[0], direction, alpha,
-                                                      resamples=resamples, seed=seed)
+    retained = _retained(direction, clean, protected, attacked, alpha, replicated, resamples, seed)
     passed = bool(math.isfinite(retained.ci_low) and retained.ci_low >= threshold)
     verb = "holds" if passed else "does not hold"
     size = ""
@@ -226,6 +222,16 @@ def decide(metric: str, direction: str, clean: PerReplicate, protected: PerRepli
     )
     return MetricVerdict(metric, direction, threshold, est_c, est_p, est_a, effect, retained,
                          "pass" if passed else "fail", sentence, means, matched, left_out, **extra)
+
+
+def _retained(direction: str, clean: PerReplicate, protected: PerReplicate, attacked: PerReplicate, alpha: float,
+              replicated: bool, resamples: int, seed: int) -> Estimate:
+    """Retained protection's interval: over the replicates (Fieller), or the image bootstrap of
+    the one replicate."""
+    if replicated:
+        return intervals.retained_interval(clean, protected, attacked, direction, alpha)
+    return intervals.image_bootstrap_retained(clean[0], protected[0], attacked[0], direction, alpha,
+                                              resamples=resamples, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,35 @@ def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
     return {"hits": hits, "misses": misses, "corrupt": corrupt, "stages": hits + misses}
 
 
+
+def _row(case: dict[str, Any]) -> tuple[str, ...]:
+    """One case's cells: id, outcome (coloured, ⚑ when flagged), metric, K, the means, share and
+    retained with their CIs, time."""
+    metric = case.get("verdict_metric") or (case.get("scenario") or {}).get("verdict", {}).get("metric", "")
+    entry = verdict_entry(case)
+    retained = entry.get("retained")
+    retained_text = "—"
+    if retained:
+        retained_text = f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, {_fmt(retained['ci_high'], 2)}]"
+    share = entry.get("share")
+    share_text = f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else "—"
+    outcome = case["outcome"]
+    flagged = " ⚑" if case.get("flags") else ""
+    return (
+        escape(case["case_id"]),
+        f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
+        escape(metric),
+        str((case.get("plan") or {}).get("replicates", "—")),
+        _fmt((entry.get("m_u") or {}).get("value")),
+        _fmt((entry.get("m_c") or {}).get("value")),
+        _fmt((entry.get("m_p") or {}).get("value")),
+        _fmt((entry.get("m_a") or {}).get("value")),
+        share_text,
+        retained_text,
+        f"{case.get('seconds', 0):.1f}s",
+    )
+
+
 def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False,
                   run: dict[str, Any] | None = None) -> None:
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
@@ -138,29 +167,7 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     for column in ("case", "outcome", "metric", "K", "m_u", "m_c", "m_p", "m_a", "share [95% CI]", "retained [95% CI]", "time"):
         table.add_column(column, justify="left" if column in ("case", "outcome", "metric") else "right")
     for case in sorted(cases, key=lambda c: c["case_id"]):
-        metric = case.get("verdict_metric") or (case.get("scenario") or {}).get("verdict", {}).get("metric", "")
-        entry = verdict_entry(case)
-        retained = entry.get("retained")
-        retained_text = "—"
-        if retained:
-            retained_text = f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, {_fmt(retained['ci_high'], 2)}]"
-        share = entry.get("share")
-        share_text = f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else "—"
-        outcome = case["outcome"]
-        flagged = " ⚑" if case.get("flags") else ""
-        table.add_row(
-            escape(case["case_id"]),
-            f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
-            escape(metric),
-            str((case.get("plan") or {}).get("replicates", "—")),
-            _fmt((entry.get("m_u") or {}).get("value")),
-            _fmt((entry.get("m_c") or {}).get("value")),
-            _fmt((entry.get("m_p") or {}).get("value")),
-            _fmt((entry.get("m_a") or {}).get("value")),
-            share_text,
-            retained_text,
-            f"{case.get('seconds', 0):.1f}s",
-        )
+        table.add_row(*_row(case))
     counts: dict[str, int] = {}
     for case in cases:
         counts[case["outcome"]] = counts.get(case["outcome"], 0) + 1

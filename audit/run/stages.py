@@ -70,6 +70,18 @@ def protection_identity(protection: Protection, code: CodeFingerprint) -> dict[s
             "target": f"{cls.__module__}:{cls.__qualname__}", "code": code.sha256}
 
 
+def cached(cache: Cache, stage: str, key: str,
+           compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The entry under ``key``, computed and stored when absent, under the entry's lock."""
+    with cache.lock(stage, key):
+        hit = cache.get(stage, key)
+        if hit is not None:
+            return hit
+        tensors, meta = compute()
+        cache.put(stage, key, tensors, meta)
+        return tensors, meta
+
+
 @dataclass
 class ExploitOutput:
     """One run's fine-tune and generations (8-bit), with their cache keys and training info."""
@@ -111,15 +123,6 @@ class Stages:
                              "(a Hugging Face id or a local diffusers folder; on the built-in models tiny ↔ tiny-2)")
         return self._transfer()
 
-    def _cached(self, stage: str, key: str, compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]):
-        with self.cache.lock(stage, key):
-            hit = self.cache.get(stage, key)
-            if hit is not None:
-                return hit
-            tensors, meta = compute()
-            self.cache.put(stage, key, tensors, meta)
-            return tensors, meta
-
     # -- image chain ---------------------------------------------------------------------------
     def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
                 code: CodeFingerprint | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -150,7 +153,7 @@ class Stages:
                 self._uncached[key] = compute()
             tensors, info = self._uncached[key]
             return tensors["images"], {**info, "cache_key": None, "seed": step.seed, "not_cached": code.reason}
-        tensors, info = self._cached("protect", key, compute)
+        tensors, info = cached(self.cache, "protect", key, compute)
         return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
 
     def transform(self, step: ChainStep, images_u8: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,7 @@ class Stages:
                 out = part.load()(from_uint8(images_u8), params, generator)
             return {"images": to_uint8(out)}, {"step": step.spec.label()}
 
-        return self._cached("transform", key, compute)[0]["images"]
+        return cached(self.cache, "transform", key, compute)[0]["images"]
 
     # -- exploit -------------------------------------------------------------------------------
     def class_images(self, params: DreamboothParams, generation: GenerationSettings) -> torch.Tensor | None:
@@ -195,7 +198,7 @@ class Stages:
                 for start in range(0, n, sampling.CLASS_BATCH)])
             return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
 
-        return from_uint8(self._cached("class_images", key, compute)[0]["images"])
+        return from_uint8(cached(self.cache, "class_images", key, compute)[0]["images"])
 
     def exploit_keys(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> tuple[str, str]:
         """The fine-tuned weights' and the generations' cache keys of a run."""
@@ -246,7 +249,7 @@ class Stages:
             hit = self.cache.get("generate", gkey)
             if hit is not None:  # the fine-tune's info travels with its generations: no re-fit
                 return ExploitOutput(wkey, gkey, hit[0]["generations"], hit[1].get("finetune_info", {}))
-            weights, winfo = self._cached("finetune", wkey, fit)
+            weights, winfo = cached(self.cache, "finetune", wkey, fit)
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
                 unet, text_encoder = params.load_trained(model, weights)
@@ -282,35 +285,39 @@ class Stages:
                 images = sampling.generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
             return {"generations": to_uint8(images)}, {"prompts": list(cfg.prompts), "model": model.model_id}
 
-        return self._cached("untrained", key, compute)[0]["generations"], key
+        return cached(self.cache, "untrained", key, compute)[0]["generations"], key
 
     # -- metrics -------------------------------------------------------------------------------
     def metric(self, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:
         """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
-        from audit.parts.metrics.build import get_metric
-
-        metric = get_metric(name)
-        part = METRICS.get(name)
-        key = stage_key(self.cache, "metric", part={**part.identity(), "implementation": metric.implementation_name()},
-                        params={}, inputs={"generations": tensor_hash(generations_u8), "reference": tensor_hash(reference_u8)},
-                        model=None, seed=None)
-        # An unavailable result (weights missing) is decided in well under a second and is not
-        # cached, so that weights provided later are used; it is neither a hit nor a miss.
-        with self.cache.lock("metric", key):
-            looked_up = self.cache.has("metric", key)
-            if looked_up:
-                hit = self.cache.get("metric", key)  # a hit, or a corrupt entry counted as a miss
-                if hit is not None:
-                    return hit[1]
-            result = metric.compute(from_uint8(generations_u8), from_uint8(reference_u8)).to_dict()
-            if result.get("unavailable") is None:
-                if not looked_up and self.cache.enabled:
-                    self.cache.events.misses.append("metric")
-                self.cache.put("metric", key, {}, result)
-        return result
+        return metric_stage(self.cache, name, generations_u8, reference_u8)
 
 
 def generation_config(settings: GenerationSettings, seed: int) -> Any:
     return sampling.GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
                             settings.guidance_scale, settings.negative_prompt, seed=seed, sampler=settings.sampler)
 
+
+def metric_stage(cache: Cache, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:
+    """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
+    from audit.parts.metrics.build import get_metric
+
+    metric = get_metric(name)
+    part = METRICS.get(name)
+    key = stage_key(cache, "metric", part={**part.identity(), "implementation": metric.implementation_name()},
+                    params={}, inputs={"generations": tensor_hash(generations_u8), "reference": tensor_hash(reference_u8)},
+                    model=None, seed=None)
+    # An unavailable result (weights missing) is decided in well under a second and is not
+    # cached, so that weights provided later are used; it is neither a hit nor a miss.
+    with cache.lock("metric", key):
+        looked_up = cache.has("metric", key)
+        if looked_up:
+            hit = cache.get("metric", key)  # a hit, or a corrupt entry counted as a miss
+            if hit is not None:
+                return hit[1]
+        result = metric.compute(from_uint8(generations_u8), from_uint8(reference_u8)).to_dict()
+        if result.get("unavailable") is None:
+            if not looked_up and cache.enabled:
+                cache.events.misses.append("metric")
+            cache.put("metric", key, {}, result)
+    return result

@@ -233,63 +233,13 @@ class ProtectedFolderParams(Params):
     )
 
 
-class ProtectedFolder(Protection):
-    """Already-protected images read from ``PATH``, paired by file name with the clean ones.
+class _FolderFiles:
+    """Finding and reading the protected files of a subject: which file in ``path`` is the
+    protected version of which clean image (by file name), and the images on both sides."""
 
-    ``ProtectedFolder(path, epsilon=None, *, subjects=None)``: ``epsilon`` in [0,1] pixel
-    units (0.05 = 12.75/255) or None for "measured, not judged" (see the module docstring);
-    ``subjects``, the names of all subjects in the audit when known, lets the images-directly
-    layout be refused when there is more than one subject.
-    """
-
-    name = "dir"
-    uses_model = False
-    #: The output does not depend on the seed (base class attribute: replicates need not re-draw it).
-    random = False
-    #: The output is the folder's content: the engine does not re-run it per replicate.
-    shared_across_replicates = True
-    #: No differentiable objective: scenarios that need it (adaptive re-crafting) are skipped.
-    has_objective = False
-
-    def __init__(
-        self,
-        path: str | Path,
-        epsilon: float | None = None,
-        *,
-        subjects: Sequence[str] | None = None,
-    ) -> None:
-        spec = f"--protection=dir:{path}"
-        if epsilon is not None:
-            try:
-                epsilon = float(epsilon)
-                super().__init__(epsilon)
-            except (TypeError, ValueError):
-                raise ProtectionError(
-                    f"{spec}: --epsilon must be a number in [0, 1] ([0,1] pixel units, e.g. 0.05 = "
-                    f"12.75/255; for a budget in levels divide by 255, 8 levels = {8 / 255:.4f}), "
-                    f"got {epsilon!r}. Leave it out to have ℓ∞ measured, not judged."
-                ) from None
-        else:
-            super().__init__(1.0)
-        self.declared_epsilon: float | None = epsilon
-        if not str(path):
-            raise ProtectionError(
-                "--protection=dir:: no folder given. Write --protection=dir:PATH, PATH holding the "
-                "protected images laid out like --data (PATH/<subject>/<file>)."
-            )
-        self.path = Path(path).expanduser()
-        if not self.path.exists():
-            raise ProtectionError(
-                f"{spec}: folder {self.path} does not exist. Pass the folder of protected images, "
-                "laid out like --data (PATH/<subject>/<file>, under the clean file names)."
-            )
-        if not self.path.is_dir():
-            raise ProtectionError(
-                f"{spec}: {self.path} is a file, not a folder. Pass the folder holding the protected "
-                "images, laid out like --data (PATH/<subject>/<file>, under the clean file names)."
-            )
-        self.subjects = tuple(subjects) if subjects is not None else None
-        self._direct_subjects: set[str] = set()
+    path: Path
+    subjects: tuple[str, ...] | None
+    _direct_subjects: set[str]
 
     # -- what determines the output -------------------------------------------------------
     def _candidate_files(self) -> list[Path]:
@@ -323,19 +273,6 @@ class ProtectedFolder(Protection):
             digest.update(len(name).to_bytes(8, "big") + name + len(data).to_bytes(8, "big"))
             digest.update(data)
         return digest.hexdigest()
-
-    def params(self, tier: TierSettings | None = None) -> dict[str, Any]:
-        """The folder, a content hash of every image file it could supply, and the budget.
-
-        The hash covers the images in PATH and in its sub-folders (any subject's), by relative
-        name and bytes, so a cache key changes whenever a protected file is added, removed,
-        renamed or edited.
-        """
-        return {
-            "path": str(self.path.resolve()),
-            "content_hash": self._hash(self._candidate_files()),
-            "epsilon": self.declared_epsilon,
-        }
 
     # -- pairing ------------------------------------------------------------------------
     def _subject_folder(self, subject: Subject, clean_names: Sequence[str]) -> tuple[Path, str]:
@@ -440,57 +377,6 @@ class ProtectedFolder(Protection):
             resized.append(tensor)
         return originals, resized
 
-    # -- protect ----------------------------------------------------------------------------
-    def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
-        subject = self._require_subject(ctx)
-        images = images.detach().cpu()
-        resolution = images.shape[-1]
-        self._check_shape(images, subject)
-        folder, layout = self._subject_folder(subject, subject.files)
-        pairs, notes = self._pair(folder, subject.files)
-        clean_originals, clean_u8 = self._clean_side(subject, images, resolution)
-        measured = self._measure_pairs(
-            folder, pairs, subject.files, resolution, clean_originals, clean_u8, notes
-        )
-        notes.extend(_measurement_notes(measured, pairs, clean_originals, resolution))
-        info: dict[str, Any] = {
-            "folder": str(folder),
-            "layout": layout,
-            "pairs": dict(pairs),
-            "original_sizes": measured.sizes,
-            "resolution": resolution,
-            "linf_255": measured.linf,
-            "linf_255_max": max(measured.linf.values()),
-            "linf_original_255": measured.linf_original,
-            "linf_original_255_max": max(measured.linf_original.values()),
-            "epsilon": self.declared_epsilon,
-            "budget": self._budget_text(),
-            "content_hash": self._hash(measured.used),
-            "notes": notes,
-        }
-        self._judge_declared_budget(measured.linf_original, pairs)
-        return ProtectionOutput(torch.stack(measured.protected), info)
-
-    def _require_subject(self, ctx: ProtectionContext) -> Subject:
-        """The subject whose clean file names the protected ones are paired with."""
-        if ctx.subject is None:
-            raise ProtectionError(
-                f"--protection=dir:{self.path}: the protection context carries no subject, so the "
-                "clean file names to pair with are unknown. The engine must pass "
-                "ProtectionContext(subject=...)."
-            )
-        return ctx.subject
-
-    def _check_shape(self, images: torch.Tensor, subject: Subject) -> None:
-        """``images`` must be the subject's images in file order: n×3×R×R."""
-        n, resolution = len(subject.files), images.shape[-1]
-        if images.ndim != 4 or images.shape[0] != n or images.shape[-2] != resolution:
-            raise ProtectionError(
-                f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for subject "
-                f"'{subject.name}' with {n} files ({_listing(subject.files)}); expected {n}×3×R×R, "
-                "the subject's images in file order."
-            )
-
     def _clean_side(
         self, subject: Subject, images: torch.Tensor, resolution: int
     ) -> tuple[list[Image.Image], torch.Tensor]:
@@ -533,6 +419,129 @@ class ProtectedFolder(Protection):
             ) from None
         notes.extend(f"protected {note}" for note in file_notes)
         return original, tensor
+
+
+class ProtectedFolder(_FolderFiles, Protection):
+    """Already-protected images read from ``PATH``, paired by file name with the clean ones.
+
+    ``ProtectedFolder(path, epsilon=None, *, subjects=None)``: ``epsilon`` in [0,1] pixel
+    units (0.05 = 12.75/255) or None for "measured, not judged" (see the module docstring);
+    ``subjects``, the names of all subjects in the audit when known, lets the images-directly
+    layout be refused when there is more than one subject.
+    """
+
+    name = "dir"
+    uses_model = False
+    #: The output does not depend on the seed (base class attribute: replicates need not re-draw it).
+    random = False
+    #: The output is the folder's content: the engine does not re-run it per replicate.
+    shared_across_replicates = True
+    #: No differentiable objective: scenarios that need it (adaptive re-crafting) are skipped.
+    has_objective = False
+
+    def __init__(
+        self,
+        path: str | Path,
+        epsilon: float | None = None,
+        *,
+        subjects: Sequence[str] | None = None,
+    ) -> None:
+        spec = f"--protection=dir:{path}"
+        if epsilon is not None:
+            try:
+                epsilon = float(epsilon)
+                super().__init__(epsilon)
+            except (TypeError, ValueError):
+                raise ProtectionError(
+                    f"{spec}: --epsilon must be a number in [0, 1] ([0,1] pixel units, e.g. 0.05 = "
+                    f"12.75/255; for a budget in levels divide by 255, 8 levels = {8 / 255:.4f}), "
+                    f"got {epsilon!r}. Leave it out to have ℓ∞ measured, not judged."
+                ) from None
+        else:
+            super().__init__(1.0)
+        self.declared_epsilon: float | None = epsilon
+        if not str(path):
+            raise ProtectionError(
+                "--protection=dir:: no folder given. Write --protection=dir:PATH, PATH holding the "
+                "protected images laid out like --data (PATH/<subject>/<file>)."
+            )
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise ProtectionError(
+                f"{spec}: folder {self.path} does not exist. Pass the folder of protected images, "
+                "laid out like --data (PATH/<subject>/<file>, under the clean file names)."
+            )
+        if not self.path.is_dir():
+            raise ProtectionError(
+                f"{spec}: {self.path} is a file, not a folder. Pass the folder holding the protected "
+                "images, laid out like --data (PATH/<subject>/<file>, under the clean file names)."
+            )
+        self.subjects = tuple(subjects) if subjects is not None else None
+        self._direct_subjects: set[str] = set()
+
+    def params(self, tier: TierSettings | None = None) -> dict[str, Any]:
+        """The folder, a content hash of every image file it could supply, and the budget.
+
+        The hash covers the images in PATH and in its sub-folders (any subject's), by relative
+        name and bytes, so a cache key changes whenever a protected file is added, removed,
+        renamed or edited.
+        """
+        return {
+            "path": str(self.path.resolve()),
+            "content_hash": self._hash(self._candidate_files()),
+            "epsilon": self.declared_epsilon,
+        }
+
+    # -- protect ----------------------------------------------------------------------------
+    def _require_subject(self, ctx: ProtectionContext) -> Subject:
+        """The subject whose clean file names the protected ones are paired with."""
+        if ctx.subject is None:
+            raise ProtectionError(
+                f"--protection=dir:{self.path}: the protection context carries no subject, so the "
+                "clean file names to pair with are unknown. The engine must pass "
+                "ProtectionContext(subject=...)."
+            )
+        return ctx.subject
+
+    def _check_shape(self, images: torch.Tensor, subject: Subject) -> None:
+        """``images`` must be the subject's images in file order: n×3×R×R."""
+        n, resolution = len(subject.files), images.shape[-1]
+        if images.ndim != 4 or images.shape[0] != n or images.shape[-2] != resolution:
+            raise ProtectionError(
+                f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for subject "
+                f"'{subject.name}' with {n} files ({_listing(subject.files)}); expected {n}×3×R×R, "
+                "the subject's images in file order."
+            )
+
+    def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
+        subject = self._require_subject(ctx)
+        images = images.detach().cpu()
+        resolution = images.shape[-1]
+        self._check_shape(images, subject)
+        folder, layout = self._subject_folder(subject, subject.files)
+        pairs, notes = self._pair(folder, subject.files)
+        clean_originals, clean_u8 = self._clean_side(subject, images, resolution)
+        measured = self._measure_pairs(
+            folder, pairs, subject.files, resolution, clean_originals, clean_u8, notes
+        )
+        notes.extend(_measurement_notes(measured, pairs, clean_originals, resolution))
+        info: dict[str, Any] = {
+            "folder": str(folder),
+            "layout": layout,
+            "pairs": dict(pairs),
+            "original_sizes": measured.sizes,
+            "resolution": resolution,
+            "linf_255": measured.linf,
+            "linf_255_max": max(measured.linf.values()),
+            "linf_original_255": measured.linf_original,
+            "linf_original_255_max": max(measured.linf_original.values()),
+            "epsilon": self.declared_epsilon,
+            "budget": self._budget_text(),
+            "content_hash": self._hash(measured.used),
+            "notes": notes,
+        }
+        self._judge_declared_budget(measured.linf_original, pairs)
+        return ProtectionOutput(torch.stack(measured.protected), info)
 
     def _measure_pairs(
         self,
