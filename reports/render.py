@@ -17,7 +17,8 @@ TEMPLATE = "report.html.j2"
 def outcome_class(outcome: str | None) -> str:
     """CSS class of an outcome (colours in the template's stylesheet)."""
     return {"pass": "o-pass", "fail": "o-fail", "no effect at baseline": "o-noeffect",
-            "no meaningful effect at baseline": "o-small", "exploit did not learn the subject": "o-notlearned",
+            "no meaningful effect at baseline": "o-small",
+            "exploit did not learn the subject": "o-notlearned",
             "error": "o-error"}.get(outcome or "", "o-none")
 
 
@@ -37,15 +38,18 @@ def render_html(files: list[ResultsFile]) -> str:
     """The report of the audit recorded in ``files`` (one file, or shards of one audit)."""
     from reports.verify import verify_outcomes
 
-    # Outcomes are re-derived from the recorded numbers with the engine's decide() (reports/verify.py).
+    # Outcomes are re-derived from the recorded numbers with the engine's decide()
+    # (reports/verify.py).
     disagreements = [d for f in files for d in verify_outcomes(f)]
     merged = merge_results(files)
     context = build_context(merged, [str(f.path) for f in files])
     if disagreements:  # said first, before any answer drawn from these cases
-        listing = "; ".join(f"{d['case_id']}: recorded '{d['recorded']}', its numbers give '{d['derived']}'"
+        listing = "; ".join(f"{d['case_id']}: recorded '{d['recorded']}', its numbers give "
+                            f"'{d['derived']}'"
                             for d in disagreements)
         context["summary"]["headline"] = (
-            f"⚠ {len(disagreements)} case record(s) disagree with their own numbers ({listing}); the results file "
+            f"⚠ {len(disagreements)} case record(s) disagree with their own numbers ({listing}); "
+            "the results file "
             f"was edited or written by other code, and this report shows the recomputed outcomes. "
             + context["summary"]["headline"])
         context["summary"]["headline_outcome"] = "error"

@@ -6,7 +6,8 @@ with ℓ∞ PGD (Madry et al. 2018) on the signed gradient:
     δ ← clip_ε(δ + α · sign ∇_δ L(x, δ)),   x + δ ∈ [0, 1]
 
 Default objective ``add-log``. Eq. 10 as printed is L_mean + log(σ²(x+δ)/σ²(x)); the public
-reference code released with the paper instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ), μ(x))
+reference code released with the paper instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ),
+μ(x))
 over all latent elements, which pushes the log-variance away in either direction. We follow
 the reference code, since the paper's reported numbers come from it; ``mean`` (eq. 6),
 ``var`` (eq. 7, on σ) and ``add`` (eq. 9) are available for ablations.
@@ -38,7 +39,7 @@ Objective = Literal["add-log", "mean", "var", "add"]
 
 def posterior(vae: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ, log σ²) of the VAE posterior for a [0,1] batch (diffusers clamps log σ² to [−30, 20])."""
-    dist = vae.encode(images * 2 - 1).latent_dist
+    dist = vae.encode(images * 2 - 1).latent_dist  # type: ignore[operator]
     return dist.mean, dist.logvar
 
 
@@ -104,7 +105,9 @@ class PID(Protection):
             "init": "uniform[-eps,eps]",
         }
 
-    def objective_value(self, vae: torch.nn.Module, clean: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+    def objective_value(
+            self, vae: torch.nn.Module, clean: torch.Tensor,
+            protected: torch.Tensor) -> torch.Tensor:
         """Per-image objective of ``protected`` relative to ``clean`` (no gradient)."""
         with torch.no_grad():
             cm, clv = posterior(vae, clean)
@@ -112,7 +115,7 @@ class PID(Protection):
             return pid_objective(m, lv, cm, clv, self.objective)
 
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
-        vae = ctx.model.vae
+        vae = ctx.model.vae  # type: ignore[union-attr]  # PID uses the model: the stage gives it
         device = ctx.device
         steps = self.steps
         x = images.to(device=device, dtype=torch.float32)
