@@ -115,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--audit-set", action="append", default=[])
     plan.add_argument("--model", default="tiny", help="the model by name or folder (not loaded): "
-                                                      "its family picks the "
-                                                       "tier's rows, e.g. PID Table 8's SD 1.5 or "
-                                                       "2.1 settings")
+                                                      "its family picks the tier's rows, e.g. PID "
+                                                      "Table 8's SD 1.5 or 2.1 settings")
     plan.add_argument("--exploit", default=None, help="the standard exploit, e.g. lora or 'lora: "
                                                       "{rank: 32}'")
     args = parser.parse_args(argv)

@@ -48,8 +48,8 @@ def repeated_options(config: pytest.Config) -> str | None:
         if len(distinct) > 1:
             name = option.split("=")[0]
             return (f"{name} is given {len(values)} times with different values "
-                    f"({', '.join(map(str, distinct))}); an "
-                    f"audit takes one {name}: give it once (a run per value audits each).")
+                    f"({', '.join(map(str, distinct))}); an audit takes one {name}: give it once "
+                    "(a run per value audits each).")
     return None
 
 
@@ -61,15 +61,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             "Hugging Face id, or a local diffusers folder")
     group.addoption("--transfer-model", action=_Single, default=None, metavar="MODEL",
                     help="the exploiter's model in transfer scenarios (PID §6.3): a Hugging Face "
-                         "id or a local diffusers "
-                         "folder; default on the built-in models: the other one (tiny ↔ tiny-2)")
+                         "id or a local diffusers folder; default on the built-in models: the "
+                         "other one (tiny ↔ tiny-2)")
     group.addoption("--tier", action=_Single, default="smoke",
                     choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
     group.addoption("--data", action=_Single, default=None, help="subject images: DIR with one "
             "sub-folder per subject (default: bundled subject)")
     group.addoption("--results-dir", action=_Single, default="audit-results",
-                    help="results folder: "
-            "cache, results JSON, artifacts")
+                    help="results folder: cache, results JSON, artifacts")
     group.addoption("--device", action=_Single, default="auto", help="auto (cuda, then mps, then "
             "cpu), cpu, cuda, cuda:N, mps")
     group.addoption("--seed", action=_Single, default=0, type=int, help="seed of every random "
@@ -91,11 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "most 4; 1 on a GPU)")
     group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
                     help="the standard exploit: dreambooth (default) or lora, with parameters in "
-                         "the scenario grammar, "
-                         "e.g. --exploit='lora: {rank: 32}'; scenarios written 'exploit: "
-                         "{standard: ...}' (or without "
-                         "an exploit) use it, scenarios that name an exploit keep theirs (with a "
-                         "matched control)")
+                         "the scenario grammar, e.g. --exploit='lora: {rank: 32}'; scenarios "
+                         "written 'exploit: {standard: ...}' (or without an exploit) use it, "
+                         "scenarios that name an exploit keep theirs (with a matched control)")
     group.addoption("--full-catalogue", action="store_true",
                     help="run every scenario, not only the tier's default selection (smoke: tag "
                          "'smoke')")

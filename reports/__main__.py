@@ -12,8 +12,8 @@ from reports.render import write_report
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports",
-                                     description="Render protection-audit "
-            "results as one self-contained HTML report.")
+                                     description="Render protection-audit results as one "
+            "self-contained HTML report.")
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="report of one results file")
     render.add_argument("results", help="results.json written by an audit")

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from audit.judge.verdict import OUTCOMES as RANKED_OUTCOMES
+from audit.judge.outcomes import BY_LABEL, SHOWN
 from audit.results.summary import (
     audit_answer,
     cache_counts,
@@ -25,11 +25,10 @@ from audit.results.summary import (
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
-# Shown in this order in the counts; ranked weakest first as audit.judge.verdict.OUTCOMES lists
-# them.
-OUTCOMES = ("pass", "fail", "no meaningful effect at baseline", "no effect at baseline",
-            "exploit did not learn the subject", "error")
-OUTCOME_RANK = {name: rank for rank, name in enumerate(RANKED_OUTCOMES)}
+# The counts show the outcomes in this order; cases are ranked weakest first
+# (audit/judge/outcomes.py holds both orders).
+OUTCOMES = SHOWN
+OUTCOME_RANK = {label: outcome.rank for label, outcome in BY_LABEL.items()}
 STRIPS = (
     ("clean", "clean subject images"),
     ("protected", "protected images (what the protector publishes)"),
@@ -46,18 +45,14 @@ STRIPS = (
 )
 SMOKE_CAVEAT = (
     "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, "
-    "trained on a dozen "
-    "bundled photographs; see its model card). Its numbers show whether the protection's mechanism "
-    "changes what "
-    "this small latent-diffusion pipeline learns from the subject, and whether each scenario "
-    "weakens that change, "
-    "relative to the same model's clean outcome. They do not estimate the protection's strength on "
-    "Stable Diffusion "
-    "at 512 px: absolute metric values are not comparable with the papers' tables, face metrics "
-    "work only through "
-    "their documented fallbacks at this resolution, and a pass here is a regression gate for "
-    "protection code, not a "
-    "robustness claim. Run --tier standard or --tier paper on a real model for that."
+    "trained on a dozen bundled photographs; see its model card). Its numbers show whether the "
+    "protection's mechanism changes what this small latent-diffusion pipeline learns from the "
+    "subject, and whether each scenario weakens that change, relative to the same model's clean "
+    "outcome. They do not estimate the protection's strength on Stable Diffusion at 512 px: "
+    "absolute metric values are not comparable with the papers' tables, face metrics work only "
+    "through their documented fallbacks at this resolution, and a pass here is a regression gate "
+    "for protection code, not a robustness claim. Run --tier standard or --tier paper on a real "
+    "model for that."
 )
 
 
@@ -114,7 +109,7 @@ def verdict_metric(case: dict[str, Any]) -> str:
 
 
 def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
-    """Weakest first (audit.judge.verdict.OUTCOMES: errors, exploits that did not learn, fails, no
+    """Weakest first (audit/judge/outcomes.py: errors, exploits that did not learn, fails, no
     effect,
     no meaningful effect, passes); within each, lowest retained lower bound."""
     retained = verdict_entry(case).get("retained") or {}
@@ -230,31 +225,29 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
     parts = []
     if over:
         parts.append(f"Exceeds its ℓ∞ budget in {len(over)} of {len(views)} cases "
-                     f"({', '.join(over)}): a budget "
-                     "violation, not judged for robustness.")
+                     f"({', '.join(over)}): a budget violation, not judged for robustness.")
     if failed:
         parts.append(f"Does not hold against {len(failed)} of {len(views)} scenarios: "
                      f"{', '.join(failed)}.")
     if no_effect:
         parts.append(
             f"No measurable protective effect at baseline in {len(no_effect)} case(s) "
-            f"({', '.join(no_effect)}): "
-            "the exploit learned as well from the protected images as from the clean ones."
+            f"({', '.join(no_effect)}): the exploit learned as well from the protected images as "
+            "from the clean ones."
         )
     if small:
         shares = ", ".join(f"{v['label']} ({v['share_text']})" for v in small)
         parts.append(
             f"No meaningful protective effect at baseline in {len(small)} case(s): the protection "
-            "removed less of what "
-            f"the exploit learned than the minimum (share of m_c − m_u removed [95% CI]: {shares})."
+            "removed less of what the exploit learned than the minimum (share of m_c − m_u "
+            f"removed [95% CI]: {shares})."
         )
     if not_learned:
         parts.append(
             f"The exploit did not learn the subject in {len(not_learned)} case(s) "
             f"({', '.join(v['label'] for v in not_learned)}): its clean fine-tune is no better "
-            "than the untrained "
-            "model, so no protection can be judged there — fine-tune longer or at another learning "
-            "rate."
+            "than the untrained model, so no protection can be judged there — fine-tune longer or "
+            "at another learning rate."
         )
     if errors:
         parts.append(f"{len(errors)} case(s) errored and have no verdict: {', '.join(errors)}.")

@@ -51,8 +51,8 @@ def load_results(path: str | Path) -> ResultsFile:
     if path.is_dir():  # a results folder (--results-dir) or a run's folder: its results.json
         if not (path / "results.json").is_file():
             raise ReportInputError(f"{path}: a folder without a results.json; pass the "
-                                   "results.json an audit wrote, or "
-                                   "the folder holding it (its --results-dir, or runs/<id>/).")
+                                   "results.json an audit wrote, or the folder holding it (its "
+                                   "--results-dir, or runs/<id>/).")
         path = path / "results.json"
     if not path.is_file():
         raise ReportInputError(f"{path}: no such file; pass the results.json an audit wrote (see "
@@ -65,8 +65,8 @@ def load_results(path: str | Path) -> ResultsFile:
     except json.JSONDecodeError as exc:
         raise ReportInputError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the file "
-            "is truncated or "
-            "not a results file — re-run the audit, or rebuild it from runs/<id>/cases/*.json."
+            "is truncated or not a results file — re-run the audit, or rebuild it from "
+            "runs/<id>/cases/*.json."
         ) from None
     if not isinstance(data, dict):
         raise ReportInputError(f"{path}: expected a JSON object with 'schema', 'run' and 'cases', "
@@ -106,9 +106,8 @@ def load_results(path: str | Path) -> ResultsFile:
             name = case.get("case_id", f"cases[{index}]")
             raise ReportInputError(
                 f"{path}: case {name!s} lacks {', '.join(lacking)}; the file is incomplete or was "
-                "edited — "
-                "re-run the audit (finished cases are kept in runs/<id>/cases/ and are not "
-                "recomputed)."
+                "edited — re-run the audit (finished cases are kept in runs/<id>/cases/ and are "
+                "not recomputed)."
             )
     return ResultsFile(path=path, data=data, artifact_roots=_artifact_roots(path, data))
 
@@ -180,11 +179,9 @@ def merge_results(files: list[ResultsFile]) -> dict[str, Any]:
             if value != expected:
                 raise ReportInputError(
                     f"{other.path}: {key} {value!r} differs from {where} ({expected!r}); only "
-                    "shards of one audit (the same "
-                    "protection, model, tier, seed, settings, toolkit version, scenarios and "
-                    "subjects) merge into one "
-                    "report, since their numbers are not comparable otherwise — render them "
-                    "separately, or rerun one "
+                    "shards of one audit (the same protection, model, tier, seed, settings, "
+                    "toolkit version, scenarios and subjects) merge into one report, since their "
+                    "numbers are not comparable otherwise — render them separately, or rerun one "
                     "shard with the other's settings."
                 )
     seen: dict[str, Path] = {}
@@ -194,8 +191,8 @@ def merge_results(files: list[ResultsFile]) -> dict[str, Any]:
             if case["case_id"] in seen:
                 raise ReportInputError(
                     f"{file.path}: case {case['case_id']!r} is also in {seen[case['case_id']]}; "
-                    "each case must come "
-                    "from one shard — drop one file, or run the shards with disjoint -k selections."
+                    "each case must come from one shard — drop one file, or run the shards with "
+                    "disjoint -k selections."
                 )
             seen[case["case_id"]] = file.path
             cases.append({**case, "_source": str(file.path),

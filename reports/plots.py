@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-OUTCOME_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "no effect at baseline": "#b7791f",
-                   "no meaningful effect at baseline": "#a16207", "exploit did not learn the "
-                           "subject": "#475569",
-                   "error": "#6b21a8"}
+from audit.judge.outcomes import OUTCOMES
+
+OUTCOME_COLOURS = {o.label: o.colour for o in OUTCOMES}
 SERIES_COLOURS = {"untrained": "#6b7280", "clean": "#2563eb", "protected": "#c2410c",
                   "attacked": "#0f766e",
                   "null_baseline": "#a16207"}
@@ -54,9 +53,8 @@ def retained_plot(rows: Sequence[RetainedRow], width: int = 720) -> Markup:
         return label_w + pad + (v - lo) / (hi - lo) * plot_w
 
     parts = [
-        f'<svg class="plot" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}"><title>Retained protection per scenario with 95% '
-        'intervals</title>'
+        f'<svg class="plot" role="img" width="{width}" height="{height}" viewBox="0 0 {width} '
+        f'{height}"><title>Retained protection per scenario with 95% intervals</title>'
     ]
     top, bottom = 8, height - 30
     for ref, dash in ((0.0, ""), (1.0, "")):
@@ -83,8 +81,8 @@ def retained_plot(rows: Sequence[RetainedRow], width: int = 720) -> Markup:
         if row.threshold is not None:
             parts.append(
                 f'<line x1="{_num(x(row.threshold))}" y1="{y - 9:.1f}" '
-                f'x2="{_num(x(row.threshold))}" y2="{y + 9:.1f}" '
-                'stroke="#111827" stroke-dasharray="3 2"><title>threshold</title></line>'
+                f'x2="{_num(x(row.threshold))}" y2="{y + 9:.1f}" stroke="#111827" '
+                'stroke-dasharray="3 2"><title>threshold</title></line>'
             )
         if row.value is None or not math.isfinite(row.value):
             parts.append(
@@ -123,8 +121,8 @@ def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction
     height = row_h * len(series) + 34
     if not every:
         return Markup(
-            f'<svg class="plot" width="{width}" height="40"><text x="4" y="24" '
-            f'font-size="11" fill="#6b7280">{escape(metric)}: no values</text></svg>'
+            f'<svg class="plot" width="{width}" height="40"><text x="4" y="24" font-size="11" '
+            f'fill="#6b7280">{escape(metric)}: no values</text></svg>'
         )
     lo, hi = min(every), max(every)
     if hi - lo < 1e-9:
@@ -139,15 +137,14 @@ def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction
     arrow = ({"down": "↓ lower = stronger protection", "up": "↑ higher = stronger protection"}.get(
         direction or "", ""))
     parts = [
-        f'<svg class="plot" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}"><title>{escape(metric)}: per-image values</title>'
+        f'<svg class="plot" role="img" width="{width}" height="{height}" viewBox="0 0 {width} '
+        f'{height}"><title>{escape(metric)}: per-image values</title>'
     ]
     for i, (name, vs) in enumerate(series):
         y = 6 + row_h * i + row_h / 2
         colour = SERIES_COLOURS[name]
         parts.append(f'<text x="{label_w}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
-                     'fill="#111827">'
-                     f'{SERIES_LABELS.get(name, name)}</text>')
+                     f'fill="#111827">{SERIES_LABELS.get(name, name)}</text>')
         for j, v in enumerate(vs):
             # deterministic jitter (golden-ratio sequence)
             jitter = ((j * 0.618034) % 1.0 - 0.5) * 10
@@ -157,8 +154,8 @@ def distribution_plot(values: dict[str, Sequence[float]], metric: str, direction
             mean = sum(vs) / len(vs)
             parts.append(
                 f'<line x1="{_num(x(mean))}" y1="{y - 9:.1f}" x2="{_num(x(mean))}" '
-                f'y2="{y + 9:.1f}" stroke="{colour}" '
-                f'stroke-width="2.5"><title>{name} mean {mean:.4g} (n={len(vs)})</title></line>'
+                f'y2="{y + 9:.1f}" stroke="{colour}" stroke-width="2.5"><title>{name} mean '
+                f'{mean:.4g} (n={len(vs)})</title></line>'
             )
     axis_y = 6 + row_h * len(series) + 12
     for v in (lo + 0.05 * (hi - lo) / 1.1, (lo + hi) / 2, hi - 0.05 * (hi - lo) / 1.1):

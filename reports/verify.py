@@ -116,10 +116,9 @@ def verify_outcomes(file: ResultsFile) -> list[dict[str, Any]]:
         case["outcome"] = problem["derived"]
         case["flags"] = [
             f"RECORD DISAGREES WITH ITS NUMBERS: the results file says '{problem['recorded']}', "
-            f"but {problem['why']} "
-            f"('{problem['derived']}', recomputed by audit.judge.verdict.decide); the file was "
-            "edited or written by other "
-            f"code — shown as '{problem['derived']}'",
+            f"but {problem['why']} ('{problem['derived']}', recomputed by "
+            "audit.judge.verdict.decide); the file was edited or written by other code — shown as "
+            f"'{problem['derived']}'",
             *(case.get("flags") or []),
         ]
         disagreements.append({"case_id": case.get("case_id"), "file": str(file.path), **problem})

@@ -99,9 +99,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_imports_are_read_from_functions_and_relative_forms_but_not_type_checking() -> None:
     source = (
-        "from typing import TYPE_CHECKING\nimport audit.b\nfrom . import c\n"
-        "if TYPE_CHECKING:\n    from audit import d\n"
-        "def f():\n    from audit.e import thing\n"
+        "from typing import TYPE_CHECKING\nimport audit.b\nfrom . import c\nif TYPE_CHECKING:\n    "
+        "from audit import d\ndef f():\n    from audit.e import thing\n"
     )
     known = {"audit.a", "audit.b", "audit.c", "audit.d", "audit.e"}
     assert imported_modules(

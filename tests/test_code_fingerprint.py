@@ -253,8 +253,7 @@ def test_an_edited_factory_protection_is_recrafted_and_refit_while_clean_runs_ar
 def test_a_protection_class_defined_in_a_test_and_changed_is_recrafted(
         tmp_path: Path, user_modules: Path) -> None:
     write_module(user_modules, "factory_here", "import tests.test_code_fingerprint as t\n\n\ndef "
-                                               "make():\n"
-                                               "    return t.CURRENT()\n")
+                                               "make():\n    return t.CURRENT()\n")
 
     class Shift(Protection):
         name = "shift"

@@ -245,8 +245,7 @@ def test_ism_and_fdfr_run_a_pack_through_insightface(no_weights) -> None:
     assert ism_result.values[0] > ism_result.values[2]  # the subject's 'colour' beats another
     for result in (ism_result, fdfr_result):
         assert "pack buffalo_l [det_standin.onnx sha256:" in result.implementation and (
-            "rec_standin.onnx "
-                 "sha256:") in result.implementation
+            "rec_standin.onnx sha256:") in result.implementation
         assert "insightface 2.1" in result.implementation
 
 

@@ -391,8 +391,7 @@ def test_coverage_of_the_effect_share_and_the_learned_margin(mu_e: float, mu_u: 
     covered_judged = float(np.mean([_covers(s, true_share) for s in judged]))
     print(f"\nshare {true_share:.3f} (K = {k}): coverage {coverage:.3f}, bounded {bounded:.3f}, "
           f"coverage | bounded {covered_bounded:.3f}, | learned {covered_judged:.3f} "
-          f"({len(judged)} audits); "
-          f"learned margin coverage {learned_coverage:.3f}")
+          f"({len(judged)} audits); learned margin coverage {learned_coverage:.3f}")
     assert coverage >= 0.90 and covered_bounded >= 0.90 and learned_coverage >= 0.90
     # learned ⇒ bounded (Fieller's condition)
     assert covered_judged >= 0.90 and all(s.bounded for s in judged)

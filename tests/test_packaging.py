@@ -35,8 +35,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         import setuptools  # noqa: F401
     except ImportError:
         pytest.skip(
-            "setuptools is not installed in this environment, so the wheel cannot be built "
-            "without build isolation (offline); install the test extra: pip install -e '.[test]'"
+            "setuptools is not installed in this environment, so the wheel cannot be built without "
+            "build isolation (offline); install the test extra: pip install -e '.[test]'"
         )
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"

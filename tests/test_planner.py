@@ -113,8 +113,8 @@ def test_a_folder_protection_is_shared_by_every_replicate() -> None:
 
 def test_random_attack_steps_draw_with_the_replicates_seed(tmp_path: Path) -> None:
     path = tmp_path / "noisy.yaml"
-    path.write_text("id: noisy\nversion: 1\ntitle: t\nwhy: w\nsource: s\nattack:\n"
-                    "  - gaussian_noise: {std: 0.05}\n  - jpeg: {quality: 50}\n")
+    path.write_text("id: noisy\nversion: 1\ntitle: t\nwhy: w\nsource: s\nattack:\n  - "
+                    "gaussian_noise: {std: 0.05}\n  - jpeg: {quality: 50}\n")
     t = get_tier("smoke")
     p = plan_case(load_scenario(path), protection_info("pid", t), t, 0)
     for r, run in enumerate(p.runs_for("attacked", 0)):

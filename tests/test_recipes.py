@@ -298,9 +298,8 @@ def test_the_standard_exploit_in_a_scenario_file(tmp_path: Path) -> None:
                                             r"'dreambooth'\?\).*standard"):
         load_scenario(write("exploit: {dreambooht: {}}"))
     # A variant naming 'standard' merges over the scenario's 'standard' exploit.
-    merged = load_scenario(write("exploit: {standard: {posterior: {sigma: zero}}}\n"
-                                 "variants:\n  - exploit: {standard: {instance_prompt: a photo of "
-                                 "sks face}}\n"))
+    merged = load_scenario(write("exploit: {standard: {posterior: {sigma: zero}}}\nvariants:\n  - "
+                                 "exploit: {standard: {instance_prompt: a photo of sks face}}\n"))
     assert merged.resolved_variants()[0][2].params == {"posterior": {"sigma": "zero"},
                                                        "instance_prompt": "a photo of sks face"}
 
@@ -310,10 +309,9 @@ def test_prompt_candidates_can_be_replaced_by_extending_the_scenario(tmp_path: P
     base = tmp_path / "prompt-mismatch.yaml"
     base.write_text((CATALOGUE_DIR / "prompt-mismatch.yaml").read_text())
     mine = tmp_path / "my-prompts.yaml"
-    mine.write_text("extends: prompt-mismatch.yaml\nid: my-prompts\n"
-                    "variants:\n  - {label: a selfie of sks person, exploit: {standard: "
-                    "{instance_prompt: a selfie of sks person}}}\n"
-                    "  - {label: sks, exploit: {standard: {instance_prompt: sks}}}\n")
+    mine.write_text("extends: prompt-mismatch.yaml\nid: my-prompts\nvariants:\n  - {label: a "
+                    "selfie of sks person, exploit: {standard: {instance_prompt: a selfie of sks "
+                    "person}}}\n  - {label: sks, exploit: {standard: {instance_prompt: sks}}}\n")
     labels = [label for label, _, _ in load_scenario(mine).resolved_variants()]
     assert labels == ["a selfie of sks person", "sks"]
     assert [label for label, _, _ in scenario("prompt-mismatch").resolved_variants()] == [

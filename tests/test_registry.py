@@ -225,10 +225,9 @@ def test_a_metric_direction_is_up_or_down() -> None:
 
 
 def _imports_torch(argv: list[str]) -> subprocess.CompletedProcess:
-    code = ("import io, sys, contextlib; from audit.__main__ import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\n"
-            "assert rc == 0, rc\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = ("import io, sys, contextlib; from audit.__main__ import main\nwith "
+            f"contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\nassert rc == 0, "
+            "rc\nassert 'torch' not in sys.modules, 'torch was imported'")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
 

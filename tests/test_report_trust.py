@@ -172,8 +172,7 @@ def test_an_edited_outcome_is_recomputed_and_marked(tmp_path: Path) -> None:
     edited = rendered(tmp_path / "edited", data)
     assert "Holds in all 1 scenarios" not in edited
     assert ("1 case record(s) disagree with their own numbers (pid-jpeg-q75-s: recorded "
-            "&#39;pass&#39;, "
-            "its numbers give &#39;fail&#39;)" in edited)
+            "&#39;pass&#39;, its numbers give &#39;fail&#39;)" in edited)
     assert ("RECORD DISAGREES WITH ITS NUMBERS" in edited
             and "Does not hold against 1 of 1" in edited)
 

@@ -75,14 +75,10 @@ def test_good_file_loads_and_hash_is_stable(tmp_path: Path) -> None:
 
 def test_variants_are_partial_overrides(tmp_path: Path) -> None:
     text = GOOD.format(id="v") + (
-        "exploit: {dreambooth: {steps: 7, posterior: {sigma: zero}}}\n"
-        "variants:\n"
-        "  - exploit: {dreambooth: {instance_prompt: a photo of sks face}}\n"
-        "  - label: blurred\n"
-        "    attack:\n"
-        "      - gaussian_blur: {sigma_px: 2}\n"
-        "  - exploit: {dreambooth: {posterior: {sigma: fixed, value: 1.0e-7}}}\n"
-        "    attack: []\n"
+        "exploit: {dreambooth: {steps: 7, posterior: {sigma: zero}}}\nvariants:\n  - exploit: "
+        "{dreambooth: {instance_prompt: a photo of sks face}}\n  - label: blurred\n    attack:\n   "
+        "   - gaussian_blur: {sigma_px: 2}\n  - exploit: {dreambooth: {posterior: {sigma: fixed, "
+        "value: 1.0e-7}}}\n    attack: []\n"
     )
     scenario = load_scenario(write(tmp_path, "v.yaml", text))
     (l0, a0, e0), (l1, a1, e1), (l2, a2, e2) = scenario.resolved_variants()
@@ -129,8 +125,7 @@ def test_variants_are_partial_overrides(tmp_path: Path) -> None:
         ("x.yaml", GOOD.format(id="x") + "exploit: {dreambooth: {instance_promt: a}}\n",
          ["x.yaml", "exploit", "instance_promt", "did you mean 'instance_prompt'"]),
         ("x.yaml", GOOD.format(id="x") + "exploit: {dreambooht: {}}\n",
-         ["x.yaml", "unknown exploit "
-                "'dreambooht'", "did you mean 'dreambooth'"]),
+         ["x.yaml", "unknown exploit 'dreambooht'", "did you mean 'dreambooth'"]),
         ("x.yaml", GOOD.format(id="x") + "exploit: {dreambooth: {}, lora: {}}\n",
          ["x.yaml", "exploit", "name: {params}"]),
         # The grammar of earlier versions gets a migration message, not a bare "unknown field".
@@ -170,8 +165,8 @@ def test_extends_merges_and_detects_cycles(tmp_path: Path) -> None:
                                                             "posterior: {sigma: zero}}}\n")
     child = write(
         tmp_path, "child.yaml",
-        "extends: _base.yaml\nid: child\nattack:\n  - gaussian_blur: {sigma_px: 2}\n"
-        "exploit: {dreambooth: {instance_prompt: a photo of sks face}}\n",
+        "extends: _base.yaml\nid: child\nattack:\n  - gaussian_blur: {sigma_px: 2}\nexploit: "
+        "{dreambooth: {instance_prompt: a photo of sks face}}\n",
     )
     scenario = load_scenario(child)
     # lists replaced

@@ -236,8 +236,8 @@ def test_min_effect_comes_from_the_tier_the_scenario_or_the_command_line(
         tmp_path: Path, fakes) -> None:
     text = (CATALOGUE_DIR / "no-attack.yaml").read_text().replace("id: no-attack", "id: strict")
     (tmp_path / "strict.yaml").write_text(text.replace("  retained_at_least: 0.5",
-                                                       "  retained_at_least: "
-            "0.5\n  min_effect: 0.99"))
+                                                       "  retained_at_least: 0.5\n  min_effect: "
+            "0.99"))
     strict = load_scenario(tmp_path / "strict.yaml")
     assert strict.verdict.min_effect == 0.99
     record = session(tmp_path / "res").run_case(strict, "astronaut", "strict")

@@ -255,8 +255,7 @@ def test_transfer_model_messages_name_the_transfer_model() -> None:
     """A typo in --transfer-model said --model=..., and tiny3 had no "did you mean tiny-2"."""
     # 'tiny' is --model itself, so the transfer model's suggestion is the other built-in model.
     assert refused(transfer_model="tiny3").startswith("--transfer-model=tiny3: model path tiny3 "
-                                                      "does not exist "
-                                                      "(did you mean 'tiny-2'?)")
+                                                      "does not exist (did you mean 'tiny-2'?)")
     assert "did you mean 'tiny'" in refused(model="tiny3")
     message = refused(transfer_model="nobody/none-such-model")
     assert message.startswith("--transfer-model=nobody/none-such-model: not in the local Hugging "

@@ -168,9 +168,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
         raise ScenarioError(f"{chain[0]}: 'extends' forms a cycle ({cycle}): {chain[-1].name} "
-                            f"extends {path.name}, "
-                            "which is already in the chain; remove that link (or another one of "
-                            "the cycle).")
+                            f"extends {path.name}, which is already in the chain; remove that link "
+                            "(or another one of the cycle).")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -184,8 +183,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
             f"{path}: not valid YAML: {exc}. Fix the syntax at the position shown.") from None
     if not isinstance(data, dict):
         raise ScenarioError(
-            f"{path}: a scenario file must hold a mapping (id, version, title, ...), "
-            f"got {type(data).__name__}."
+            f"{path}: a scenario file must hold a mapping (id, version, title, ...), got "
+            f"{type(data).__name__}."
         )
     parent_name = data.pop("extends", None)
     if parent_name is None:
@@ -194,9 +193,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ScenarioError(f"{path}: field 'extends' must be a file name such as '_base.yaml'.")
     if not parent_name or Path(parent_name).name != parent_name or parent_name in (".", ".."):
         raise ScenarioError(f"{path}: field 'extends' is {parent_name!r}; it names a file of this "
-                            "folder "
-                            f"({path.parent}) by its name alone, such as '_base.yaml' — copy the "
-                            "base file here.")
+                            f"folder ({path.parent}) by its name alone, such as '_base.yaml' — "
+                            "copy the base file here.")
     parent = _read_yaml(path.parent / parent_name, (*chain, path))
     return _merge(parent, data)
 
@@ -223,9 +221,8 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
     if isinstance(raw, dict) and "method" in raw:
         raise ScenarioError(
             f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the "
-            "exploit as one part "
-            f"'{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: {{dreambooth: "
-            f"{{posterior: {{sigma: zero}}}}}}'."
+            f"exploit as one part '{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: "
+            f"{{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
         )
     example = ("'exploit: {standard: {instance_prompt: a photo of sks face}}' or 'exploit: {lora: "
                "{rank: 32}}'")
@@ -238,9 +235,8 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
             known = [STANDARD_EXPLOIT, *EXPLOITS.names()]
             raise ScenarioError(
                 f"{path}: field {field}: unknown exploit '{name}'{did_you_mean(name, known)}; "
-                f"known: {', '.join(known)} "
-                f"('{STANDARD_EXPLOIT}' is the audit's standard exploit, --exploit). Fix the "
-                "scenario file.")
+                f"known: {', '.join(known)} ('{STANDARD_EXPLOIT}' is the audit's standard exploit, "
+                "--exploit). Fix the scenario file.")
         return _step(EXPLOITS, raw, f"{path}: field {field}", example)
     # The standard exploit is chosen at run time: its parameters must suit every exploit.
     written: dict[str, Any] = {}
@@ -254,12 +250,11 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
     if refused:
         accepting = [name for name in EXPLOITS.names() if name not in refused]
         hint = (f"; to use them with {' or '.join(repr(a) for a in accepting)} alone, name it "
-                "instead, e.g. "
-                f"'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
+                f"instead, e.g. 'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
         raise ScenarioError(
             f"{next(iter(refused.values()))} — '{STANDARD_EXPLOIT}' is whichever exploit --exploit "
-            "names, so its parameters must suit "
-            f"every exploit ({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
+            "names, so its parameters must suit every exploit "
+            f"({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
     return {"part": STANDARD_EXPLOIT, "params": written}
 
 
@@ -275,8 +270,8 @@ def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:
         if (not isinstance(v, dict) or not set(v) <= {"label", "attack", "exploit"}
                 or not ({"attack", "exploit"} & set(v))):
             raise ScenarioError(f"{path}: field '{where}': a variant overrides 'attack' and/or "
-                                "'exploit' (and may have a 'label'), "
-                                f"got {v!r}. Fix the scenario file.")
+                                f"'exploit' (and may have a 'label'), got {v!r}. Fix the scenario "
+                                "file.")
         item: dict[str, Any] = {"label": v.get("label")}
         if "attack" in v:
             item["attack"] = _attack_steps(path, v["attack"], f"{where}.attack")
@@ -301,13 +296,13 @@ def load_scenario(path: Path) -> Scenario:
     if not isinstance(data["id"], str):
         raise ScenarioError(
             f"{path}: field 'id' must be text; YAML read it as {type(data['id']).__name__} "
-            f"{data['id']!r} "
-            f"(unquoted yes/no/on/off/numbers are not text). Quote it: id: \"{path.stem}\"."
+            f"{data['id']!r} (unquoted yes/no/on/off/numbers are not text). Quote it: id: "
+            f"\"{path.stem}\"."
         )
     if data["id"] != path.stem:
         raise ScenarioError(
-            f"{path}: field 'id' is '{data['id']}' but the file is named '{path.name}'; "
-            f"make them agree (the id names the test item)."
+            f"{path}: field 'id' is '{data['id']}' but the file is named '{path.name}'; make them "
+            "agree (the id names the test item)."
         )
     data["path"] = str(path)
     metric = (data.get("verdict")
@@ -319,8 +314,8 @@ def load_scenario(path: Path) -> Scenario:
         if metric not in METRICS:
             raise ScenarioError(
                 f"{path}: field 'verdict.metric': unknown metric "
-                f"'{metric}'{did_you_mean(str(metric), METRICS.names())}; "
-                f"known: {', '.join(METRICS.names())}. Fix the scenario file."
+                f"'{metric}'{did_you_mean(str(metric), METRICS.names())}; known: "
+                f"{', '.join(METRICS.names())}. Fix the scenario file."
             )
     try:
         return Scenario(**data)

@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 from audit.parts.registry import Params
 
 # PID App. A.1: generation prompts, 50-step DDPM sampling and the negative prompt.
-PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person", "a dslr portrait of sks "
-        "person")
+PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person",
+                    "a dslr portrait of sks person")
 PID_NEGATIVE_PROMPT = "noisy, low quality, artifacts, poorly drawn face"
 # PID §3 / App. A.5: the protector's prompt c_prot, and DreamBooth's class prompt.
 PROTECTOR_PROMPT = "a photo of sks person"
@@ -41,8 +41,8 @@ class VerdictSettings(Params):
     face_metric_substitute: str | None = None
     fallback_metric: str | None = Field(
         None, description="decides where the verdict metric is unavailable (its weights missing); "
-                          "the record says "
-                          "so and the case is flagged. None: such a case is an error")
+                          "the record says so and the case is flagged. None: such a case is an "
+                          "error")
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown "
             "for reference only")
     # The three conditions of a pass (audit/judge/verdict.py): the exploit learned, the protection
@@ -79,8 +79,8 @@ class VerdictSettings(Params):
     # and one that removes less than a tenth of what the exploit learned does not.
     min_effect: float = Field(0.1, ge=0, le=1, allow_inf_nan=False,
                               description="minimum share of what the exploit learned that the "
-                                          "protection removes "
-                                          "(lower 95% bound); a scenario may set its own")
+                                          "protection removes (lower 95% bound); a scenario may "
+                                          "set its own")
 
     @field_validator("face_metric_substitute", "fallback_metric", mode="before")
     @classmethod
@@ -95,8 +95,8 @@ class VerdictSettings(Params):
             raise ValueError(f"{renamed_metric(value)}")
         if value not in METRICS:
             raise ValueError("unknown metric "
-                             f"'{value}'{did_you_mean(str(value), METRICS.names())}; "
-                             f"use none or one of: {', '.join(METRICS.names())}")
+                             f"'{value}'{did_you_mean(str(value), METRICS.names())}; use none or "
+                             f"one of: {', '.join(METRICS.names())}")
         return str(value)
 
 
@@ -108,9 +108,8 @@ class ControlSettings(Params):
     noise_floor: bool = Field(False, description="also exploit the clean images ±1/255 (replicate "
                                                  "1 only)")
     null_baseline: bool = Field(False, description="also exploit the images under uniform noise of "
-                                                   "the protection's "
-                                                   "budget (the 'random' protection, K replicates) "
-                                                   "and show its effect "
+                                                   "the protection's budget (the 'random' "
+                                                   "protection, K replicates) and show its effect "
                                                    "beside the protection's (PID Table 1, "
                                                    "PhotoGuard)")
 

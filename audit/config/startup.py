@@ -51,21 +51,18 @@ def _numbers(options: Any) -> None:
                          "every exploit in this process).")
     if options.replicates is not None and options.replicates < 1:
         raise ValueError(f"--replicates={options.replicates}: at least 1 (2 or more for an "
-                         "interval that covers a rerun; "
-                         "the tiers run 3).")
+                         "interval that covers a rerun; the tiers run 3).")
     if options.epsilon is not None and not (0 <= options.epsilon
                                             <= 1) or (options.epsilon is not None
                                                       and math.isnan(options.epsilon)):
         raise ValueError(
             f"--epsilon={options.epsilon}: budgets are in [0,1] pixel units (8/255 = "
-            f"{8 / 255:.4f}); "
-            "divide a budget in levels by 255."
+            f"{8 / 255:.4f}); divide a budget in levels by 255."
         )
     if options.exploit is not None and not options.exploit.strip():
         raise ValueError("--exploit is empty: name the standard exploit, e.g. --exploit=dreambooth "
-                         "(the default, also "
-                         "when the option is left out), --exploit=lora or --exploit='lora: {rank: "
-                         "32}'.")
+                         "(the default, also when the option is left out), --exploit=lora or "
+                         "--exploit='lora: {rank: 32}'.")
 
 
 def _layers(options: Any) -> None:
@@ -76,18 +73,15 @@ def _layers(options: Any) -> None:
             and core["replicates"] != options.replicates):
         raise ValueError(
             f"--replicates={options.replicates} and --audit-set replicates={core['replicates']} "
-            "set the number of "
-            "replicates twice, to different values; give one of them.")
+            "set the number of replicates twice, to different values; give one of them.")
     if options.epsilon is not None:
         section = options.protection if ":" not in options.protection else None
         given = (options.overrides.get(section) or {}).get("epsilon") if section else None
         if given is not None and given != options.epsilon:
             raise ValueError(
                 f"--epsilon={options.epsilon} and --audit-set {section}.epsilon={given} set the "
-                "budget of "
-                f"--protection={options.protection} twice, to different values; give one of them "
-                "(--epsilon is the "
-                "budget that is judged, for every kind of protection).")
+                f"budget of --protection={options.protection} twice, to different values; give one "
+                "of them (--epsilon is the budget that is judged, for every kind of protection).")
 
 
 def _results_dir(options: Any) -> None:
@@ -99,8 +93,8 @@ def _results_dir(options: Any) -> None:
                 what = "is an existing file" if path == folder else (f"lies under {path}, which is "
                          "a file")
                 raise ValueError(f"--results-dir={options.results_dir}: {what}, not a folder; pass "
-                                 "a folder (it is "
-                                 "created when absent), e.g. --results-dir=audit-results.")
+                                 "a folder (it is created when absent), e.g. "
+                                 "--results-dir=audit-results.")
             return
 
 
@@ -112,14 +106,12 @@ def _tier(options: Any) -> None:
     if options.tier in ("standard", "paper") and options.model in ("tiny", "tiny-2"):
         raise ValueError(
             f"--tier={options.tier} runs the papers' settings "
-            f"(PGD-{options.tier_settings.data['pid']['steps']}, "
-            f"DreamBooth {options.tier_settings.data['dreambooth']['steps']} steps, at the model's "
-            "native resolution) "
-            "and needs a real Stable Diffusion model: pass --model with a Hugging Face id such as "
-            f"{SD15_HUB_ID} (from the local cache, or with --allow-download) or a local diffusers "
-            "folder. "
-            "On the built-in tiny model use --tier=smoke (its numbers are small-model effects, not "
-            "the papers')."
+            f"(PGD-{options.tier_settings.data['pid']['steps']}, DreamBooth "
+            f"{options.tier_settings.data['dreambooth']['steps']} steps, at the model's native "
+            "resolution) and needs a real Stable Diffusion model: pass --model with a Hugging "
+            f"Face id such as {SD15_HUB_ID} (from the local cache, or with --allow-download) or a "
+            "local diffusers folder. On the built-in tiny model use --tier=smoke (its numbers are "
+            "small-model effects, not the papers')."
         )
 
 
@@ -132,9 +124,8 @@ def _protection(options: Any) -> None:
         folder = Path(spec[4:]).expanduser()
         if not folder.is_dir():
             raise ValueError(f"--protection={spec}: folder {folder} does not exist or is not a "
-                             "folder; pass "
-                             "dir:PATH with PATH holding one sub-folder of protected images per "
-                             "subject.")
+                             "folder; pass dir:PATH with PATH holding one sub-folder of protected "
+                             "images per subject.")
         build_protection(spec, options.tier_settings, options.epsilon)
         return
     if spec in PROTECTIONS:
@@ -150,9 +141,8 @@ def _protection(options: Any) -> None:
             found = True
         if not found:
             raise ValueError(f"--protection={spec}: module '{module}' cannot be imported (not "
-                             "installed, or not on "
-                             "the Python path). Give an importable 'package.module:factory' that "
-                             "returns a Protection.")
+                             "installed, or not on the Python path). Give an importable "
+                             "'package.module:factory' that returns a Protection.")
         build_protection(spec, options.tier_settings, options.epsilon)
         return
     build_protection(spec)  # raises with "did you mean" and the accepted forms
@@ -166,9 +156,8 @@ def _model(options: Any, need_weights: bool = True) -> None:
     if options.transfer_model:
         if options.transfer_model == options.model:
             raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a "
-                             "transfer scenario "
-                             "fine-tunes another model than the one the protection was crafted on "
-                             "(PID §6.3).")
+                             "transfer scenario fine-tunes another model than the one the "
+                             "protection was crafted on (PID §6.3).")
         # A typo's suggestion is another built-in model than --model (that one is refused above).
         others = [name for name in TINY_VARIANTS if name != options.model]
         _model_spec(options.transfer_model, "--transfer-model", options.allow_download,
@@ -190,17 +179,16 @@ def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool =
                    if not (path / c).is_dir()]
         if missing:
             raise ValueError(f"{flag}={spec}: the folder lacks "
-                             f"{', '.join(m + '/' for m in missing)}; a diffusers "
-                             "Stable Diffusion folder has vae/, unet/, text_encoder/, tokenizer/ "
-                             "and scheduler/ "
+                             f"{', '.join(m + '/' for m in missing)}; a diffusers Stable Diffusion "
+                             "folder has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
                              "(save one with StableDiffusionPipeline.save_pretrained).")
         return
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         from audit.parts.registry import did_you_mean
 
         raise ValueError(f"{flag}={spec}: model path {spec} does not "
-                         f"exist{did_you_mean(spec, suggest or list(TINY_VARIANTS))}; pass "
-                         f"a local diffusers folder, a Hugging Face id such as {SD15_HUB_ID}, or "
+                         f"exist{did_you_mean(spec, suggest or list(TINY_VARIANTS))}; pass a local "
+                         f"diffusers folder, a Hugging Face id such as {SD15_HUB_ID}, or "
                          f"{' / '.join(repr(t) for t in TINY_VARIANTS)} (the built-in models).")
     if need_weights and not allow_download:
         from audit.diffusion.loading import _hub_snapshot
@@ -254,8 +242,7 @@ def _resolution(options: Any) -> None:
                            * multiple, multiple), (resolution // multiple + 1) * multiple
         raise ValueError(
             f"--audit-set resolution={resolution}: not a multiple of {multiple} px "
-            f"({'; '.join(why)}), so the model "
-            f"cannot generate at it; use {lower} or {upper}.")
+            f"({'; '.join(why)}), so the model cannot generate at it; use {lower} or {upper}.")
 
 
 def _device(options: Any) -> None:
@@ -273,8 +260,8 @@ def _scenarios(options: Any) -> None:
     files = catalogue_files(folder)
     if not files:
         raise ValueError(f"--scenarios={folder}: no scenario files (*.yaml not starting with '_') "
-                         "in that folder; "
-                         "add some, or leave --scenarios out to run the bundled catalogue.")
+                         "in that folder; add some, or leave --scenarios out to run the bundled "
+                         "catalogue.")
 
 
 def _data(options: Any) -> None:

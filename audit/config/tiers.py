@@ -463,8 +463,8 @@ def validate_overrides(tier: Tier) -> None:
                 known = [*CORE_KEYS, *SECTIONS, *sorted(parts)]
                 raise InvalidParams(
                     f"--audit-set {unknown[0]}: unknown "
-                    f"setting{did_you_mean(unknown[0], list(CORE_KEYS) + list(ALIASES))}; "
-                    f"use one of {', '.join(CORE_KEYS)} or SECTION.key with SECTION one of "
+                    f"setting{did_you_mean(unknown[0], list(CORE_KEYS) + list(ALIASES))}; use one "
+                    f"of {', '.join(CORE_KEYS)} or SECTION.key with SECTION one of "
                     f"{', '.join(known[len(CORE_KEYS):])}"
                 )
         elif section in SECTIONS:
@@ -475,8 +475,7 @@ def validate_overrides(tier: Tier) -> None:
             known = [*SECTIONS, *sorted(parts)]
             raise InvalidParams(
                 f"--audit-set {section}.…: unknown section "
-                f"'{section}'{did_you_mean(section, known)}; "
-                f"sections: {', '.join(known)}"
+                f"'{section}'{did_you_mean(section, known)}; sections: {', '.join(known)}"
             )
     from audit.parts import EXPLOITS
 

@@ -107,8 +107,8 @@ def bundled_subject(resolution: int) -> Subject:
     batch = torch.stack(images)
     notes = (
         "4 views derived from one photograph (scikit-image data.astronaut(), 512×512): "
-        "face-centred crops of 200, 170 (shifted) and 240 px and a horizontal flip; "
-        f"resized to {resolution}×{resolution} (Lanczos)",
+        "face-centred crops of 200, 170 (shifted) and 240 px and a horizontal flip; resized to "
+        f"{resolution}×{resolution} (Lanczos)",
     )
     source = ("bundled: scikit-image data.astronaut() — NASA photograph of Eileen Collins, public "
               "domain")
@@ -318,8 +318,8 @@ def _orient(image: Image.Image, orientation: int, path: Path, notes: list[str]) 
 def _read_image(path: Path, notes: list[str]) -> Image.Image:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(
-            f"{path}: not an image file (supported: {', '.join(sorted(IMAGE_SUFFIXES))}). "
-            "Remove it or move it out of the subject folder."
+            f"{path}: not an image file (supported: {', '.join(sorted(IMAGE_SUFFIXES))}). Remove "
+            "it or move it out of the subject folder."
         )
     limit = Image.MAX_IMAGE_PIXELS
     deep = None
@@ -387,7 +387,7 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
         raise DataError(
             f"{folder}: only {len(images)} image ({images[0][0].name}); a subject needs at least "
             f"{MIN_IMAGES}. DreamBooth on a single picture memorises that picture instead of "
-            f"learning the person. Add more images of the same person to the folder "
+            "learning the person. Add more images of the same person to the folder "
             f"({RECOMMENDED_IMAGES}–5 as in the DreamBooth and Anti-DreamBooth papers)."
         )
     if len(images) < RECOMMENDED_IMAGES:
@@ -415,12 +415,11 @@ def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Pat
     if side < floor:
         raise DataError(
             f"{folder}: its images ({images[0][0].name} and the rest) are {width}×{height}, "
-            "shorter "
-            f"side {side} px; the audit works at {resolution}×{resolution} and upscaling more than "
-            f"{MAX_UPSCALE}× (shorter side under {floor} px) invents detail the exploit would "
-            "learn "
-            f"instead of the person. Use images whose shorter side is at least {floor} px (ideally "
-            f"{resolution} px or more), or audit at a lower resolution (--audit-set resolution=N)."
+            f"shorter side {side} px; the audit works at {resolution}×{resolution} and upscaling "
+            f"more than {MAX_UPSCALE}× (shorter side under {floor} px) invents detail the exploit "
+            f"would learn instead of the person. Use images whose shorter side is at least {floor} "
+            f"px (ideally {resolution} px or more), or audit at a lower resolution (--audit-set "
+            "resolution=N)."
         )
     tensors = []
     for _, image in images:

@@ -143,16 +143,14 @@ def _load_tiny(seed: int, variant: str = "tiny") -> LatentDiffusionModel:
             **parts, model_id=variant, revision=f"trained-v{TINY_WEIGHTS_VERSION}",
             fingerprint=fingerprint,
             source=f"built-in {variant} pipeline ({spec.mimics}-shaped), trained weights "
-                   "(training/train_tiny.py; "
-                   f"model card {folder / 'MODEL_CARD.md'})",
+                   f"(training/train_tiny.py; model card {folder / 'MODEL_CARD.md'})",
         )
     parts = build_tiny_components(seed, variant)
     extra = (f"tiny-v{TINY_CONFIG_VERSION}" if variant == "tiny"
              else f"{variant}-v{TINY_CONFIG_VERSION}")
     fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=extra)
     source = (f"built-in {variant} pipeline (random init from configs, seed {seed}, config "
-              f"v{TINY_CONFIG_VERSION}; "
-              "trained weights missing)")
+              f"v{TINY_CONFIG_VERSION}; trained weights missing)")
     return LatentDiffusionModel(**parts, model_id=variant,
                                 revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint,
                                 source=source)
@@ -167,9 +165,8 @@ def _load_folder(folder: Path, model_id: str, revision: str
     if missing:
         raise ModelError(
             f"model folder {folder} lacks {', '.join(m + '/' for m in missing)}; a Stable "
-            "Diffusion "
-            "folder in diffusers layout has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
-            "(save one with StableDiffusionPipeline.save_pretrained)."
+            "Diffusion folder in diffusers layout has vae/, unet/, text_encoder/, tokenizer/ and "
+            "scheduler/ (save one with StableDiffusionPipeline.save_pretrained)."
         )
     try:
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
@@ -209,9 +206,8 @@ def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model") ->
                 f"{flag}={model_id}: download failed ({type(exc).__name__}: {exc}).") from None
         raise ModelError(
             f"{flag}={model_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
-            "and "
-            "downloads are off. Fetch it once on a machine with network (`huggingface-cli download "
-            f"{model_id}`) and copy the cache, pass a local diffusers folder, pass "
+            "and downloads are off. Fetch it once on a machine with network (`huggingface-cli "
+            f"download {model_id}`) and copy the cache, pass a local diffusers folder, pass "
             "--allow-download, "
             + ("or use --model=tiny." if flag == "--model" else "or leave --transfer-model out on "
                     "a built-in --model.")
@@ -238,8 +234,7 @@ def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download:
     if looks_like_path or spec.count("/") > 1:
         raise ModelError(
             f"--model={spec}: model path {spec} does not exist; pass a local diffusers folder "
-            "(with "
-            "unet/, vae/, text_encoder/, tokenizer/, scheduler/), a Hugging Face id such as "
+            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a Hugging Face id such as "
             "runwayml/stable-diffusion-v1-5, or `tiny`."
         )
     snapshot = _hub_snapshot(spec, allow_download)

@@ -174,8 +174,8 @@ def verify_weights(folder: Path) -> str:
     from audit.errors import ModelError
 
     fix = (
-        f"restore them (git checkout -- {folder}) or rebuild them with "
-        f"`python training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
+        f"restore them (git checkout -- {folder}) or rebuild them with `python "
+        f"training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
     )
     sums = folder / CHECKSUMS
     if not sums.is_file():

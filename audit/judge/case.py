@@ -25,9 +25,8 @@ def metric_choice(tier: Tier, resolution: int, scenario: Scenario,
     if substitute and verdict_metric in FACE_METRICS:
         record["verdict_metric_note"] = (
             f"tier '{tier.name}' decides on {substitute} instead of the scenario's "
-            f"{verdict_metric}: "
-            f"faces at {resolution} px are below the face metrics' working size (model card); "
-            f"{verdict_metric} is still reported"
+            f"{verdict_metric}: faces at {resolution} px are below the face metrics' working size "
+            f"(model card); {verdict_metric} is still reported"
         )
         verdict_metric = substitute
     fallback = tier.verdict.fallback_metric
@@ -71,17 +70,16 @@ class CaseJudge:
                 or why(fallback) is not None):
             return verdict_metric
         note = (f"{verdict_metric} is unavailable ({unavailable}); tier '{self.tier.name}' falls "
-                f"back to {fallback}, "
-                f"as it declares (verdict.fallback_metric): this is {fallback}'s verdict, not "
-                f"{verdict_metric}'s")
+                f"back to {fallback}, as it declares (verdict.fallback_metric): this is "
+                f"{fallback}'s verdict, not {verdict_metric}'s")
         record["verdict_metric_note"] = (f"{record['verdict_metric_note']}; {note}"
                                          if record.get("verdict_metric_note") else note)
         record["verdict_fallback"] = {"metric": verdict_metric, "fallback": fallback,
                                       "unavailable": unavailable}
         record["flags"].append(
             f"verdict on a fallback metric: {verdict_metric} is unavailable, so tier "
-            f"'{self.tier.name}' decided on "
-            f"{fallback}; provide {verdict_metric}'s weights for the paper's metric")
+            f"'{self.tier.name}' decided on {fallback}; provide {verdict_metric}'s weights for the "
+            "paper's metric")
         return fallback
 
     def settings(self, plan: CasePlan, scenario: Scenario,

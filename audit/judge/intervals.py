@@ -253,8 +253,8 @@ def retained_interval(
     _check_alpha(alpha)
     (c, p, a), n = _paired_means(("clean", "protected", "attacked"), (clean, protected, attacked))
     return fieller_ratio(a - c, p - c, alpha, n, "denominator m_p − m_c not significantly "
-                                                 "different from 0 at "
-                         f"alpha {alpha:g} (the effect's interval includes 0)")
+                                                 f"different from 0 at alpha {alpha:g} (the "
+                                                 "effect's interval includes 0)")
 
 
 def learned_interval(clean: PerReplicate, untrained: PerReplicate, direction: str,
@@ -286,9 +286,9 @@ def share_interval(
     _sign(direction)
     _check_alpha(alpha)
     (c, p, u), n = _paired_means(("clean", "protected", "untrained"), (clean, protected, untrained))
-    return fieller_ratio(p - c, u - c, alpha, n, "denominator m_u − m_c (what the exploit learned) "
-                                                 "not significantly "
-                         f"different from 0 at alpha {alpha:g}")
+    return fieller_ratio(p - c, u - c, alpha, n, "denominator m_u − m_c (what the exploit "
+                                                 "learned) not significantly different from 0 at "
+                                                 f"alpha {alpha:g}")
 
 
 def fieller_ratio(

@@ -47,13 +47,12 @@ from typing import Any, Final, Literal
 from audit.config.settings import VerdictSettings
 from audit.judge import intervals
 from audit.judge.intervals import Estimate
+from audit.judge.outcomes import LABELS
 
 Outcome = Literal["pass", "fail", "exploit did not learn the subject", "no effect at baseline",
                   "no meaningful effect at baseline", "error"]
-# Every outcome, in the order the report ranks them (weakest first) — the one list to extend.
-OUTCOMES: tuple[str, ...] = ("error", "exploit did not learn the subject", "fail", "no effect at "
-        "baseline",
-                             "no meaningful effect at baseline", "pass")
+# Every outcome's label, weakest first (audit/judge/outcomes.py: ranks and colours).
+OUTCOMES: tuple[str, ...] = LABELS
 NOT_LEARNED: Final = "exploit did not learn the subject"
 NO_MEANINGFUL_EFFECT: Final = "no meaningful effect at baseline"
 DEFAULT_MIN_LEARNED = float(VerdictSettings.model_fields["min_learned"].default)
@@ -165,8 +164,8 @@ def pair_slots(groups: dict[str, PerReplicate]) -> tuple[dict[str, PerReplicate]
         if len(sizes) != 1:
             detail = ", ".join(f"{n} {len(v)}" for n, v in rows.items())
             raise ValueError(f"replicate {r}: slot pairing needs one value per image slot in every "
-                             f"exploit ({detail}); "
-                             "a metric marks an undefined slot with None instead of dropping it")
+                             f"exploit ({detail}); a metric marks an undefined slot with None "
+                             "instead of dropping it")
         keep = [i for i in range(sizes.pop()) if all(_defined(v[i]) for v in rows.values())]
         left_out.append(len(next(iter(rows.values()))) - len(keep))
         for n, v in rows.items():
@@ -241,15 +240,13 @@ def _retained_sentence(ctx: _Words, retained: Estimate, passed: bool, threshold:
     size = ""
     if share is not None and learned is not None and m_u is not None:
         size = (f" The exploit learned {learned.value:+.4f} over the base model (m_u "
-                f"{m_u.value:.4f}); the protection "
-                f"removed {share.value:.0%} of it [{share.ci_low:.0%}, {share.ci_high:.0%}] "
-                f"(minimum {min_effect:.0%}).")
+                f"{m_u.value:.4f}); the protection removed {share.value:.0%} of it "
+                f"[{share.ci_low:.0%}, {share.ci_high:.0%}] (minimum {min_effect:.0%}).")
     return (
         f"protection {verb}: retained {retained.value:.2f}, {ctx.level} CI [{retained.ci_low:.2f}, "
         f"{retained.ci_high:.2f}], lower bound {'≥' if passed else '<'} threshold {threshold:.2f} "
-        f"on {ctx.metric} {ctx.arrow} "
-        f"(m_c {ctx.m_c.value:.4f}, m_p {ctx.m_p.value:.4f}, m_a {est_a.value:.4f}; "
-        f"{ctx.basis}).{size}"
+        f"on {ctx.metric} {ctx.arrow} (m_c {ctx.m_c.value:.4f}, m_p {ctx.m_p.value:.4f}, m_a "
+        f"{est_a.value:.4f}; {ctx.basis}).{size}"
     )
 
 
@@ -285,47 +282,35 @@ def _baseline_gate(w: _Words, learned: Estimate | None, share: Estimate | None,
     if learned is not None and m_u is not None and not learned.ci_low > min_learned:
         return NOT_LEARNED, (
             f"{NOT_LEARNED}: on {w.metric} ({w.arrow} = better protection) the clean fine-tune's "
-            "generations (m_c "
-            f"{w.m_c.value:.4f}) beat the base model's without fine-tuning (m_u {m_u.value:.4f}, "
-            "same prompts and seeds) "
-            f"by {learned.value:+.4f}; the {w.level} interval [{learned.ci_low:+.4f}, "
-            f"{learned.ci_high:+.4f}] ({w.basis}) "
-            f"does not lie above the minimum {min_learned:g} (verdict.min_learned). An exploit "
-            "that did not learn the "
-            "subject cannot show whether a protection works, so this is neither a pass nor a fail "
-            "(m_p "
-            f"{w.m_p.value:.4f}, effect {w.effect.value:+.4f}). Fix: fine-tune longer or at "
-            "another learning rate "
-            "(--audit-set dreambooth.steps=… / dreambooth.lr=…; lora.steps / lora.lr for LoRA), or "
-            "check the subject's "
-            "images."
+            f"generations (m_c {w.m_c.value:.4f}) beat the base model's without fine-tuning (m_u "
+            f"{m_u.value:.4f}, same prompts and seeds) by {learned.value:+.4f}; the {w.level} "
+            f"interval [{learned.ci_low:+.4f}, {learned.ci_high:+.4f}] ({w.basis}) does not lie "
+            f"above the minimum {min_learned:g} (verdict.min_learned). An exploit that did not "
+            "learn the subject cannot show whether a protection works, so this is neither a pass "
+            f"nor a fail (m_p {w.m_p.value:.4f}, effect {w.effect.value:+.4f}). Fix: fine-tune "
+            "longer or at another learning rate (--audit-set dreambooth.steps=… / "
+            "dreambooth.lr=…; lora.steps / lora.lr for LoRA), or check the subject's images."
         )
     effect = w.effect
     if not effect.ci_low > 0:
         return "no effect at baseline", (
             f"no effect at baseline: {w.metric} ({w.arrow} = better protection) moved by "
-            f"{effect.value:+.4f} from clean "
-            f"(m_c {w.m_c.value:.4f}) to protected (m_p {w.m_p.value:.4f}); the {w.level} interval "
-            f"[{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] ({w.basis}) does not lie above 0, so "
-            "there is no protection "
+            f"{effect.value:+.4f} from clean (m_c {w.m_c.value:.4f}) to protected (m_p "
+            f"{w.m_p.value:.4f}); the {w.level} interval [{effect.ci_low:+.4f}, "
+            f"{effect.ci_high:+.4f}] ({w.basis}) does not lie above 0, so there is no protection "
             "for the attack to remove."
         )
     if (share is not None and learned is not None and m_u is not None
             and not share.ci_low >= min_effect):
         return NO_MEANINGFUL_EFFECT, (
             f"{NO_MEANINGFUL_EFFECT}: the protection removed {share.value:.1%} of what the exploit "
-            "learned on "
-            f"{w.metric} ({w.arrow} = better protection): (m_c − m_p)/(m_c − m_u) = "
-            f"({w.m_c.value:.4f} − "
-            f"{w.m_p.value:.4f})/({w.m_c.value:.4f} − {m_u.value:.4f}), {w.level} interval "
-            f"[{share.ci_low:.1%}, "
-            f"{share.ci_high:.1%}] ({w.basis}); its lower bound is below the minimum "
-            f"{min_effect:.0%} "
-            f"(verdict.min_effect). The effect {effect.value:+.4f} [{effect.ci_low:+.4f}, "
-            f"{effect.ci_high:+.4f}] lies "
-            f"above 0 but is small next to the {learned.value:+.4f} the exploit learned, so there "
-            "is no meaningful "
-            "protection for the attack to remove."
+            f"learned on {w.metric} ({w.arrow} = better protection): (m_c − m_p)/(m_c − m_u) = "
+            f"({w.m_c.value:.4f} − {w.m_p.value:.4f})/({w.m_c.value:.4f} − {m_u.value:.4f}), "
+            f"{w.level} interval [{share.ci_low:.1%}, {share.ci_high:.1%}] ({w.basis}); its lower "
+            f"bound is below the minimum {min_effect:.0%} (verdict.min_effect). The effect "
+            f"{effect.value:+.4f} [{effect.ci_low:+.4f}, {effect.ci_high:+.4f}] lies above 0 but "
+            f"is small next to the {learned.value:+.4f} the exploit learned, so there is no "
+            "meaningful protection for the attack to remove."
         )
     return None
 
@@ -343,10 +328,8 @@ def _paired(metric: str, groups: dict[str, PerReplicate
     paired, left_out = pair_slots({k: v for k, v in groups.items() if v is not None})
     if len(paired["clean"]) == 1 and min(len(v[0]) for v in paired.values()) < 2:
         raise ValueError(f"{metric}: one replicate with fewer than 2 values per exploit (a "
-                         "set-level metric such as "
-                         "FID gives one per replicate): the image bootstrap has nothing to "
-                         "resample; run "
-                         "--replicates 2 or more")
+                         "set-level metric such as FID gives one per replicate): the image "
+                         "bootstrap has nothing to resample; run --replicates 2 or more")
     return paired, left_out
 
 

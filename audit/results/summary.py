@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-STYLE = {"pass": "green", "fail": "red", "exploit did not learn the subject": "blue", "no effect "
-        "at baseline": "yellow",
-         "no meaningful effect at baseline": "dark_orange", "error": "magenta"}
+from audit.judge.outcomes import OUTCOMES
+
+STYLE = {o.label: o.terminal for o in OUTCOMES}  # rich colour of each outcome
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -85,11 +85,9 @@ def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
                 f"{_fmt(share['ci_high'], 2)}]") if share else ""
         effect = null["effect"]
         return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} "
-                "effect "
-                f"{_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, "
-                f"{_fmt(effect['ci_high'], 4)}]{size} — "
-                "what any perturbation of the protection's budget does; compare each case's effect "
-                "and share")
+                f"effect {_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, "
+                f"{_fmt(effect['ci_high'], 4)}]{size} — what any perturbation of the protection's "
+                "budget does; compare each case's effect and share")
     return None
 
 
@@ -116,30 +114,24 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
     if over:  # a budget violation is no robustness result: said first, and apart from any break
         also = f" It also breaks under {', '.join(broken)}." if broken else ""
         return ("Exceeds its budget: the protection's output is over the ℓ∞ budget (in "
-                f"{', '.join(over)}), so it was "
-                "not judged for robustness there; fix the protection's projection or the "
-                f"budget.{also}{tail}")
+                f"{', '.join(over)}), so it was not judged for robustness there; fix the "
+                f"protection's projection or the budget.{also}{tail}")
     if broken:
         return f"Does not hold: breaks under {', '.join(broken)}.{tail}"
     if not_learned and len(not_learned) == len(cases):
         return ("No verdict: the exploit did not learn the subject (its clean fine-tune is no "
-                "better than the "
-                "untrained model), so no protection can be judged; fine-tune longer or at another "
-                f"lr.{tail}")
+                "better than the untrained model), so no protection can be judged; fine-tune "
+                f"longer or at another lr.{tail}")
     if no_effect and len(no_effect) == len(cases):
         return f"No protective effect at baseline: there was nothing to retain.{tail}"
     if (no_effect or small) and len(no_effect) + len(small) == len(cases):
         return ("No meaningful protective effect at baseline: the protection removed less of what "
-                "the exploit "
-                f"learned than the minimum (verdict.min_effect) in {len(small)} case(s), nothing "
-                "measurable in "
-                f"{len(no_effect)}.{tail}")
+                f"the exploit learned than the minimum (verdict.min_effect) in {len(small)} "
+                f"case(s), nothing measurable in {len(no_effect)}.{tail}")
     if errors or no_effect or small or not_learned:
         return (f"No scenario broke it, but {len(errors)} case(s) errored, {len(not_learned)} had "
-                "an exploit that did "
-                f"not learn the subject, {len(no_effect)} showed no effect at baseline and "
-                f"{len(small)} no meaningful "
-                f"effect: not a full answer.{tail}")
+                f"an exploit that did not learn the subject, {len(no_effect)} showed no effect at "
+                f"baseline and {len(small)} no meaningful effect: not a full answer.{tail}")
     return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
 
 
@@ -209,9 +201,8 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                                  f"({row['outcome']})"))
         else:
             console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — "
-                                 f"retained {_fmt(r['value'], 2)} "
-                                 f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] "
-                                 f"({row['outcome']})"))
+                                 f"retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
+                                 f"{_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
     for line in exploiter_best_lines(cases):
         console.print(escape(line))
     noise = null_baseline_line(cases)

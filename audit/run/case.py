@@ -79,9 +79,8 @@ class CaseRun:
         if "objective" in scenario.requires and not self.session.protection.has_objective:
             record.update(outcome="skipped", reason=(
                 f"skipped: scenario '{scenario.id}' re-crafts the protection through its "
-                "objective, and protection "
-                f"'{self.session.protection.name}' ({self.session.options.protection}) has none "
-                "the toolkit can see (a folder of "
+                f"objective, and protection '{self.session.protection.name}' "
+                f"({self.session.options.protection}) has none the toolkit can see (a folder of "
                 "protected files); audit the protection's code to run it"))
             return
         plan = self.session.plan(scenario)
@@ -89,9 +88,8 @@ class CaseRun:
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
             record.update(outcome="skipped", reason=(
                 f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and "
-                "none is set for "
-                f"--model={self.session.options.model}: pass --transfer-model (a Hugging Face id "
-                "or a local diffusers folder)"))
+                f"none is set for --model={self.session.options.model}: pass --transfer-model (a "
+                "Hugging Face id or a local diffusers folder)"))
             return
         record["protection"] = self.session.protection_record()
         record["model"] = self.session.model_record()

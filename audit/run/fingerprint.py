@@ -132,9 +132,8 @@ def code_fingerprint(obj: Any, *, factory: str | None = None) -> CodeFingerprint
         if digest is None:
             return CodeFingerprint(None, files, reason=(
                 f"the source of module '{module}' cannot be read (defined in exec, an interactive "
-                "session or a "
-                "compiled extension), so a change to it could not be seen: its stages are not "
-                "cached"))
+                "session or a compiled extension), so a change to it could not be seen: its "
+                "stages are not cached"))
         files[module] = digest
         h.update(f"{module}={digest}\n".encode())
     return CodeFingerprint(h.hexdigest(), files)

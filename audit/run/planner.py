@@ -123,8 +123,7 @@ class CasePlan:
         """A human-readable plan: one line per run, shared runs marked."""
         lines = [
             f"scenario {self.scenario} · protection {self.protection.label()} · {self.replicates} "
-            "replicate(s), "
-            f"seeds {', '.join(map(str, self.seeds))}",
+            f"replicate(s), seeds {', '.join(map(str, self.seeds))}",
             f"  standard exploit: {self.standard_exploit.label()}",
             *_origin_lines(self.standard_origin, "    "),
         ]
@@ -144,8 +143,8 @@ class CasePlan:
                          f"{run.seed}{shared}")
         unique = len(self.unique_runs())
         lines.append("  untrained reference: the base model's generations at seeds "
-                     f"{', '.join(map(str, self.seeds))} "
-                     "(no fine-tune; the verdict's learned margin and effect size)")
+                     f"{', '.join(map(str, self.seeds))} (no fine-tune; the verdict's learned "
+                     "margin and effect size)")
         lines.append(
             f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -246,8 +245,8 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
         null = null_baseline_spec(protection.spec)
         if null is None:
             notes.append("null baseline: the protection declares no budget ε (a folder without "
-                         "--epsilon), so there is "
-                         "no noise of the same budget to compare with; not run")
+                         "--epsilon), so there is no noise of the same budget to compare with; not "
+                         "run")
         elif null.params["epsilon"] > 0:  # 'none' (ε = 0): the noise would be the clean images
             for r, s in enumerate(seeds):
                 runs.append(Run("null_baseline", None, r, (ChainStep("protection", null, s),),

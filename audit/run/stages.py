@@ -127,9 +127,8 @@ class _StagesBase:
             from audit.errors import ModelError
 
             raise ModelError("this exploit fine-tunes the transfer model, and none is set: pass "
-                             "--transfer-model "
-                             "(a Hugging Face id or a local diffusers folder; on the built-in "
-                             "models tiny ↔ tiny-2)")
+                             "--transfer-model (a Hugging Face id or a local diffusers folder; on "
+                             "the built-in models tiny ↔ tiny-2)")
         return self._transfer()
 
 

@@ -61,9 +61,8 @@ def _init(setup: WorkerSetup) -> None:
     model = load_model(setup.model, device, allow_download=setup.allow_download, seed=0)
     if model.fingerprint != setup.fingerprint:
         raise RuntimeError(f"worker loaded model '{setup.model}' with fingerprint "
-                           f"{model.fingerprint[:16]}…, "
-                           f"not the audit's {setup.fingerprint[:16]}…; the model changed on disk "
-                           "during the audit")
+                           f"{model.fingerprint[:16]}…, not the audit's {setup.fingerprint[:16]}…; "
+                           "the model changed on disk during the audit")
     progress = Progress()
     cache = Cache(Path(setup.cache_root), enabled=setup.cache_enabled)
     _STATE.update(progress=progress, cache=cache,
@@ -82,8 +81,7 @@ def _transfer(setup: WorkerSetup, device: torch.device) -> Any:
             setup.transfer_model, device, allow_download=setup.allow_download, seed=0)  # type: ignore[arg-type]
         if setup.transfer_fingerprint and model.fingerprint != setup.transfer_fingerprint:
             raise RuntimeError(f"worker loaded transfer model '{setup.transfer_model}' with "
-                               "fingerprint "
-                               f"{model.fingerprint[:16]}…, not the audit's "
+                               f"fingerprint {model.fingerprint[:16]}…, not the audit's "
                                f"{setup.transfer_fingerprint[:16]}…")
         _STATE["transfer"] = model
     return _STATE["transfer"]

@@ -130,8 +130,7 @@ for _name, _what in (("ssim", "SSIM"), ("psnr", "PSNR (dB)"), ("vifp", "VIFp"), 
         description=f"{_what} between the edit of a protected image and the edit of the clean one "
                     "(editing exploits)",
         source="PhotoGuard §5 Table 6", direction="down",
-        implementation=f"piq {_name if _name != 'vifp' else 'vif_p'} "
-                "(weight-free)",
+        implementation=f"piq {_name if _name != 'vifp' else 'vif_p'} (weight-free)",
     )
 
 # Metrics that need a detectable face (a tier may decide on another metric where faces are too
@@ -148,11 +147,10 @@ EXPLOIT_METRICS = ("subject_similarity", "fds", "ism", "fdfr", "ims", "dlib_iden
 # old identity metric was not the papers' FDS or ISM that its name suggested).
 RENAMED_METRICS = {
     "identity_similarity": "it is dlib's identity similarity, now 'dlib_identity_similarity'; "
-                           "PID's FDS is 'fds', "
-                           "Anti-DreamBooth's ISM 'ism'",
+                           "PID's FDS is 'fds', Anti-DreamBooth's ISM 'ism'",
     "face_detection_failure_rate": "it is MTCNN's detection failure rate, now "
-                                   "'mtcnn_detection_failure_rate'; "
-                                   "Anti-DreamBooth's FDFR is 'fdfr'",
+                                   "'mtcnn_detection_failure_rate'; Anti-DreamBooth's FDFR is "
+                                   "'fdfr'",
 }
 
 

@@ -68,14 +68,11 @@ LIQE_RANGE = (1.0, 5.0)  # LIQE's quality scale (bad … perfect)
 
 LIQE_UNAVAILABLE = (
     "Q needs LIQE (Zhang et al., CVPR 2023), whose maintained implementation is pyiqa; pyiqa is "
-    "not a dependency "
-    "here: pyiqa 0.1.16 pulls 33 more distributions (bitsandbytes, datasets with pyarrow, "
-    "tensorboard, numba with "
-    "llvmlite, pandas, pre-commit, facexlib, openai-clip, ...) and opencv-python, which overwrites "
-    "the "
-    "opencv-python-headless cv2 module this toolkit uses; its weights (liqe_mix.pt and OpenAI's "
-    "CLIP ViT-B/32) "
-    "download at run time. Q's other half is reported as clip_iqac."
+    "not a dependency here: pyiqa 0.1.16 pulls 33 more distributions (bitsandbytes, datasets with "
+    "pyarrow, tensorboard, numba with llvmlite, pandas, pre-commit, facexlib, openai-clip, ...) "
+    "and opencv-python, which overwrites the opencv-python-headless cv2 module this toolkit uses; "
+    "its weights (liqe_mix.pt and OpenAI's CLIP ViT-B/32) download at run time. Q's other half is "
+    "reported as clip_iqac."
 )
 
 
@@ -225,8 +222,7 @@ class ImageQualityScore(_ClipMetric):
 class ClipIqac(_ClipMetric):
     name = "clip_iqac"
     description = ("CLIP-IQAC: softmax over CLIP logits for 'a good/bad photo of face', good − "
-                   "bad, "
-                   "in [−1, 1]")
+                   "bad, in [−1, 1]")
 
     def implementation_name(self) -> str:
         return (f"{self.clip_implementation()}; prompts {IQAC_PROMPTS}, softmax of "

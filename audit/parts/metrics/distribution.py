@@ -251,9 +251,8 @@ class _InceptionMetric(Metric):
         caution = None
         if min(n, m) < minimum:
             caution = (f"{self.name} on {n} generated vs {m} reference images, fewer than "
-                       f"{minimum} in a set: {why}; "
-                       "compare it only between exploits of this audit (same set sizes), not with "
-                       "papers' values")
+                       f"{minimum} in a set: {why}; compare it only between exploits of this audit "
+                       "(same set sizes), not with papers' values")
         notes = [f"one value for the set of {n} generations against {m} clean subject images (one "
                  "per replicate)"]
         if caution:
@@ -271,8 +270,7 @@ class FrechetInceptionDistance(_InceptionMetric):
 
     def implementation_name(self) -> str:
         return (f"{self.network_label()}; Fréchet distance, exact trace of the matrix root "
-                "(nuclear "
-                "norm)")
+                "(nuclear norm)")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()
@@ -280,8 +278,7 @@ class FrechetInceptionDistance(_InceptionMetric):
             return self.unavailable(why)
         if len(generated) < 2 or len(reference) < 2:
             return self.unavailable("FID needs at least 2 images in each set (got "
-                                    f"{len(generated)} generated, "
-                                    f"{len(reference)} reference)")
+                                    f"{len(generated)} generated, {len(reference)} reference)")
         value = frechet_distance(self.features(generated), self.features(reference))
         return self.set_result(value, len(generated), len(reference), FID_MIN_IMAGES,
                                "the 2048-d covariance is singular and FID's small-sample bias "
@@ -294,9 +291,8 @@ class _PRDMetric(_InceptionMetric):
 
     def implementation_name(self) -> str:
         return (f"{self.network_label()}; PRD (Sajjadi et al. 2018): k-means k ≤ {PRD_CLUSTERS} "
-                "(scipy kmeans2, "
-                f"k-means++), {PRD_RUNS} clusterings averaged, {PRD_ANGLES} slopes, "
-                f"F_{{{'1/8' if self.which == 0 else '8'}}}")
+                f"(scipy kmeans2, k-means++), {PRD_RUNS} clusterings averaged, {PRD_ANGLES} "
+                f"slopes, F_{{{'1/8' if self.which == 0 else '8'}}}")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()

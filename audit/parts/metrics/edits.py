@@ -64,9 +64,8 @@ class EditSimilarity(Metric):
         if generated.shape != reference.shape:
             raise ValueError(
                 f"{self.name} compares the edit of each protected image with the edit of the same "
-                "clean image, slot by "
-                f"slot: got {tuple(generated.shape)} and {tuple(reference.shape)}; pass the clean "
-                "edits as the reference"
+                f"clean image, slot by slot: got {tuple(generated.shape)} and "
+                f"{tuple(reference.shape)}; pass the clean edits as the reference"
             )
         side = min(generated.shape[-2:])
         if side < self.min_side:

@@ -111,9 +111,8 @@ class FaceDetectionScore(Metric):
         path = facenet_weights()
         weights = f"{path.name} sha256 {file_sha256(path)}" if path else f"{FACENET_FILE} (missing)"
         return (f"facenet-pytorch {package_version('facenet-pytorch')} MTCNN (bundled weights, "
-                "160-px crop, largest face) "
-                f"+ InceptionResnetV1 vggface2 [{weights}]; missed face = zero embedding; inputs "
-                f"≥{MIN_SIDE} px")
+                f"160-px crop, largest face) + InceptionResnetV1 vggface2 [{weights}]; missed face "
+                f"= zero embedding; inputs ≥{MIN_SIDE} px")
 
     def missing_why(self) -> str | None:
         """Why the real networks cannot be loaded (decided from file checks only: fast)."""

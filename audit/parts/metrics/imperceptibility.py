@@ -102,13 +102,11 @@ def lpips_result(
             return MetricResult("lpips", "up", [], f"lpips {package_version('lpips')} {LPIPS_NET}",
                                 unavailable=why)
         network, label = _lpips(), (f"lpips {package_version('lpips')} v{LPIPS_VERSION} "
-                                    f"{LPIPS_NET} "
-                                    f"[{weights_label(vgg_weights(), VGG_FILE)}]")
+                                    f"{LPIPS_NET} [{weights_label(vgg_weights(), VGG_FILE)}]")
     with torch.no_grad():
         values = network(protected.float(), clean.float(), normalize=True).flatten()
     return MetricResult("lpips", "up", [float(v) for v in values],
-                        f"{label or 'stand-in network'}, "
-            "inputs [0, 1] → [−1, 1]")
+                        f"{label or 'stand-in network'}, inputs [0, 1] → [−1, 1]")
 
 
 def imperceptibility(
@@ -153,7 +151,6 @@ class ProtectionLpips(Metric):
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         if generated.shape != reference.shape:
             raise ValueError("lpips compares each protected image with its clean original, slot "
-                             "by slot: got "
-                             f"{tuple(generated.shape)} and {tuple(reference.shape)}")
+                             f"by slot: got {tuple(generated.shape)} and {tuple(reference.shape)}")
         return lpips_result(reference.float().cpu().clamp(0, 1),
                             generated.float().cpu().clamp(0, 1), self._network, self._label)

@@ -143,10 +143,8 @@ def deepface_home() -> Path:
 def deepface_missing() -> str | None:
     if importlib.util.find_spec("deepface") is None:
         return ("IMS's VGG-Face half (30 %) needs DeepFace's VGG-Face network: the deepface "
-                "package is not installed "
-                "(it needs TensorFlow, which this project does not install; pip install deepface "
-                "in an environment "
-                "with TensorFlow to compute IMS)")
+                "package is not installed (it needs TensorFlow, which this project does not "
+                "install; pip install deepface in an environment with TensorFlow to compute IMS)")
     absent = [f for f in DEEPFACE_FILES if not (deepface_home() / f).is_file()]
     if absent and not downloads_allowed():
         return missing_weights(f"IMS needs DeepFace's weights {', '.join(absent)}",
@@ -202,9 +200,8 @@ class _InsightMetric(Metric):
         if self._analyzer is not None and self._label is not None:
             return f"stand-in network: {self._label}"
         return (f"insightface {package_version('insightface')} / onnxruntime "
-                f"{package_version('onnxruntime')}, "
-                f"{pack_description(self.pack)}, detector input {DET_SIZE[0]}², threshold "
-                f"{DET_THRESHOLD}")
+                f"{package_version('onnxruntime')}, {pack_description(self.pack)}, detector input "
+                f"{DET_SIZE[0]}², threshold {DET_THRESHOLD}")
 
     def missing_why(self) -> str | None:
         return None if self._analyzer is not None else pack_missing(self.pack, self.name.upper())
@@ -242,8 +239,7 @@ class IdentityScoreMatching(_InsightMetric):
             return self.unavailable(f"{exc} ({len(ref)} clean images)")
         missing = sum(v is None for v in slots)
         notes = [f"no face detected in {missing} of {len(slots)} generated images: left out of ISM "
-                 "(undefined slots), "
-                 "as Anti-DreamBooth does (see fdfr)"] if missing else []
+                 "(undefined slots), as Anti-DreamBooth does (see fdfr)"] if missing else []
         ref_missing = sum(r is None for r in ref)
         if ref_missing:
             notes.append(f"no face detected in {ref_missing} of {len(ref)} clean images: the "
@@ -295,9 +291,8 @@ class IdentityMatchingSimilarity(Metric):
         if self._antelope is not None:
             return f"stand-in networks: {self._label or 'injected analyzers'}; λ = {IMS_LAMBDA}"
         return (f"λ = {IMS_LAMBDA}: insightface {package_version('insightface')} "
-                f"{pack_description(IMS_PACK)} + "
-                f"deepface {package_version('deepface')} VGG-Face (retinaface detector, aligned); "
-                "no face: 0 in that term")
+                f"{pack_description(IMS_PACK)} + deepface {package_version('deepface')} VGG-Face "
+                "(retinaface detector, aligned); no face: 0 in that term")
 
     def missing_why(self) -> str | None:
         if self._antelope is not None:
@@ -324,7 +319,6 @@ class IdentityMatchingSimilarity(Metric):
             return self.unavailable(str(exc))
         missing = sum(a is None or v is None for a, v in zip(ip_gen, vgg_gen, strict=True))
         notes = [f"a face was missed by one or both networks in {missing} of {len(values)} "
-                 "generated images: "
-                 "0 in that network's term"] if missing else []
+                 "generated images: 0 in that network's term"] if missing else []
         return MetricResult(self.name, self.direction, values, self.implementation_name(),
                             missing=missing, notes=notes)

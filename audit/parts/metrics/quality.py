@@ -69,8 +69,8 @@ def _svr() -> tuple[np.ndarray, np.ndarray, float, float]:
     if model.param.svm_type not in (_EPSILON_SVR, _NU_SVR) or model.param.kernel_type != _RBF:
         raise RuntimeError(
             f"brisque's model is svm_type {model.param.svm_type}, kernel "
-            f"{model.param.kernel_type}; "
-            "expected an RBF ε/ν-SVR (brisque==0.2.0's bundled model). Reinstall brisque==0.2.0."
+            f"{model.param.kernel_type}; expected an RBF ε/ν-SVR (brisque==0.2.0's bundled model). "
+            "Reinstall brisque==0.2.0."
         )
     rows = []
     for i in range(model.l):

@@ -104,8 +104,8 @@ def check_output(output: Any, images: torch.Tensor, name: str) -> torch.Tensor:
     ±inf) are refused with their count — rounded to 8 bits they would become real-looking
     pixels and a made-up ℓ∞."""
     interface = ("protect(images, ctx) must return "
-                 "audit.parts.protections.ProtectionOutput(images=..., info={...}), "
-                 "images a uint8 (0…255) or float ([0, 1]) tensor of the input's shape N×3×H×W")
+                 "audit.parts.protections.ProtectionOutput(images=..., info={...}), images a uint8 "
+                 "(0…255) or float ([0, 1]) tensor of the input's shape N×3×H×W")
     if not isinstance(output, ProtectionOutput) and not hasattr(output, "images"):
         what = (f"a bare {type(output).__name__}" if isinstance(output, torch.Tensor)
                 else f"{type(output).__name__}")
@@ -115,8 +115,7 @@ def check_output(output: Any, images: torch.Tensor, name: str) -> torch.Tensor:
     out = output.images
     if not isinstance(out, torch.Tensor):
         raise ProtectionError(f"protection '{name}': the images protect returned are a "
-                              f"{type(out).__name__}, not a tensor; "
-                              f"{interface}.")
+                              f"{type(out).__name__}, not a tensor; {interface}.")
     if out.dtype != torch.uint8 and not out.is_floating_point():
         raise ProtectionError(f"protection '{name}': returned images of dtype {out.dtype}; "
                               f"{interface}.")
@@ -126,11 +125,9 @@ def check_output(output: Any, images: torch.Tensor, name: str) -> torch.Tensor:
             nan = int(torch.isnan(out).sum())
             raise ProtectionError(
                 f"protection '{name}' returned {bad} non-finite value(s) ({nan} NaN, {bad - nan} "
-                "±inf) among "
-                f"{out.numel()} in its images of shape {tuple(out.shape)}; nothing was rounded, "
-                "cached or judged. "
-                "Fix the protection (a division by zero, a log of 0, an exploding step): its "
-                "output must be finite.")
+                f"±inf) among {out.numel()} in its images of shape {tuple(out.shape)}; nothing was "
+                "rounded, cached or judged. Fix the protection (a division by zero, a log of 0, "
+                "an exploding step): its output must be finite.")
     check_shape(out, images, name)
     return out
 
@@ -151,8 +148,7 @@ def check_shape(protected: torch.Tensor, clean: torch.Tensor, name: str) -> None
                 "channels")
     else:
         what = (f"images of {got[2]}×{got[3]} px for inputs of {want[2]}×{want[3]} px; a "
-                "protection "
-                "must keep the image size")
+                "protection must keep the image size")
     raise ProtectionError(f"protection '{name}' returned shape {got} for inputs of shape {want}: "
                           f"{what}.")
 
@@ -175,10 +171,8 @@ def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float
                  else f"ε = {epsilon:.4f} ({epsilon * 255:.2f}/255)")
         raise BudgetExceeded(
             f"protection '{name}' exceeds its budget: measured ℓ∞ = {levels}/255 = {measured:.4f} "
-            "> "
-            f"{whose}, excess {measured - epsilon:.4f} "
-            f"({(measured - epsilon) * 255:.2f}/255) after 8-bit quantisation. Fix the "
-            "protection's "
-            f"projection step or declare the budget it really uses."
+            f"> {whose}, excess {measured - epsilon:.4f} ({(measured - epsilon) * 255:.2f}/255) "
+            "after 8-bit quantisation. Fix the protection's projection step or declare the budget "
+            "it really uses."
         )
     return measured

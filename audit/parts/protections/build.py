@@ -33,9 +33,8 @@ def build_protection(spec: str, tier: Any = None, epsilon: float
         return folder_protection, PartSpec("protection", "dir", params)
     if spec == "dir":
         raise ProtectionError("--protection=dir needs a folder: --protection=dir:PATH, with "
-                              "PATH/<subject>/<file> "
-                              "holding the protected version of each clean image under its file "
-                              "name.")
+                              "PATH/<subject>/<file> holding the protected version of each clean "
+                              "image under its file name.")
     if spec in PROTECTIONS:
         part = PROTECTIONS.get(spec)
         try:
@@ -64,20 +63,17 @@ def _external(spec: str) -> Protection:
     ``Protection`` — is one ``ProtectionError`` naming the factory, what it raised and the fix."""
     module_name, _, attr = spec.partition(":")
     fix = ("Give an importable 'package.module:factory': a callable that takes no arguments and "
-           "returns an "
-           "audit.parts.protections.Protection instance.")
+           "returns an audit.parts.protections.Protection instance.")
     try:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
         where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "its source"
         raise ProtectionError(f"--protection={spec}: module '{module_name}' has a syntax error "
-                              f"({where}: {exc.msg}). "
-                              f"Fix the module. {fix}") from None
+                              f"({where}: {exc.msg}). Fix the module. {fix}") from None
     except Exception as exc:
         raise ProtectionError(f"--protection={spec}: importing module '{module_name}' raised "
-                              f"{type(exc).__name__}: "
-                              f"{exc}. Fix the module (it must import without side effects that "
-                              f"fail). {fix}") from None
+                              f"{type(exc).__name__}: {exc}. Fix the module (it must import "
+                              f"without side effects that fail). {fix}") from None
     if not attr:
         raise ProtectionError(f"--protection={spec}: no factory named after the ':'. {fix}")
     try:
@@ -86,8 +82,7 @@ def _external(spec: str) -> Protection:
         known = [n for n in dir(module) if not n.startswith("_")
                  and callable(getattr(module, n, None))]
         raise ProtectionError(f"--protection={spec}: module '{module_name}' has no attribute "
-                              f"'{attr}'"
-                              f"{did_you_mean(attr, known)}. {fix}") from None
+                              f"'{attr}'{did_you_mean(attr, known)}. {fix}") from None
     if not callable(factory):
         raise ProtectionError(f"--protection={spec}: '{attr}' in module '{module_name}' is a "
                               f"{type(factory).__name__}, not callable. {fix}")
@@ -95,14 +90,12 @@ def _external(spec: str) -> Protection:
         protection = factory()
     except TypeError as exc:
         raise ProtectionError(f"--protection={spec}: calling {attr}() raised TypeError: {exc}. The "
-                              "factory is called "
-                              "without arguments: give the parameters defaults, or point at a "
-                              "function that builds "
-                              f"the protection with them. {fix}") from None
+                              "factory is called without arguments: give the parameters defaults, "
+                              "or point at a function that builds the protection with them. "
+                              f"{fix}") from None
     except Exception as exc:
         raise ProtectionError(f"--protection={spec}: calling {attr}() raised {type(exc).__name__}: "
-                              f"{exc}. Fix the "
-                              f"factory. {fix}") from None
+                              f"{exc}. Fix the factory. {fix}") from None
     if not isinstance(protection, Protection):
         raise ProtectionError(
             f"--protection={spec}: the factory returned {type(protection).__name__}, not an "

@@ -147,8 +147,8 @@ def _pairing_problems(pairing: _Pairing, folder: Path, clean_names: Sequence[str
     if pairing.missing:
         problems.append(
             f"clean files without a protected counterpart in {folder}: {_listing(pairing.missing)} "
-            "— "
-            "save the tool's output for each under the clean file's name (the extension may differ)"
+            "— save the tool's output for each under the clean file's name (the extension may "
+            "differ)"
         )
     if pairing.extra:
         problems.append(
@@ -183,8 +183,8 @@ def _size_mismatch(
     hint = ""
     if prot_size == clean_size[::-1]:
         hint = (
-            " (width and height swapped: an EXIF orientation tag is on one file and not "
-            "the other — save the protected image upright, as viewers show the clean one)"
+            " (width and height swapped: an EXIF orientation tag is on one file and not the other "
+            "— save the protected image upright, as viewers show the clean one)"
         )
     return (f"{prot_name} is {_size(prot_size)} but its clean image {clean_name} is "
             f"{_size(clean_size)}{hint}")
@@ -218,8 +218,8 @@ def _measurement_notes(
     if any(im.size != (resolution, resolution) for im in clean_originals):
         notes.append(
             f"compared at the audit resolution {resolution}×{resolution} after the subject "
-            "loader's "
-            "crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as published"
+            "loader's crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as "
+            "published"
         )
     return notes
 
@@ -310,9 +310,8 @@ class _FolderFiles:
         raise ProtectionError(
             f"{spec}: no protected images for subject '{subject.name}': folder {folder} does not "
             f"exist{found}. Put the protected versions of '{subject.name}' images in {folder}/ "
-            "under "
-            f"the clean file names ({expected}; the extension may differ), mirroring the --data "
-            "layout DIR/<subject>/<file>."
+            f"under the clean file names ({expected}; the extension may differ), mirroring the "
+            "--data layout DIR/<subject>/<file>."
         )
 
     def _protected_entries(self, folder: Path) -> tuple[list[str], list[str]]:
@@ -397,8 +396,7 @@ class _FolderFiles:
         except (AuditError, OSError, KeyError) as exc:
             raise ProtectionError(
                 f"{spec}: cannot re-read the clean original images of subject '{subject.name}' "
-                "from "
-                f"{subject.source} to compare sizes ({exc}). Keep the --data folder in place "
+                f"from {subject.source} to compare sizes ({exc}). Keep the --data folder in place "
                 "during the audit."
             ) from None
         clean_u8 = to_uint8(images)
@@ -410,10 +408,8 @@ class _FolderFiles:
         if changed:
             raise ProtectionError(
                 f"{spec}: the clean files {_listing(changed)} of subject '{subject.name}' "
-                f"({subject.source}) "
-                "changed on disk since the subject was loaded, so they cannot be paired reliably. "
-                "Rerun "
-                "the audit with the --data folder left unchanged."
+                f"({subject.source}) changed on disk since the subject was loaded, so they cannot "
+                "be paired reliably. Rerun the audit with the --data folder left unchanged."
             )
         return clean_originals, clean_u8
 
@@ -486,8 +482,8 @@ class ProtectedFolder(_FolderFiles, Protection):
         if not self.path.is_dir():
             raise ProtectionError(
                 f"{spec}: {self.path} is a file, not a folder. Pass the folder holding the "
-                "protected "
-                "images, laid out like --data (PATH/<subject>/<file>, under the clean file names)."
+                "protected images, laid out like --data (PATH/<subject>/<file>, under the clean "
+                "file names)."
             )
         self.subjects = tuple(subjects) if subjects is not None else None
         self._direct_subjects: set[str] = set()
@@ -522,9 +518,8 @@ class ProtectedFolder(_FolderFiles, Protection):
         if images.ndim != 4 or images.shape[0] != n or images.shape[-2] != resolution:
             raise ProtectionError(
                 f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for "
-                "subject "
-                f"'{subject.name}' with {n} files ({_listing(subject.files)}); expected {n}×3×R×R, "
-                "the subject's images in file order."
+                f"subject '{subject.name}' with {n} files ({_listing(subject.files)}); expected "
+                f"{n}×3×R×R, the subject's images in file order."
             )
 
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
@@ -592,11 +587,9 @@ class ProtectedFolder(_FolderFiles, Protection):
         if mismatched:
             raise ProtectionError(
                 f"--protection=dir:{self.path}: protected images whose size differs from their "
-                "clean "
-                f"original's ({'; '.join(mismatched)}). A protection must keep the image size: "
-                "save the "
-                "tool's output at the clean image's size (turn off any resizing or cropping in the "
-                "tool)."
+                f"clean original's ({'; '.join(mismatched)}). A protection must keep the image "
+                "size: save the tool's output at the clean image's size (turn off any resizing or "
+                "cropping in the tool)."
             )
         return measured
 
@@ -625,8 +618,7 @@ class ProtectedFolder(_FolderFiles, Protection):
         raise BudgetExceeded(
             f"protection 'dir' ({self.path}) exceeds its declared budget at the images' original "
             f"resolution: ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255, "
-            "at "
-            f"most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare the "
-            "budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ measured, "
-            "not judged."
+            f"at most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare "
+            "the budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ "
+            "measured, not judged."
         )
