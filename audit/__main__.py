@@ -83,8 +83,7 @@ def _plan(args: argparse.Namespace) -> int:
     tier = options.tier_settings
     validate_overrides(tier)
     protection, spec = build_protection(args.protection, tier, args.epsilon)
-    info = ProtectionInfo(spec, protection.random, getattr(protection, "shared_across_replicates",
-                                                           False))
+    info = ProtectionInfo.of(protection, spec)
     paths: list[Path] = []
     for target in args.paths or [None]:
         p = Path(target) if target else None

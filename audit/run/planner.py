@@ -183,6 +183,12 @@ class ProtectionInfo:
     random: bool = True  # re-crafted per replicate with the replicate's seed
     shared_across_replicates: bool = False  # a folder of protected files: one set for all
 
+    @classmethod
+    def of(cls, protection: Any, spec: PartSpec) -> ProtectionInfo:
+        """From a protection's declared contract (``Protection.random`` and
+        ``shared_across_replicates``)."""
+        return cls(spec, protection.random, protection.shared_across_replicates)
+
 
 def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
     """The ``random`` protection at the audited protection's budget (its ``epsilon``); None when

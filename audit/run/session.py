@@ -134,9 +134,7 @@ class AuditSession:
     def plan(self, scenario: Scenario) -> CasePlan:
         protection = self.protection
         spec = self._protection[1]  # type: ignore[index]
-        info = ProtectionInfo(spec, random=protection.random,
-                              shared_across_replicates=getattr(protection,
-                                                               "shared_across_replicates", False))
+        info = ProtectionInfo.of(protection, spec)
         return plan_case(scenario, info, self.tier, self.options.seed)
 
     def protection_record(self) -> dict[str, Any]:
@@ -161,7 +159,7 @@ class AuditSession:
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
-        judged = self.budget["epsilon"] if not hasattr(protection, "declared_epsilon") else 1.0
+        judged = 1.0 if protection.judges_own_budget else self.budget["epsilon"]
         measured = check_budget(subject.images, images, judged, protection.name,
                                 source=self.budget["source"])
         info.update(linf=measured, linf_255=round(measured * 255, 3), budget_ok=True,

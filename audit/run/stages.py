@@ -70,7 +70,7 @@ def protection_identity(protection: Protection, code: CodeFingerprint) -> dict[s
     (``audit/run/fingerprint.py``), so an edited protection is never served its old results."""
     cls = type(protection)
     return {"kind": "protection", "name": protection.name,
-            "version": getattr(protection, "version", 1),
+            "version": protection.version,
             "target": f"{cls.__module__}:{cls.__qualname__}", "code": code.sha256}
 
 

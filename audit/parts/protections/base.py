@@ -55,6 +55,15 @@ class Protection(ABC):
     #: False for protections whose objective the toolkit cannot see (a folder of protected
     #: files): scenarios that re-craft through the objective are skipped for them.
     has_objective: bool = True
+    #: True when one output serves every replicate (a folder of files): the planner then
+    #: shares the protected run across replicates instead of crafting it anew.
+    shared_across_replicates: bool = False
+    #: True when the protection judges its own budget where it can (a folder: at the files'
+    #: own resolution, before resizing); the engine then only measures ℓ∞ on what it returns.
+    judges_own_budget: bool = False
+    #: Part of the cache key: bump it when the code changes in a way the code fingerprint
+    #: cannot see (a helper module it imports).
+    version: int = 1
 
     def __init__(self, epsilon: float = 0.05) -> None:
         if not (0 <= epsilon <= 1) or math.isnan(epsilon):

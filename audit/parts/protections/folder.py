@@ -444,6 +444,8 @@ class ProtectedFolder(_FolderFiles, Protection):
     random = False
     #: The output is the folder's content: the engine does not re-run it per replicate.
     shared_across_replicates = True
+    #: ``protect`` judges a declared ε on the files at their own size (resizing changes ℓ∞).
+    judges_own_budget = True
     #: No differentiable objective: scenarios that need it (adaptive re-crafting) are skipped.
     has_objective = False
 
