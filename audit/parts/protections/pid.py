@@ -26,12 +26,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from audit.parts.protections.base import (
-    Protection,
-    ProtectionContext,
-    ProtectionOutput,
-    quantize_within_budget,
-)
+from audit.parts.protections.base import ProtectionContext, ProtectionOutput, quantize_within_budget
+from audit.parts.protections.pgd import LinfPGD
 from audit.parts.registry import Params
 
 Objective = Literal["add-log", "mean", "var", "add"]
@@ -76,7 +72,7 @@ class PIDParams(Params):
     objective: Objective = "add-log"
 
 
-class PID(Protection):
+class PID(LinfPGD):
     """PID with ℓ∞ signed-gradient PGD on the VAE encoder only (paper eq. 10)."""
 
     name = "pid"
@@ -89,11 +85,7 @@ class PID(Protection):
         steps: int = 1000,
         objective: Objective = "add-log",
     ) -> None:
-        super().__init__(epsilon)
-        if step_size <= 0:
-            raise ValueError(f"pid: step_size must be positive, got {step_size}")
-        self.step_size = float(step_size)
-        self.steps = steps
+        super().__init__(epsilon, step_size, steps)
         self.objective: Objective = objective
 
     def params(self, tier: Any = None) -> dict[str, Any]:
@@ -119,34 +111,21 @@ class PID(Protection):
         device = ctx.device
         steps = self.steps
         x = images.to(device=device, dtype=torch.float32)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        delta = ((2 * torch.rand(x.shape, generator=generator) - 1) * self.epsilon).to(device)
-        delta = (x + delta).clamp(0, 1) - x
+        delta = self.uniform_start(x, torch.Generator().manual_seed(ctx.seed))
         with torch.no_grad():
             clean_mean, clean_logvar = posterior(vae, x)
-        history: list[float] = []
+
+        def objective(perturbed: torch.Tensor) -> torch.Tensor:
+            mean, logvar = posterior(vae, perturbed)
+            return pid_objective(mean, logvar, clean_mean, clean_logvar, self.objective)
+
         requires = [p.requires_grad for p in vae.parameters()]
         for p in vae.parameters():
             p.requires_grad_(False)
         try:
-            with ctx.progress.stage(f"PID PGD, objective {self.objective}", total=steps) as stage:
-                for i in range(steps):
-                    delta.requires_grad_(True)
-                    mean, logvar = posterior(vae, x + delta)
-                    loss = pid_objective(mean, logvar, clean_mean, clean_logvar, self.objective)
-                    (grad,) = torch.autograd.grad(loss.sum(), delta)
-                    if not torch.isfinite(grad).all():
-                        raise FloatingPointError(
-                            f"PID: non-finite gradient at iteration {i + 1}/{steps}; the VAE "
-                            "produced NaN/Inf (check the model's dtype: PID needs an fp32 encoder)."
-                        )
-                    with torch.no_grad():
-                        delta = delta + self.step_size * grad.sign()
-                        delta = delta.clamp(-self.epsilon, self.epsilon)
-                        delta = (x + delta).clamp(0, 1) - x
-                    value = float(loss.detach().mean())
-                    history.append(value)
-                    stage.advance(1, f"L={value:.4g}")
+            delta, history = self.ascend(
+                objective, x, delta, ctx.progress, f"PID PGD, objective {self.objective}",
+                "the VAE produced NaN/Inf (check the model's dtype: PID needs an fp32 encoder).")
         finally:
             for p, r in zip(vae.parameters(), requires, strict=True):
                 p.requires_grad_(r)
