@@ -41,9 +41,8 @@ MAX_SAVED_GENERATIONS = 12
 class CaseRun:
     """One (protection × scenario × subject) case of an audit session."""
 
-    def __init__(
-            self, session: AuditSession, scenario: Scenario, subject_name: str,
-            case_id: str) -> None:
+    def __init__(self, session: AuditSession, scenario: Scenario, subject_name: str,
+                 case_id: str) -> None:
         self.session = session
         self.scenario = scenario
         self.subject_name = subject_name
@@ -56,8 +55,7 @@ class CaseRun:
         self.session.cache.take_events()
         self.session.progress.take_timings()
         record = new_record(self.case_id, self.session.options, scenario_record(self.scenario),
-                            self.subject_name,
-                            self.session.tier.name)
+                            self.subject_name, self.session.tier.name)
         try:
             self._run(record)
         except BudgetExceeded as exc:
@@ -107,7 +105,7 @@ class CaseRun:
         untrained = self.run_untrained(plan, record)
         values = self.measure(plan, outputs, subject, metric_names)
         self.judge.judge(plan, scenario, values, verdict_metric, record,
-                   untrained=self.measure_untrained(untrained, subject, metric_names))
+                         untrained=self.measure_untrained(untrained, subject, metric_names))
         record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs,
                                                   record["worst_variant"],
                                                   untrained=untrained)
