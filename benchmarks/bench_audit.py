@@ -30,12 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from audit.data import load_subject  # noqa: E402
-from audit.models import load_model, resolve_device  # noqa: E402
-from audit.progress import Progress  # noqa: E402
-from audit.protections import ProtectionContext, check_budget  # noqa: E402
-from audit.protections.pid import PID  # noqa: E402
-from audit.tiers import TIERS, get_tier  # noqa: E402
+from audit.config.tiers import TIERS, get_tier  # noqa: E402
+from audit.data.subjects import load_subject  # noqa: E402
+from audit.diffusion import load_model, resolve_device  # noqa: E402
+from audit.parts.protections.base import ProtectionContext, check_budget  # noqa: E402
+from audit.parts.protections.pid import PID  # noqa: E402
+from audit.run.progress import Progress  # noqa: E402
 
 STAGE_KINDS = (("fine-tune", "exploit: DreamBooth fine-tune"), ("generate", "exploit: generate"),
                ("protect", "protect:"), ("pid", "PID PGD"), ("attack", "attack:"), ("metrics", "metrics:"),

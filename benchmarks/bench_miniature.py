@@ -9,7 +9,7 @@ clean images and that of perturbed images ranges from approximately 2^-15 to 2^1
 Fig. 5 (under L_add-log the mean moves by an averaged ℓ2 distance of 3.5 and the variance by
 0.06; Fig. 5b plots log σ²(x+δ) − log σ²(x)), §6.4 ("PID causes the variance of the latent
 distribution to increase dramatically"). This probe measures the same on a candidate VAE, on
-the bundled subject (``audit.data.bundled_subject`` at the VAE's ``sample_size``, 4 images), for three perturbations:
+the bundled subject (``audit.data.subjects.bundled_subject`` at the VAE's ``sample_size``, 4 images), for three perturbations:
 
 - ``pid``: PGD on the toolkit's own PID objective (``audit.protections.pid.pid_objective``,
   ``add-log`` = MSE(log σ²) + MSE(μ) as in PID's reference code) — the toolkit's PGD exactly:
@@ -54,10 +54,10 @@ sys.path.insert(0, str(ROOT / "training"))
 LOGVAR_CLAMP = -30.0  # diffusers' DiagonalGaussianDistribution clamps log σ² to [−30, 20]
 
 try:  # the toolkit's own PID objective and 8-bit projection
-    from audit.protections.base import quantize_within_budget
-    from audit.protections.pid import pid_objective, posterior
+    from audit.parts.protections.base import quantize_within_budget
+    from audit.parts.protections.pid import pid_objective, posterior
 
-    OBJECTIVE_SOURCE = "audit.protections.pid"
+    OBJECTIVE_SOURCE = "audit.parts.protections.pid"
 except Exception as exc:  # pragma: no cover - e.g. pydantic missing; any import failure falls back
     OBJECTIVE_SOURCE = f"replica ({type(exc).__name__}: {exc})"
 
@@ -242,7 +242,7 @@ def probe(vae: torch.nn.Module | str | Path, *, device: torch.device | str = "cp
     vae.eval().requires_grad_(False)
     try:
         if images is None:
-            from audit.data import bundled_subject
+            from audit.data.subjects import bundled_subject
 
             images = bundled_subject(int(vae.config.sample_size)).images  # the VAE's resolution
         x = images.to(device=device, dtype=torch.float32)

@@ -40,7 +40,7 @@ PROTECTIONS = ("pid", "random", "pid-flipped")
 
 def flipped_pid() -> Any:
     """PID whose gradient ascent runs on −L_add-log: a broken protection (``--protection`` factory)."""
-    import audit.protections.pid as pid
+    import audit.parts.protections.pid as pid
 
     class FlippedPID(pid.PID):
         name = "pid-flipped"
@@ -57,7 +57,7 @@ def flipped_pid() -> Any:
 
 
 def session_class() -> type:
-    from audit.engine import AuditSession
+    from audit.run.session import AuditSession
 
     class VerdictMetricOnly(AuditSession):
         """The engine with only the verdict metric computed (the outcome depends on nothing else)."""
@@ -72,9 +72,9 @@ def session_class() -> type:
 def run_seed(seed: int, device: str, results: str, replicates: int | None, overrides: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
-    from audit.options import AuditOptions
-    from audit.progress import Progress
-    from audit.scenario import CATALOGUE_DIR, load_scenario
+    from audit.config.options import AuditOptions
+    from audit.config.scenario import CATALOGUE_DIR, load_scenario
+    from audit.run.progress import Progress
 
     torch.set_num_threads(1)
     rows = []
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("/tmp/bench-power"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench-power.json"))
     args = parser.parse_args()
-    from audit.tiers import parse_overrides
+    from audit.config.tiers import parse_overrides
 
     overrides = parse_overrides(args.audit_set)
     start = time.perf_counter()
@@ -161,7 +161,7 @@ def main() -> None:
 def write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float) -> dict[str, Any]:
     import torch
 
-    from audit.engine import cpu_description
+    from audit.results.provenance import cpu_description
 
     meta = {"seeds": args.seeds, "seeds_done": sorted({r["seed"] for r in rows}), "device": args.device,
             "parallel": args.parallel, "audit_set": args.audit_set, "replicates": args.replicates,

@@ -68,7 +68,7 @@ ALT_GEN_SEED = lambda seed: 1000 * (seed + 1)  # noqa: E731 — disjoint generat
 KS = (3, 4, 5)
 
 try:  # audit/tiers.py is being rewritten; fall back to the values it had when this was written
-    from audit.tiers import PID_EVAL_PROMPTS, PID_NEGATIVE_PROMPT
+    from audit.config.tiers import PID_EVAL_PROMPTS, PID_NEGATIVE_PROMPT
 except Exception:  # pragma: no cover
     PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person", "a dslr portrait of sks person")
     PID_NEGATIVE_PROMPT = "noisy, low quality, artifacts, poorly drawn face"
@@ -123,8 +123,8 @@ def _init_worker(log_path: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from audit.data import load_subject
-    from audit.models import load_model
+    from audit.data.subjects import load_subject
+    from audit.diffusion import load_model
 
     _STATE["model"] = load_model("tiny", "cpu")
     _STATE["subject"] = load_subject(SUBJECT, None, RESOLUTION)
@@ -149,8 +149,8 @@ def _protected(kind: str, seed: int, cache: Path) -> tuple[Any, dict[str, Any]]:
     """uint8 protected images for (kind, seed), computed once and cached on disk."""
     import torch
 
-    from audit.progress import Progress
-    from audit.protections.base import ProtectionContext
+    from audit.parts.protections.base import ProtectionContext
+    from audit.run.progress import Progress
 
     path = cache / f"{kind}-eps{EPSILON}-pgd{PGD_STEPS}-seed{seed}.pt"
     if path.exists():
@@ -158,11 +158,11 @@ def _protected(kind: str, seed: int, cache: Path) -> tuple[Any, dict[str, Any]]:
         return saved["images"], {**saved["info"], "cached": True}
     model, subject = _STATE["model"], _STATE["subject"]
     if kind == "pid":
-        from audit.protections.pid import PID
+        from audit.parts.protections.pid import PID
 
         protection = PID(epsilon=EPSILON, steps=PGD_STEPS)
     else:
-        from audit.protections.simple import RandomNoise
+        from audit.parts.protections.simple import RandomNoise
 
         protection = RandomNoise(epsilon=EPSILON)
     ctx = ProtectionContext(model=model, device=torch.device("cpu"), seed=seed, tier=_tier_stub(), progress=Progress(), subject=subject)
@@ -180,9 +180,9 @@ def _protected(kind: str, seed: int, cache: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _generate_similarity(unet: Any, text_encoder: Any, seed: int) -> tuple[float, list[float], float]:
-    from audit.exploits.dreambooth import GenerationConfig, generate
-    from audit.metrics.subject import SubjectSimilarity
-    from audit.progress import Progress
+    from audit.diffusion.sampling import GenerationConfig, generate
+    from audit.parts.metrics.subject import SubjectSimilarity
+    from audit.run.progress import Progress
 
     model, subject = _STATE["model"], _STATE["subject"]
     config = GenerationConfig(prompts=tuple(PID_EVAL_PROMPTS), images_per_prompt=IMAGES_PER_PROMPT, steps=GEN_STEPS,
@@ -197,8 +197,9 @@ def _generate_similarity(unet: Any, text_encoder: Any, seed: int) -> tuple[float
 def run_unit(task: tuple[dict[str, Any], int, str]) -> dict[str, Any]:
     import torch
 
-    from audit.exploits.dreambooth import FinetuneConfig, finetune
-    from audit.progress import Progress
+    from audit.diffusion.training import FinetuneConfig
+    from audit.parts.exploits.dreambooth import finetune
+    from audit.run.progress import Progress
 
     recipe_d, seed, cache_dir = task
     recipe = Recipe(recipe_d["name"], recipe_d["steps"], recipe_d["lr"], recipe_d["batch_size"], recipe_d["lr_schedule"])

@@ -34,13 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit.engine import AuditSession  # noqa: E402
-from audit.exploits.dreambooth import generate  # noqa: E402
-from audit.metrics import get_metric  # noqa: E402
-from audit.options import AuditOptions  # noqa: E402
-from audit.progress import Progress  # noqa: E402
-from audit.scenario import CATALOGUE_DIR, load_scenario  # noqa: E402
-from audit.stages import generation_config  # noqa: E402
+from audit.config.options import AuditOptions  # noqa: E402
+from audit.config.scenario import CATALOGUE_DIR, load_scenario  # noqa: E402
+from audit.diffusion.sampling import generate  # noqa: E402
+from audit.parts.metrics.build import get_metric  # noqa: E402
+from audit.run.progress import Progress  # noqa: E402
+from audit.run.session import AuditSession  # noqa: E402
+from audit.run.stages import generation_config  # noqa: E402
 
 METRIC = "subject_similarity"
 SCENARIOS = ("no-attack", "jpeg-q75", "zero-sigma")

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from audit import intervals  # noqa: E402
+from audit.judge import intervals  # noqa: E402
 from reports.load import ReportInputError, load_results  # noqa: E402
 
 

@@ -85,7 +85,7 @@ def _bhf_rows(rng: np.random.Generator, n: int = 2000) -> dict[str, Any]:
 
 
 def pass_rate(rows: list[tuple[float, float, float]], k: int, sims: int, rng: np.random.Generator) -> dict[str, Any]:
-    from audit.verdict import DEFAULT_MIN_EFFECT, DEFAULT_MIN_LEARNED, decide
+    from audit.judge.verdict import DEFAULT_MIN_EFFECT, DEFAULT_MIN_LEARNED, decide
 
     arr = np.asarray(rows)
     outcomes: dict[str, int] = {}

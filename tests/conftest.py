@@ -8,7 +8,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny():
-    from audit.models import load_model
+    from audit.diffusion import load_model
 
     return load_model("tiny", "cpu")
 
@@ -16,6 +16,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def images() -> torch.Tensor:
     """The bundled subject's 4 views at the smoke resolution (64 px)."""
-    from audit.data import load_subject
+    from audit.data.subjects import load_subject
 
     return load_subject("astronaut", None, 64).images

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from audit.metrics import UnknownMetric, get_metric, imperceptibility
-from audit.metrics import identity as identity_module
+from audit.parts.metrics import identity as identity_module
+from audit.parts.metrics.build import UnknownMetric, get_metric
+from audit.parts.metrics.imperceptibility import imperceptibility
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def test_dlib_identity_similarity_prefers_the_same_person(faces, cat) -> None:
     metric = get_metric("dlib_identity_similarity")
     same = metric.compute(faces, faces)
     other = metric.compute(cat, faces)
-    noise = metric.compute(torch.rand((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)), faces)
+    noise = metric.compute(torch.rand((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)),
+                           faces)
     assert same.missing == 0 and min(same.values) > 0.95
     assert max(other.values) < min(same.values) - 0.05
     assert max(noise.values) < min(same.values) - 0.05 and noise.missing == 2
@@ -47,7 +49,9 @@ def test_mtcnn_detection_failure_rate(faces) -> None:
 def test_brisque_ranks_noise_as_worse(faces) -> None:
     metric = get_metric("brisque")
     clean = metric.compute(faces, faces)
-    noisy = metric.compute((faces + 0.15 * torch.randn(faces.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1), faces)
+    noisy = metric.compute((faces + 0.15 * torch.randn(faces.shape,
+                                                       generator=torch.Generator().manual_seed(
+                                                           0))).clamp(0, 1), faces)
     assert len(clean.values) == 4 and all(math.isfinite(v) for v in clean.values)
     assert min(noisy.values) > max(clean.values)
     assert "brisque 0.2.0" in clean.implementation
@@ -64,22 +68,24 @@ def test_imperceptibility(faces) -> None:
 
 
 def test_unknown_metric_lists_known_names() -> None:
-    from audit.registry import UnknownPart
+    from audit.parts.registry import UnknownPart
 
     assert UnknownMetric is UnknownPart  # one registry, one error type for every kind of part
     with pytest.raises(UnknownMetric) as info:
         get_metric("dlib_identity_similarty")
-    assert "did you mean 'dlib_identity_similarity'" in str(info.value) and "brisque" in str(info.value)
+    assert ("did you mean 'dlib_identity_similarity'" in str(info.value)
+            and "brisque" in str(info.value))
     assert "unknown metric" in str(info.value)
 
 
 def test_every_registered_metric_builds_and_is_shared() -> None:
-    from audit.metrics import Metric
     from audit.parts import METRICS
+    from audit.parts.metrics.base import Metric
 
     for part in METRICS:
         metric = get_metric(part.name)
-        assert isinstance(metric, Metric) and get_metric(part.name) is metric  # one instance per name
+        # one instance per name
+        assert isinstance(metric, Metric) and get_metric(part.name) is metric
         assert part.validate({}) is not None  # metrics take no parameters today
 
 
@@ -90,18 +96,19 @@ def test_missing_weights_are_reported_unavailable(faces, monkeypatch, tmp_path) 
 
 
 def _brisque_features(image: np.ndarray) -> np.ndarray:
-    """The 36 BRISQUE features of one uint8 image, as audit.metrics.quality computes them."""
+    """The 36 BRISQUE features of one uint8 image, as audit.parts.metrics.quality computes them."""
     import cv2
     import skimage.color
 
-    from audit.metrics.quality import _brisque
+    from audit.parts.metrics.quality import _brisque
 
     model = _brisque()
     gray = skimage.color.rgb2gray(image)
     fine = model.calculate_brisque_features(gray, kernel_size=7, sigma=7 / 6)
     half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
     coarse = model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6)
-    return np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f in np.concatenate((fine, coarse))])
+    return np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0])
+                     for f in np.concatenate((fine, coarse))])
 
 
 def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
@@ -112,8 +119,8 @@ def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
     import subprocess
     import sys
 
-    from audit.images import to_uint8
-    from audit.metrics.quality import BRISQUE_TOLERANCE, _brisque, brisque_score
+    from audit.data.images import to_uint8
+    from audit.parts.metrics.quality import BRISQUE_TOLERANCE, _brisque, brisque_score
 
     images = np.ascontiguousarray(to_uint8(faces).permute(0, 2, 3, 1).numpy())
     first = [brisque_score(image) for image in images]
@@ -126,9 +133,10 @@ def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
     assert max(abs(s - first[0]) for s in libsvm) <= BRISQUE_TOLERANCE
     np.save(tmp_path / "faces.npy", images)
     code = (
-        "import numpy as np; from audit.metrics.quality import brisque_score; "
+        "import numpy as np; from audit.parts.metrics.quality import brisque_score; "
         f"print(repr([brisque_score(i) for i in np.load({str(tmp_path / 'faces.npy')!r})]))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "3"}  # another thread count: the value must not move
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120, env=env)
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           timeout=120, env=env)
     assert [float(v) for v in fresh.stdout.strip().splitlines()[-1].strip("[]").split(",")] == first

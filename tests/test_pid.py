@@ -7,13 +7,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit.images import from_uint8
-from audit.progress import Progress
-from audit.protections import ProtectionContext, check_budget
-from audit.protections.pid import PID, pid_objective, posterior
-from audit.protections.simple import RandomNoise
-from audit.registry import InvalidParams
-from audit.tiers import get_tier
+from audit.config.tiers import get_tier
+from audit.data.images import from_uint8
+from audit.parts.protections.base import ProtectionContext, check_budget
+from audit.parts.protections.pid import PID, pid_objective, posterior
+from audit.parts.protections.simple import RandomNoise
+from audit.parts.registry import InvalidParams
+from audit.run.progress import Progress
 
 
 def ctx(model, seed: int = 0) -> ProtectionContext:
@@ -47,9 +47,11 @@ def test_pid_is_deterministic_for_a_seed(tiny, images) -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(eps=st.floats(0.0, 0.1), step=st.floats(0.001, 0.05), seed=st.integers(0, 100))
-def test_pid_output_within_budget_for_any_epsilon_and_step(tiny, eps: float, step: float, seed: int) -> None:
+def test_pid_output_within_budget_for_any_epsilon_and_step(
+        tiny, eps: float, step: float, seed: int) -> None:
     image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
     out = PID(epsilon=eps, step_size=step, steps=2).protect(image, ctx(tiny, seed=seed)).images
     assert check_budget(image, out, eps, "pid") <= eps
@@ -69,10 +71,10 @@ def test_objective_forms(tiny, images) -> None:
 def test_steps_come_from_pid_params_not_from_the_tier(tiny, images) -> None:
     """PID runs exactly its own ``steps`` whatever tier the context carries (or none), and the
     tier sets them through the one precedence (part default < tier < --audit-set)."""
+    from audit.config.tiers import parse_overrides
     from audit.parts import PROTECTIONS
-    from audit.protections.pid import PIDParams
-    from audit.protections.registry import build_protection
-    from audit.tiers import parse_overrides
+    from audit.parts.protections.build import build_protection
+    from audit.parts.protections.pid import PIDParams
 
     for tier in (get_tier("smoke"), get_tier("paper"), None):
         context = ProtectionContext(tiny, torch.device("cpu"), 0, tier, Progress())
@@ -80,9 +82,12 @@ def test_steps_come_from_pid_params_not_from_the_tier(tiny, images) -> None:
         assert out.info["steps"] == 2 and len(out.info["objective_trace"]) == 2
     assert PIDParams().steps == 1000 and PID().steps == 1000  # the paper's PGD-1000
     assert build_protection("pid")[0].steps == 1000
-    assert {t: build_protection("pid", get_tier(t))[0].steps for t in ("smoke", "standard", "paper")} == {
+    assert {t: build_protection("pid", get_tier(t))[0].steps
+            for t in ("smoke", "standard", "paper")} == {
         "smoke": 100, "standard": 200, "paper": 1000}
-    pid, spec = build_protection("pid", get_tier("smoke", parse_overrides(["pid.steps=7", "pid.objective=mean"])))
+    pid, spec = build_protection("pid", get_tier("smoke",
+                                                 parse_overrides(
+                                                     ["pid.steps=7", "pid.objective=mean"])))
     assert (pid.steps, pid.objective) == (7, "mean") and spec.params["steps"] == 7
     assert PROTECTIONS.get("pid").validate({"steps": 5}).steps == 5
     with pytest.raises(InvalidParams, match="steps"):

@@ -278,7 +278,7 @@ def ensure_data() -> str:
     one is missing there, it is restored from ``.whl/skimage-data`` (carried with the wheels)."""
     from sources import SOURCES
 
-    from audit.data import bundled_subject
+    from audit.data.subjects import bundled_subject
 
     try:
         [source.load() for source in SOURCES]
@@ -301,7 +301,7 @@ def ensure_data() -> str:
 def prebuild_tokenizer() -> str:
     """Write the CLIP tokenizer files into the cache now, so that no worker imports open_clip
     (only its BPE file is needed; found on sys.path if ``import open_clip`` fails)."""
-    import audit.models.tokenizer as tokenizer
+    import audit.diffusion.tokenizer as tokenizer
 
     try:
         tokenizer.tokenizer_files()

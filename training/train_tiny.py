@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sources import HELD_OUT_FRACTION, SOURCES  # noqa: E402
 
-from audit.models.tiny import TINY_VARIANTS, VAE_CONFIG  # noqa: E402
+from audit.diffusion.tiny import TINY_VARIANTS, VAE_CONFIG  # noqa: E402
 
 RESOLUTION = 64
 
@@ -251,7 +251,7 @@ def reconstruction_quality(vae: torch.nn.Module, images: torch.Tensor) -> dict[s
 
 
 def subject_images(size: int = RESOLUTION) -> torch.Tensor:
-    from audit.data import bundled_subject
+    from audit.data.subjects import bundled_subject
 
     return bundled_subject(size).images
 
@@ -363,7 +363,7 @@ def train_unet(images: list[torch.Tensor], vae: torch.nn.Module, args: argparse.
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from audit.models.tokenizer import clip_tokenizer
+    from audit.diffusion.tokenizer import clip_tokenizer
 
     device = torch.device(args.device)
     spec = TINY_VARIANTS[args.variant]
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None, vae_callback: VaeCallback | None = None)
         save_half(text_encoder, args.out / "text_encoder")
     log_path.write_text(json.dumps(log, indent=1) + "\n")
     if (args.out / "unet").is_dir() and (args.out / "vae").is_dir():
-        from audit.models.tiny import write_checksums
+        from audit.diffusion.tiny import write_checksums
 
         print(f"weights hash (SHA-256 of {args.out / 'SHA256SUMS'}): {write_checksums(args.out)}")
 

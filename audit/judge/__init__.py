@@ -1,0 +1,1 @@
+"""Judging a case: replicate-level intervals, the verdict's three conditions, validity flags."""

@@ -1,0 +1,226 @@
+"""The terminal summary of an audit (rich), and the worst case per subject.
+
+Worst case (AutoAttack's cascade view): per subject, the scenario that left the least
+retained protection, and one audit-level answer — the protection holds against every scenario
+run, or breaks under which.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from audit.judge.outcomes import OUTCOMES
+
+STYLE = {o.label: o.terminal for o in OUTCOMES}  # rich colour of each outcome
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
+    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
+                                            or {}).get("metric", "")
+    return (case.get("metrics") or {}).get(metric) or {}
+
+
+def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per subject: the case with the lowest retained protection (point estimate) on its verdict
+    metric, among cases that reached a verdict; subjects with none say why."""
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        by_subject.setdefault(str((case.get("subject") or {}).get("name")), []).append(case)
+    rows = []
+    for subject, group in sorted(by_subject.items()):
+        judged = [(c, verdict_entry(c).get("retained")) for c in group]
+        judged = [(c, r) for c, r in judged
+                  if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
+        if not judged:
+            outcomes = sorted({c["outcome"] for c in group})
+            rows.append({"subject": subject, "scenario": None, "retained": None,
+                         "outcome": ", ".join(outcomes),
+                         "cases": len(group)})
+            continue
+        case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))  # type: ignore[index]
+        rows.append({"subject": subject, "scenario": (case.get("scenario") or {}).get("id"),
+                     "retained": retained,
+                     "outcome": case["outcome"], "case_id": case["case_id"], "cases": len(group)})
+    return rows
+
+
+def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
+    """One line per case with several exploit variants: the one the verdict took, i.e. the
+    exploiter's best (prompt mismatch: the winning prompt), and its retained protection."""
+    lines = []
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        best = case.get("exploiter_best")
+        if not best:
+            continue
+        retained = (f"retained {_fmt(best['retained'], 2)}" if best.get("retained") is not None
+                    else best.get("basis", ""))
+        lines.append(f"exploiter's best variant in {case['case_id']}: '{best['label']}' "
+                     f"({best['exploit']}; {retained})")
+    return lines
+
+
+def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
+    """The null baseline (``controls.null_baseline``) once per audit: it is the same runs for every
+    case (the clean images under uniform noise of the protection's budget, standard exploit)."""
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        null = case.get("null_baseline")
+        if not null:
+            continue
+        share = null.get("share")
+        size = (f", share {_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
+                f"{_fmt(share['ci_high'], 2)}]") if share else ""
+        effect = null["effect"]
+        return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} "
+                f"effect {_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, "
+                f"{_fmt(effect['ci_high'], 4)}]{size} — what any perturbation of the protection's "
+                "budget does; compare each case's effect and share")
+    return None
+
+
+def over_budget(case: dict[str, Any]) -> bool:
+    """Whether a case failed because the protection's output exceeds its ℓ∞ budget (records
+    of earlier versions say so by their flag only)."""
+    return (bool(case.get("budget_exceeded"))
+            or "protection exceeds its budget" in (case.get("flags") or []))
+
+
+def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
+    """One sentence: holds against every scenario run, or breaks under which."""
+    if not cases:
+        return "No case finished." + (" The audit was interrupted." if interrupted else "")
+    over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
+                   if over_budget(c)})
+    broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
+                     if c["outcome"] == "fail" and not over_budget(c)})
+    no_effect = [c for c in cases if c["outcome"] == "no effect at baseline"]
+    small = [c for c in cases if c["outcome"] == "no meaningful effect at baseline"]
+    not_learned = [c for c in cases if c["outcome"] == "exploit did not learn the subject"]
+    errors = [c for c in cases if c["outcome"] == "error"]
+    tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
+    if over:  # a budget violation is no robustness result: said first, and apart from any break
+        also = f" It also breaks under {', '.join(broken)}." if broken else ""
+        return ("Exceeds its budget: the protection's output is over the ℓ∞ budget (in "
+                f"{', '.join(over)}), so it was not judged for robustness there; fix the "
+                f"protection's projection or the budget.{also}{tail}")
+    if broken:
+        return f"Does not hold: breaks under {', '.join(broken)}.{tail}"
+    if not_learned and len(not_learned) == len(cases):
+        return ("No verdict: the exploit did not learn the subject (its clean fine-tune is no "
+                "better than the untrained model), so no protection can be judged; fine-tune "
+                f"longer or at another lr.{tail}")
+    if no_effect and len(no_effect) == len(cases):
+        return f"No protective effect at baseline: there was nothing to retain.{tail}"
+    if (no_effect or small) and len(no_effect) + len(small) == len(cases):
+        return ("No meaningful protective effect at baseline: the protection removed less of what "
+                f"the exploit learned than the minimum (verdict.min_effect) in {len(small)} "
+                f"case(s), nothing measurable in {len(no_effect)}.{tail}")
+    if errors or no_effect or small or not_learned:
+        return (f"No scenario broke it, but {len(errors)} case(s) errored, {len(not_learned)} had "
+                f"an exploit that did not learn the subject, {len(no_effect)} showed no effect at "
+                f"baseline and {len(small)} no meaningful effect: not a full answer.{tail}")
+    return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
+
+
+def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
+    """Stages served from the cache, computed, and rebuilt from a corrupt entry, over the cases."""
+    events = [c.get("cache") or {} for c in cases]
+    hits, misses, corrupt = (sum(len(e.get(k) or []) for e in events)
+                             for k in ("hits", "misses", "corrupt"))
+    return {"hits": hits, "misses": misses, "corrupt": corrupt, "stages": hits + misses}
+
+
+
+def _row(case: dict[str, Any]) -> tuple[str, ...]:
+    """One case's cells: id, outcome (coloured, ⚑ when flagged), metric, K, the means, share and
+    retained with their CIs, time."""
+    metric = case.get("verdict_metric") or (case.get("scenario")
+                                            or {}).get("verdict", {}).get("metric", "")
+    entry = verdict_entry(case)
+    retained = entry.get("retained")
+    retained_text = "—"
+    if retained:
+        retained_text = (f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, "
+                         f"{_fmt(retained['ci_high'], 2)}]")
+    share = entry.get("share")
+    share_text = (f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
+                  f"{_fmt(share['ci_high'], 2)}]") if share else "—"
+    outcome = case["outcome"]
+    flagged = " ⚑" if case.get("flags") else ""
+    return (
+        escape(case["case_id"]),
+        f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
+        escape(metric),
+        str((case.get("plan") or {}).get("replicates", "—")),
+        _fmt((entry.get("m_u") or {}).get("value")),
+        _fmt((entry.get("m_c") or {}).get("value")),
+        _fmt((entry.get("m_p") or {}).get("value")),
+        _fmt((entry.get("m_a") or {}).get("value")),
+        share_text,
+        retained_text,
+        f"{case.get('seconds', 0):.1f}s",
+    )
+
+
+def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False,
+                  run: dict[str, Any] | None = None) -> None:
+    """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
+    run = run or {}
+    exploit = f" · exploit {options.exploit}" if getattr(options, "exploit", None) else ""
+    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier "
+                               f"{options.tier} · seed {options.seed}{exploit}"))
+    for column in ("case", "outcome", "metric", "K", "m_u", "m_c", "m_p", "m_a", "share [95% CI]",
+                   "retained [95% CI]", "time"):
+        table.add_column(column,
+                         justify="left" if column in ("case", "outcome", "metric") else "right")
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        table.add_row(*_row(case))
+    counts: dict[str, int] = {}
+    for case in cases:
+        counts[case["outcome"]] = counts.get(case["outcome"], 0) + 1
+    console = Console(file=file, force_terminal=color, no_color=not color, width=160)
+    console.print(table)
+    console.print(escape(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"))
+    for row in worst_cases(cases):
+        r = row["retained"]
+        if r is None:
+            console.print(escape(f"worst case for subject {row['subject']}: no verdict "
+                                 f"({row['outcome']})"))
+        else:
+            console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — "
+                                 f"retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
+                                 f"{_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
+    for line in exploiter_best_lines(cases):
+        console.print(escape(line))
+    noise = null_baseline_line(cases)
+    if noise:
+        console.print(escape(noise))
+    cache = cache_counts(cases)
+    console.print(escape(f"cache: {cache['hits']} of {cache['stages']} stages served from the cache"
+                         + (" (--no-audit-cache recomputes every stage)" if cache["hits"] else "")))
+    console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")),
+                                                   len(run.get("not_run") or []))))
+    if run.get("interrupted"):
+        console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did "
+                             "not run: "
+                             + ", ".join(run.get("not_run") or [])))
+    flagged = [c for c in cases if c.get("flags")]
+    if flagged:
+        console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results "
+                      "JSON, 'flags'):")
+        for case in flagged:
+            for flag in case["flags"]:
+                console.print(escape(f"  {case['case_id']}: {flag}"))

@@ -1,0 +1,265 @@
+"""The plan of one case: which runs it needs, by role × replicate (DESIGN "The flow of one case").
+
+A pure function of (scenario, protection, tier, seed): no model, no images. Each run is an
+image chain applied to the subject (protection, then the scenario's attack steps) and an
+exploit with fully resolved parameters, repeated for replicates r = 0..K−1 with the
+replicate's own seed for every random stage:
+
+    role         image chain                          exploit
+    clean        subject                              standard
+    protected    subject → protection                 standard
+    attacked[v]  subject → protection → attack_v      the scenario's (variant v)
+    control[v]   subject                              variant v's, where it is not the standard one
+    noise_floor  subject → level_jitter ±1/255        standard (replicate 0 only; tier controls)
+    null_baseline subject → random noise of ε          standard (controls.null_baseline)
+
+The null baseline is PID Table 1's and PhotoGuard's reference: the ``random`` protection
+(uniform noise in [−ε, ε]) at the audited protection's budget, re-drawn per replicate with the
+replicate's seed — so auditing ``random`` itself, its protected runs *are* the null baseline,
+and an audit of ``random`` into the same results folder leaves every null-baseline run cached.
+Beside the runs, the verdict needs the **untrained reference**: the base model's generations
+with each replicate's prompts and seed, no fine-tune (``Stages.untrained``; not a run).
+
+Two runs with the same chain, exploit and seed are the same run: a scenario without an attack
+and with the standard exploit shares its attacked runs with the protected ones, and every
+scenario of an audit shares the clean and protected runs (through the cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.config.scenario import STANDARD_EXPLOIT, Scenario
+from audit.config.tiers import Tier
+from audit.parts import EXPLOITS, PROTECTIONS, TRANSFORMS
+from audit.parts.registry import PartSpec
+
+ROLES = ("clean", "protected", "attacked", "control", "noise_floor", "null_baseline")
+REPLICATE_SEED_STRIDE = 1_000_003  # a prime: replicate seeds never collide with base seeds 0..10^6
+
+
+def replicate_seed(base_seed: int, replicate: int) -> int:
+    """Replicate 0 keeps the audit's seed (``--seed``); replicate r its own."""
+    return base_seed + REPLICATE_SEED_STRIDE * replicate
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One image-space step: the protection or a transform, with the seed it draws from."""
+
+    kind: str  # "protection" | "transform"
+    spec: PartSpec
+    seed: int | None  # None: deterministic (no seed in its cache key)
+
+    def label(self) -> str:
+        return self.spec.label() + (f" @seed {self.seed}" if self.seed is not None else "")
+
+
+@dataclass(frozen=True)
+class Run:
+    role: str
+    variant: int | None  # index into the case's variants (attacked / control)
+    replicate: int
+    chain: tuple[ChainStep, ...]
+    exploit: PartSpec
+    seed: int  # fine-tuning and generation seed of this replicate
+
+    @property
+    def identity(self) -> tuple[Any, ...]:
+        """Runs with equal identity are computed once."""
+        chain = tuple((s.kind, s.spec.name, _frozen(s.spec.params), s.seed) for s in self.chain)
+        return (chain, self.exploit.name, _frozen(self.exploit.params), self.seed)
+
+    def label(self) -> str:
+        v = f"[{self.variant}]" if self.variant is not None else ""
+        return f"{self.role}{v} r{self.replicate}"
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    label: str
+    attack: tuple[PartSpec, ...]
+    exploit: PartSpec
+    changes_exploit: bool  # the exploit differs from the standard one: a matched control is run
+    origin: dict[str, str] = field(default_factory=dict)  # exploit params: key -> layer
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    scenario: str
+    protection: PartSpec
+    replicates: int
+    seeds: tuple[int, ...]
+    standard_exploit: PartSpec
+    variants: tuple[VariantPlan, ...]
+    runs: tuple[Run, ...]
+    notes: tuple[str, ...] = ()
+    # standard exploit params: key -> layer
+    standard_origin: dict[str, str] = field(default_factory=dict)
+
+    def unique_runs(self) -> list[Run]:
+        """One run per identity, in plan order (the first role that needs it names it)."""
+        seen: dict[tuple[Any, ...], Run] = {}
+        for run in self.runs:
+            seen.setdefault(run.identity, run)
+        return list(seen.values())
+
+    def runs_for(self, role: str, variant: int | None = None) -> list[Run]:
+        """The runs of one role (and variant), in replicate order."""
+        return sorted((r for r in self.runs if r.role == role and r.variant == variant),
+                      key=lambda r: r.replicate)
+
+    def exploit_label(self, exploit: PartSpec) -> str:
+        """'standard', or the exploit's parameters that differ from the standard one (another
+        exploit: its parameters that the standard one lacks or sets otherwise)."""
+        if exploit == self.standard_exploit:
+            return "standard"
+        base = dict(_flat(self.standard_exploit.params))
+        diff = {k: v for k, v in _flat(exploit.params) if base.get(k, object()) != v}
+        return f"{exploit.name}(" + ", ".join(f"{k}={v}" for k, v in diff.items()) + ")"
+
+    def table(self) -> str:
+        """A human-readable plan: one line per run, shared runs marked."""
+        lines = [
+            f"scenario {self.scenario} · protection {self.protection.label()} · {self.replicates} "
+            f"replicate(s), seeds {', '.join(map(str, self.seeds))}",
+            f"  standard exploit: {self.standard_exploit.label()}",
+            *_origin_lines(self.standard_origin, "    "),
+        ]
+        for i, v in enumerate(self.variants):
+            control = " · matched control" if v.changes_exploit else ""
+            attack = " → ".join(s.label() for s in v.attack) or "no attack"
+            lines.append(f"  variant {i} '{v.label}': {attack}; exploit "
+                         f"{self.exploit_label(v.exploit)}{control}")
+            if v.exploit != self.standard_exploit:
+                lines.extend(_origin_lines(v.origin, "    "))
+        first: dict[tuple[Any, ...], str] = {}
+        for run in self.runs:
+            chain = " → ".join(s.label() for s in run.chain) or "subject"
+            shared = f"   (= {first[run.identity]})" if run.identity in first else ""
+            first.setdefault(run.identity, run.label())
+            lines.append(f"  {run.label():<16} {chain} ⇒ {self.exploit_label(run.exploit)} @seed "
+                         f"{run.seed}{shared}")
+        unique = len(self.unique_runs())
+        lines.append("  untrained reference: the base model's generations at seeds "
+                     f"{', '.join(map(str, self.seeds))} (no fine-tune; the verdict's learned "
+                     "margin and effect size)")
+        lines.append(
+            f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _origin_lines(origin: dict[str, str], indent: str) -> list[str]:
+    """Where the exploit's settings came from, one line per layer (tier rows name their source)."""
+    by_layer: dict[str, list[str]] = {}
+    for key, layer in origin.items():
+        by_layer.setdefault(layer, []).append(key)
+    return [f"{indent}{', '.join(keys)} ← {layer}" for layer, keys in by_layer.items()]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        out.extend(_flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                   else [(f"{prefix}{key}", value)])
+    return out
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class ProtectionInfo:
+    """What the planner needs to know of the protection under audit."""
+
+    spec: PartSpec
+    random: bool = True  # re-crafted per replicate with the replicate's seed
+    shared_across_replicates: bool = False  # a folder of protected files: one set for all
+
+    @classmethod
+    def of(cls, protection: Any, spec: PartSpec) -> ProtectionInfo:
+        """From a protection's declared contract (``Protection.random`` and
+        ``shared_across_replicates``)."""
+        return cls(spec, protection.random, protection.shared_across_replicates)
+
+
+def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
+    """The ``random`` protection at the audited protection's budget (its ``epsilon``); None when
+    the protection declares none."""
+    epsilon = protection.params.get("epsilon")
+    if epsilon is None:
+        return None
+    params = PROTECTIONS.get("random").validate({"epsilon": float(epsilon)}).model_dump()
+    return PartSpec("protection", "random", params)
+
+
+def resolve_exploit(tier: Tier, name: str, params: dict[str, Any]
+                    | None) -> tuple[PartSpec, dict[str, str]]:
+    part = EXPLOITS.get(name)
+    resolved = tier.resolve_part(part, params)
+    return PartSpec("exploit", name, resolved.to_dict()), resolved.origin
+
+
+def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: int,
+              default_exploit: str | None = None) -> CasePlan:
+    """Every run the case needs, with its role, replicate, image chain and exploit.
+
+    The standard exploit is ``default_exploit`` or the tier's (``--exploit``, DreamBooth by
+    default); a scenario's ``standard`` exploit is that one with the scenario's changes, a
+    named one stays itself. Either way, one that resolves to other parameters than the
+    standard exploit's gets a matched control.
+    """
+    k = tier.replicates
+    seeds = tuple(replicate_seed(seed, r) for r in range(k))
+    standard_name = default_exploit or tier.exploit
+    standard, standard_origin = resolve_exploit(tier, standard_name, None)
+    variants = []
+    for label, attack, exploit in scenario.resolved_variants():
+        steps = tuple(PartSpec("transform", s.part,
+                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+                      for s in attack)
+        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
+        spec, origin = resolve_exploit(tier, name, exploit.params)
+        changes = spec != standard and tier.controls.matched
+        variants.append(VariantPlan(label, steps, spec, changes, origin))
+
+    runs: list[Run] = []
+    for r, s in enumerate(seeds):
+        prot_seed = seeds[0] if protection.shared_across_replicates else s
+        protect = ChainStep("protection", protection.spec, prot_seed if protection.random else None)
+        runs.append(Run("clean", None, r, (), standard, s))
+        runs.append(Run("protected", None, r, (protect,), standard, s))
+        for v, variant in enumerate(variants):
+            chain = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None)
+                          for a in variant.attack)
+            runs.append(Run("attacked", v, r, (protect, *chain), variant.exploit, s))
+            if variant.changes_exploit:
+                runs.append(Run("control", v, r, (), variant.exploit, s))
+    notes = []
+    if tier.controls.noise_floor:
+        jitter = PartSpec("transform", "level_jitter", {"levels": 1})
+        runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),),
+                        standard, seeds[0]))
+    if tier.controls.null_baseline:
+        null = null_baseline_spec(protection.spec)
+        if null is None:
+            notes.append("null baseline: the protection declares no budget ε (a folder without "
+                         "--epsilon), so there is no noise of the same budget to compare with; not "
+                         "run")
+        elif null.params["epsilon"] > 0:  # 'none' (ε = 0): the noise would be the clean images
+            for r, s in enumerate(seeds):
+                runs.append(Run("null_baseline", None, r, (ChainStep("protection", null, s),),
+                                standard, s))
+    if k == 1:
+        notes.append("one replicate: no interval covers what a rerun would give (set --replicates "
+                     "≥ 2)")
+    return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs),
+                    tuple(notes),
+                    standard_origin)
