@@ -57,16 +57,21 @@ def flipped_pid() -> Any:
 
 
 def session_class() -> type:
+    """The engine with only the verdict metric computed (the outcome depends on nothing else):
+    ``audit.run.case`` picks a case's metrics through ``metric_choice``, narrowed here."""
+    import audit.run.case as case
     from audit.run.session import AuditSession
 
-    class VerdictMetricOnly(AuditSession):
-        """The engine with only the verdict metric computed (the outcome depends on nothing else)."""
+    if not getattr(case.metric_choice, "verdict_metric_only", False):
+        choose = case.metric_choice
 
-        def metric_choice(self, scenario: Any, record: dict[str, Any]) -> tuple[list[str], str]:
-            _, verdict_metric = super().metric_choice(scenario, record)
+        def verdict_metric_only(*args: Any, **kwargs: Any) -> tuple[list[str], str]:
+            _, verdict_metric = choose(*args, **kwargs)
             return [verdict_metric], verdict_metric
 
-    return VerdictMetricOnly
+        verdict_metric_only.verdict_metric_only = True  # type: ignore[attr-defined]
+        case.metric_choice = verdict_metric_only
+    return AuditSession
 
 
 def run_seed(seed: int, device: str, results: str, replicates: int | None, overrides: dict[str, Any]) -> list[dict[str, Any]]:
