@@ -33,3 +33,28 @@ PROTECTIONS.register(
                 "prompt-independent",
     source="Li et al., ICML 2024, §5.1 eq. 10", random=True, uses_model=True,
 )
+_PG = "audit.parts.protections.photoguard"
+PROTECTIONS.register(
+    "photoguard-encoder", target=f"{_PG}:PhotoGuardEncoder",
+    params=f"{_PG}:PhotoGuardEncoderParams",
+    description="PhotoGuard's encoder attack: ℓ∞ PGD pulling E(x+δ) to a gray image's latent "
+                "(paper setting)",
+    source="Salman et al., ICML 2023, §4 eq. 4, Alg. 1, Table 9 (ε 16/255, step 2/255, 200 it)",
+    uses_model=True,
+)
+PROTECTIONS.register(
+    "photoguard-encoder-code", target=f"{_PG}:PhotoGuardEncoderCode",
+    params=f"{_PG}:PhotoGuardEncoderCodeParams",
+    description="PhotoGuard's encoder attack as the authors' img2img notebook runs it (zero "
+                "latent, 7.65/255, decaying step, 1000 it)",
+    source="Salman et al., ICML 2023; public notebook demo_simple_attack_img2img", random=True,
+    uses_model=True,
+)
+PROTECTIONS.register(
+    "advdm", target="audit.parts.protections.advdm:AdvDM",
+    params="audit.parts.protections.advdm:AdvDMParams",
+    description="AdvDM: ℓ∞ PGD ascending the denoising loss through VAE and UNet (+ 0.05·latent-"
+                "mean shift, as in PID's comparison)",
+    source="Liang et al., ICML 2023; PID Tables 3-7 (ε 0.05, step ε/10, 100 it)", random=True,
+    uses_model=True,
+)

@@ -38,6 +38,14 @@ class ProtectionContext:
     subject: Subject | None = None
 
 
+def model_of(ctx: ProtectionContext, name: str) -> LatentDiffusionModel:
+    """The audited model of a protection that ``uses_model`` (the stage always gives it then)."""
+    if ctx.model is None:
+        raise ProtectionError(f"protection '{name}' uses the model, but none was given to it: "
+                              "declare uses_model = True on its class")
+    return ctx.model
+
+
 @dataclass
 class ProtectionOutput:
     images: torch.Tensor  # uint8 N×3×H×W

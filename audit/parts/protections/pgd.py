@@ -5,6 +5,8 @@ as PID runs it (PID §5.1, eq. 10):
 
 A protection crafted this way subclasses ``LinfPGD`` and gives ``ascend`` its objective (a
 batch of perturbed images → one loss per image); an EoT or BPDA wrapper wraps that objective.
+A protection that minimises a distance (PhotoGuard) ascends its negative; one with a step
+schedule overrides ``step_at``; one with another start passes its own δ₀.
 Being a base class, this file is part of every such protection's code fingerprint.
 """
 
@@ -35,6 +37,10 @@ class LinfPGD(Protection):
         self.step_size = float(step_size)
         self.steps = steps
 
+    def step_at(self, i: int) -> float:
+        """α at iteration ``i``: ``step_size`` throughout (a subclass may schedule it)."""
+        return self.step_size
+
     def uniform_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """δ drawn uniformly in [−ε, ε] on the CPU generator, then kept inside [0, 1]."""
         delta = ((2 * torch.rand(x.shape, generator=generator) - 1) * self.epsilon).to(x.device)
@@ -57,7 +63,7 @@ class LinfPGD(Protection):
                         f"{i + 1}/{self.steps}; {hint}"
                     )
                 with torch.no_grad():
-                    delta = delta + self.step_size * grad.sign()
+                    delta = delta + self.step_at(i) * grad.sign()
                     delta = delta.clamp(-self.epsilon, self.epsilon)
                     delta = (x + delta).clamp(0, 1) - x
                 value = float(loss.detach().mean())
