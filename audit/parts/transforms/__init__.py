@@ -71,3 +71,20 @@ TRANSFORMS.register(
     description="each pixel ± up to k 8-bit levels: no protective intent (the exploit's noise floor)",
     source="protection-audit control (model card: noise floor)", random=True,
 )
+TRANSFORMS.register(
+    "impress", target="audit.parts.transforms.impress:impress", params="audit.parts.transforms.impress:ImpressParams",
+    description="IMPRESS: Adam on x to make D(E(x)) = x within an LPIPS budget of the input ([0,1] units, fp32, batched)",
+    source="Cao et al. NeurIPS 2023 §4.2 eq. 4.3, Alg. 1; the authors' impress.py (Adam, cosine lr)",
+    random=True, uses_model=True,
+)
+_R = "audit.parts.transforms.restoration"
+TRANSFORMS.register(
+    "noisy_upscale", target=f"{_R}:noisy_upscale", params=f"{_R}:NoisyUpscaleParams", random=True,
+    description="Gaussian noise (std, [0,1], seeded, 8-bit), ×4 upscaler (Real-ESRGAN x4plus offline), back to size",
+    source="Hönig et al. ICLR 2025 (robust-style-mimicry) noisy upscaling; σ 0.05 / 0.1",
+)
+TRANSFORMS.register(
+    "restoration", target=f"{_R}:restoration", params=f"{_R}:RestorationParams", random=True,
+    description="[noise] → [face restorer] → ¼ size → ×4 super-resolution (restorers by name; missing: unavailable)",
+    source="DiffShortcut §4.2 and Alg. 1 lines 2-3 (CodeFormer w 0.5, then ×4 SR); 'gau-sr' chain",
+)
