@@ -88,3 +88,19 @@ TRANSFORMS.register(
     description="[noise] → [face restorer] → ¼ size → ×4 super-resolution (restorers by name; missing: unavailable)",
     source="DiffShortcut §4.2 and Alg. 1 lines 2-3 (CodeFormer w 0.5, then ×4 SR); 'gau-sr' chain",
 )
+_D = "audit.parts.transforms.diffpure"
+TRANSFORMS.register(
+    "latent_diffpure", target=f"{_D}:latent_diffpure", params=f"{_D}:LatentDiffPureParams", random=True, uses_model=True,
+    description="SDEdit with the purifier's latent model: noise to t, t DDPM steps back, quality or empty prompt",
+    source="DiffShortcut App. C.1 item 5 (LatentDiffPure, t 300, CFG 7.5); Meng et al. ICLR 2022 (SDEdit)",
+)
+TRANSFORMS.register(
+    "ddspure", target=f"{_D}:ddspure", params=f"{_D}:DdsPureParams", random=True, uses_model=True,
+    description="SDEdit from the t with (1 − ᾱ_t)/ᾱ_t = σ² (σ in the model's diffusion units)",
+    source="Carlini et al. ICLR 2023 (DDS); DiffShortcut App. C.1 item 5 (DDSPure)",
+)
+TRANSFORMS.register(
+    "gridpure", target=f"{_D}:gridpure", params=f"{_D}:GridPureParams", random=True, uses_model=True,
+    description="half-side windows + corner window purified (SDEdit t 10), overlap-averaged, γ-blended, iterated",
+    source="Zhao et al. 2024 (GrIDPure) and its authors' gridpure.py; DiffShortcut App. C.1 item 7",
+)

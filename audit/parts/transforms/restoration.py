@@ -56,10 +56,19 @@ def _realesrgan() -> object:
     return Realesrgan(gpuid=-1, model=4)  # ncnn's CPU path; model 4 = realesrgan-x4plus.{param,bin}
 
 
+# The ncnn network returns black for inputs of 8 px or less a side: smaller ones are padded
+# (edge pixels repeated) to this size and the ×4 output cropped back.
+MIN_SIDE = 16
+
+
 def realesrgan_x4plus(images: torch.Tensor) -> torch.Tensor:
     """Real-ESRGAN ×4plus (ncnn, CPU) on each image: N×3×H×W → N×3×4H×4W, 8-bit levels."""
     network = _realesrgan()
-    return torch.stack([from_pil(network.process_pil(to_pil(image))) for image in images.cpu()])  # type: ignore[attr-defined]
+    height, width = images.shape[-2:]
+    pad = max(0, (MIN_SIDE - min(height, width) + 1) // 2)
+    x = F.pad(images.cpu(), (pad, pad, pad, pad), mode="replicate") if pad else images.cpu()
+    out = torch.stack([from_pil(network.process_pil(to_pil(image))) for image in x])  # type: ignore[attr-defined]
+    return out[:, :, 4 * pad:4 * (pad + height), 4 * pad:4 * (pad + width)]
 
 
 def _unavailable(restorer: str, file: str, how: str) -> TransformUnavailable:
