@@ -2,7 +2,8 @@
 
     python -m audit ls [transforms|protections|exploits|metrics|scenarios]
     python -m audit validate [DIR]
-    python -m audit plan [--tier smoke] [--protection pid] [--replicates K] [--audit-set KEY=VALUE] [DIR|FILE ...]
+    python -m audit plan [--tier smoke] [--protection pid] [--replicates K] [--audit-set KEY=VALUE]
+    [DIR|FILE ...]
 
 ``ls`` and ``validate`` are thin wrappers over the registry and the scenario loader (as
 lm-evaluation-harness's ``ls``/``validate`` are over its task manager): ``validate`` gives
@@ -19,7 +20,8 @@ from pathlib import Path
 from audit.errors import AuditError
 from audit.parts.registry import InvalidParams
 
-KINDS = {"transforms": "transform", "protections": "protection", "exploits": "exploit", "metrics": "metric"}
+KINDS = {"transforms": "transform", "protections": "protection", "exploits": "exploit",
+         "metrics": "metric"}
 
 
 def _ls(what: str | None) -> int:
@@ -32,7 +34,8 @@ def _ls(what: str | None) -> int:
 
     for plural, kind in KINDS.items():
         if what in (None, plural):
-            legend = " (↑/↓: the way a value means better protection · implementation)" if kind == "metric" else ""
+            legend = (" (↑/↓: the way a value means better protection · implementation)" if kind
+                      == "metric" else "")
             print(f"{plural}:{legend}")
             for part in REGISTRIES[kind]:
                 print(f"  {part.listing()}")
@@ -41,7 +44,8 @@ def _ls(what: str | None) -> int:
         for path in catalogue_files():
             head = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             tags = ", ".join(map(str, head.get("tags") or []))
-            print(f"  {path.stem:<28} {head.get('title', '?')} — {head.get('source', '?')} [tags: {tags}]")
+            print(f"  {path.stem:<28} {head.get('title', '?')} — {head.get('source', '?')} [tags: "
+                  f"{tags}]")
     return 0
 
 
@@ -56,7 +60,8 @@ def _validate(folder: str | None) -> int:
     for path in files:
         try:
             scenario = load_scenario(path)
-            print(f"ok     {path.name}  ({scenario.id} v{scenario.version}, {len(scenario.resolved_variants())} variant(s))")
+            print(f"ok     {path.name}  ({scenario.id} v{scenario.version}, "
+                  f"{len(scenario.resolved_variants())} variant(s))")
         except AuditError as exc:
             errors += 1
             print(f"ERROR  {exc}")
@@ -72,22 +77,24 @@ def _plan(args: argparse.Namespace) -> int:
     from audit.run.planner import ProtectionInfo, plan_case
 
     options = AuditOptions(protection=args.protection, tier=args.tier, replicates=args.replicates,
-                           overrides=parse_overrides(args.audit_set), seed=args.seed, model=args.model,
+                           overrides=parse_overrides(args.audit_set), seed=args.seed,
+                           model=args.model,
                            exploit=args.exploit)
     tier = options.tier_settings
     validate_overrides(tier)
     protection, spec = build_protection(args.protection, tier, args.epsilon)
-    info = ProtectionInfo(spec, protection.random, getattr(protection, "shared_across_replicates", False))
+    info = ProtectionInfo.of(protection, spec)
     paths: list[Path] = []
     for target in args.paths or [None]:
         p = Path(target) if target else None
         paths.extend([p] if p is not None and p.is_file() else catalogue_files(p))
-    total = set()
+    total: set[tuple] = set()
     for path in paths:
         plan = plan_case(load_scenario(path), info, tier, args.seed)
         total.update(r.identity for r in plan.runs)
         print(plan.table(), end="\n\n")
-    print(f"{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and protected runs are shared)")
+    print(f"{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and protected "
+          "runs are shared)")
     return 0
 
 
@@ -106,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--epsilon", type=float, default=None)
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--audit-set", action="append", default=[])
-    plan.add_argument("--model", default="tiny", help="the model by name or folder (not loaded): its family picks the "
-                                                       "tier's rows, e.g. PID Table 8's SD 1.5 or 2.1 settings")
-    plan.add_argument("--exploit", default=None, help="the standard exploit, e.g. lora or 'lora: {rank: 32}'")
+    plan.add_argument("--model", default="tiny", help="the model by name or folder (not loaded): "
+                                                      "its family picks the tier's rows, e.g. PID "
+                                                      "Table 8's SD 1.5 or 2.1 settings")
+    plan.add_argument("--exploit", default=None, help="the standard exploit, e.g. lora or 'lora: "
+                                                      "{rank: 32}'")
     args = parser.parse_args(argv)
     try:
         if args.command == "ls":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 
-def test_scenario(audit_case, audit_run) -> None:  # noqa: ANN001 - fixtures
+def test_scenario(audit_case, audit_run) -> None:
     """Run one protection × scenario × subject case and fail unless the protection holds."""
     record = audit_run.run(audit_case)
     if record["outcome"] == "skipped":

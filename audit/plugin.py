@@ -33,7 +33,8 @@ class _Single(argparse.Action):
     option given twice with different values (``--protection=pid --protection=random``) is
     refused at start-up instead of the last one winning silently."""
 
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str
+                 | None = None) -> None:
         setattr(namespace, self.dest, values)
         given = dict(getattr(namespace, "audit_given", None) or {})
         given.setdefault(option_string or self.dest, []).append(values)
@@ -46,42 +47,60 @@ def repeated_options(config: pytest.Config) -> str | None:
         distinct = list(dict.fromkeys(values))
         if len(distinct) > 1:
             name = option.split("=")[0]
-            return (f"{name} is given {len(values)} times with different values ({', '.join(map(str, distinct))}); an "
-                    f"audit takes one {name}: give it once (a run per value audits each).")
+            return (f"{name} is given {len(values)} times with different values "
+                    f"({', '.join(map(str, distinct))}); an audit takes one {name}: give it once "
+                    "(a run per value audits each).")
     return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("protection-audit", "protection robustness audit")
-    group.addoption("--protection", action=_Single, default=None, help="protection to audit: none, random, pid, or package.module:factory")
-    group.addoption("--model", action=_Single, default="tiny", help="'tiny' (built-in, default), a Hugging Face id, or a local diffusers folder")
+    group.addoption("--protection", action=_Single, default=None, help="protection to audit: none, "
+            "random, pid, or package.module:factory")
+    group.addoption("--model", action=_Single, default="tiny", help="'tiny' (built-in, default), a "
+            "Hugging Face id, or a local diffusers folder")
     group.addoption("--transfer-model", action=_Single, default=None, metavar="MODEL",
-                    help="the exploiter's model in transfer scenarios (PID §6.3): a Hugging Face id or a local diffusers "
-                         "folder; default on the built-in models: the other one (tiny ↔ tiny-2)")
-    group.addoption("--tier", action=_Single, default="smoke", choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
-    group.addoption("--data", action=_Single, default=None, help="subject images: DIR with one sub-folder per subject (default: bundled subject)")
-    group.addoption("--results-dir", action=_Single, default="audit-results", help="results folder: cache, results JSON, artifacts")
-    group.addoption("--device", action=_Single, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    group.addoption("--seed", action=_Single, default=0, type=int, help="seed of every random stage (default 0)")
-    group.addoption("--scenarios", action=_Single, default=None, help="scenario folder (default: the bundled catalogue)")
-    group.addoption("--allow-download", action="store_true", help="let --model fetch from the Hugging Face hub")
+                    help="the exploiter's model in transfer scenarios (PID §6.3): a Hugging Face "
+                         "id or a local diffusers folder; default on the built-in models: the "
+                         "other one (tiny ↔ tiny-2)")
+    group.addoption("--tier", action=_Single, default="smoke",
+                    choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
+    group.addoption("--data", action=_Single, default=None, help="subject images: DIR with one "
+            "sub-folder per subject (default: bundled subject)")
+    group.addoption("--results-dir", action=_Single, default="audit-results",
+                    help="results folder: cache, results JSON, artifacts")
+    group.addoption("--device", action=_Single, default="auto", help="auto (cuda, then mps, then "
+            "cpu), cpu, cuda, cuda:N, mps")
+    group.addoption("--seed", action=_Single, default=0, type=int, help="seed of every random "
+            "stage (default 0)")
+    group.addoption("--scenarios", action=_Single, default=None, help="scenario folder (default: "
+            "the bundled catalogue)")
+    group.addoption("--allow-download", action="store_true", help="let --model fetch from the "
+            "Hugging Face hub")
     group.addoption("--audit-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one tier setting (marks the run non-standard), e.g. dreambooth.steps=20")
+                    help="override one tier setting (marks the run non-standard), e.g. "
+                         "dreambooth.steps=20")
     group.addoption("--replicates", action=_Single, default=None, type=int, metavar="K",
                     help="independent replicates of every random stage (default: the tier's, 3)")
     group.addoption("--epsilon", action=_Single, default=None, type=float,
-                    help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a built-in's")
+                    help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a "
+                         "built-in's")
     group.addoption("--exploit-workers", default=None, type=int, metavar="N",
-                    help="processes that fine-tune side by side (default: one per CPU core, at most 4; 1 on a GPU)")
+                    help="processes that fine-tune side by side (default: one per CPU core, at "
+                         "most 4; 1 on a GPU)")
     group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
-                    help="the standard exploit: dreambooth (default) or lora, with parameters in the scenario grammar, "
-                         "e.g. --exploit='lora: {rank: 32}'; scenarios written 'exploit: {standard: ...}' (or without "
-                         "an exploit) use it, scenarios that name an exploit keep theirs (with a matched control)")
+                    help="the standard exploit: dreambooth (default) or lora, with parameters in "
+                         "the scenario grammar, e.g. --exploit='lora: {rank: 32}'; scenarios "
+                         "written 'exploit: {standard: ...}' (or without an exploit) use it, "
+                         "scenarios that name an exploit keep theirs (with a matched control)")
     group.addoption("--full-catalogue", action="store_true",
-                    help="run every scenario, not only the tier's default selection (smoke: tag 'smoke')")
+                    help="run every scenario, not only the tier's default selection (smoke: tag "
+                         "'smoke')")
     group.addoption("--report", default=None, metavar="PATH",
-                    help="HTML robustness report to write at the end (default: <results-dir>/report.html)")
-    group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore the cache)")
+                    help="HTML robustness report to write at the end (default: "
+                         "<results-dir>/report.html)")
+    group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore "
+            "the cache)")
 
 
 def _active(config: pytest.Config) -> bool:
@@ -130,10 +149,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from audit.config.startup import check_options
 
     check_options(options, collect_only=bool(config.getoption("collectonly")))
-    if options.allow_download:  # metric weights load through their libraries (audit/parts/metrics/weights.py)
+    # metric weights load through their libraries (audit/parts/metrics/weights.py)
+    if options.allow_download:
         os.environ["PROTECTION_AUDIT_ALLOW_DOWNLOAD"] = "1"
     config.stash[_RECORDS_KEY] = []
-    run_id = config.workerinput["audit_run_id"] if _is_worker(config) else time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+    run_id = (config.workerinput["audit_run_id"] if _is_worker(config)  # type: ignore[attr-defined]
+              else time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:6]}")
     config.stash[_RUN_KEY] = {"options": options, "run_id": run_id, "started": time.time()}
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(CASES_MODULE)]
@@ -190,11 +211,13 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
             continue
         for subject in subjects:
             case_id = f"{protection}-{path.stem}-{subject}"
-            cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error), tags))
+            cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error),
+                          tags))
     cases = _unique_ids(cases)
     config.stash[_RUN_KEY]["left_out"] = left_out
     config.stash[_RUN_KEY]["selection"] = (
-        f"tier '{options.tier}' default selection: scenarios tagged '{tag}'" if tag else "the full catalogue")
+        f"tier '{options.tier}' default selection: scenarios tagged '{tag}'" if tag
+        else "the full catalogue")
     return cases
 
 
@@ -209,7 +232,8 @@ def _unique_ids(cases: list[tuple[AuditCase, list[str]]]) -> list[tuple[AuditCas
     out = []
     for case, tags in cases:
         if counts[case.case_id] > 1:
-            digest = hashlib.sha256(f"{Path(case.scenario_path).name}|{case.subject}".encode()).hexdigest()[:6]
+            digest = hashlib.sha256(
+                f"{Path(case.scenario_path).name}|{case.subject}".encode()).hexdigest()[:6]
             case = replace(case, case_id=f"{case.case_id}~{digest}")
         out.append((case, tags))
     return out
@@ -232,7 +256,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class AuditRun:
-    """Session-wide runner: runs cases, writes each record at once, keeps the results file current."""
+    """Session-wide runner: runs cases, writes each record at once, keeps the results file
+    current."""
 
     def __init__(self, config: pytest.Config) -> None:
         from audit.results.files import ResultsWriter
@@ -254,7 +279,8 @@ class AuditRun:
             record = {
                 "case_id": case.case_id,
                 "protection": {"name": self.options.protection},
-                "scenario": scenario_record(case.scenario) if case.scenario else {"id": Path(case.scenario_path).stem, "path": case.scenario_path},
+                "scenario": scenario_record(case.scenario) if case.scenario
+                else {"id": Path(case.scenario_path).stem, "path": case.scenario_path},
                 "subject": {"name": case.subject},
                 "tier": self.options.tier,
                 "seed": self.options.seed,
@@ -263,14 +289,15 @@ class AuditRun:
                 "metrics": {},
                 "variants": [],
                 "flags": [],
-                "error": {"type": "input", "message": case.error, "user_error": True, "traceback": None},
+                "error": {"type": "input", "message": case.error, "user_error": True,
+                          "traceback": None},
                 "seconds": 0.0,
                 "timings": [],
                 "cache": {"hits": [], "misses": [], "corrupt": []},
             }
         else:
             self.session.progress.write(f"  case {case.case_id}")
-            record = self.session.run_case(case.scenario, case.subject, case.case_id)
+            record = self.session.run_case(case.scenario, case.subject, case.case_id)  # type: ignore[arg-type]
         self.writer.write_case(record)
         self.config.stash[_RECORDS_KEY].append(record)
         if not _is_worker(self.config):
@@ -278,7 +305,7 @@ class AuditRun:
         return record
 
 
-def _terminal_writer(config: pytest.Config):  # noqa: ANN202
+def _terminal_writer(config: pytest.Config):
     if _is_worker(config):
         return None
     capman = config.pluginmanager.getplugin("capturemanager")
@@ -323,7 +350,8 @@ def run_record(config: pytest.Config) -> dict[str, Any]:
 
 
 def reproduce_command(options: Any) -> str:
-    parts = ["pytest", f"--protection={options.protection}", f"--model={options.model}", f"--tier={options.tier}", f"--seed={options.seed}"]
+    parts = ["pytest", f"--protection={options.protection}", f"--model={options.model}",
+             f"--tier={options.tier}", f"--seed={options.seed}"]
     if options.transfer_model:
         parts.append(f"--transfer-model={options.transfer_model}")
     if options.data:
@@ -393,8 +421,9 @@ def _write_report(config: pytest.Config, results_path: Path, writer: Any) -> str
         path = write_report([results_path], Path(target).expanduser())
         if not config.getoption("report"):
             writer.publish_latest(path, "report.html")
-    except Exception as exc:  # noqa: BLE001 - the results are already safe on disk
-        return f"not written ({type(exc).__name__}: {exc}); retry with: python -m reports render {results_path} -o {target}"
+    except Exception as exc:
+        return (f"not written ({type(exc).__name__}: {exc}); retry with: python -m reports render "
+                f"{results_path} -o {target}")
     return f"{path} ({path.stat().st_size / 1e6:.2f} MB)"
 
 
@@ -408,7 +437,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             # Nothing ran, and the tier's default selection left scenarios out: say where they went.
             terminalreporter.write_line(
                 f"no audit case ran: {run['selection']}, so these scenarios were not collected: "
-                f"{', '.join(run['left_out'])}. Pass --full-catalogue to run them (with -k to pick some).")
+                f"{', '.join(run['left_out'])}. Pass --full-catalogue to run them (with -k to pick "
+                "some).")
         return
     import json
 
@@ -416,12 +446,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     buffer = io.StringIO()
-    summary_table(data["cases"], run["options"], buffer, color=terminalreporter.isatty(), run=data["run"])
+    summary_table(data["cases"], run["options"], buffer, color=terminalreporter.isatty(),
+                  run=data["run"])
     terminalreporter.write_sep("=", "protection audit")
     for line in buffer.getvalue().rstrip("\n").splitlines():
         terminalreporter.write_line(line)
     if run.get("left_out"):
-        terminalreporter.write_line(f"{run['selection']}; not run: {', '.join(run['left_out'])} (--full-catalogue runs them)")
+        terminalreporter.write_line(f"{run['selection']}; not run: {', '.join(run['left_out'])} "
+                                    "(--full-catalogue runs them)")
     terminalreporter.write_line(f"results JSON: {path}")
     if run.get("report"):
         terminalreporter.write_line(f"HTML report: {run['report']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from audit.judge.verdict import OUTCOMES as RANKED_OUTCOMES
+from audit.judge.outcomes import BY_LABEL, SHOWN
 from audit.results.summary import (
     audit_answer,
     cache_counts,
@@ -25,29 +25,34 @@ from audit.results.summary import (
 from reports.images import ImageStore
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
-# Shown in this order in the counts; ranked weakest first as audit.judge.verdict.OUTCOMES lists them.
-OUTCOMES = ("pass", "fail", "no meaningful effect at baseline", "no effect at baseline",
-            "exploit did not learn the subject", "error")
-OUTCOME_RANK = {name: rank for rank, name in enumerate(RANKED_OUTCOMES)}
+# The counts show the outcomes in this order; cases are ranked weakest first
+# (audit/judge/outcomes.py holds both orders).
+OUTCOMES = SHOWN
+OUTCOME_RANK = {label: outcome.rank for label, outcome in BY_LABEL.items()}
 STRIPS = (
     ("clean", "clean subject images"),
     ("protected", "protected images (what the protector publishes)"),
-    ("attacked_input", "attacked input (after the scenario's image-space steps; the exploiter trains on these)"),
+    ("attacked_input", "attacked input (after the scenario's image-space steps; the exploiter "
+                       "trains on these)"),
     ("generated_clean", "generations after DreamBooth on the clean images"),
     ("generated_protected", "generations after DreamBooth on the protected images"),
     ("generated_attacked", "generations after the scenario's exploit on the attacked images"),
     ("generated_control", "matched control: the scenario's exploit on the clean images"),
-    ("generated_untrained", "untrained reference: the base model's generations, same prompts and seeds, no fine-tune (m_u)"),
-    ("generated_null_baseline", "null baseline: DreamBooth on the images under uniform noise of the same budget"),
+    ("generated_untrained", "untrained reference: the base model's generations, same prompts and "
+                            "seeds, no fine-tune (m_u)"),
+    ("generated_null_baseline", "null baseline: DreamBooth on the images under uniform noise of "
+                                "the same budget"),
 )
 SMOKE_CAVEAT = (
-    "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, trained on a dozen "
-    "bundled photographs; see its model card). Its numbers show whether the protection's mechanism changes what "
-    "this small latent-diffusion pipeline learns from the subject, and whether each scenario weakens that change, "
-    "relative to the same model's clean outcome. They do not estimate the protection's strength on Stable Diffusion "
-    "at 512 px: absolute metric values are not comparable with the papers' tables, face metrics work only through "
-    "their documented fallbacks at this resolution, and a pass here is a regression gate for protection code, not a "
-    "robustness claim. Run --tier standard or --tier paper on a real model for that."
+    "This is a smoke-tier audit on the embedded tiny model (64 px, a few million parameters, "
+    "trained on a dozen bundled photographs; see its model card). Its numbers show whether the "
+    "protection's mechanism changes what this small latent-diffusion pipeline learns from the "
+    "subject, and whether each scenario weakens that change, relative to the same model's clean "
+    "outcome. They do not estimate the protection's strength on Stable Diffusion at 512 px: "
+    "absolute metric values are not comparable with the papers' tables, face metrics work only "
+    "through their documented fallbacks at this resolution, and a pass here is a regression gate "
+    "for protection code, not a robustness claim. Run --tier standard or --tier paper on a real "
+    "model for that."
 )
 
 
@@ -66,7 +71,8 @@ def fmt(value: Any, digits: int = 3) -> str:
 def fmt_ci(estimate: dict[str, Any] | None, digits: int = 3) -> str:
     if not estimate or isinstance(estimate, Undefined):
         return "—"
-    return f"{fmt(estimate.get('value'), digits)} [{fmt(estimate.get('ci_low'), digits)}, {fmt(estimate.get('ci_high'), digits)}]"
+    return (f"{fmt(estimate.get('value'), digits)} [{fmt(estimate.get('ci_low'), digits)}, "
+            f"{fmt(estimate.get('ci_high'), digits)}]")
 
 
 def duration(seconds: float | None) -> str:
@@ -98,11 +104,13 @@ def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdict_metric(case: dict[str, Any]) -> str:
-    return case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict") or {}).get("metric") or ""
+    return case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
+                                          or {}).get("metric") or ""
 
 
 def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
-    """Weakest first (audit.judge.verdict.OUTCOMES: errors, exploits that did not learn, fails, no effect,
+    """Weakest first (audit/judge/outcomes.py: errors, exploits that did not learn, fails, no
+    effect,
     no meaningful effect, passes); within each, lowest retained lower bound."""
     retained = verdict_entry(case).get("retained") or {}
     low = retained.get("ci_low")
@@ -123,8 +131,10 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
     first_run = runs[0]
     options = first_run.get("options") or {}
     real = next((c for c in cases if c.get("model")), None)
-    protection = next((c["protection"] for c in cases if (c.get("protection") or {}).get("epsilon") is not None), None)
-    protection = protection or (cases[0]["protection"] if cases else {"name": options.get("protection")})
+    protection = next((c["protection"] for c in cases if (c.get("protection")
+                                                          or {}).get("epsilon") is not None), None)
+    protection = protection or (cases[0]["protection"] if cases
+                                else {"name": options.get("protection")})
     model = (real or {}).get("model") or {"id": options.get("model")}
     counts = {name: sum(1 for c in cases if c.get("outcome") == name) for name in OUTCOMES}
     for c in cases:
@@ -143,15 +153,18 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
 
     case_views = [_case_view(c, i, metric_names, store) for i, c in enumerate(cases)]
     measured = [v for v in case_views if v["retained"] is not None]
-    weakest = min(measured, key=lambda v: (float(v["retained"].get("ci_low") or 0), v["case_id"])) if measured else None
+    weakest = min(measured, key=lambda v: (float(v["retained"].get("ci_low")
+                                                 or 0), v["case_id"])) if measured else None
 
-    wall = [float(r["finished"]) - float(r["started"]) for r in runs if r.get("finished") and r.get("started")]
+    wall = [float(r["finished"]) - float(r["started"]) for r in runs if r.get("finished")
+            and r.get("started")]
     headline, headline_outcome = _headline(case_views)
     tier = options.get("tier") or (cases[0].get("tier") if cases else None)
     rows = []
     for v in case_views:
         retained = v["retained"] or {}
-        rows.append(RetainedRow(v["label"], v["outcome"], retained.get("value"), retained.get("ci_low"),
+        rows.append(RetainedRow(v["label"], v["outcome"], retained.get("value"),
+                                retained.get("ci_low"),
                                 retained.get("ci_high"), v["threshold"]))
     return {
         "title": f"Robustness report: {protection.get('name') or options.get('protection')}",
@@ -176,13 +189,16 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             "noise_baseline": null_baseline_line(cases),
             "answer": audit_answer(cases, any(r.get("interrupted") for r in runs),
                                    sum(len(r.get("not_run") or []) for r in runs)),
-            "worst": [{**row, "anchor": next((v["anchor"] for v in case_views if v["case_id"] == row.get("case_id")), None)}
+            "worst": [{**row,
+                       "anchor": next((v["anchor"] for v in case_views if v["case_id"]
+                                       == row.get("case_id")), None)}
                       for row in worst_cases(cases)],
             "interrupted": any(r.get("interrupted") for r in runs),
             "not_run": [c for r in runs for c in (r.get("not_run") or [])],
             "left_out": sorted({s for r in runs for s in (r.get("left_out_scenarios") or [])}),
             "selection": next((r.get("selection") for r in runs if r.get("selection")), None),
-            "replicates": sorted({(c.get("plan") or {}).get("replicates") for c in cases if c.get("plan")}),
+            "replicates": sorted({(c.get("plan") or {}).get("replicates") for c in cases
+                                  if c.get("plan")}),
         },
         "metric_names": metric_names,
         "cases": case_views,
@@ -208,42 +224,50 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
     passed = [v for v in views if v["outcome"] == "pass"]
     parts = []
     if over:
-        parts.append(f"Exceeds its ℓ∞ budget in {len(over)} of {len(views)} cases ({', '.join(over)}): a budget "
-                     "violation, not judged for robustness.")
+        parts.append(f"Exceeds its ℓ∞ budget in {len(over)} of {len(views)} cases "
+                     f"({', '.join(over)}): a budget violation, not judged for robustness.")
     if failed:
-        parts.append(f"Does not hold against {len(failed)} of {len(views)} scenarios: {', '.join(failed)}.")
+        parts.append(f"Does not hold against {len(failed)} of {len(views)} scenarios: "
+                     f"{', '.join(failed)}.")
     if no_effect:
         parts.append(
-            f"No measurable protective effect at baseline in {len(no_effect)} case(s) ({', '.join(no_effect)}): "
-            "the exploit learned as well from the protected images as from the clean ones."
+            f"No measurable protective effect at baseline in {len(no_effect)} case(s) "
+            f"({', '.join(no_effect)}): the exploit learned as well from the protected images as "
+            "from the clean ones."
         )
     if small:
         shares = ", ".join(f"{v['label']} ({v['share_text']})" for v in small)
         parts.append(
-            f"No meaningful protective effect at baseline in {len(small)} case(s): the protection removed less of what "
-            f"the exploit learned than the minimum (share of m_c − m_u removed [95% CI]: {shares})."
+            f"No meaningful protective effect at baseline in {len(small)} case(s): the protection "
+            "removed less of what the exploit learned than the minimum (share of m_c − m_u "
+            f"removed [95% CI]: {shares})."
         )
     if not_learned:
         parts.append(
             f"The exploit did not learn the subject in {len(not_learned)} case(s) "
-            f"({', '.join(v['label'] for v in not_learned)}): its clean fine-tune is no better than the untrained "
-            "model, so no protection can be judged there — fine-tune longer or at another learning rate."
+            f"({', '.join(v['label'] for v in not_learned)}): its clean fine-tune is no better "
+            "than the untrained model, so no protection can be judged there — fine-tune longer or "
+            "at another learning rate."
         )
     if errors:
         parts.append(f"{len(errors)} case(s) errored and have no verdict: {', '.join(errors)}.")
     flagged = sum(1 for v in views if v["flags"])
-    caution = f" ⚑ {flagged} of {len(views)} verdicts are flagged as less reliable (see each case)." if flagged else ""
+    caution = (f" ⚑ {flagged} of {len(views)} verdicts are flagged as less reliable (see each "
+               "case)." if flagged else "")
     if passed and not parts:
         return f"Holds in all {len(views)} scenarios.{caution}", "pass"
     if passed:
         parts.append(f"Holds in {len(passed)} of {len(views)}.")
     parts.append(caution.strip())
-    outcome = ("fail" if failed or over else "exploit did not learn the subject" if not_learned else "no effect at baseline"
+    outcome = ("fail" if failed or over else "exploit did not learn the subject" if not_learned
+               else "no effect at baseline"
                if no_effect else "no meaningful effect at baseline" if small else "error")
     return " ".join(parts), outcome
 
 
-def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store: ImageStore) -> dict[str, Any]:
+def _case_view(
+        case: dict[str, Any], index: int, metric_names: list[str],
+        store: ImageStore) -> dict[str, Any]:
     scenario = case.get("scenario") or {}
     metrics = case.get("metrics") or {}
     entry = verdict_entry(case)
@@ -252,10 +276,12 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
     for name in metric_names:
         m = metrics.get(name)
         if m is None:
-            cells.append({"metric": name, "outcome": None, "text": "—", "title": "not measured in this case"})
+            cells.append({"metric": name, "outcome": None, "text": "—", "title": "not measured in "
+                    "this case"})
             continue
         if m.get("unavailable"):
-            cells.append({"metric": name, "outcome": "error", "text": "unavailable", "title": str(m["unavailable"])})
+            cells.append({"metric": name, "outcome": "error", "text": "unavailable",
+                          "title": str(m["unavailable"])})
             continue
         retained = m.get("retained")
         text = fmt_ci(retained, 2) if retained else {
@@ -263,7 +289,8 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             "no meaningful effect at baseline": f"share {fmt_ci(m.get('share'), 2)}",
             "exploit did not learn the subject": "not learned",
         }.get(m.get("outcome"), "—")
-        cells.append({"metric": name, "outcome": m.get("outcome"), "text": text, "title": m.get("sentence") or ""})
+        cells.append({"metric": name, "outcome": m.get("outcome"), "text": text,
+                      "title": m.get("sentence") or ""})
     metric_rows = []
     for name, m in metrics.items():
         metric_rows.append({
@@ -285,7 +312,8 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
             "sentence": m.get("sentence"),
             "notes": m.get("notes") or [],
             "missing": m.get("missing") or {},
-            "svg": distribution_plot(m.get("values") or {}, name, m.get("direction")) if m.get("values") else None,
+            "svg": distribution_plot(m.get("values") or {}, name, m.get("direction"))
+            if m.get("values") else None,
         })
     strips = []
     artifacts = case.get("artifacts") or {}
@@ -295,7 +323,8 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         if not paths:
             continue
         images = [store.add(p, roots) for p in paths]
-        names = subject_files if key in ("clean", "protected", "attacked_input") and len(subject_files) == len(images) else None
+        names = (subject_files if key in ("clean", "protected", "attacked_input")
+                 and len(subject_files) == len(images) else None)
         strips.append({"key": key, "caption": caption, "images": images, "names": names})
     timings = case.get("timings") or []
     cache = case.get("cache") or {}
@@ -320,7 +349,8 @@ def _case_view(case: dict[str, Any], index: int, metric_names: list[str], store:
         "verdict_metric": verdict_metric(case),
         "verdict_metric_note": case.get("verdict_metric_note"),
         "noise_floor": case.get("noise_floor"),
-        "threshold": case.get("threshold", (scenario.get("verdict") or {}).get("retained_at_least")),
+        "threshold": case.get("threshold", (scenario.get("verdict")
+                                            or {}).get("retained_at_least")),
         "retained": entry.get("retained"),
         "m_u": fmt_ci(entry.get("m_u"), 4),
         "m_c": fmt_ci(entry.get("m_c"), 4),
@@ -368,7 +398,8 @@ def _null_view(null: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "metric": null.get("metric"), "epsilon": null.get("epsilon"),
         "m_null": fmt_ci(null.get("m_null"), 4), "effect": fmt_ci(null.get("effect"), 4),
-        "share": fmt_ci(null.get("share"), 3), "protection_effect": fmt_ci(null.get("protection_effect"), 4),
+        "share": fmt_ci(null.get("share"), 3),
+        "protection_effect": fmt_ci(null.get("protection_effect"), 4),
         "protection_share": fmt_ci(null.get("protection_share"), 3),
         "same_runs": bool(null.get("same_runs_as_protected")),
     }
@@ -381,7 +412,8 @@ def _replicate_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
     seeds = (case.get("plan") or {}).get("seeds") or []
     k = max((len(v) for v in means.values()), default=0)
     return [{"replicate": r + 1, "seed": seeds[r] if r < len(seeds) else None,
-             **{role: fmt(values[r], 4) if r < len(values) else "—" for role, values in means.items()}}
+             **{role: fmt(values[r], 4) if r < len(values) else "—" for role,
+                values in means.items()}}
             for r in range(k)]
 
 
@@ -403,7 +435,8 @@ def _run_view(run: dict[str, Any]) -> dict[str, Any]:
         "non_standard": run.get("non_standard"),
         "started": stamp(run.get("started")),
         "finished": stamp(run.get("finished")),
-        "wall": duration(float(run["finished"]) - float(run["started"])) if run.get("finished") and run.get("started") else "—",
+        "wall": duration(float(run["finished"]) - float(run["started"])) if run.get("finished")
+        and run.get("started") else "—",
         "tier_json": pretty(run.get("tier_settings") or {}),
         "options_json": pretty(run.get("options") or {}),
     }

@@ -62,10 +62,12 @@ class ImageStore:
             if scale == 1.0 and image.format == "PNG":
                 self._css[digest] = _uri("image/png", raw)
             else:
-                self._css[digest] = _uri("image/png", _encode(image.convert("RGB"), (thumb_w, thumb_h), "PNG"))
+                self._css[digest] = _uri("image/png", _encode(image.convert("RGB"),
+                                                              (thumb_w, thumb_h), "PNG"))
                 full_scale = min(1.0, FULL_PX / max(width, height))
                 size = (round(width * full_scale), round(height * full_scale))
-                self._css[digest + "f"] = _uri("image/jpeg", _encode(image.convert("RGB"), size, "JPEG"))
+                self._css[digest + "f"] = _uri("image/jpeg",
+                                               _encode(image.convert("RGB"), size, "JPEG"))
             self._full[digest] = (width, height)
         full_class = digest + "f" if digest + "f" in self._css else digest
         return EmbeddedImage(digest, full_class, name, width, height, thumb_w, thumb_h)
@@ -79,7 +81,8 @@ class ImageStore:
         return views
 
     def css(self) -> str:
-        return "\n".join(f".{name}{{background-image:url({uri})}}" for name, uri in self._css.items())
+        return "\n".join(f".{name}{{background-image:url({uri})}}" for name,
+                         uri in self._css.items())
 
     @property
     def total_bytes(self) -> int:

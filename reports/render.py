@@ -8,6 +8,7 @@ from pathlib import Path
 
 from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
+from audit.judge.outcomes import BY_LABEL
 from reports.context import build_context, fmt, fmt_ci, pretty
 from reports.load import ResultsFile, load_results, merge_results
 
@@ -16,9 +17,8 @@ TEMPLATE = "report.html.j2"
 
 def outcome_class(outcome: str | None) -> str:
     """CSS class of an outcome (colours in the template's stylesheet)."""
-    return {"pass": "o-pass", "fail": "o-fail", "no effect at baseline": "o-noeffect",
-            "no meaningful effect at baseline": "o-small", "exploit did not learn the subject": "o-notlearned",
-            "error": "o-error"}.get(outcome or "", "o-none")
+    known = BY_LABEL.get(outcome or "")
+    return known.css if known is not None else "o-none"
 
 
 def _environment() -> Environment:
@@ -37,16 +37,19 @@ def render_html(files: list[ResultsFile]) -> str:
     """The report of the audit recorded in ``files`` (one file, or shards of one audit)."""
     from reports.verify import verify_outcomes
 
-    # Outcomes are re-derived from the recorded numbers with the engine's decide() (reports/verify.py).
+    # Outcomes are re-derived from the recorded numbers with the engine's decide()
+    # (reports/verify.py).
     disagreements = [d for f in files for d in verify_outcomes(f)]
     merged = merge_results(files)
     context = build_context(merged, [str(f.path) for f in files])
     if disagreements:  # said first, before any answer drawn from these cases
-        listing = "; ".join(f"{d['case_id']}: recorded '{d['recorded']}', its numbers give '{d['derived']}'"
+        listing = "; ".join(f"{d['case_id']}: recorded '{d['recorded']}', its numbers give "
+                            f"'{d['derived']}'"
                             for d in disagreements)
         context["summary"]["headline"] = (
-            f"⚠ {len(disagreements)} case record(s) disagree with their own numbers ({listing}); the results file "
-            f"was edited or written by other code, and this report shows the recomputed outcomes. "
+            f"⚠ {len(disagreements)} case record(s) disagree with their own numbers ({listing}); "
+            "the results file was edited or written by other code, and this report shows the "
+            "recomputed outcomes. "
             + context["summary"]["headline"])
         context["summary"]["headline_outcome"] = "error"
     return _environment().get_template(TEMPLATE).render(**context)

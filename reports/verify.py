@@ -60,19 +60,25 @@ def rederive(case: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None
     metric = case.get("verdict_metric")
     entry = (case.get("metrics") or {}).get(metric) or {}
     per = entry.get("per_replicate") or {}
-    if not all(per.get(role) for role in ("clean", "protected", "attacked")) or entry.get("direction") not in ("up", "down"):
+    if not all(per.get(role)
+               for role in ("clean", "protected", "attacked")) or entry.get("direction") not in (
+                       "up", "down"):
         return None
     try:
         settings = _verdict_settings(run)
-        limits = {k: float(entry[k]) for k in ("min_learned", "min_effect") if entry.get(k) is not None}
+        limits = {k: float(entry[k]) for k in ("min_learned", "min_effect")
+                  if entry.get(k) is not None}
         threshold = entry.get("threshold", case.get("threshold"))
-        verdict = decide(metric, entry["direction"], per["clean"], per["protected"], per["attacked"], float(threshold),
+        verdict = decide(metric, entry["direction"], per["clean"], per["protected"],
+                         per["attacked"], float(threshold),
                          alpha=settings.alpha, untrained=per.get("untrained") or None,
-                         null=per.get("null_baseline") or None, resamples=settings.bootstrap_resamples,
+                         null=per.get("null_baseline") or None,
+                         resamples=settings.bootstrap_resamples,
                          seed=int(case.get("seed") or 0), **limits).to_dict()
     except (KeyError, TypeError, ValueError):  # a record too partial to recompute: left unchecked
         return None
-    if list(verdict.get("slots_left_out") or []) != list(entry.get("slots_left_out") or verdict.get("slots_left_out") or []):
+    if list(verdict.get("slots_left_out") or []) != list(entry.get("slots_left_out")
+                                                         or verdict.get("slots_left_out") or []):
         return None  # the matched control's undefined slots paired differently: not like for like
     return verdict
 
@@ -89,14 +95,17 @@ def verify_outcomes(file: ResultsFile) -> list[dict[str, Any]]:
             continue
         derived = rederive(case, file.run)
         if derived is None:
-            if recorded == "pass" and not ((case.get("metrics") or {}).get(case.get("verdict_metric")) or {}).get("per_replicate"):
+            if recorded == "pass" and not ((case.get("metrics")
+                                            or {}).get(case.get("verdict_metric"))
+                                            or {}).get("per_replicate"):
                 problem = {"recorded": recorded, "derived": "error",
                            "why": "no recorded verdict values support it"}
             else:
                 continue
         else:
             entry = case["metrics"][case["verdict_metric"]]
-            edited = [k for k in CHECKED_ESTIMATES if _estimate_differs(entry.get(k), derived.get(k))]
+            edited = [k for k in CHECKED_ESTIMATES
+                      if _estimate_differs(entry.get(k), derived.get(k))]
             if derived["outcome"] == recorded and not edited:
                 continue
             why = "the recorded per-replicate values give this outcome"
@@ -106,9 +115,10 @@ def verify_outcomes(file: ResultsFile) -> list[dict[str, Any]]:
         case["outcome_check"] = problem
         case["outcome"] = problem["derived"]
         case["flags"] = [
-            f"RECORD DISAGREES WITH ITS NUMBERS: the results file says '{problem['recorded']}', but {problem['why']} "
-            f"('{problem['derived']}', recomputed by audit.judge.verdict.decide); the file was edited or written by other "
-            f"code — shown as '{problem['derived']}'",
+            f"RECORD DISAGREES WITH ITS NUMBERS: the results file says '{problem['recorded']}', "
+            f"but {problem['why']} ('{problem['derived']}', recomputed by "
+            "audit.judge.verdict.decide); the file was edited or written by other code — shown as "
+            f"'{problem['derived']}'",
             *(case.get("flags") or []),
         ]
         disagreements.append({"case_id": case.get("case_id"), "file": str(file.path), **problem})

@@ -52,7 +52,8 @@ def imported_modules(tree: ast.AST, name: str, is_package: bool, known: set[str]
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in AUDIT.rglob("*.py")}
     known = set(files)
-    return {name: imported_modules(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py", known)
+    return {name: imported_modules(ast.parse(path.read_text(encoding="utf-8")), name,
+                                   path.name == "__init__.py", known)
             for name, path in files.items()}
 
 
@@ -98,41 +99,47 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_imports_are_read_from_functions_and_relative_forms_but_not_type_checking() -> None:
     source = (
-        "from typing import TYPE_CHECKING\nimport audit.b\nfrom . import c\n"
-        "if TYPE_CHECKING:\n    from audit import d\n"
-        "def f():\n    from audit.e import thing\n"
+        "from typing import TYPE_CHECKING\nimport audit.b\nfrom . import c\nif TYPE_CHECKING:\n    "
+        "from audit import d\ndef f():\n    from audit.e import thing\n"
     )
     known = {"audit.a", "audit.b", "audit.c", "audit.d", "audit.e"}
-    assert imported_modules(ast.parse(source), "audit.a", False, known) == {"audit.b", "audit.c", "audit.e"}
+    assert imported_modules(
+        ast.parse(source), "audit.a", False, known) == {"audit.b", "audit.c", "audit.e"}
 
 
 def test_no_import_cycle_in_audit() -> None:
     graph = import_graph()
     assert len(graph) > 40 and "audit.run.stages" in graph
     found = cycles(graph)
-    assert not found, "import cycles in audit/ (break each by moving the shared piece down a layer):\n" + "\n".join(
+    assert not found, ("import cycles in audit/ (break each by moving the shared piece down a "
+                       "layer):\n") + "\n".join(
         " ⇄ ".join(c) for c in found
     )
 
 
-def oversized(limit_function: int = MAX_FUNCTION_LINES, limit_class: int = MAX_CLASS_LINES) -> list[str]:
+def oversized(
+        limit_function: int = MAX_FUNCTION_LINES, limit_class: int = MAX_CLASS_LINES) -> list[str]:
     rows = []
     for path in sorted(AUDIT.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            limit = (limit_function if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else
+            limit = (limit_function if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                     else
                      limit_class if isinstance(node, ast.ClassDef) else None)
             if limit is None:
                 continue
             start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             length = node.end_lineno - start + 1
             if length > limit:
-                rows.append(f"{path.relative_to(AUDIT.parent)}:{node.lineno} {node.name}: {length} lines > {limit}")
+                rows.append(f"{path.relative_to(AUDIT.parent)}:{node.lineno} {node.name}: {length} "
+                            f"lines > {limit}")
     return rows
 
 
-def test_the_size_check_sees_a_long_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_size_check_sees_a_long_function(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     body = "\n".join(f"    x{i} = {i}" for i in range(61))
-    (tmp_path / "long.py").write_text(f"def long():\n{body}\n\n\ndef short():\n    return 1\n", encoding="utf-8")
+    (tmp_path / "long.py").write_text(f"def long():\n{body}\n\n\ndef short():\n    return 1\n",
+                                      encoding="utf-8")
     monkeypatch.setitem(globals(), "AUDIT", tmp_path)
     assert [r.split(" ", 1)[1] for r in oversized()] == ["long: 62 lines > 60"]
 

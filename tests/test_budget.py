@@ -71,7 +71,8 @@ def test_shape_change_is_a_contract_violation() -> None:
         ((2, 3, 8), ["3-dimensional tensor", "N×3×H×W"]),
     ],
 )
-def test_fewer_images_or_other_channels_are_said_as_such(shape: tuple, fragments: list[str]) -> None:
+def test_fewer_images_or_other_channels_are_said_as_such(
+        shape: tuple, fragments: list[str]) -> None:
     """Issue 20: fewer images or other channels were told "must keep the image size"."""
     clean = torch.rand((2, 3, 8, 8))
     with pytest.raises(ProtectionError) as info:
@@ -93,11 +94,13 @@ def test_non_finite_output_is_its_own_error_with_the_count() -> None:
     message = str(info.value)
     assert "'nanny'" in message and "2 non-finite value(s) (1 NaN, 1 ±inf)" in message
     assert not isinstance(info.value, BudgetExceeded)
-    assert torch.equal(check_output(ProtectionOutput(clean), clean, "fine"), clean)  # finite output passes unchanged
+    # finite output passes unchanged
+    assert torch.equal(check_output(ProtectionOutput(clean), clean, "fine"), clean)
 
 
 def test_a_bare_tensor_is_told_the_interface() -> None:
-    """Issue 20: protect returning a bare tensor died with "'Tensor' object has no attribute 'images'"."""
+    """Issue 20: protect returning a bare tensor died with "'Tensor' object has no attribute
+    'images'"."""
     clean = torch.rand((1, 3, 4, 4))
     with pytest.raises(ProtectionError) as info:
         check_output(to_uint8(clean), clean, "bare")

@@ -131,7 +131,8 @@ def test_edited_file_list_is_corrupt(tmp_path: Path) -> None:
 
     cache = Cache(tmp_path)
     key = cache.key("protect", x=1)
-    cache.put("protect", key, {"images": torch.zeros((1, 3, 4, 4), dtype=torch.uint8)}, {"loss": 0.5})
+    cache.put("protect", key, {"images": torch.zeros((1, 3, 4, 4), dtype=torch.uint8)},
+              {"loss": 0.5})
     manifest_path = next(tmp_path.rglob("manifest.json"))
     manifest = json.loads(manifest_path.read_text())
     manifest["files"] = {}
@@ -146,7 +147,8 @@ def test_entry_from_before_metadata_was_hashed_is_rebuilt_as_a_miss(tmp_path: Pa
     key = cache.key("metric", x=1)
     entry = tmp_path / "metric" / key[:2] / key
     entry.mkdir(parents=True)
-    legacy = {"stage": "metric", "key": key, "toolkit": "0.1.0", "created": 0, "files": {}, "meta": {"values": [1.0]}}
+    legacy = {"stage": "metric", "key": key, "toolkit": "0.1.0", "created": 0, "files": {},
+              "meta": {"values": [1.0]}}
     (entry / "manifest.json").write_text(json.dumps(legacy))
     assert cache.get("metric", key) is None and not entry.exists()
     events = cache.take_events()

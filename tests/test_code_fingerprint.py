@@ -72,10 +72,13 @@ def test_an_edited_factory_module_changes_the_fingerprint(user_modules: Path) ->
     original = pid.pid_objective
     try:
         write_module(user_modules, "factory_a", FACTORY_V1)
-        first = code_fingerprint(importlib.import_module("factory_a").make(), factory="factory_a:make")
-        again = code_fingerprint(importlib.import_module("factory_a").make(), factory="factory_a:make")
+        first = code_fingerprint(importlib.import_module("factory_a").make(),
+                                 factory="factory_a:make")
+        again = code_fingerprint(importlib.import_module("factory_a").make(),
+                                 factory="factory_a:make")
         write_module(user_modules, "factory_a", FACTORY_V2)
-        second = code_fingerprint(importlib.import_module("factory_a").make(), factory="factory_a:make")
+        second = code_fingerprint(importlib.import_module("factory_a").make(),
+                                  factory="factory_a:make")
     finally:
         pid.pid_objective = original
     assert first.sha256 == again.sha256 and first.sha256 != second.sha256
@@ -115,14 +118,15 @@ def test_a_class_redefined_in_one_file_and_an_instance_function_are_told_apart()
 
 def test_code_without_a_readable_source_has_no_fingerprint_and_says_why() -> None:
     namespace: dict = {"_Noise": _Noise}
-    exec("class Hidden(_Noise):\n    name = 'hidden'\n", namespace)  # noqa: S102 - a class without a source file
+    exec("class Hidden(_Noise):\n    name = 'hidden'\n", namespace)
     namespace["Hidden"].__module__ = "not_a_file_module"
     sys.modules["not_a_file_module"] = SimpleNamespace(__name__="not_a_file_module")  # type: ignore[assignment]
     try:
         fingerprint = code_fingerprint(namespace["Hidden"]())
     finally:
         del sys.modules["not_a_file_module"]
-    assert fingerprint.sha256 is None and "not_a_file_module" in fingerprint.reason and "not cached" in fingerprint.reason
+    assert (fingerprint.sha256 is None and "not_a_file_module" in fingerprint.reason
+            and "not cached" in fingerprint.reason)
 
 
 def test_fingerprinting_is_negligible_next_to_a_stage() -> None:
@@ -133,22 +137,27 @@ def test_fingerprinting_is_negligible_next_to_a_stage() -> None:
     start = time.perf_counter()
     for _ in range(20):
         code_fingerprint(protection)
-    assert (time.perf_counter() - start) / 20 < 0.05  # 50 ms, against seconds for the cheapest stage
+    # 50 ms, against seconds for the cheapest stage
+    assert (time.perf_counter() - start) / 20 < 0.05
 
 
-# -- the protect and transform stages ----------------------------------------------------------------
+# -- the protect and transform stages --------------------------------------------------------------
 def stages(root: Path, fingerprint: str = "model-a") -> Stages:
     model = SimpleNamespace(fingerprint=fingerprint)
-    return Stages(Cache(root / "cache"), lambda: model, lambda: torch.device("cpu"), lambda: 8, Progress(None))
+    return Stages(Cache(root / "cache"), lambda: model, lambda: torch.device("cpu"), lambda: 8,
+                  Progress(None))
 
 
 def subject() -> SimpleNamespace:
     g = torch.Generator().manual_seed(0)
-    return SimpleNamespace(name="s", images=from_uint8(torch.randint(0, 256, (2, 3, 8, 8), generator=g, dtype=torch.uint8)),
+    return SimpleNamespace(name="s",
+                           images=from_uint8(torch.randint(0, 256, (2, 3, 8, 8), generator=g,
+                                                           dtype=torch.uint8)),
                            content_hash="subject-hash")
 
 
-def test_an_unreadable_protection_is_crafted_once_per_session_and_never_cached(tmp_path: Path) -> None:
+def test_an_unreadable_protection_is_crafted_once_per_session_and_never_cached(
+        tmp_path: Path) -> None:
     calls = []
 
     class Counted(RandomNoise):
@@ -171,7 +180,8 @@ def test_an_unreadable_protection_is_crafted_once_per_session_and_never_cached(t
     assert calls == [1, 1]
 
 
-def test_a_transform_that_uses_the_model_is_keyed_by_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_transform_that_uses_the_model_is_keyed_by_the_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     jpeg = TRANSFORMS.get("jpeg")
     monkeypatch.setitem(TRANSFORMS._parts, "jpeg", type(jpeg)(**{**vars(jpeg), "uses_model": True}))
     step = ChainStep("transform", PartSpec("transform", "jpeg", {"quality": 75}), None)
@@ -185,20 +195,23 @@ def test_a_transform_that_uses_the_model_is_keyed_by_the_model(tmp_path: Path, m
     assert len(list((tmp_path / "cache" / "transform").rglob("manifest.json"))) == 2
 
 
-# -- the whole case, through the engine ----------------------------------------------------------------
+# -- the whole case, through the engine ------------------------------------------------------------
 def run_no_attack(results: Path, spec: str) -> dict:
     from audit.config.options import AuditOptions
     from audit.config.scenario import CATALOGUE_DIR, load_scenario
     from audit.config.tiers import parse_overrides
     from audit.run.session import AuditSession
 
-    overrides = parse_overrides(["dreambooth.steps=2", "generation.images_per_prompt=1", "generation.steps=2",
+    overrides = parse_overrides(["dreambooth.steps=2", "generation.images_per_prompt=1",
+                                 "generation.steps=2",
                                  "controls.noise_floor=false"])
-    options = AuditOptions(protection=spec, results_dir=results, device="cpu", replicates=2, overrides=overrides,
+    options = AuditOptions(protection=spec, results_dir=results, device="cpu", replicates=2,
+                           overrides=overrides,
                            exploit_workers=1)
     session = AuditSession(options, Progress(None))
     try:
-        record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut", "no-attack")
+        record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut",
+                                  "no-attack")
     finally:
         session.close()
     assert record["outcome"] != "error", record.get("error")
@@ -231,13 +244,16 @@ def test_an_edited_factory_protection_is_recrafted_and_refit_while_clean_runs_ar
     # Its exploits were re-run; the clean ones came from the cache.
     assert exploit_keys(first, "protected").isdisjoint(exploit_keys(second, "protected"))
     assert exploit_keys(first, "clean") == exploit_keys(second, "clean")
-    assert "protect" not in second["cache"]["hits"] and second["cache"]["misses"].count("protect") == 2
-    assert second["cache"]["hits"].count("generate") == 2 and second["cache"]["misses"].count("finetune") == 2
+    assert ("protect" not in second["cache"]["hits"] and second["cache"]["misses"].count("protect")
+            == 2)
+    assert (second["cache"]["hits"].count("generate") == 2
+            and second["cache"]["misses"].count("finetune") == 2)
 
 
-def test_a_protection_class_defined_in_a_test_and_changed_is_recrafted(tmp_path: Path, user_modules: Path) -> None:
-    write_module(user_modules, "factory_here", "import tests.test_code_fingerprint as t\n\n\ndef make():\n"
-                                               "    return t.CURRENT()\n")
+def test_a_protection_class_defined_in_a_test_and_changed_is_recrafted(
+        tmp_path: Path, user_modules: Path) -> None:
+    write_module(user_modules, "factory_here", "import tests.test_code_fingerprint as t\n\n\ndef "
+                                               "make():\n    return t.CURRENT()\n")
 
     class Shift(Protection):
         name = "shift"

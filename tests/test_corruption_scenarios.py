@@ -21,16 +21,22 @@ CORRUPTIONS = {
     "jpeg-q75": ("jpeg", {"quality": 75}, "DiffShortcut"),
     "jpeg-q15": ("jpeg", {"quality": 15}, "IMPRESS"),
     "blur-sigma5": ("gaussian_blur", {"sigma_px": 5.0, "kernel_size": None}, "DiffShortcut"),
-    "blur-k7-sigma0.1-2": ("random_gaussian_blur", {"kernel_size": 7, "sigma_px": [0.1, 2.0]}, "MetaCloak"),
-    "gaussian-noise-var0.15": ("gaussian_noise", {"std": math.sqrt(0.15), "variance": 0.15}, "IMPRESS"),
+    "blur-k7-sigma0.1-2": ("random_gaussian_blur", {"kernel_size": 7, "sigma_px": [0.1, 2.0]},
+                           "MetaCloak"),
+    "gaussian-noise-var0.15": ("gaussian_noise", {"std": math.sqrt(0.15), "variance": 0.15},
+                               "IMPRESS"),
     "uniform-noise-0.05": ("uniform_noise", {"amplitude": 0.05}, "PID §6.5"),
     "resize-half": ("resize", {"factor": 0.5}, "IMPRESS"),
-    "crop-scale0.08-1": ("random_resized_crop", {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]}, "PID §6.5"),
-    "crop-scale0.5-1": ("random_resized_crop", {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3]}, "PID §6.5"),
+    "crop-scale0.08-1": ("random_resized_crop", {"scale": [0.08, 1.0], "ratio": [0.75, 4 / 3]},
+                         "PID §6.5"),
+    "crop-scale0.5-1": ("random_resized_crop", {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3]},
+                        "PID §6.5"),
     "denoise-gaussian-jinv": ("denoise_gaussian", {"max_sigma_px": 2.0, "steps": 21}, "PID §6.5"),
     "denoise-wavelet": ("denoise_wavelet", {"wavelet": "db1", "levels": None}, "PID §6.5"),
-    "denoise-nlmeans": ("denoise_nl_means", {"h_factor": 0.8, "patch_size": 5, "patch_distance": 6}, "PID §6.5"),
-    "tvm": ("tvm", {"work_size": 64, "drop_rate": 0.02, "tv_weight": 0.01, "iterations": 1000}, "DiffShortcut"),
+    "denoise-nlmeans": ("denoise_nl_means", {"h_factor": 0.8, "patch_size": 5, "patch_distance": 6},
+                        "PID §6.5"),
+    "tvm": ("tvm", {"work_size": 64, "drop_rate": 0.02, "tv_weight": 0.01, "iterations": 1000},
+            "DiffShortcut"),
 }
 
 
@@ -46,7 +52,8 @@ def test_corruption_scenario_names_its_transform_with_the_papers_parameters(name
     assert s.id == name and s.version >= 1 and s.title and s.why.strip()
     assert paper in s.source
     assert "corruption" in s.tags
-    assert ("smoke" in s.tags) == (name == "jpeg-q75")  # the default smoke selection stays as it was
+    # the default smoke selection stays as it was
+    assert ("smoke" in s.tags) == (name == "jpeg-q75")
     assert s.exploit.part == "standard" and s.exploit.params == {}  # the exploit is the audit's own
     assert not s.variants
     (step,) = s.attack
@@ -58,11 +65,13 @@ def test_corruption_scenario_names_its_transform_with_the_papers_parameters(name
 
 @pytest.mark.parametrize("tier", ["smoke", "paper"])
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
-def test_corruption_scenario_plans_with_its_parameters_and_replicate_seeds(name: str, tier: str) -> None:
+def test_corruption_scenario_plans_with_its_parameters_and_replicate_seeds(
+        name: str, tier: str) -> None:
     transform, resolved, _ = CORRUPTIONS[name]
     t = get_tier(tier)
     protection, spec = build_protection("pid", t)
-    p = plan_case(load_scenario(CATALOGUE_DIR / f"{name}.yaml"), ProtectionInfo(spec, protection.random), t, 0)
+    p = plan_case(load_scenario(CATALOGUE_DIR / f"{name}.yaml"),
+                  ProtectionInfo(spec, protection.random), t, 0)
     part = TRANSFORMS.get(transform)
     for r, run in enumerate(p.runs_for("attacked", 0)):
         step = run.chain[1]

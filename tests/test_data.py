@@ -102,7 +102,8 @@ def test_conversions_are_done_and_said(tmp_path: Path) -> None:
     subject = load_subject("s", tmp_path, 32)
     assert subject.images.shape == (3, 3, 32, 32)
     notes = " ".join(subject.notes)
-    assert "gray.png: grayscale" in notes and "rgba.png: RGBA → RGB" in notes and "deep.png" in notes and "8-bit" in notes
+    assert ("gray.png: grayscale" in notes and "rgba.png: RGBA → RGB" in notes
+            and "deep.png" in notes and "8-bit" in notes)
     gray = subject.images[subject.files.index("gray.png")]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
     deep = to_uint8(subject.images[subject.files.index("deep.png")][None])[0, 0]
@@ -117,7 +118,8 @@ def test_non_square_is_centre_cropped_and_noted(tmp_path: Path) -> None:
     assert any("centre-cropped" in n for n in subject.notes)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(2, 4), side=st.integers(8, 24), seed=st.integers(0, 1000))
 def test_round_trip_at_native_resolution(tmp_path: Path, n: int, side: int, seed: int) -> None:
     folder = tmp_path / f"case-{n}-{side}-{seed}" / "subject"
@@ -128,7 +130,8 @@ def test_round_trip_at_native_resolution(tmp_path: Path, n: int, side: int, seed
     assert subject.images.shape == (n, 3, side, side)
     assert float(subject.images.min()) >= 0 and float(subject.images.max()) <= 1
     for i, array in enumerate(arrays):
-        assert torch.equal(to_uint8(subject.images[i : i + 1])[0].permute(1, 2, 0), torch.from_numpy(array))
+        assert torch.equal(to_uint8(subject.images[i : i + 1])[0].permute(1, 2, 0),
+                           torch.from_numpy(array))
 
 
 def test_exif_orientation_is_applied_to_square_images_and_said(tmp_path: Path) -> None:
@@ -145,7 +148,8 @@ def test_exif_orientation_is_applied_to_square_images_and_said(tmp_path: Path) -
     save(folder / "plain.png", rgb())
     subject = load_subject("s", tmp_path, 32)
     image = subject.images[subject.files.index("portrait.jpg")].mean(0)
-    assert float(image[:, 20:].mean()) > 0.9 and float(image[:, :12].mean()) < 0.1  # right white, left black
+    # right white, left black
+    assert float(image[:, 20:].mean()) > 0.9 and float(image[:, :12].mean()) < 0.1
     notes = " ".join(subject.notes)
     assert "portrait.jpg: EXIF orientation 6 applied (rotated 90° clockwise)" in notes
     assert "plain.png: EXIF" not in notes
@@ -153,7 +157,8 @@ def test_exif_orientation_is_applied_to_square_images_and_said(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("orientation", range(2, 9))
-def test_every_exif_orientation_matches_pillows_exif_transpose(tmp_path: Path, orientation: int) -> None:
+def test_every_exif_orientation_matches_pillows_exif_transpose(
+        tmp_path: Path, orientation: int) -> None:
     from PIL import ImageOps
 
     array = rgb(32, 32, seed=orientation)
@@ -181,15 +186,18 @@ def test_16_bit_rgb_png_is_scaled_exactly_and_said(tmp_path: Path) -> None:
     assert cv2.imwrite(str(folder / "deep.png"), deep[..., ::-1])  # OpenCV writes BGR
     save(folder / "plain.png", rgb())
     subject = load_subject("s", tmp_path, 32)
-    loaded = to_uint8(subject.images[subject.files.index("deep.png")][None])[0].permute(1, 2, 0).numpy()
+    loaded = to_uint8(
+        subject.images[subject.files.index("deep.png")][None])[0].permute(1, 2, 0).numpy()
     expected = np.round(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)
     assert np.array_equal(loaded, expected)
     assert any("deep.png: 16-bit → 8-bit" in n for n in subject.notes)
     assert not any("plain.png" in n for n in subject.notes)
 
 
-@pytest.mark.parametrize("limit", [32 * 32 - 1, 100])  # just over the limit (a warning in Pillow) and over 2× (an error)
-def test_decompression_bomb_limit_is_a_data_error_naming_the_file(tmp_path: Path, monkeypatch, limit: int) -> None:
+# just over the limit (a warning in Pillow) and over 2× (an error)
+@pytest.mark.parametrize("limit", [32 * 32 - 1, 100])
+def test_decompression_bomb_limit_is_a_data_error_naming_the_file(
+        tmp_path: Path, monkeypatch, limit: int) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     save(tmp_path / "s" / "a.png", rgb())
     save(tmp_path / "s" / "b.png", rgb(seed=1))
@@ -213,7 +221,8 @@ def test_tiny_images_are_refused(tmp_path: Path) -> None:
         assert str(tmp_path / name) in message and f"{side} px" in message and "16 px" in message
         assert "upscal" in message and "resolution" in message
     half = load_subject("half", tmp_path, 32)  # exactly 2×: accepted, and said
-    assert half.images.shape == (4, 3, 32, 32) and any("upscaled from 16 px" in n for n in half.notes)
+    assert half.images.shape == (4, 3, 32, 32) and any("upscaled from 16 px" in n
+                                                       for n in half.notes)
 
 
 def test_too_few_images_refused_or_warned(tmp_path: Path) -> None:
@@ -251,7 +260,8 @@ def test_hidden_folders_and_symlink_loops_are_said(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         discover_subjects(data)
     message = str(info.value)
-    assert ".bob" in message and "hidden" in message and "symlink loop" in message and str(data) in message
+    assert (".bob" in message and "hidden" in message and "symlink loop" in message
+            and str(data) in message)
 
 
 def test_symlink_loop_inside_a_subject_is_named(tmp_path: Path) -> None:

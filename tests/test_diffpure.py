@@ -24,10 +24,18 @@ from audit.parts.transforms.diffpure import (
 )
 
 
-@pytest.mark.parametrize(("side", "window", "starts"), [
-    (512, 256, [0, 128, 256]), (64, 32, [0, 16, 32]), (100, 50, [0, 25, 50]), (90, 40, [0, 20, 40, 50]),
-])
-def test_window_starts_step_half_a_window_and_end_flush_with_the_border(side, window, starts) -> None:
+@pytest.mark.parametrize(
+    ("side", "window", "starts"),
+    [
+        (512, 256, [0, 128, 256]),
+        (64, 32, [0, 16, 32]),
+        (100, 50, [0, 25, 50]),
+        (90, 40, [0, 20, 40, 50]),
+    ],
+)
+def test_window_starts_step_half_a_window_and_end_flush_with_the_border(
+    side, window, starts
+) -> None:
     assert window_starts(side, window) == starts
 
 
@@ -39,7 +47,7 @@ def coverage(height: int, width: int, window: tuple[int, int]) -> torch.Tensor:
     total = torch.zeros(height, width)
     for y in window_starts(height, window[0]):
         for x in window_starts(width, window[1]):
-            total[y:y + window[0], x:x + window[1]] += 1
+            total[y : y + window[0], x : x + window[1]] += 1
     qh, qw = window[0] // 2, window[1] // 2
     for ys in (slice(0, qh), slice(height - qh, height)):
         for xs in (slice(0, qw), slice(width - qw, width)):
@@ -47,11 +55,16 @@ def coverage(height: int, width: int, window: tuple[int, int]) -> torch.Tensor:
     return total
 
 
-@pytest.mark.parametrize(("height", "width", "window"), [(512, 512, (256, 256)), (64, 64, (32, 32)), (72, 56, (32, 24))])
+@pytest.mark.parametrize(
+    ("height", "width", "window"), [(512, 512, (256, 256)), (64, 64, (32, 32)), (72, 56, (32, 24))]
+)
 def test_windows_cover_every_pixel(height: int, width: int, window: tuple[int, int]) -> None:
     total = coverage(height, width, window)
     assert total.min() >= 1
-    if (height, width) == (512, 512):  # the authors' layout: corners and edges 2, inside 4 (plus corner tiles)
+    if (height, width) == (
+        512,
+        512,
+    ):  # the authors' layout: corners and edges 2, inside 4 (plus corner tiles)
         assert total[200, 200] == 4 and total[0, 200] == 2 and total[0, 0] == 2
 
 
@@ -75,18 +88,24 @@ def test_rounding_each_iteration_does_not_drift_like_truncation() -> None:
     """An identity purifier over 20 iterations leaves 8-bit images unchanged (truncation would
     lose up to a level per iteration)."""
     images = quantize(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
-    assert torch.equal(gridpure_iterate(images, lambda x: x, (16, 16), iterations=20, gamma=0.1), images)
+    assert torch.equal(
+        gridpure_iterate(images, lambda x: x, (16, 16), iterations=20, gamma=0.1), images
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.01, 0.05, 0.1, 0.5, 1.0, 3.0])
 def test_dds_timestep_solves_the_equation(sigma: float) -> None:
     from diffusers import DDPMScheduler
 
-    alphas = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    alphas = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    ).alphas_cumprod
     t = dds_timestep(alphas, sigma)
     ratio = (1 - alphas.double()) / alphas.double()
     assert abs(float(ratio[t]) - sigma**2) == float((ratio - sigma**2).abs().min())
-    assert float(ratio[max(t - 1, 0)]) <= sigma**2 + 1e-12 or t == 0  # the ratio grows with t: t brackets σ²
+    assert (
+        float(ratio[max(t - 1, 0)]) <= sigma**2 + 1e-12 or t == 0
+    )  # the ratio grows with t: t brackets σ²
     assert float(ratio[min(t + 1, len(alphas) - 1)]) >= sigma**2 - 1e-12 or t == len(alphas) - 1
 
 
@@ -103,15 +122,22 @@ def context(seed: int) -> TransformContext:
 
 def faces() -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return quantize(torch.nn.functional.interpolate(torch.rand(2, 3, 4, 4, generator=g), size=32, mode="bilinear"))
+    return quantize(
+        torch.nn.functional.interpolate(
+            torch.rand(2, 3, 4, 4, generator=g), size=32, mode="bilinear"
+        )
+    )
 
 
-@pytest.mark.parametrize(("name", "function", "params"), [
-    ("latent_diffpure", latent_diffpure, LatentDiffPureParams(t=20)),
-    ("latent_diffpure-empty", latent_diffpure, LatentDiffPureParams(t=20, prompt="empty")),
-    ("ddspure", ddspure, DdsPureParams(sigma=0.1)),
-    ("gridpure", gridpure, GridPureParams(t=3, iterations=2)),
-])
+@pytest.mark.parametrize(
+    ("name", "function", "params"),
+    [
+        ("latent_diffpure", latent_diffpure, LatentDiffPureParams(t=20)),
+        ("latent_diffpure-empty", latent_diffpure, LatentDiffPureParams(t=20, prompt="empty")),
+        ("ddspure", ddspure, DdsPureParams(sigma=0.1)),
+        ("gridpure", gridpure, GridPureParams(t=3, iterations=2)),
+    ],
+)
 def test_the_purifiers_run_on_the_tiny_model_seeded(name: str, function, params) -> None:
     x = faces()
     a = function(x, params, context(1).generator, context=context(1))

@@ -15,15 +15,18 @@ from audit.run.progress import Progress
 from audit.run.stages import Stages, single_thread
 from audit.run.workers import ExploitPool, WorkerSetup, default_workers
 
-EXPLOIT = {"steps": 3, "lr": 1e-3, "batch_size": 2, "prior_preservation": False, "num_class_images": 0}
+EXPLOIT = {"steps": 3, "lr": 1e-3, "batch_size": 2, "prior_preservation": False,
+           "num_class_images": 0}
 
 
 def test_worker_processes_reproduce_the_main_process_bitwise(tiny, images, tmp_path: Path) -> None:
     from audit.parts.exploits.dreambooth import DreamboothParams
 
     params = DreamboothParams(**EXPLOIT).model_dump()
-    runs = [Run("clean", None, r, (), PartSpec("exploit", "dreambooth", params), seed) for r, seed in enumerate((0, 7))]
-    generation = GenerationSettings(images_per_prompt=1, steps=2, prompts=("a photo of sks person",))
+    runs = [Run("clean", None, r, (), PartSpec("exploit", "dreambooth", params), seed) for r,
+            seed in enumerate((0, 7))]
+    generation = GenerationSettings(
+        images_per_prompt=1, steps=2, prompts=("a photo of sks person",))
     images_u8 = to_uint8(images)
     device = torch.device("cpu")
     local = Stages(Cache(tmp_path / "local"), lambda: tiny, lambda: device, lambda: 64, Progress())
@@ -38,7 +41,8 @@ def test_worker_processes_reproduce_the_main_process_bitwise(tiny, images, tmp_p
         pool.close()
     for (output, timings, events), want in zip(results, expected, strict=True):
         assert torch.equal(output.generations, want.generations)
-        assert output.weights_key == want.weights_key and output.generations_key == want.generations_key
+        assert (output.weights_key == want.weights_key and output.generations_key
+                == want.generations_key)
         assert any(t["stage"].startswith("exploit: DreamBooth fine-tune") for t in timings)
         assert "finetune" in events["misses"]
     # The workers wrote the cache: the main process now finds both entries.

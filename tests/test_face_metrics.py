@@ -55,7 +55,8 @@ def has_face(array: np.ndarray) -> bool:
 
 def tiny_crop(arrays) -> list[torch.Tensor | None]:
     """Stand-in for MTCNN: the whole image, standardised as facenet's crops are, or None."""
-    return [torch.from_numpy(a).permute(2, 0, 1).float().sub(127.5).div(128) if has_face(a) else None for a in arrays]
+    return [torch.from_numpy(a).permute(2, 0, 1).float().sub(127.5).div(128) if has_face(a)
+            else None for a in arrays]
 
 
 def by_hand_embedding(image: torch.Tensor) -> np.ndarray:
@@ -115,8 +116,10 @@ def no_weights(monkeypatch, tmp_path):
 def test_fds_logic_all_pairs_mean_and_missing_faces_count_zero() -> None:
     metric = FaceDetectionScore(crop=tiny_crop, embed=TinyEmbedder(), label="tiny")
     side = 160  # MTCNN's crop size: nothing is resized, so the hand computation is exact
-    refs = torch.stack([colour(0.8, 0.3, 0.2, side, 1), colour(0.2, 0.5, 0.7, side, 2), torch.full((3, side, side), 0.5)])
-    gens = torch.stack([colour(0.7, 0.3, 0.3, side, 3), torch.full((3, side, side), 0.2), colour(0.1, 0.6, 0.8, side, 4)])
+    refs = torch.stack([colour(0.8, 0.3, 0.2, side, 1), colour(0.2, 0.5, 0.7, side, 2),
+                        torch.full((3, side, side), 0.5)])
+    gens = torch.stack([colour(0.7, 0.3, 0.3, side, 3), torch.full((3, side, side), 0.2),
+                        colour(0.1, 0.6, 0.8, side, 4)])
     result = metric.compute(gens, refs)
     r = [by_hand_embedding(refs[0]), by_hand_embedding(refs[1])]
     for i in (0, 2):
@@ -146,7 +149,8 @@ def test_fds_stand_ins_come_in_pairs() -> None:
         FaceDetectionScore(crop=tiny_crop)
 
 
-def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(monkeypatch, tmp_path, images) -> None:
+def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(
+        monkeypatch, tmp_path, images) -> None:
     """The real path: facenet-pytorch's MTCNN and InceptionResnetV1, the checkpoint found in
     $PROTECTION_AUDIT_WEIGHTS and loaded strictly. The weights here are random (the VGGFace2
     file is a download), so only structure, pairing and provenance are checked, not values."""
@@ -165,7 +169,8 @@ def test_fds_loads_a_checkpoint_in_facenet_layout_and_names_its_hash(monkeypatch
     result = metric.compute(images[:2], images)
     assert result.unavailable is None and len(result.values) == 2 and result.missing == 0
     assert all(-1.0 <= v <= 1.0 for v in result.values)
-    assert file_sha256(tmp_path / FACENET_FILE) in result.implementation and "facenet-pytorch 2.6.0" in result.implementation
+    assert file_sha256(tmp_path / FACENET_FILE) in result.implementation
+    assert "facenet-pytorch 2.6.0" in result.implementation
 
 
 # -- ISM, FDFR (Anti-DreamBooth §5) ------------------------------------------------------------
@@ -181,35 +186,48 @@ def write_standin_pack(folder) -> None:
 
     folder.mkdir(parents=True)
     kps = 4 * np.array([-0.6, -0.4, 0.6, -0.4, 0.0, 0.1, -0.4, 0.6, 0.4, 0.6], dtype=np.float32)
-    heads = {"score": (2, 1, np.full(2, -2.0), 8.0 / 3), "bbox": (8, 4, np.full(8, 40.0), 0.0), "kps": (20, 10, np.tile(kps, 2), 0.0)}
+    heads = {"score": (2, 1, np.full(2, -2.0), 8.0 / 3), "bbox": (8, 4, np.full(8, 40.0), 0.0),
+             "kps": (20, 10, np.tile(kps, 2), 0.0)}
     nodes, inits, outs = [], [], {"score": [], "bbox": [], "kps": []}
     for s in (8, 16, 32):
-        nodes.append(helper.make_node("AveragePool", ["input.1"], [f"p{s}"], kernel_shape=[s, s], strides=[s, s]))
+        nodes.append(helper.make_node("AveragePool", ["input.1"], [f"p{s}"], kernel_shape=[s, s],
+                                      strides=[s, s]))
         for head, (ch, k, bias, gain) in heads.items():
-            inits += [numpy_helper.from_array(np.full((ch, 3, 1, 1), gain, np.float32), f"w_{head}{s}"),
+            inits += [numpy_helper.from_array(np.full((ch, 3, 1, 1), gain, np.float32),
+                                              f"w_{head}{s}"),
                       numpy_helper.from_array(bias.astype(np.float32), f"b_{head}{s}"),
                       numpy_helper.from_array(np.array([-1, k], np.int64), f"shape_{head}{s}")]
-            nodes.append(helper.make_node("Conv", [f"p{s}", f"w_{head}{s}", f"b_{head}{s}"], [f"c_{head}{s}"]))
+            nodes.append(helper.make_node("Conv", [f"p{s}", f"w_{head}{s}", f"b_{head}{s}"],
+                                          [f"c_{head}{s}"]))
             last = f"c_{head}{s}"
             if head == "score":
                 nodes.append(helper.make_node("Sigmoid", [last], [f"sig{s}"]))
                 last = f"sig{s}"
             nodes.append(helper.make_node("Transpose", [last], [f"t_{head}{s}"], perm=[0, 2, 3, 1]))
-            nodes.append(helper.make_node("Reshape", [f"t_{head}{s}", f"shape_{head}{s}"], [f"{head}_{s}"]))
-            outs[head].append(helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT, ["n", k]))
+            nodes.append(helper.make_node("Reshape", [f"t_{head}{s}", f"shape_{head}{s}"],
+                                          [f"{head}_{s}"]))
+            outs[head].append(helper.make_tensor_value_info(f"{head}_{s}", TensorProto.FLOAT,
+                                                            ["n", k]))
     image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])
-    graph = helper.make_graph(nodes, "standin_scrfd", [image], outs["score"] + outs["bbox"] + outs["kps"], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "det_standin.onnx")
+    graph = helper.make_graph(nodes, "standin_scrfd", [image],
+                              outs["score"] + outs["bbox"] + outs["kps"], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              folder / "det_standin.onnx")
     projection = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("MatMul", ["f", "proj"], ["fc1"])]
-    graph = helper.make_graph(nodes, "standin_arcface", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 112, 112])],
+    graph = helper.make_graph(nodes, "standin_arcface",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT,
+                                                             ["N", 3, 112, 112])],
                               [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["N", 8])],
                               [numpy_helper.from_array(projection, "proj")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "rec_standin.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              folder / "rec_standin.onnx")
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-image's deprecation inside InsightFace's alignment
+# scikit-image's deprecation inside InsightFace's alignment
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_ism_and_fdfr_run_a_pack_through_insightface(no_weights) -> None:
     """The real loading path — pack found in $PROTECTION_AUDIT_WEIGHTS, InsightFace's
     FaceAnalysis, detection, 5-point alignment, recognition — with stand-in ONNX networks
@@ -221,11 +239,13 @@ def test_ism_and_fdfr_run_a_pack_through_insightface(no_weights) -> None:
     ism, fdfr = IdentityScoreMatching(), FaceDetectionFailureRate()
     assert ism.missing_why() is None and fdfr.missing_why() is None
     ism_result, fdfr_result = ism.compute(gens, refs), fdfr.compute(gens, refs)
-    assert fdfr_result.values == [0.0, 1.0, 0.0]  # the dark image has no 'face' for the stand-in detector
+    # the dark image has no 'face' for the stand-in detector
+    assert fdfr_result.values == [0.0, 1.0, 0.0]
     assert ism_result.values[1] is None and ism_result.missing == 1
     assert ism_result.values[0] > ism_result.values[2]  # the subject's 'colour' beats another
     for result in (ism_result, fdfr_result):
-        assert "pack buffalo_l [det_standin.onnx sha256:" in result.implementation and "rec_standin.onnx sha256:" in result.implementation
+        assert "pack buffalo_l [det_standin.onnx sha256:" in result.implementation and (
+            "rec_standin.onnx sha256:") in result.implementation
         assert "insightface 2.1" in result.implementation
 
 
@@ -256,13 +276,17 @@ def test_ism_logic_uses_the_biggest_face() -> None:
         return [Face((0, 0, 30, 30), 0.9, big)]
 
     refs = torch.stack([colour(0.5, 0.5, 0.5)])
-    assert IdentityScoreMatching(analyzer=one_face).compute(refs, refs).values == pytest.approx([1.0])
-    ism = IdentityScoreMatching(analyzer=lambda rgb: two_faces(rgb) if rgb.mean() > 100 else one_face(rgb))
-    assert ism.compute(refs, refs).values == pytest.approx([1.0])  # the big face, not the confident small one
+    assert IdentityScoreMatching(analyzer=one_face).compute(refs, refs).values == pytest.approx(
+        [1.0])
+    ism = IdentityScoreMatching(analyzer=lambda rgb: two_faces(rgb) if rgb.mean() > 100
+                                else one_face(rgb))
+    # the big face, not the confident small one
+    assert ism.compute(refs, refs).values == pytest.approx([1.0])
 
 
 def test_ism_without_any_clean_face_is_unavailable() -> None:
-    result = IdentityScoreMatching(analyzer=colour_analyzer).compute(torch.stack([colour(0.2, 0.4, 0.6)]), FLAT[None])
+    result = IdentityScoreMatching(analyzer=colour_analyzer).compute(torch.stack([colour(
+        0.2, 0.4, 0.6)]), FLAT[None])
     assert result.values == [] and "no face was detected in any clean image" in result.unavailable
 
 
@@ -280,25 +304,31 @@ def test_fdfr_logic_one_per_image_and_its_mean_is_the_rate() -> None:
 def test_ims_logic_weights_the_two_networks_and_counts_a_missed_face_as_zero() -> None:
     def other_network(rgb: np.ndarray) -> list[Face]:  # sees only reddish faces, embeds (r, b)
         m = rgb.reshape(-1, 3).mean(0) - 127.5
-        return [Face((0, 0, 8, 8), 0.9, np.array([m[0], m[2]]))] if has_face(rgb) and m[0] > 0 else []
+        return ([Face((0, 0, 8, 8), 0.9, np.array([m[0], m[2]]))] if has_face(rgb) and m[0] > 0
+                else [])
 
-    metric = IdentityMatchingSimilarity(antelope=colour_analyzer, vgg=other_network, label="two stand-ins")
+    metric = IdentityMatchingSimilarity(antelope=colour_analyzer, vgg=other_network,
+                                        label="two stand-ins")
     refs = torch.stack([colour(0.9, 0.3, 0.2, seed=1), colour(0.8, 0.2, 0.3, seed=2)])
     gens = torch.stack([colour(0.85, 0.25, 0.25, seed=3), colour(0.1, 0.4, 0.9, seed=4), FLAT])
     result = metric.compute(gens, refs)
     ip_identity = mean_identity([uint8_mean(r) for r in refs])
     vgg_identity = mean_identity([uint8_mean(r)[[0, 2]] for r in refs])
     g0, g1 = uint8_mean(gens[0]), uint8_mean(gens[1])
-    assert result.values[0] == pytest.approx(0.7 * cos(g0, ip_identity) + 0.3 * cos(g0[[0, 2]], vgg_identity), abs=1e-9)
-    assert result.values[1] == pytest.approx(0.7 * cos(g1, ip_identity), abs=1e-9)  # VGG missed it: 0 in its term
+    assert result.values[0] == pytest.approx(0.7 * cos(g0, ip_identity) + 0.3
+                                             * cos(g0[[0, 2]], vgg_identity), abs=1e-9)
+    # VGG missed it: 0 in its term
+    assert result.values[1] == pytest.approx(0.7 * cos(g1, ip_identity), abs=1e-9)
     assert result.values[2] == 0.0 and result.missing == 2 and result.direction == "down"
 
 
 def test_ims_is_never_computed_from_one_network_under_its_name(no_weights) -> None:
     with pytest.raises(ValueError, match="both"):
         IdentityMatchingSimilarity(antelope=colour_analyzer)
-    result = IdentityMatchingSimilarity().compute(torch.stack([colour(0.5, 0.4, 0.3)]), torch.stack([colour(0.5, 0.4, 0.3)]))
-    assert result.values == [] and "antelopev2" in result.unavailable and "deepface" in result.unavailable
+    result = IdentityMatchingSimilarity().compute(torch.stack([colour(0.5, 0.4, 0.3)]),
+                                                  torch.stack([colour(0.5, 0.4, 0.3)]))
+    assert (result.values == [] and "antelopev2" in result.unavailable
+            and "deepface" in result.unavailable)
 
 
 # -- the pure aggregations ---------------------------------------------------------------------
@@ -330,7 +360,9 @@ def test_ims_is_the_weighted_sum_of_two_isms(ip, vgg, weight) -> None:
     if min(np.linalg.norm(mean_identity(ip_l)), np.linalg.norm(mean_identity(vgg_l))) < 1e-6:
         return
     ims = ims_values(ip_l, ip_l, vgg_l, vgg_l, weight)
-    expected = [weight * a + (1 - weight) * b for a, b in zip(ism_values(ip_l, ip_l), ism_values(vgg_l, vgg_l), strict=True)]
+    expected = [weight * a + (1 - weight) * b for a, b in zip(ism_values(ip_l, ip_l),
+                                                              ism_values(vgg_l, vgg_l),
+                                                              strict=True)]
     assert ims == pytest.approx(expected, abs=1e-9)
 
 
@@ -343,7 +375,8 @@ def test_ims_is_the_weighted_sum_of_two_isms(ip, vgg, weight) -> None:
     ("fdfr", ["buffalo_l", ".insightface/models/buffalo_l"]),
     ("ims", ["antelopev2", ".insightface/models/antelopev2", "deepface"]),
 ])
-def test_missing_weights_are_unavailable_in_well_under_a_second(no_weights, faces256, name, needs) -> None:
+def test_missing_weights_are_unavailable_in_well_under_a_second(
+        no_weights, faces256, name, needs) -> None:
     from audit.parts import METRICS
 
     metric = METRICS.get(name).load()()  # a fresh instance: nothing loaded before
@@ -424,12 +457,14 @@ def test_smoke_tier_states_its_substitute() -> None:
     record: dict = {}
     names, metric = metric_choice(get_tier("smoke"), 64, scenario, record)
     assert metric == "subject_similarity" and "fds" in names and "subject_similarity" in names
-    assert record["verdict_metric_note"].startswith("tier 'smoke' decides on subject_similarity instead of the scenario's fds")
+    assert record["verdict_metric_note"].startswith("tier 'smoke' decides on subject_similarity "
+                                                    "instead of the scenario's fds")
 
 
 def _values(fds_unavailable: str | None) -> dict:
     entry = {"values": [0.1], "unavailable": fds_unavailable}
-    return {"fds": {("run",): entry}, "dlib_identity_similarity": {("run",): {"values": [0.2], "unavailable": None}}}
+    return {"fds": {("run",): entry},
+            "dlib_identity_similarity": {("run",): {"values": [0.2], "unavailable": None}}}
 
 
 def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None:
@@ -438,7 +473,8 @@ def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None
 
     judge = CaseJudge(get_tier("standard"), 0)
     record: dict = {"flags": []}
-    names, metric = metric_choice(get_tier("standard"), 512, SimpleNamespace(verdict=SimpleNamespace(metric="fds")), record)
+    names, metric = metric_choice(get_tier("standard"), 512,
+                                  SimpleNamespace(verdict=SimpleNamespace(metric="fds")), record)
     assert metric == "fds" and "dlib_identity_similarity" in names  # the fallback is computed too
     assert judge.fallback("fds", _values("weights missing"), record) == "dlib_identity_similarity"
     assert "fds is unavailable (weights missing)" in record["verdict_metric_note"]
@@ -455,7 +491,8 @@ def test_paper_tier_has_no_fallback() -> None:
     from audit.judge.case import CaseJudge
 
     record: dict = {"flags": []}
-    assert CaseJudge(get_tier("paper"), 0).fallback("fds", _values("weights missing"), record) == "fds"
+    assert CaseJudge(
+        get_tier("paper"), 0).fallback("fds", _values("weights missing"), record) == "fds"
     assert record == {"flags": []}  # the case then ends as an error naming what is missing
 
 
@@ -463,9 +500,11 @@ def test_old_metric_names_are_refused_with_their_migration() -> None:
     from audit.config.tiers import get_tier, parse_overrides, validate_overrides
     from audit.parts.registry import InvalidParams
 
-    for old, new in (("identity_similarity", "dlib_identity_similarity"), ("face_detection_failure_rate", "mtcnn_detection_failure_rate")):
+    for old, new in (("identity_similarity", "dlib_identity_similarity"),
+                     ("face_detection_failure_rate", "mtcnn_detection_failure_rate")):
         with pytest.raises(InvalidParams, match=f"was renamed.*{new}"):
-            validate_overrides(get_tier("smoke", parse_overrides([f"verdict.fallback_metric={old}"])))
+            validate_overrides(
+                get_tier("smoke", parse_overrides([f"verdict.fallback_metric={old}"])))
         from audit.parts.metrics.build import UnknownMetric, get_metric
 
         with pytest.raises(UnknownMetric, match=f"was renamed.*{new}"):

@@ -188,7 +188,8 @@ def test_swapped_size_hints_orientation(tmp_path: Path) -> None:
         save(prot / "alice" / name, rgb((80, 60) if i else (60, 80), seed=i))
     with pytest.raises(
         ProtectionError,
-        match=r"a\.png is 60×80 but its clean image a\.png is 80×60 \(width and height swapped: an EXIF",
+        match=r"a\.png is 60×80 but its clean image a\.png is 80×60 \(width and height swapped: an "
+              r"EXIF",
     ):
         run(ProtectedFolder(prot), context("alice", data))
 
@@ -227,7 +228,8 @@ def test_missing_subject_folder_named_with_fix(folders: tuple[Path, Path]) -> No
     message = str(info.value)
     assert f"folder {prot / 'alice'} does not exist (sub-folders found: alicia)" in message
     assert (
-        f"Put the protected versions of 'alice' images in {prot / 'alice'}/ under the clean file names (a.png, b.png, c.png"
+        f"Put the protected versions of 'alice' images in {prot / 'alice'}/ under the clean file "
+        "names (a.png, b.png, c.png"
         in message
     )
 
@@ -284,7 +286,8 @@ def test_declared_epsilon_judged_at_original_resolution(folders: tuple[Path, Pat
     assert run(ok, context("alice", data)).info["linf_original_255_max"] == DELTA
     with pytest.raises(
         BudgetExceeded,
-        match=r"original resolution: ε = 0\.0078 \(2\.00/255, at most 2 levels.*a\.png vs clean a\.png: 3/255",
+        match=r"original resolution: ε = 0\.0078 \(2\.00/255, at most 2 levels.*a\.png vs clean "
+              r"a\.png: 3/255",
     ):
         run(ProtectedFolder(prot, epsilon=2 / 255), context("alice", data))
 
@@ -363,16 +366,20 @@ def test_resizing_can_raise_linf_above_the_files_budget(tmp_path: Path) -> None:
         check_budget(ctx.subject.images, out.images, protection.epsilon, protection.name)
 
 
-def test_scenarios_that_need_the_objective_are_skipped_for_a_folder(folders: tuple[Path, Path], tmp_path: Path) -> None:
-    """A dir: protection has no objective: a scenario that re-crafts through one is skipped, saying why."""
+def test_scenarios_that_need_the_objective_are_skipped_for_a_folder(
+        folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """A dir: protection has no objective: a scenario that re-crafts through one is skipped, saying
+    why."""
     from audit.config.options import AuditOptions
     from audit.config.scenario import load_scenario
     from audit.run.session import AuditSession
 
     data, protected = folders
     scenario_file = tmp_path / "adaptive.yaml"
-    scenario_file.write_text("id: adaptive\nversion: 1\ntitle: t\nwhy: w\nsource: s\nrequires: [objective]\n")
-    session = AuditSession(AuditOptions(protection=f"dir:{protected}", data=data, results_dir=tmp_path / "res"))
+    scenario_file.write_text("id: adaptive\nversion: 1\ntitle: t\nwhy: w\nsource: s\nrequires: "
+                             "[objective]\n")
+    session = AuditSession(AuditOptions(protection=f"dir:{protected}", data=data,
+                                        results_dir=tmp_path / "res"))
     record = session.run_case(load_scenario(scenario_file), "alice", "dir-adaptive-alice")
     assert record["outcome"] == "skipped"
     assert "has none the toolkit can see" in record["reason"] and "adaptive" in record["reason"]

@@ -1,4 +1,5 @@
-"""Replicate-level intervals (audit/judge/intervals.py): hand-computed cases, properties, coverage."""
+"""Replicate-level intervals (audit/judge/intervals.py): hand-computed cases, properties,
+coverage."""
 
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ def test_unbounded_when_denominator_is_insignificant() -> None:
 
 def test_single_replicate_gives_nan_bounds() -> None:
     c, p, a = [[0.5, 0.6]], [[0.3, 0.35]], [[0.4, 0.5]]
-    for est in (mean_interval(c), effect_interval(c, p, "down"), retained_interval(c, p, a, "down")):
+    for est in (
+            mean_interval(c), effect_interval(c, p, "down"), retained_interval(c, p, a, "down")):
         assert math.isnan(est.ci_low) and math.isnan(est.ci_high)
         assert est.method == SINGLE_REPLICATE and est.n_replicates == 1 and est.n_images == 2
     assert effect_interval(c, p, "down").value == pytest.approx(0.225)
@@ -146,13 +148,17 @@ def test_image_bootstrap_is_the_verdict_bootstrap_and_says_what_it_misses() -> N
     rng = np.random.default_rng(3)
     c, p = rng.normal(0.8, 0.05, 24), rng.normal(0.3, 0.05, 24)
     a = p + rng.normal(0.05, 0.02, 24)
-    old = decide("identity_similarity", "down", [list(c)], [list(p)], [list(a)], 0.5, resamples=400, seed=7)
+    old = decide("identity_similarity", "down", [list(c)], [list(p)], [list(a)], 0.5, resamples=400,
+                 seed=7)
     eff = image_bootstrap_effect(c, p, "down", resamples=400, seed=7)
     ret = image_bootstrap_retained(c, p, a, "down", resamples=400, seed=7)
-    assert (eff.value, eff.ci_low, eff.ci_high) == pytest.approx((old.effect.value, old.effect.ci_low, old.effect.ci_high))
-    assert (ret.value, ret.ci_low, ret.ci_high) == pytest.approx((old.retained.value, old.retained.ci_low, old.retained.ci_high))
+    assert (eff.value, eff.ci_low, eff.ci_high) == pytest.approx((
+        old.effect.value, old.effect.ci_low, old.effect.ci_high))
+    assert (ret.value, ret.ci_low, ret.ci_high) == pytest.approx((
+        old.retained.value, old.retained.ci_low, old.retained.ci_high))
     m = image_bootstrap_mean(c, resamples=400, seed=7)
-    assert (m.value, m.ci_low, m.ci_high) == pytest.approx((old.m_c.value, old.m_c.ci_low, old.m_c.ci_high))
+    assert (m.value, m.ci_low, m.ci_high) == pytest.approx((old.m_c.value, old.m_c.ci_low,
+                                                            old.m_c.ci_high))
     for est in (eff, ret, m):
         assert "does NOT cover rerun variation" in est.method and est.n_replicates == 1
     with pytest.raises(ValueError, match="equal image counts"):
@@ -320,8 +326,10 @@ def test_coverage_replicate_level_vs_image_bootstrap() -> None:
     bc = be = br = 0
     for i in range(boot_audits):
         bc += _covers(image_bootstrap_mean(c[i, 0], resamples=500, seed=i), MU_C)
-        be += _covers(image_bootstrap_effect(c[i, 0], p[i, 0], "down", resamples=500, seed=i), true_effect)
-        br += _covers(image_bootstrap_retained(c[i, 0], p[i, 0], a[i, 0], "down", resamples=500, seed=i), true_retained)
+        be += _covers(image_bootstrap_effect(c[i, 0], p[i, 0], "down", resamples=500, seed=i),
+                      true_effect)
+        br += _covers(image_bootstrap_retained(c[i, 0], p[i, 0], a[i, 0], "down", resamples=500,
+                                               seed=i), true_retained)
     boot = {"m_c": bc / boot_audits, "effect": be / boot_audits, "retained": br / boot_audits}
     print(f"\nK = {k} replicate-level coverage ({audits} audits): {rep}")
     print(f"single-replicate image bootstrap coverage ({boot_audits} audits): {boot}")
@@ -350,12 +358,14 @@ def test_coverage_of_retained_when_the_interval_is_bounded() -> None:
 MU_U, SD_U = 0.103, 0.010
 
 
-def simulate_untrained(rng: np.random.Generator, audits: int, k: int, mu_u: float = MU_U) -> np.ndarray:
+def simulate_untrained(
+        rng: np.random.Generator, audits: int, k: int, mu_u: float = MU_U) -> np.ndarray:
     """Per-image values of the untrained reference: u_ri = mu_u + U_r + s'_ri + ε, with its own
     slot effects s'_ri ~ N(0, SD_SLOT²) (the base model does not share the fine-tuned models'
     response to a slot's prompt and noise) and ε ~ N(0, SD_IMAGE²); U_r ~ N(0, SD_U²)."""
     level = mu_u + SD_U * rng.standard_normal((audits, k, 1))
-    return level + SD_SLOT * rng.standard_normal((audits, k, N_IMAGES)) + SD_IMAGE * rng.standard_normal((audits, k, N_IMAGES))
+    return level + SD_SLOT * rng.standard_normal(
+        (audits, k, N_IMAGES)) + SD_IMAGE * rng.standard_normal((audits, k, N_IMAGES))
 
 
 @pytest.mark.parametrize(("mu_e", "mu_u"), [(0.05, MU_U), (0.15, MU_U), (0.05, 0.40)])
@@ -380,15 +390,19 @@ def test_coverage_of_the_effect_share_and_the_learned_margin(mu_e: float, mu_u: 
     judged = [s for s, e in zip(shares, learned, strict=True) if e.ci_low > 0.05]
     covered_judged = float(np.mean([_covers(s, true_share) for s in judged]))
     print(f"\nshare {true_share:.3f} (K = {k}): coverage {coverage:.3f}, bounded {bounded:.3f}, "
-          f"coverage | bounded {covered_bounded:.3f}, | learned {covered_judged:.3f} ({len(judged)} audits); "
-          f"learned margin coverage {learned_coverage:.3f}")
+          f"coverage | bounded {covered_bounded:.3f}, | learned {covered_judged:.3f} "
+          f"({len(judged)} audits); learned margin coverage {learned_coverage:.3f}")
     assert coverage >= 0.90 and covered_bounded >= 0.90 and learned_coverage >= 0.90
-    assert covered_judged >= 0.90 and all(s.bounded for s in judged)  # learned ⇒ bounded (Fieller's condition)
-    if mu_u == MU_U:  # a smoke-sized learned margin: the coverage is not bought with infinite intervals
+    # learned ⇒ bounded (Fieller's condition)
+    assert covered_judged >= 0.90 and all(s.bounded for s in judged)
+    # a smoke-sized learned margin: the coverage is not bought with infinite intervals
+    if mu_u == MU_U:
         assert bounded >= 0.95 and len(judged) >= 0.95 * audits
     # Its point estimate is the ratio of the replicate-level means, as decide reports it.
-    v = decide("m", "down", c[0].tolist(), p[0].tolist(), p[0].tolist(), 0.5, untrained=u[0].tolist())
-    assert v.share.value == pytest.approx(shares[0].value) and v.learned.value == pytest.approx(learned[0].value)
+    v = decide("m", "down", c[0].tolist(), p[0].tolist(), p[0].tolist(), 0.5,
+               untrained=u[0].tolist())
+    assert (v.share.value == pytest.approx(shares[0].value) and v.learned.value
+            == pytest.approx(learned[0].value))
 
 
 def test_t_quantile_used_is_students() -> None:

@@ -30,7 +30,8 @@ def test_dlib_identity_similarity_prefers_the_same_person(faces, cat) -> None:
     metric = get_metric("dlib_identity_similarity")
     same = metric.compute(faces, faces)
     other = metric.compute(cat, faces)
-    noise = metric.compute(torch.rand((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)), faces)
+    noise = metric.compute(torch.rand((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)),
+                           faces)
     assert same.missing == 0 and min(same.values) > 0.95
     assert max(other.values) < min(same.values) - 0.05
     assert max(noise.values) < min(same.values) - 0.05 and noise.missing == 2
@@ -48,7 +49,9 @@ def test_mtcnn_detection_failure_rate(faces) -> None:
 def test_brisque_ranks_noise_as_worse(faces) -> None:
     metric = get_metric("brisque")
     clean = metric.compute(faces, faces)
-    noisy = metric.compute((faces + 0.15 * torch.randn(faces.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1), faces)
+    noisy = metric.compute((faces + 0.15 * torch.randn(faces.shape,
+                                                       generator=torch.Generator().manual_seed(
+                                                           0))).clamp(0, 1), faces)
     assert len(clean.values) == 4 and all(math.isfinite(v) for v in clean.values)
     assert min(noisy.values) > max(clean.values)
     assert "brisque 0.2.0" in clean.implementation
@@ -70,7 +73,8 @@ def test_unknown_metric_lists_known_names() -> None:
     assert UnknownMetric is UnknownPart  # one registry, one error type for every kind of part
     with pytest.raises(UnknownMetric) as info:
         get_metric("dlib_identity_similarty")
-    assert "did you mean 'dlib_identity_similarity'" in str(info.value) and "brisque" in str(info.value)
+    assert ("did you mean 'dlib_identity_similarity'" in str(info.value)
+            and "brisque" in str(info.value))
     assert "unknown metric" in str(info.value)
 
 
@@ -80,7 +84,8 @@ def test_every_registered_metric_builds_and_is_shared() -> None:
 
     for part in METRICS:
         metric = get_metric(part.name)
-        assert isinstance(metric, Metric) and get_metric(part.name) is metric  # one instance per name
+        # one instance per name
+        assert isinstance(metric, Metric) and get_metric(part.name) is metric
         assert part.validate({}) is not None  # metrics take no parameters today
 
 
@@ -102,7 +107,8 @@ def _brisque_features(image: np.ndarray) -> np.ndarray:
     fine = model.calculate_brisque_features(gray, kernel_size=7, sigma=7 / 6)
     half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
     coarse = model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6)
-    return np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f in np.concatenate((fine, coarse))])
+    return np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0])
+                     for f in np.concatenate((fine, coarse))])
 
 
 def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
@@ -131,5 +137,6 @@ def test_brisque_is_the_same_on_every_computation(faces, tmp_path) -> None:
         f"print(repr([brisque_score(i) for i in np.load({str(tmp_path / 'faces.npy')!r})]))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "3"}  # another thread count: the value must not move
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120, env=env)
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           timeout=120, env=env)
     assert [float(v) for v in fresh.stdout.strip().splitlines()[-1].strip("[]").split(",")] == first

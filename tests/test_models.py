@@ -32,7 +32,8 @@ def test_tokenizer_matches_clip_bpe(prompt: str) -> None:
     ids = tokenizer(prompt).input_ids
     assert ids[0] == 49406 and ids[-1] == 49407
     assert ids[1:-1] == SimpleTokenizer().encode(prompt)
-    padded = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    padded = tokenizer(
+        prompt, padding="max_length", max_length=tokenizer.model_max_length).input_ids
     assert len(padded) == 77 and padded[-1] == 49407
     assert len(tokenizer) == 49408
 
@@ -42,12 +43,15 @@ def test_tiny_is_deterministic_and_seeded(tiny, monkeypatch, tmp_path) -> None:
     assert again.fingerprint == tiny.fingerprint and len(tiny.fingerprint) == 64
     assert state_fingerprint(again.unet, again.vae) == state_fingerprint(tiny.unet, tiny.vae)
     # Without shipped weights the pipeline is a seeded random init (and says so).
-    monkeypatch.setattr("audit.diffusion.tiny.tiny_weights_path", lambda variant="tiny": tmp_path / "absent")
+    monkeypatch.setattr("audit.diffusion.tiny.tiny_weights_path",
+                        lambda variant="tiny": tmp_path / "absent")
     random_init = load_model("tiny", "cpu")
     assert "random init" in random_init.source and random_init.revision == "config-v1"
     one, other = build_tiny_components(seed=0), build_tiny_components(seed=1)
     assert state_fingerprint(one["unet"]) == state_fingerprint(random_init.unet)
-    assert state_fingerprint(other["vae"], other["unet"], other["text_encoder"]) != state_fingerprint(one["vae"], one["unet"], one["text_encoder"])
+    assert state_fingerprint(
+        other["vae"], other["unet"],
+        other["text_encoder"]) != state_fingerprint(one["vae"], one["unet"], one["text_encoder"])
     before = torch.random.get_rng_state()
     build_tiny_components(seed=5)
     assert torch.equal(before, torch.random.get_rng_state())  # global RNG untouched
@@ -60,7 +64,8 @@ def test_tiny_shapes(tiny) -> None:
         dist = tiny.vae.encode(x * 2 - 1).latent_dist
         assert dist.mean.shape == (1, 4, 16, 16) and dist.logvar.shape == (1, 4, 16, 16)
         assert tiny.vae.decode(dist.mean).sample.shape == (1, 3, 64, 64)
-        tokens = tiny.tokenizer(["a photo of sks person"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+        tokens = tiny.tokenizer(["a photo of sks person"], padding="max_length", max_length=77,
+                                return_tensors="pt").input_ids
         emb = tiny.text_encoder(tokens)[0]
         out = tiny.unet(dist.mean, torch.tensor([10]), emb).sample
     assert out.shape == (1, 4, 16, 16)
@@ -80,14 +85,17 @@ def test_local_folder_round_trip(tiny, tmp_path: Path) -> None:
 
     pipe = StableDiffusionPipeline(
         vae=tiny.vae, unet=tiny.unet, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer,
-        scheduler=tiny.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        scheduler=tiny.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp_path / "model")
     loaded = load_model(str(tmp_path / "model"))
-    for a, b in zip(tiny.unet.state_dict().values(), loaded.unet.state_dict().values(), strict=True):
+    for a, b in zip(
+            tiny.unet.state_dict().values(), loaded.unet.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert loaded.model_id == str((tmp_path / "model").resolve()) and len(loaded.fingerprint) == 64
-    assert loaded.tokenizer("a photo of sks person").input_ids == tiny.tokenizer("a photo of sks person").input_ids
+    assert loaded.tokenizer("a photo of sks person").input_ids == tiny.tokenizer("a photo of sks "
+            "person").input_ids
 
 
 def test_incomplete_folder_names_what_is_missing(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ SOURCES = ("pyproject.toml", "README.md", "audit", "reports", "scenarios")
 def _pip(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "pip", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "pip", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=240
     )
 
 
@@ -34,8 +35,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         import setuptools  # noqa: F401
     except ImportError:
         pytest.skip(
-            "setuptools is not installed in this environment, so the wheel cannot be built "
-            "without build isolation (offline); install the test extra: pip install -e '.[test]'"
+            "setuptools is not installed in this environment, so the wheel cannot be built without "
+            "build isolation (offline); install the test extra: pip install -e '.[test]'"
         )
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"
@@ -43,7 +44,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     for name in SOURCES:  # __pycache__ folders come along on purpose: they must stay out
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, src / name)
     out = tmp / "dist"
-    result = _pip("wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(src), cwd=tmp)
+    result = _pip("wheel", "-v", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out),
+                  str(src), cwd=tmp)
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"pip wheel failed:\n{log[-6000:]}"
     (built,) = out.glob("protection_audit-*.whl")
@@ -53,7 +55,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_build_has_no_backend_warnings(wheel: tuple[Path, str]) -> None:
     _, log = wheel
     lines = [line for line in log.splitlines() if "Warning" in line or "absent from" in line]
-    assert "BuildBackendWarning" not in log and "absent from the `packages` configuration" not in log, "\n".join(lines)
+    assert ("BuildBackendWarning" not in log
+            and "absent from the `packages` configuration" not in log), "\n".join(lines)
 
 
 def test_wheel_ships_weights_template_and_scenarios(wheel: tuple[Path, str]) -> None:
@@ -61,18 +64,22 @@ def test_wheel_ships_weights_template_and_scenarios(wheel: tuple[Path, str]) -> 
     names = set(zipfile.ZipFile(built).namelist())
     tiny = "audit/models/weights/tiny"
     sums = (ROOT / tiny / "SHA256SUMS").read_text().split("\n")
-    weight_files = {f"{tiny}/{line.split(maxsplit=1)[1].lstrip('*')}" for line in sums if line.strip()}
-    expected = {f"{tiny}/SHA256SUMS", f"{tiny}/MODEL_CARD.md", "reports/templates/report.html.j2", "scenarios/README.md"}
+    weight_files = {f"{tiny}/{line.split(maxsplit=1)[1].lstrip('*')}" for line in sums
+                    if line.strip()}
+    expected = {f"{tiny}/SHA256SUMS", f"{tiny}/MODEL_CARD.md", "reports/templates/report.html.j2",
+                "scenarios/README.md"}
     expected |= weight_files | {f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.yaml")}
     assert len(weight_files) >= 3 and not expected - names, sorted(expected - names)
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "training/"))]
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")
+                or n.startswith(("tests/", "training/"))]
     assert "audit/plugin.py" in names and any(n.endswith("entry_points.txt") for n in names)
 
 
 def test_non_editable_install_finds_its_data(wheel: tuple[Path, str], tmp_path: Path) -> None:
     built, _ = wheel
     target = tmp_path / "site"
-    result = _pip("install", "--no-deps", "--no-index", "--target", str(target), str(built), cwd=tmp_path)
+    result = _pip("install", "--no-deps", "--no-index", "--target", str(target), str(built),
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     code = f"""
 from pathlib import Path
@@ -90,7 +97,8 @@ assert Path(_environment().get_template("report.html.j2").filename).resolve().is
 print("ok")
 """
     env = {**os.environ, "PYTHONPATH": str(target)}
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=180)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
 
 
@@ -101,7 +109,9 @@ FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; exit 0; fi
 for i in $(seq 1 200); do echo "installer line $i: $*"; done
 if [ -n "${FAKE_FAIL:-}" ]; then
-  case "$*" in *"$FAKE_FAIL"*) echo "ERROR: No matching distribution found for $FAKE_FAIL" >&2; exit 1 ;; esac
+  case "$*" in
+    *"$FAKE_FAIL"*) echo "ERROR: No matching distribution found for $FAKE_FAIL" >&2; exit 1 ;;
+  esac
 fi
 exit 0
 """
@@ -122,7 +132,8 @@ def _fake_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _dev(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(root / "dev"), "echo", "ran"], cwd=root.parent, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(root / "dev"), "echo", "ran"], cwd=root.parent, env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_dev_first_run_prints_a_few_lines_and_logs_the_rest(tmp_path: Path) -> None:
@@ -132,7 +143,8 @@ def test_dev_first_run_prints_a_few_lines_and_logs_the_rest(tmp_path: Path) -> N
     assert len(first.stderr.splitlines()) <= 8, first.stderr
     assert ".venv/install.log" in first.stderr and "installer line" not in first.stderr
     log = (root / ".venv" / "install.log").read_text()
-    assert log.count("installer line") == 4 * 200  # 4 pip steps (the fake venv step prints nothing) and "torch" in log and "facenet-pytorch==2.6.0" in log
+    assert log.count("installer line") == 4 * 200  # 4 pip steps (the fake venv step prints nothing)
+    assert "torch" in log and "facenet-pytorch==2.6.0" in log
     again = _dev(root, env)  # installed: nothing printed, the command runs at once
     assert again.returncode == 0 and again.stdout == "ran\n" and again.stderr == ""
 
@@ -142,7 +154,8 @@ def test_dev_failed_install_names_the_log(tmp_path: Path) -> None:
     failed = _dev(root, {**env, "FAKE_FAIL": "facenet"})
     assert failed.returncode != 0 and "ran" not in failed.stdout
     assert "FAILED" in failed.stderr and "facenet-pytorch" in failed.stderr
-    assert str(root / ".venv" / "install.log") in failed.stderr and "No matching distribution" in failed.stderr
+    assert str(root / ".venv"
+               / "install.log") in failed.stderr and "No matching distribution" in failed.stderr
     assert len(failed.stderr.splitlines()) <= 30, failed.stderr
     assert not (root / ".venv" / ".installed").exists()
     retried = _dev(root, env)  # the cause fixed, ./dev installs and runs

@@ -47,9 +47,11 @@ def test_pid_is_deterministic_for_a_seed(tiny, images) -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(eps=st.floats(0.0, 0.1), step=st.floats(0.001, 0.05), seed=st.integers(0, 100))
-def test_pid_output_within_budget_for_any_epsilon_and_step(tiny, eps: float, step: float, seed: int) -> None:
+def test_pid_output_within_budget_for_any_epsilon_and_step(
+        tiny, eps: float, step: float, seed: int) -> None:
     image = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
     out = PID(epsilon=eps, step_size=step, steps=2).protect(image, ctx(tiny, seed=seed)).images
     assert check_budget(image, out, eps, "pid") <= eps
@@ -80,9 +82,12 @@ def test_steps_come_from_pid_params_not_from_the_tier(tiny, images) -> None:
         assert out.info["steps"] == 2 and len(out.info["objective_trace"]) == 2
     assert PIDParams().steps == 1000 and PID().steps == 1000  # the paper's PGD-1000
     assert build_protection("pid")[0].steps == 1000
-    assert {t: build_protection("pid", get_tier(t))[0].steps for t in ("smoke", "standard", "paper")} == {
+    assert {t: build_protection("pid", get_tier(t))[0].steps
+            for t in ("smoke", "standard", "paper")} == {
         "smoke": 100, "standard": 200, "paper": 1000}
-    pid, spec = build_protection("pid", get_tier("smoke", parse_overrides(["pid.steps=7", "pid.objective=mean"])))
+    pid, spec = build_protection("pid", get_tier("smoke",
+                                                 parse_overrides(
+                                                     ["pid.steps=7", "pid.objective=mean"])))
     assert (pid.steps, pid.objective) == (7, "mean") and spec.params["steps"] == 7
     assert PROTECTIONS.get("pid").validate({"steps": 5}).steps == 5
     with pytest.raises(InvalidParams, match="steps"):

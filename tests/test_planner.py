@@ -31,10 +31,12 @@ def scenario(name: str) -> Scenario:
 
 def protection_info(name: str, tier) -> ProtectionInfo:
     protection, spec = build_protection(name, tier)
-    return ProtectionInfo(spec, protection.random, getattr(protection, "shared_across_replicates", False))
+    return ProtectionInfo(spec, protection.random, getattr(protection, "shared_across_replicates",
+                                                           False))
 
 
-def plan(name: str, protection: str = "pid", k: int = 3, seed: int = 0, tier: str = "smoke", *items: str):
+def plan(name: str, protection: str = "pid", k: int = 3, seed: int = 0, tier: str = "smoke",
+         *items: str):
     overrides = parse_overrides([f"replicates={k}", *items])
     t = get_tier(tier, overrides)
     return plan_case(scenario(name), protection_info(protection, t), t, seed)
@@ -77,7 +79,8 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
             assert run.chain[0] == step and tuple(s.spec for s in run.chain[1:]) == variant.attack
             assert run.exploit == variant.exploit
     # The standard exploit is the tier's DreamBooth.
-    assert p.standard_exploit == PartSpec("exploit", "dreambooth", get_tier("smoke").resolve_part(EXPLOITS.get("dreambooth")).to_dict())
+    assert p.standard_exploit == PartSpec("exploit", "dreambooth",
+                                          get_tier("smoke").resolve_part(EXPLOITS.get("dreambooth")).to_dict())
     # unique_runs: one run per identity, first occurrence kept, nothing lost.
     unique = p.unique_runs()
     assert len({r.identity for r in unique}) == len(unique) == len({r.identity for r in p.runs})
@@ -101,27 +104,31 @@ def test_protected_images_differ_by_replicate_only_for_a_random_protection(prote
 def test_a_folder_protection_is_shared_by_every_replicate() -> None:
     t = get_tier("smoke")
     spec = PartSpec("protection", "dir", {"path": "/x", "epsilon": None})
-    p = plan_case(scenario("no-attack"), ProtectionInfo(spec, random=True, shared_across_replicates=True), t, 4)
+    p = plan_case(scenario("no-attack"), ProtectionInfo(spec, random=True,
+                                                        shared_across_replicates=True), t, 4)
     assert {r.chain[0].seed for r in p.runs_for("protected")} == {4}
-    assert len({r.seed for r in p.runs_for("protected")}) == 3  # the exploits still differ by replicate
+    # the exploits still differ by replicate
+    assert len({r.seed for r in p.runs_for("protected")}) == 3
 
 
 def test_random_attack_steps_draw_with_the_replicates_seed(tmp_path: Path) -> None:
     path = tmp_path / "noisy.yaml"
-    path.write_text("id: noisy\nversion: 1\ntitle: t\nwhy: w\nsource: s\nattack:\n"
-                    "  - gaussian_noise: {std: 0.05}\n  - jpeg: {quality: 50}\n")
+    path.write_text("id: noisy\nversion: 1\ntitle: t\nwhy: w\nsource: s\nattack:\n  - "
+                    "gaussian_noise: {std: 0.05}\n  - jpeg: {quality: 50}\n")
     t = get_tier("smoke")
     p = plan_case(load_scenario(path), protection_info("pid", t), t, 0)
     for r, run in enumerate(p.runs_for("attacked", 0)):
         noise, jpeg = run.chain[1:]
-        assert noise.spec == PartSpec("transform", "gaussian_noise", {"std": 0.05}) and noise.seed == p.seeds[r]
+        assert (noise.spec == PartSpec("transform", "gaussian_noise", {"std": 0.05}) and noise.seed
+                == p.seeds[r])
         assert jpeg.spec.params == {"quality": 50} and jpeg.seed is None
     assert "gaussian_noise(std=0.05) @seed 0" in p.table()
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("protection", PROTECTIONS)
-def test_no_attack_shares_its_attacked_runs_with_the_protected_runs(protection: str, k: int) -> None:
+def test_no_attack_shares_its_attacked_runs_with_the_protected_runs(
+        protection: str, k: int) -> None:
     p = plan("no-attack", protection, k)
     attacked, protected = p.runs_for("attacked", 0), p.runs_for("protected")
     assert [a.identity for a in attacked] == [q.identity for q in protected]
@@ -138,13 +145,16 @@ def test_zero_sigma_has_matched_controls_with_the_changed_exploit(k: int) -> Non
     assert p.standard_exploit.params["posterior"]["sigma"] == "sample"
     assert variant.origin["posterior.sigma"] == "scenario" and variant.origin["steps"] == "tier"
     # Apart from σ the changed exploit is the standard one.
-    assert {**variant.exploit.params, "posterior": None} == {**p.standard_exploit.params, "posterior": None}
+    assert {**variant.exploit.params, "posterior": None} == {**p.standard_exploit.params,
+                                                             "posterior": None}
     controls = p.runs_for("control", 0)
     assert [c.replicate for c in controls] == list(range(k))
     for r, control in enumerate(controls):
-        assert control.chain == () and control.exploit == variant.exploit and control.seed == p.seeds[r]
+        assert (control.chain == () and control.exploit == variant.exploit and control.seed
+                == p.seeds[r])
     assert len(p.unique_runs()) == 4 * k
-    assert "posterior.sigma=zero" in p.exploit_label(variant.exploit) and p.exploit_label(p.standard_exploit) == "standard"
+    assert ("posterior.sigma=zero" in p.exploit_label(variant.exploit)
+            and p.exploit_label(p.standard_exploit) == "standard")
     # Without matched controls (tier setting) the plan has none.
     off = plan("zero-sigma", "pid", k, 0, "smoke", "controls.matched=false")
     assert not off.runs_for("control", 0) and not off.variants[0].changes_exploit
@@ -154,7 +164,8 @@ def test_prompt_mismatch_has_controls_for_its_non_standard_prompts_only() -> Non
     p = plan("prompt-mismatch", "pid", 3)
     standard_prompt = p.standard_exploit.params["instance_prompt"]
     prompts = [v.exploit.params["instance_prompt"] for v in p.variants]
-    assert prompts == ["a photo of sks person", "a photo of sks face", "a dslr portrait of sks person"]
+    assert prompts == ["a photo of sks person", "a photo of sks face", "a dslr portrait of sks "
+            "person"]
     for v, variant in enumerate(p.variants):
         standard = variant.exploit.params["instance_prompt"] == standard_prompt
         assert variant.changes_exploit == (not standard)
@@ -162,7 +173,8 @@ def test_prompt_mismatch_has_controls_for_its_non_standard_prompts_only() -> Non
         for control in p.runs_for("control", v):
             assert control.exploit.params["instance_prompt"] == prompts[v] and control.chain == ()
     # Variant 0 is the protector's own prompt: its attacked runs are the protected runs.
-    assert [a.identity for a in p.runs_for("attacked", 0)] == [q.identity for q in p.runs_for("protected")]
+    assert [a.identity for a in p.runs_for("attacked", 0)] == [q.identity
+                                                               for q in p.runs_for("protected")]
     # clean, protected, 2 × (attacked + control), per replicate.
     assert len(p.unique_runs()) == 3 * 6
 
@@ -175,7 +187,8 @@ def test_noise_floor_control_adds_exactly_one_run(name: str) -> None:
     (floor,) = p.runs_for("noise_floor")
     assert len(p.runs) == len(base.runs) + 1 and len(p.unique_runs()) == len(base.unique_runs()) + 1
     (step,) = floor.chain
-    assert step.kind == "transform" and step.spec == PartSpec("transform", "level_jitter", {"levels": 1})
+    assert step.kind == "transform" and step.spec == PartSpec("transform", "level_jitter",
+                                                              {"levels": 1})
     assert step.seed is not None and floor.replicate == 0
     assert floor.exploit == p.standard_exploit and floor.seed == p.seeds[0]
     assert "noise_floor r0" in p.table() and "level_jitter(levels=1)" in p.table()
@@ -189,7 +202,8 @@ def test_the_plan_table_prints_with_the_tiers_settings(name: str, tier: str) -> 
     text = p.table()
     pid_steps = t.resolve_part(PROTECTION_PARTS.get("pid")).params.steps
     db_steps = t.resolve_part(EXPLOITS.get("dreambooth")).params.steps
-    assert f"scenario {name} · protection pid(" in text and f"steps={pid_steps}," in text.splitlines()[0]
+    assert (f"scenario {name} · protection pid(" in text
+            and f"steps={pid_steps}," in text.splitlines()[0])
     assert "standard exploit: dreambooth(" in text and f"steps={db_steps}," in text.splitlines()[1]
     assert f"{t.replicates} replicate(s), seeds 0, 1000003, 2000006" in text
     for run in p.runs:
@@ -214,10 +228,13 @@ def test_python_m_audit_plan(capsys) -> None:
     for name in SCENARIOS:
         assert f"scenario {name} · protection pid(" in out
     assert "steps=1000" in out and f"{len(SCENARIOS)} scenario(s)" in out
-    assert "steps, lr ← tier: PID Table 8a, SD 1.5, text encoder frozen" in out  # where the recipe came from
-    assert main(["plan", "--protection", "none", "--replicates", "1", str(CATALOGUE_DIR / "no-attack.yaml")]) == 0
+    # where the recipe came from
+    assert "steps, lr ← tier: PID Table 8a, SD 1.5, text encoder frozen" in out
+    assert main(["plan", "--protection", "none", "--replicates", "1",
+                 str(CATALOGUE_DIR / "no-attack.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "1 replicate(s), seeds 0" in out and "note: one replicate" in out and "1 scenario(s)" in out
+    assert ("1 replicate(s), seeds 0" in out and "note: one replicate" in out
+            and "1 scenario(s)" in out)
     assert main(["plan", "--protection", "pdi"]) == 2
     assert "did you mean 'pid'" in capsys.readouterr().err
     assert main(["plan", "--audit-set", "dreambooth.steps=-5"]) == 2
@@ -228,7 +245,8 @@ def test_audit_set_on_the_exploit_reaches_every_run() -> None:
     p = plan("prompt-mismatch", "pid", 2, 0, "smoke", "dreambooth.steps=5")
     assert all(r.exploit.params["steps"] == 5 for r in p.runs)
     assert all(v.origin["steps"] == "--audit-set" for v in p.variants)
-    assert [v.exploit.params["instance_prompt"] for v in p.variants][1] == "a photo of sks face"  # scenario kept
+    # scenario kept
+    assert [v.exploit.params["instance_prompt"] for v in p.variants][1] == "a photo of sks face"
 
 
 def test_audit_set_on_a_transform_reaches_the_attack_step() -> None:

@@ -3,7 +3,8 @@ DreamBooth fine-tune actually trains on.
 
 ``finetune`` draws each step's latents in ``_training_batch`` (through ``draw_latents``,
 z = μ + σ'·ε). These tests record what ``_training_batch`` hands to the loss during a real
-fine-tune of the tiny model (stopped after its first batch), replay ε from the generator state it was called with,
+fine-tune of the tiny model (stopped after its first batch), replay ε from the generator state it
+was called with,
 and check σ' = (z − μ)/ε against the mode: sample (σ' = σ), zero (z = μ exactly), fixed
 (σ' = value), clip (σ' = min(σ, value)).
 
@@ -32,7 +33,8 @@ from audit.run.progress import Progress
 
 
 def _config(**changes) -> FinetuneConfig:
-    base = dict(instance_prompt="a photo of sks person", steps=2, lr=1e-4, batch_size=4, train_text_encoder=False)
+    base = dict(instance_prompt="a photo of sks person", steps=2, lr=1e-4, batch_size=4,
+                train_text_encoder=False)
     return FinetuneConfig(**{**base, **changes})
 
 
@@ -52,7 +54,8 @@ def _seen_latents(tiny, images, monkeypatch, class_images=None, **changes) -> di
         latents, _ = original(tuned, posteriors, fixed, config, idx, generator)
         mean, logvar = posteriors.inst_mean[idx], posteriors.inst_logvar[idx]
         eps = torch.randn(mean.shape, generator=torch.Generator().set_state(state))
-        seen.update(z=latents.detach().clone(), mu=mean.clone(), std=torch.exp(0.5 * logvar), eps=eps,
+        seen.update(z=latents.detach().clone(), mu=mean.clone(), std=torch.exp(0.5 * logvar),
+                    eps=eps,
                     posteriors=posteriors, n=len(idx))
         raise _Recorded
 
@@ -88,7 +91,8 @@ def test_zero_sigma_trains_on_the_mean_exactly(tiny, images, monkeypatch) -> Non
 
 
 @pytest.mark.parametrize("value", [1e-2, 1e-6, 1e-7])
-def test_fixed_sigma_draws_every_latent_with_that_sigma(tiny, images, monkeypatch, value: float) -> None:
+def test_fixed_sigma_draws_every_latent_with_that_sigma(
+        tiny, images, monkeypatch, value: float) -> None:
     step = _seen_latents(tiny, images, monkeypatch, posterior_sigma="fixed", posterior_value=value)
     sigma_eff, bound = _effective_sigma(step)
     assert np.all(np.abs(sigma_eff - np.float32(value)) <= bound * 1.5 + 1e-15)
@@ -115,7 +119,8 @@ def test_clipped_sigma_keeps_small_sigmas_and_caps_large_ones(tiny, images, monk
 
 def test_sigma_mode_applies_to_instance_latents_only(tiny, images, monkeypatch) -> None:
     """With prior preservation, the class half of each batch is still sampled (z ≠ μ)."""
-    step = _seen_latents(tiny, images, monkeypatch, class_images=images.flip(-1), posterior_sigma="zero",
+    step = _seen_latents(tiny, images, monkeypatch, class_images=images.flip(-1),
+                         posterior_sigma="zero",
                          prior_preservation=True)
     n = step["n"]
     assert torch.equal(step["z"][:n], step["mu"])
@@ -129,7 +134,8 @@ def test_sigma_mode_applies_to_instance_latents_only(tiny, images, monkeypatch) 
 @given(value=st.floats(1e-3, 2.0), logstd=st.floats(-6.0, 1.0), seed=st.integers(0, 2**16))
 def test_draw_latents_sigma_semantics(value: float, logstd: float, seed: int) -> None:
     """draw_latents alone, in float64 so that σ' is exact: fixed → value, clip → min(σ, value)."""
-    mean = torch.randn((2, 4, 5, 5), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    mean = torch.randn((2, 4, 5, 5), generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
     logvar = torch.full_like(mean, 2 * logstd)
     std = math.exp(logstd)
     for mode, expected in (("fixed", value), ("clip", min(std, value)), ("sample", std)):
@@ -142,7 +148,8 @@ def test_draw_latents_sigma_semantics(value: float, logstd: float, seed: int) ->
 
 @settings(max_examples=50, deadline=None)
 @given(logvar=st.floats(-30.0, 20.0), seed=st.integers(0, 2**16))
-def test_clipping_at_1e_7_is_fixing_at_1e_7_for_any_diffusers_posterior(logvar: float, seed: int) -> None:
+def test_clipping_at_1e_7_is_fixing_at_1e_7_for_any_diffusers_posterior(
+        logvar: float, seed: int) -> None:
     """diffusers clamps log σ² to [−30, 20], so σ ≥ e^−15 ≈ 3.06e-7 > 1e-7: PID Table 6's clipped σ
     at 1e-7 draws the very latents fixed σ at 1e-7 draws (the audit's two runs agree bitwise)."""
     mean = torch.randn((2, 4, 5, 5), generator=torch.Generator().manual_seed(seed))
@@ -155,16 +162,20 @@ def test_clipping_at_1e_7_is_fixing_at_1e_7_for_any_diffusers_posterior(logvar: 
 
 @pytest.mark.parametrize(
     ("name", "mode", "value"),
-    [("zero-sigma", "zero", None), ("clipped-sigma-1e-7", "clip", 1e-7), ("clipped-sigma-1e-6", "clip", 1e-6),
+    [("zero-sigma", "zero", None), ("clipped-sigma-1e-7", "clip", 1e-7),
+     ("clipped-sigma-1e-6", "clip", 1e-6),
      ("fixed-sigma-1e-7", "fixed", 1e-7), ("fixed-sigma-1e-6", "fixed", 1e-6)],
 )
-def test_sigma_family_scenarios_reach_the_fine_tune_config(name: str, mode: str, value: float | None) -> None:
+def test_sigma_family_scenarios_reach_the_fine_tune_config(name: str, mode: str, value: float
+                                                           | None) -> None:
     """Each σ scenario edits the standard exploit (whichever --exploit names) and nothing else."""
     scenario = load_scenario(CATALOGUE_DIR / f"{name}.yaml")
     assert scenario.attack == [] and scenario.exploit.part == "standard"
     assert "adaptive" in scenario.tags
-    assert ("smoke" in scenario.tags) == (name == "zero-sigma")  # the default smoke selection is unchanged
+    # the default smoke selection is unchanged
+    assert ("smoke" in scenario.tags) == (name == "zero-sigma")
     assert "PID §6.4" in scenario.source
-    assert scenario.exploit.params == {"posterior": {"sigma": mode, **({} if value is None else {"value": value})}}
+    assert scenario.exploit.params == {"posterior": {"sigma": mode,
+                                                     **({} if value is None else {"value": value})}}
     config = EXPLOITS.get("dreambooth").validate(scenario.exploit.params).config(seed=0)
     assert (config.posterior_sigma, config.posterior_value) == (mode, value)

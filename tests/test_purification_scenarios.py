@@ -15,24 +15,67 @@ from audit.run.planner import ProtectionInfo, plan_case
 # scenario id -> (purifier, parameters it must set, a paper its source cites)
 PURIFICATIONS = {
     # The authors' [−1, 1] settings: lr, noise and the floor halve, Adam's eps doubles.
-    "impress-glaze": ("impress", {"iterations": 3000, "lr": 0.005, "lr_floor": 5e-6, "adam_eps": 2e-5, "alpha": 0.1,
-                                  "delta": 0.1, "noise_std": 0.05}, "IMPRESS"),
-    "impress-photoguard": ("impress", {"iterations": 1000, "lr": 0.0025, "lr_floor": 5e-6, "adam_eps": 2e-5,
-                                       "alpha": 0.01, "delta": 0.1, "noise_std": 0.025}, "IMPRESS"),
-    "noisy-upscale-0.05": ("noisy_upscale", {"std": 0.05, "upscaler": "realesrgan-x4plus"}, "Hönig"),
+    "impress-glaze": (
+        "impress",
+        {
+            "iterations": 3000,
+            "lr": 0.005,
+            "lr_floor": 5e-6,
+            "adam_eps": 2e-5,
+            "alpha": 0.1,
+            "delta": 0.1,
+            "noise_std": 0.05,
+        },
+        "IMPRESS",
+    ),
+    "impress-photoguard": (
+        "impress",
+        {
+            "iterations": 1000,
+            "lr": 0.0025,
+            "lr_floor": 5e-6,
+            "adam_eps": 2e-5,
+            "alpha": 0.01,
+            "delta": 0.1,
+            "noise_std": 0.025,
+        },
+        "IMPRESS",
+    ),
+    "noisy-upscale-0.05": (
+        "noisy_upscale",
+        {"std": 0.05, "upscaler": "realesrgan-x4plus"},
+        "Hönig",
+    ),
     "noisy-upscale-0.1": ("noisy_upscale", {"std": 0.1, "upscaler": "realesrgan-x4plus"}, "Hönig"),
-    "restoration": ("restoration", {"face_restorer": "none", "upscaler": "realesrgan-x4plus", "noise_std": 0.0},
-                    "DiffShortcut"),
+    "restoration": (
+        "restoration",
+        {"face_restorer": "none", "upscaler": "realesrgan-x4plus", "noise_std": 0.0},
+        "DiffShortcut",
+    ),
     "gau-sr": ("restoration", {"noise_std": 0.05, "upscaler": "realesrgan-x4plus"}, "DiffShortcut"),
-    "latent-diffpure": ("latent_diffpure", {"t": 300, "prompt": "quality", "guidance_scale": 7.5}, "DiffShortcut"),
-    "latent-diffpure-empty": ("latent_diffpure", {"t": 300, "prompt": "empty", "guidance_scale": 1.0}, "DiffShortcut"),
+    "latent-diffpure": (
+        "latent_diffpure",
+        {"t": 300, "prompt": "quality", "guidance_scale": 7.5},
+        "DiffShortcut",
+    ),
+    "latent-diffpure-empty": (
+        "latent_diffpure",
+        {"t": 300, "prompt": "empty", "guidance_scale": 1.0},
+        "DiffShortcut",
+    ),
     "ddspure": ("ddspure", {"sigma": 0.25}, "Carlini"),
-    "gridpure": ("gridpure", {"t": 10, "iterations": 20, "gamma": 0.1, "window_fraction": 0.5}, "GrIDPure"),
+    "gridpure": (
+        "gridpure",
+        {"t": 10, "iterations": 20, "gamma": 0.1, "window_fraction": 0.5},
+        "GrIDPure",
+    ),
 }
 
 
 def test_the_purification_catalogue_is_complete() -> None:
-    tagged = {p.stem for p in CATALOGUE_DIR.glob("*.yaml") if "purification" in load_scenario(p).tags}
+    tagged = {
+        p.stem for p in CATALOGUE_DIR.glob("*.yaml") if "purification" in load_scenario(p).tags
+    }
     assert tagged == set(PURIFICATIONS)
 
 
@@ -54,7 +97,9 @@ def test_purification_scenario_plans_a_seed_per_replicate(name: str, tier: str) 
     purifier, wanted, _ = PURIFICATIONS[name]
     t = get_tier(tier)
     protection, spec = build_protection("pid", t)
-    p = plan_case(load_scenario(CATALOGUE_DIR / f"{name}.yaml"), ProtectionInfo(spec, protection.random), t, 0)
+    p = plan_case(
+        load_scenario(CATALOGUE_DIR / f"{name}.yaml"), ProtectionInfo(spec, protection.random), t, 0
+    )
     for r, run in enumerate(p.runs_for("attacked", 0)):
         step = run.chain[1]
         assert step.spec.name == purifier and {k: step.spec.params[k] for k in wanted} == wanted

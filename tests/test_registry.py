@@ -28,8 +28,10 @@ _C = "audit.parts.transforms.corruptions"
 
 def registry() -> Registry:
     reg = Registry("transform")
-    reg.register("jpeg", target=f"{_C}:jpeg", params=f"{_C}:JpegParams", description="JPEG", source="paper A")
-    reg.register("gaussian_noise", target=f"{_C}:gaussian_noise", params=f"{_C}:GaussianNoiseParams",
+    reg.register("jpeg", target=f"{_C}:jpeg", params=f"{_C}:JpegParams", description="JPEG",
+                 source="paper A")
+    reg.register("gaussian_noise", target=f"{_C}:gaussian_noise",
+                 params=f"{_C}:GaussianNoiseParams",
                  description="noise", source="paper B", random=True, version=3)
     return reg
 
@@ -38,14 +40,16 @@ def registry() -> Registry:
 def test_register_get_and_list() -> None:
     reg = registry()
     part = reg.get("jpeg")
-    assert (part.kind, part.name, part.description, part.source, part.version) == ("transform", "jpeg", "JPEG", "paper A", 1)
+    assert (part.kind, part.name, part.description, part.source, part.version) == (
+        "transform", "jpeg", "JPEG", "paper A", 1)
     assert not part.random and reg.get("gaussian_noise").random
     assert reg.names() == ["gaussian_noise", "jpeg"] and [p.name for p in reg] == reg.names()
     assert "jpeg" in reg and "jpg" not in reg
     from audit.parts.transforms.corruptions import JpegParams, jpeg
 
     assert part.load() is jpeg and part.params_model() is JpegParams
-    assert part.identity() == {"kind": "transform", "name": "jpeg", "version": 1, "target": f"{_C}:jpeg"}
+    assert part.identity() == {"kind": "transform", "name": "jpeg", "version": 1,
+                               "target": f"{_C}:jpeg"}
     assert reg.get("gaussian_noise").identity()["version"] == 3
 
 
@@ -67,7 +71,8 @@ def test_unknown_name_says_did_you_mean_and_lists_the_known() -> None:
 def test_registering_twice_or_an_unknown_kind_is_refused() -> None:
     reg = registry()
     with pytest.raises(ValueError, match="registered twice"):
-        reg.register("jpeg", target=f"{_C}:jpeg", params=f"{_C}:JpegParams", description="d", source="s")
+        reg.register("jpeg", target=f"{_C}:jpeg", params=f"{_C}:JpegParams", description="d",
+                     source="s")
     with pytest.raises(ValueError, match="unknown part kind 'purifier'"):
         Registry("purifier")
 
@@ -93,9 +98,11 @@ def test_validate_fills_defaults_and_names_bad_fields() -> None:
     assert jpeg.validate(None).quality == 75 and jpeg.validate({"quality": 10}).quality == 10
     with pytest.raises(InvalidParams) as info:
         jpeg.validate({"qualty": 10})
-    assert "unknown field 'qualty'" in str(info.value) and "did you mean 'quality'" in str(info.value)
+    assert ("unknown field 'qualty'" in str(info.value)
+            and "did you mean 'quality'" in str(info.value))
     assert "allowed: quality" in str(info.value) and "transform 'jpeg'" in str(info.value)
-    with pytest.raises(InvalidParams, match=r"field 'quality': Input should be greater than or equal to 1"):
+    with pytest.raises(InvalidParams, match=r"field 'quality': Input should be greater than or "
+                                            r"equal to 1"):
         jpeg.validate({"quality": 0})
     with pytest.raises(InvalidParams, match=r"here: field 'quality'"):
         jpeg.validate({"quality": 101}, "here")
@@ -108,7 +115,8 @@ def test_validate_fills_defaults_and_names_bad_fields() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "params"),
-    [("jpeg", {"quality": 75}), ({"jpeg": {"quality": 50}}, {"quality": 50}), ({"jpeg": None}, {"quality": 75}),
+    [("jpeg", {"quality": 75}), ({"jpeg": {"quality": 50}}, {"quality": 50}),
+     ({"jpeg": None}, {"quality": 75}),
      ({"jpeg": {}}, {"quality": 75})],
 )
 def test_parse_spec_forms(raw, params) -> None:
@@ -123,12 +131,15 @@ def test_partial_keeps_only_what_is_written_full_fills_defaults() -> None:
         return parse_spec(EXPLOITS, raw, "exploit", "e.g.", partial=partial).params
 
     assert parse("dreambooth", True) == {} and parse({"dreambooth": None}, True) == {}
-    assert parse({"dreambooth": {"posterior": {"sigma": "zero"}}}, True) == {"posterior": {"sigma": "zero"}}
+    assert parse(
+        {"dreambooth": {"posterior": {"sigma": "zero"}}}, True) == {"posterior": {"sigma": "zero"}}
     assert parse({"dreambooth": {"steps": 5}}, True) == {"steps": 5}
     full = parse({"dreambooth": {"steps": 5}}, False)
-    assert full["steps"] == 5 and full["lr"] == 2e-6 and full["posterior"] == {"sigma": "sample", "value": None}
+    assert (full["steps"] == 5 and full["lr"] == 2e-6 and full["posterior"]
+            == {"sigma": "sample", "value": None})
     # Partial parameters are still validated.
-    with pytest.raises(InvalidParams, match=r"exploit.dreambooth: field 'steps'.*greater than or equal to 1"):
+    with pytest.raises(InvalidParams, match=r"exploit.dreambooth: field 'steps'.*greater than or "
+                                            r"equal to 1"):
         parse({"dreambooth": {"steps": 0}}, True)
     assert PartSpec("exploit", "dreambooth", {}).label() == "dreambooth"
 
@@ -137,11 +148,16 @@ def test_partial_keeps_only_what_is_written_full_fills_defaults() -> None:
     ("raw", "fragments"),
     [
         ("jpg", ["attack[0]", "unknown transform 'jpg'", "did you mean 'jpeg'"]),
-        ({"jpeg": {"qualty": 75}}, ["attack[0].jpeg", "unknown field 'qualty'", "did you mean 'quality'"]),
-        ({"jpeg": {"quality": 175}}, ["attack[0].jpeg", "field 'quality'", "less than or equal to 100"]),
-        ({"gaussian_blur": {"sigma_px": -1}}, ["attack[0].gaussian_blur", "field 'sigma_px'", "greater than 0"]),
+        ({"jpeg": {"qualty": 75}}, ["attack[0].jpeg", "unknown field 'qualty'", "did you mean "
+                "'quality'"]),
+        ({"jpeg": {"quality": 175}}, ["attack[0].jpeg", "field 'quality'", "less than or equal to "
+                "100"]),
+        ({"gaussian_blur": {"sigma_px": -1}}, ["attack[0].gaussian_blur", "field 'sigma_px'",
+                                               "greater than 0"]),
         ({"jpeg": 75}, ["attack[0].jpeg", "parameters must be a mapping"]),
-        ({"jpeg": {}, "resize": {}}, ["attack[0]", "write one part as 'name: {params}'", "EXAMPLE"]),
+        (
+            {"jpeg": {}, "resize": {}}, ["attack[0]", "write one part as 'name: {params}'",
+                                         "EXAMPLE"]),
         (["jpeg"], ["attack[0]", "'name: {params}'"]),
     ],
 )
@@ -165,12 +181,14 @@ def test_ls_lists_every_part_of_every_kind_with_description_and_source(capsys) -
             assert line is not None, part.name
             assert part.description in line and part.source in line, line
             flags = line.rsplit(" [", 1)[1] if line.endswith("]") else ""
-            assert ("random" in flags) == part.random and ("uses model" in flags) == part.uses_model, line
+            assert (("random" in flags) == part.random and ("uses model" in flags)
+                    == part.uses_model), line
     for path in sorted(CATALOGUE_DIR.glob("*.yaml")):
         assert load_scenario(path).title in out
 
 
-@pytest.mark.parametrize(("what", "kind"), [("transforms", "transform"), ("protections", "protection"),
+@pytest.mark.parametrize(("what", "kind"), [("transforms", "transform"),
+                                            ("protections", "protection"),
                                             ("exploits", "exploit"), ("metrics", "metric")])
 def test_ls_one_kind(capsys, what: str, kind: str) -> None:
     assert main(["ls", what]) == 0
@@ -188,7 +206,8 @@ def test_ls_metrics_shows_direction_paper_and_implementation(capsys) -> None:
         line = next(x for x in out.splitlines() if x.strip().startswith(part.name + " "))
         arrow = {"up": "↑", "down": "↓"}[part.direction]
         assert line.strip().split()[1] == arrow, line
-        assert part.description in line and part.source in line and part.implementation in line, line
+        assert (part.description in line and part.source in line
+                and part.implementation in line), line
     # The papers' metrics are all listed, offline or not (issue 12).
     papers = {"iqs", "fid", "prd_precision", "prd_recall", "q", "clip_iqac", "lpips", "brisque",
               "edit_ssim", "edit_psnr", "edit_vifp", "edit_fsim"}
@@ -198,17 +217,19 @@ def test_ls_metrics_shows_direction_paper_and_implementation(capsys) -> None:
 def test_a_metric_direction_is_up_or_down() -> None:
     reg = Registry("metric")
     with pytest.raises(ValueError, match="direction must be 'up' or 'down'"):
-        reg.register("m", target="a:b", params="a:c", description="d", source="s", direction="sideways")
-    part = reg.register("n", target="a:b", params="a:c", description="d", source="s", direction="up", implementation="lib")
+        reg.register("m", target="a:b", params="a:c", description="d", source="s",
+                     direction="sideways")
+    part = reg.register("n", target="a:b", params="a:c", description="d", source="s",
+                        direction="up", implementation="lib")
     assert part.listing().split()[:2] == ["n", "↑"] and part.listing().endswith("· lib")
 
 
 def _imports_torch(argv: list[str]) -> subprocess.CompletedProcess:
-    code = ("import io, sys, contextlib; from audit.__main__ import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\n"
-            "assert rc == 0, rc\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    code = ("import io, sys, contextlib; from audit.__main__ import main\nwith "
+            f"contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\nassert rc == 0, "
+            "rc\nassert 'torch' not in sys.modules, 'torch was imported'")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
 
 
 @pytest.mark.parametrize("what", ["transforms", "protections", "exploits", "metrics"])

@@ -1,7 +1,8 @@
 """The HTML robustness report, drawn from a recorded results file (no model needed).
 
 ``tests/data/results-pid-smoke.json`` is the results file of a real smoke audit of PID
-(``pytest --protection=pid`` on the trained tiny model), trimmed (traces subsampled). Its artifact PNGs are not
+(``pytest --protection=pid`` on the trained tiny model), trimmed (traces subsampled). Its artifact
+PNGs are not
 committed; the fixture draws a small image for each recorded artifact path.
 """
 
@@ -36,7 +37,8 @@ def _draw_artifacts(results_dir: Path, data: dict) -> None:
                 path = results_dir / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # Clean subject images are identical in every case (as in a real audit).
-                pixels = shared if group == "clean" and i == 0 else rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                pixels = (shared if group == "clean" and i == 0
+                          else rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
                 Image.fromarray(pixels).save(path)
 
 
@@ -62,7 +64,8 @@ def _html(path: Path) -> str:
     return render_html([load_results(path)])
 
 
-def test_report_has_every_section_with_the_recorded_numbers(results_file: Path, recorded: dict) -> None:
+def test_report_has_every_section_with_the_recorded_numbers(
+        results_file: Path, recorded: dict) -> None:
     html = _html(results_file)
     for section in ('id="summary"', 'id="matrix"', 'id="plots"', 'id="cases"', 'id="provenance"'):
         assert section in html
@@ -74,7 +77,8 @@ def test_report_has_every_section_with_the_recorded_numbers(results_file: Path, 
     assert f"<td>{len(cases)}</td>" in html or f"<td>{len(cases)} " in html
     assert "What these numbers show." in html  # smoke-tier caveat on the embedded model
     # Matrix: one row per case, one column per metric.
-    matrix = html[html.index('<table id="matrix">'):html.index("</table>", html.index('<table id="matrix">'))]
+    matrix = html[html.index('<table id="matrix">'):html.index("</table>",
+                                                               html.index('<table id="matrix">'))]
     assert matrix.count("<tr>") == len(cases) + 1
     for metric in case["metrics"]:
         assert f">{metric}</th>" in matrix
@@ -92,8 +96,10 @@ def test_report_has_every_section_with_the_recorded_numbers(results_file: Path, 
     assert html.count("<svg ") >= 1 + len(cases)
 
 
-def test_provenance_names_the_cpu_and_its_kernel_instruction_set(tmp_path: Path, recorded: dict) -> None:
-    """CPU reruns are bitwise identical only on the same instruction set, so the record says which."""
+def test_provenance_names_the_cpu_and_its_kernel_instruction_set(
+        tmp_path: Path, recorded: dict) -> None:
+    """CPU reruns are bitwise identical only on the same instruction set, so the record says
+    which."""
     import torch
 
     from audit.results.provenance import cpu_description
@@ -107,7 +113,8 @@ def test_provenance_names_the_cpu_and_its_kernel_instruction_set(tmp_path: Path,
     assert "torch kernels" not in _html(_write(tmp_path / "old", recorded))
 
 
-def test_images_are_embedded_once_each_and_report_is_small(results_file: Path, recorded: dict) -> None:
+def test_images_are_embedded_once_each_and_report_is_small(
+        results_file: Path, recorded: dict) -> None:
     html = _html(results_file)
     paths = {p for c in recorded["cases"] for ps in c["artifacts"].values() for p in ps}
     embedded = re.findall(r"\.(i[0-9a-f]{16})\{background-image:url\(data:image/png;base64,", html)
@@ -122,7 +129,9 @@ def test_images_are_embedded_once_each_and_report_is_small(results_file: Path, r
 
 def test_no_external_resource_is_referenced(results_file: Path) -> None:
     html = _html(results_file)
-    assert not re.search(r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:|//|ftp:|file:)""", html, re.I)
+    assert not re.search(
+        r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:|//|ftp:|file:)""", html,
+        re.I)
     assert not re.search(r"url\(\s*['\"]?(?!data:)", html)
     assert "@import" not in html and "<link" not in html.lower() and "<iframe" not in html.lower()
     assert "http://" not in html and "https://" not in html
@@ -140,7 +149,8 @@ def test_every_user_string_is_escaped(tmp_path: Path, recorded: dict) -> None:
     data["cases"][1].update(
         outcome="error",
         reason=f"RuntimeError: bad {XSS}",
-        error={"type": "RuntimeError", "message": f"bad {XSS}", "user_error": False, "traceback": f"Traceback\n  {XSS}"},
+        error={"type": "RuntimeError", "message": f"bad {XSS}", "user_error": False,
+               "traceback": f"Traceback\n  {XSS}"},
     )
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
@@ -151,18 +161,22 @@ def test_every_user_string_is_escaped(tmp_path: Path, recorded: dict) -> None:
     assert html.lower().count("<script") == 1
 
 
-def test_errored_case_shows_error_and_traceback_and_others_still_render(tmp_path: Path, recorded: dict) -> None:
+def test_errored_case_shows_error_and_traceback_and_others_still_render(
+        tmp_path: Path, recorded: dict) -> None:
     data = copy.deepcopy(recorded)
     broken = data["cases"][0]
     broken.update(outcome="error", reason="ValueError: NaN in latents", metrics={}, artifacts={},
-                  error={"type": "ValueError", "message": "NaN in latents", "user_error": False, "traceback": "Traceback (most recent call last):\n  boom"})
+                  error={"type": "ValueError", "message": "NaN in latents", "user_error": False,
+                         "traceback": "Traceback (most recent call last):\n  boom"})
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
-    assert "<b>ValueError</b>: NaN in latents" in html and "Traceback (most recent call last):" in html
+    assert ("<b>ValueError</b>: NaN in latents" in html
+            and "Traceback (most recent call last):" in html)
     assert "1 case(s) errored" in html
     # Errored cases come first in the matrix (weakest first).
     matrix = html[html.index('<table id="matrix">'):]
-    assert matrix.index(broken["case_id"].split("-astronaut")[0].removeprefix("pid-")) < matrix.index("</table>")
+    assert matrix.index(
+        broken["case_id"].split("-astronaut")[0].removeprefix("pid-")) < matrix.index("</table>")
     assert all(c["case_id"] in html for c in data["cases"])
 
 
@@ -171,9 +185,12 @@ def test_input_error_case_record_renders(tmp_path: Path, recorded: dict) -> None
     data = copy.deepcopy(recorded)
     message = "scen/typo.yaml: unknown scenario part 'jpg' (did you mean 'jpeg'?)"
     data["cases"].append({
-        "case_id": "pid-typo-astronaut", "protection": {"name": "pid"}, "scenario": {"id": "typo", "path": "scen/typo.yaml"},
-        "subject": {"name": "astronaut"}, "tier": "smoke", "seed": 0, "outcome": "error", "reason": message, "metrics": {},
-        "variants": [], "flags": [], "error": {"type": "input", "message": message, "user_error": True, "traceback": None},
+        "case_id": "pid-typo-astronaut", "protection": {"name": "pid"},
+        "scenario": {"id": "typo", "path": "scen/typo.yaml"},
+        "subject": {"name": "astronaut"}, "tier": "smoke", "seed": 0, "outcome": "error",
+        "reason": message, "metrics": {},
+        "variants": [], "flags": [], "error": {"type": "input", "message": message,
+                                               "user_error": True, "traceback": None},
         "seconds": 0.0, "timings": [], "cache": {"hits": [], "misses": [], "corrupt": []},
     })
     html = _html(_write(tmp_path / "res", data))
@@ -191,12 +208,15 @@ def test_outcomes_order_matrix_weakest_first(tmp_path: Path, recorded: dict) -> 
     a, b = data["cases"][0], data["cases"][1]
     for case, retained, outcome in ((a, 0.9, "pass"), (b, -0.8, "fail")):
         metric = case["metrics"][case["verdict_metric"]]
-        metric["retained"] = {"value": retained, "ci_low": retained - 0.2, "ci_high": retained + 0.2, "n": 12}
+        metric["retained"] = {"value": retained, "ci_low": retained - 0.2,
+                              "ci_high": retained + 0.2, "n": 12}
         metric["outcome"] = case["outcome"] = outcome
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
     matrix = html[html.index('<table id="matrix">'):]
-    assert matrix.index(b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
+    assert matrix.index(
+        b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(
+            a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
     failing = sum(1 for c in data["cases"] if c["outcome"] == "fail")
     assert f"Does not hold against {failing} of 4 scenarios" in html
     summary = html[html.index('id="summary"'):html.index('id="matrix-section"')]
@@ -214,7 +234,8 @@ def test_merge_two_shards(tmp_path: Path, recorded: dict) -> None:
     assert reports_main(["merge", str(a), str(b), "-o", str(out)]) == 0
     html = out.read_text(encoding="utf-8")
     assert all(c["case_id"] in html for c in recorded["cases"])
-    assert "machine-b" in html and recorded["run"]["run_id"] in html and "from 2 merged runs" in html
+    assert ("machine-b" in html and recorded["run"]["run_id"] in html
+            and "from 2 merged runs" in html)
     assert "artifact not found" not in html  # each shard's artifacts found next to its own file
 
 
@@ -234,7 +255,8 @@ def test_merge_refuses_overlapping_or_incomparable_shards(tmp_path: Path, record
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d.update(schema_version=0), "schema_version 0 is not supported.*older protection-audit.*re-run"),
+        (lambda d: d.update(schema_version=0), "schema_version 0 is not supported.*older "
+                                               "protection-audit.*re-run"),
         (lambda d: d.update(schema_version=99), "newer protection-audit"),
         (lambda d: d.update(schema="something/else"), "not a protection-audit results file"),
         (lambda d: d["cases"][1].pop("outcome"), "case pid-.* lacks outcome"),
@@ -242,7 +264,8 @@ def test_merge_refuses_overlapping_or_incomparable_shards(tmp_path: Path, record
         (lambda d: d["run"].pop("options"), "run.options"),
     ],
 )
-def test_old_or_incomplete_results_give_a_clear_error(tmp_path: Path, recorded: dict, edit, message: str) -> None:
+def test_old_or_incomplete_results_give_a_clear_error(tmp_path: Path, recorded: dict, edit,
+                                                      message: str) -> None:
     data = copy.deepcopy(recorded)
     edit(data)
     path = _write(tmp_path, data)
@@ -251,7 +274,8 @@ def test_old_or_incomplete_results_give_a_clear_error(tmp_path: Path, recorded: 
     assert str(path) in str(info.value)
 
 
-def test_cli_reports_bad_input_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_bad_input_without_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "results.json"
     bad.write_text('{"schema": "protection-audit/results", "cases": [', encoding="utf-8")
     assert reports_main(["render", str(bad), "-o", str(tmp_path / "r.html")]) == 2
@@ -270,15 +294,18 @@ def _chromium() -> str | None:
     return None
 
 
-def test_report_renders_in_headless_chromium_with_the_matrix_visible(results_file: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium_with_the_matrix_visible(
+        results_file: Path, tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
-        pytest.skip("Chromium is not installed (.ci/run installs Debian's 'chromium' when it can run apt-get as root)")
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's 'chromium' when it can "
+                    "run apt-get as root)")
     report = write_report([results_file], tmp_path / "report.html")
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
         command = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={profile}",
             "--window-size=1280,2000", f"--screenshot={shot}", report.resolve().as_uri(),
         ]
         env = {**os.environ, "HOME": profile}
@@ -286,7 +313,9 @@ def test_report_renders_in_headless_chromium_with_the_matrix_visible(results_fil
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     assert pixels.std() > 10  # something was drawn, not a blank page
-    # The matrix cells' backgrounds (coloured by outcome, see the template's CSS) fill a visible area.
+    # The matrix cells' backgrounds (coloured by outcome, see the template's CSS) fill a visible
+    # area.
     cell_colours = [(0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2), (0xFE, 0xF3, 0xC7), (0xF3, 0xE8, 0xFF)]
     cell = sum(int(np.all(pixels == np.array(c), axis=1).sum()) for c in cell_colours)
-    assert cell > 2000, f"matrix cells not visible in the screenshot ({cell} pixels of the cell colours)"
+    assert cell > 2000, (f"matrix cells not visible in the screenshot ({cell} pixels of the cell "
+                         "colours)")

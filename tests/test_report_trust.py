@@ -46,9 +46,11 @@ def merge_error(tmp_path: Path, first: dict, second: dict) -> str:
 
 def test_shards_of_one_audit_still_merge(tmp_path: Path, recorded: dict) -> None:
     first, second = shards(recorded)
-    second["run"]["options"]["results_dir"] = "/elsewhere"  # where a shard ran does not bear on its numbers
+    # where a shard ran does not bear on its numbers
+    second["run"]["options"]["results_dir"] = "/elsewhere"
     second["run"]["options"]["device"] = "cpu"
-    html = render_html([load_results(_write(tmp_path / "a", first)), load_results(_write(tmp_path / "b", second))])
+    html = render_html([load_results(_write(tmp_path / "a", first)),
+                        load_results(_write(tmp_path / "b", second))])
     assert all(c["case_id"] in html for c in recorded["cases"])
 
 
@@ -57,10 +59,14 @@ def test_shards_of_one_audit_still_merge(tmp_path: Path, recorded: dict) -> None
     [
         # The issue's case: the merged header said "seed 7" while one shard ran seed 0.
         (lambda run, cases: run["options"].update(seed=7), ["option seed 7 differs from", "(0)"]),
-        (lambda run, cases: run.update(toolkit_version="9.9.9"), ["toolkit version '9.9.9' differs", "('0.1.0')"]),
-        (lambda run, cases: run["tier_settings"].update(finetune_steps=5), ["tier settings", "differs"]),
-        (lambda run, cases: run["options"].update(overrides={"dreambooth": {"steps": 5}}), ["option overrides"]),
-        (lambda run, cases: run["options"].update(epsilon=0.03), ["option epsilon 0.03 differs", "(None)"]),
+        (lambda run, cases: run.update(toolkit_version="9.9.9"),
+         ["toolkit version '9.9.9' differs", "('0.1.0')"]),
+        (lambda run, cases: run["tier_settings"].update(finetune_steps=5),
+         ["tier settings", "differs"]),
+        (lambda run, cases: run["options"].update(overrides={"dreambooth": {"steps": 5}}),
+         ["option overrides"]),
+        (lambda run, cases: run["options"].update(epsilon=0.03),
+         ["option epsilon 0.03 differs", "(None)"]),
         (lambda run, cases: [c["model"].update(fingerprint="f" * 64) for c in cases],
          ["model fingerprint (tiny) 'ffff", "differs"]),
     ],
@@ -72,7 +78,8 @@ def test_merge_refuses_shards_whose_numbers_are_not_comparable(tmp_path: Path, r
     message = merge_error(tmp_path, first, second)
     for fragment in fragments:
         assert fragment in message, message
-    assert str(tmp_path / "b" / "results.json") in message and str(tmp_path / "a" / "results.json") in message
+    assert str(tmp_path / "b"
+               / "results.json") in message and str(tmp_path / "a" / "results.json") in message
 
 
 def test_merge_refuses_one_scenario_defined_two_ways(tmp_path: Path, recorded: dict) -> None:
@@ -85,17 +92,20 @@ def test_merge_refuses_one_scenario_defined_two_ways(tmp_path: Path, recorded: d
     second["cases"].append(other)
     message = merge_error(tmp_path, first, second)
     scenario = first["cases"][0]["scenario"]["id"]
-    assert f"definition hash of scenario '{scenario}' '0123456789abcdef' differs" in message, message
+    hashes = "'0123456789abcdef' differs"
+    assert f"definition hash of scenario '{scenario}' {hashes}" in message, message
 
 
 def test_merge_refuses_one_subject_with_other_images(tmp_path: Path, recorded: dict) -> None:
     first, second = shards(recorded)
     for case in second["cases"]:
         case["subject"]["content_hash"] = "other-images"
-    assert "content hash of subject 'astronaut' 'other-images' differs" in merge_error(tmp_path, first, second)
+    message = merge_error(tmp_path, first, second)
+    assert "content hash of subject 'astronaut' 'other-images' differs" in message
 
 
-def test_render_takes_a_results_folder(tmp_path: Path, recorded: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_takes_a_results_folder(tmp_path: Path, recorded: dict,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     """`reports render DIR` said "no such file" for an existing folder."""
     folder = tmp_path / "audit-results"
     _write(folder, recorded)
@@ -110,8 +120,9 @@ def test_render_takes_a_results_folder(tmp_path: Path, recorded: dict, capsys: p
 
 
 # -- 4. an outcome is re-derived from the recorded numbers with the engine's decide() -------------
-def engine_record(tmp_path: Path, clean: float, protected: float, attacked: float, seed: int = 0) -> dict:
-    """A results file whose one case was judged by the engine itself (AuditSession.judge), on
+def engine_record(
+        tmp_path: Path, clean: float, protected: float, attacked: float, seed: int = 0) -> dict:
+    """A results file whose one case was judged by the engine itself (CaseJudge.judge), on
     synthetic metric values: K = 3 replicates of 8 images, the verdict metric subject_similarity."""
     import random
 
@@ -137,7 +148,8 @@ def engine_record(tmp_path: Path, clean: float, protected: float, attacked: floa
             "implementation": "synthetic", "level": "image"}
     record = new_record("pid-jpeg-q75-s", options, scenario_record(scenario), "s", "smoke")
     record["plan"] = {"replicates": plan.replicates, "seeds": list(plan.seeds)}
-    CaseJudge(session.tier, options.seed).judge(plan, scenario, values, "subject_similarity", record)
+    CaseJudge(
+        session.tier, options.seed).judge(plan, scenario, values, "subject_similarity", record)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "run": {**run_provenance(options), "run_id": "synthetic"}, "cases": [record]}
 
@@ -147,18 +159,22 @@ def rendered(tmp_path: Path, data: dict) -> str:
 
 
 def test_an_edited_outcome_is_recomputed_and_marked(tmp_path: Path) -> None:
-    """Issue 20, item 4: outcome "fail" edited to "pass" made the report say "Holds in all 1 scenarios"."""
+    """Issue 20, item 4: outcome "fail" edited to "pass" made the report say "Holds in all 1
+    scenarios"."""
     data = engine_record(tmp_path / "engine", clean=0.48, protected=0.30, attacked=0.47)
     (case,) = data["cases"]
-    assert case["outcome"] == "fail", case["reason"]  # the attack restored the exploit: a clear fail
+    # the attack restored the exploit: a clear fail
+    assert case["outcome"] == "fail", case["reason"]
     honest = rendered(tmp_path / "honest", data)
-    assert "disagree with their own numbers" not in honest and "Does not hold against 1 of 1" in honest
+    assert ("disagree with their own numbers" not in honest
+            and "Does not hold against 1 of 1" in honest)
     case["outcome"] = "pass"
     edited = rendered(tmp_path / "edited", data)
     assert "Holds in all 1 scenarios" not in edited
-    assert "1 case record(s) disagree with their own numbers (pid-jpeg-q75-s: recorded &#39;pass&#39;, its numbers " \
-           "give &#39;fail&#39;)" in edited
-    assert "RECORD DISAGREES WITH ITS NUMBERS" in edited and "Does not hold against 1 of 1" in edited
+    assert ("1 case record(s) disagree with their own numbers (pid-jpeg-q75-s: recorded "
+            "&#39;pass&#39;, its numbers give &#39;fail&#39;)" in edited)
+    assert ("RECORD DISAGREES WITH ITS NUMBERS" in edited
+            and "Does not hold against 1 of 1" in edited)
 
 
 def test_edited_estimates_are_caught_even_with_the_outcome_edited_to_match(tmp_path: Path) -> None:
@@ -172,8 +188,10 @@ def test_edited_estimates_are_caught_even_with_the_outcome_edited_to_match(tmp_p
     assert "the recorded retained differ from what those values give" in html
 
 
-@pytest.mark.parametrize(("levels", "outcome"), [((0.48, 0.30, 0.31), "pass"), ((0.48, 0.48, 0.48), "no effect at baseline")])
-def test_records_the_engine_wrote_are_left_as_they_are(tmp_path: Path, levels: tuple, outcome: str) -> None:
+@pytest.mark.parametrize(("levels", "outcome"), [((0.48, 0.30, 0.31), "pass"),
+                                                 ((0.48, 0.48, 0.48), "no effect at baseline")])
+def test_records_the_engine_wrote_are_left_as_they_are(
+        tmp_path: Path, levels: tuple, outcome: str) -> None:
     from reports.verify import verify_outcomes
 
     data = engine_record(tmp_path / "engine", *levels, seed=3)
@@ -188,4 +206,5 @@ def test_a_pass_with_no_verdict_behind_it_is_marked(tmp_path: Path) -> None:
     case["metrics"] = {}
     case["outcome"] = "pass"
     html = rendered(tmp_path / "edited", data)
-    assert "Holds in all 1 scenarios" not in html and "no recorded verdict values support it" in html
+    assert ("Holds in all 1 scenarios" not in html
+            and "no recorded verdict values support it" in html)

@@ -18,7 +18,11 @@ from audit.parts.transforms.restoration import (
 
 def images(n: int = 2, side: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return quantize(torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=side, mode="bilinear"))
+    return quantize(
+        torch.nn.functional.interpolate(
+            torch.rand(n, 3, 4, 4, generator=g), size=side, mode="bilinear"
+        )
+    )
 
 
 @pytest.fixture
@@ -49,10 +53,14 @@ def test_noisy_upscale_shape_range_seed_and_the_upscaler_sees_the_full_size(near
     a = noisy_upscale(x, params, torch.Generator().manual_seed(1))
     assert a.shape == x.shape and is_8_bit(a)
     assert nearest_x4 == [(2, 3, 32, 32)]
-    assert torch.equal(a, noisy_upscale(x, params, torch.Generator().manual_seed(1)))  # same seed, same output
+    assert torch.equal(
+        a, noisy_upscale(x, params, torch.Generator().manual_seed(1))
+    )  # same seed, same output
     assert not torch.equal(a, noisy_upscale(x, params, torch.Generator().manual_seed(2)))
     # σ is the noise's std in [0,1] units: the noisy images (before upscaling) differ by ≈ σ.
-    noisy = restoration_module.seeded_noise(torch.full((1, 3, 64, 64), 0.5), 0.1, torch.Generator().manual_seed(0))
+    noisy = restoration_module.seeded_noise(
+        torch.full((1, 3, 64, 64), 0.5), 0.1, torch.Generator().manual_seed(0)
+    )
     assert abs(float((noisy - 0.5).std()) - 0.1) < 0.005 and is_8_bit(noisy)
 
 
@@ -63,15 +71,25 @@ def test_restoration_goes_through_a_quarter_and_back(nearest_x4) -> None:
     # Without noise it is deterministic whatever the seed; gau-sr's noise follows the seed.
     assert torch.equal(out, restoration(x, RestorationParams(), torch.Generator().manual_seed(5)))
     gau = RestorationParams(noise_std=0.05)
-    assert torch.equal(restoration(x, gau, torch.Generator().manual_seed(3)), restoration(x, gau, torch.Generator().manual_seed(3)))
-    assert not torch.equal(restoration(x, gau, torch.Generator().manual_seed(3)), restoration(x, gau, torch.Generator().manual_seed(4)))
+    assert torch.equal(
+        restoration(x, gau, torch.Generator().manual_seed(3)),
+        restoration(x, gau, torch.Generator().manual_seed(3)),
+    )
+    assert not torch.equal(
+        restoration(x, gau, torch.Generator().manual_seed(3)),
+        restoration(x, gau, torch.Generator().manual_seed(4)),
+    )
 
 
 @pytest.mark.parametrize("restorer", ["codeformer", "gfpgan"])
-def test_a_missing_face_restorer_is_unavailable_saying_how_to_provide_it(restorer: str, nearest_x4,
-                                                                          monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_a_missing_face_restorer_is_unavailable_saying_how_to_provide_it(
+    restorer: str, nearest_x4, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     monkeypatch.setenv("PROTECTION_AUDIT_WEIGHTS", str(tmp_path))
-    with pytest.raises(TransformUnavailable, match=rf"^unavailable: {restorer} weights not found — .*looked in: {tmp_path}.*Download"):
+    with pytest.raises(
+        TransformUnavailable,
+        match=rf"^unavailable: {restorer} weights not found — .*looked in: {tmp_path}.*Download",
+    ):
         restoration(images(), RestorationParams(face_restorer=restorer), torch.Generator())
 
 
@@ -79,7 +97,10 @@ def test_a_missing_sd_upscaler_is_unavailable(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("PROTECTION_AUDIT_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(TransformUnavailable, match=r"^unavailable: sd-x4-upscaler weights not found — .*huggingface-cli"):
+    with pytest.raises(
+        TransformUnavailable,
+        match=r"^unavailable: sd-x4-upscaler weights not found — .*huggingface-cli",
+    ):
         noisy_upscale(images(), NoisyUpscaleParams(upscaler="sd-x4-upscaler"), torch.Generator())
 
 
@@ -100,7 +121,9 @@ def test_real_esrgan_x4plus_runs_here() -> None:
     assert up.shape == (1, 3, 64, 64) and is_8_bit(up)
     # A flat colour stays that colour: channel order and range as ours (RGB, [0,1]).
     flat = torch.tensor([0.8, 0.3, 0.1]).view(1, 3, 1, 1).expand(1, 3, 16, 16)
-    assert torch.allclose(restoration_module.realesrgan_x4plus(flat).mean((0, 2, 3)), flat[0, :, 0, 0], atol=0.02)
+    assert torch.allclose(
+        restoration_module.realesrgan_x4plus(flat).mean((0, 2, 3)), flat[0, :, 0, 0], atol=0.02
+    )
     assert torch.equal(up, restoration_module.realesrgan_x4plus(x))  # deterministic
     # 8 px and less: the ncnn network alone returns black; padded, the colour survives.
     small = restoration_module.realesrgan_x4plus(flat[..., :6, :6])

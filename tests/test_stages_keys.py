@@ -39,7 +39,8 @@ BASE: dict[str, Any] = {
     "seed": None,
 }
 CHANGES = {
-    "part": [{**BASE["part"], "version": 2}, {**BASE["part"], "name": "resize"}, {**BASE["part"], "target": "m:g"}],
+    "part": [{**BASE["part"], "version": 2}, {**BASE["part"], "name": "resize"},
+             {**BASE["part"], "target": "m:g"}],
     "params": [{"quality": 76}, {"quality": 75, "extra": 1}, {}],
     "inputs": [{"images": "abd"}, {"images": "abc", "reference": "x"}],
     "model": ["fingerprint"],
@@ -60,14 +61,18 @@ def images_u8(seed: int = 0, n: int = 2, side: int = 16) -> torch.Tensor:
 
 
 def step(name: str, seed: int | None, **params) -> ChainStep:
-    return ChainStep("transform", PartSpec("transform", name, TRANSFORMS.get(name).validate(params).model_dump()), seed)
+    return ChainStep("transform", PartSpec("transform", name,
+                                           TRANSFORMS.get(name).validate(params).model_dump()),
+                                           seed)
 
 
 # -- the rule ------------------------------------------------------------------------------------
 def test_the_key_changes_with_each_field_and_only_then(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     key = stage_key(cache, "transform", **BASE)
-    assert key == stage_key(cache, "transform", **{k: (dict(reversed(v.items())) if isinstance(v, dict) else v) for k, v in BASE.items()})
+    assert key == stage_key(cache, "transform",
+                            **{k: (dict(reversed(v.items())) if isinstance(v, dict) else v) for k,
+                               v in BASE.items()})
     seen = {key}
     for name, values in CHANGES.items():
         for value in values:
@@ -76,27 +81,34 @@ def test_the_key_changes_with_each_field_and_only_then(tmp_path: Path) -> None:
             seen.add(changed)
     assert len(seen) == 1 + sum(len(v) for v in CHANGES.values())
     assert stage_key(cache, "protect", **BASE) != key  # the stage itself is part of the key
-    assert stage_key(cache, "finetune", **BASE, resolution=64) != stage_key(cache, "finetune", **BASE, resolution=32)
-    assert stage_key(Cache(tmp_path / "other"), "transform", **BASE) == key  # not where the cache lives
+    assert stage_key(cache, "finetune", **BASE, resolution=64) != stage_key(
+        cache, "finetune", **BASE, resolution=32)
+    # not where the cache lives
+    assert stage_key(Cache(tmp_path / "other"), "transform", **BASE) == key
 
 
-small = st.dictionaries(st.text(max_size=3), st.one_of(st.integers(-3, 3), st.text(max_size=2)), max_size=3)
+small = st.dictionaries(st.text(max_size=3), st.one_of(st.integers(-3, 3), st.text(max_size=2)),
+                        max_size=3)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(["part", "params", "inputs"]), a=small, b=small)
-def test_keys_agree_exactly_when_the_fields_agree(tmp_path: Path, field: str, a: dict, b: dict) -> None:
+def test_keys_agree_exactly_when_the_fields_agree(
+        tmp_path: Path, field: str, a: dict, b: dict) -> None:
     cache = Cache(tmp_path)
     ka = stage_key(cache, "s", **{**BASE, field: a})
     kb = stage_key(cache, "s", **{**BASE, field: b})
     assert (ka == kb) == (a == b)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(a=st.one_of(st.none(), st.integers(0, 2**32)), b=st.one_of(st.none(), st.integers(0, 2**32)))
 def test_seed_none_and_every_seed_give_distinct_keys(tmp_path: Path, a, b) -> None:
     cache = Cache(tmp_path)
-    assert (stage_key(cache, "s", **{**BASE, "seed": a}) == stage_key(cache, "s", **{**BASE, "seed": b})) == (a == b)
+    assert (stage_key(cache, "s", **{**BASE, "seed": a})
+            == stage_key(cache, "s", **{**BASE, "seed": b})) == (a == b)
 
 
 # -- the transform stage ---------------------------------------------------------------------------
@@ -106,7 +118,8 @@ def test_a_transform_is_cached_and_computes_what_the_part_computes(tmp_path: Pat
     first = s.transform(step("jpeg", None, quality=75), x)
     assert first.dtype == torch.uint8 and first.shape == x.shape
     part = TRANSFORMS.get("jpeg")
-    expected = to_uint8(part.load()(from_uint8(x), part.validate({"quality": 75}), torch.Generator()))
+    expected = to_uint8(
+        part.load()(from_uint8(x), part.validate({"quality": 75}), torch.Generator()))
     assert torch.equal(first, expected)
     events = s.cache.take_events()
     assert events.misses == ["transform"] and events.hits == []
@@ -135,7 +148,8 @@ def test_a_deterministic_transform_is_shared_by_the_replicates_of_a_plan(tmp_pat
     """The planner gives JPEG no seed, so the three replicates' JPEG steps are one entry."""
     t = get_tier("smoke")
     spec = PartSpec("protection", "none", {"epsilon": 0.0})
-    plan = plan_case(load_scenario(CATALOGUE_DIR / "jpeg-q75.yaml"), ProtectionInfo(spec, random=False), t, 0)
+    plan = plan_case(load_scenario(CATALOGUE_DIR / "jpeg-q75.yaml"),
+                     ProtectionInfo(spec, random=False), t, 0)
     s = stages(tmp_path)
     x = images_u8()
     outputs = [s.transform(run.chain[1], x) for run in plan.runs_for("attacked", 0)]
@@ -154,10 +168,12 @@ def test_a_deterministic_transforms_key_ignores_the_seed(tmp_path: Path) -> None
     assert events.misses == ["transform"] and events.hits == ["transform"]
 
 
-def test_the_noise_floor_run_moves_each_pixel_by_at_most_one_level(tmp_path: Path, images: torch.Tensor) -> None:
+def test_the_noise_floor_run_moves_each_pixel_by_at_most_one_level(
+        tmp_path: Path, images: torch.Tensor) -> None:
     t = get_tier("smoke", parse_overrides(["controls.noise_floor=true"]))
     spec = PartSpec("protection", "none", {"epsilon": 0.0})
-    plan = plan_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), ProtectionInfo(spec, random=False), t, 0)
+    plan = plan_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"),
+                     ProtectionInfo(spec, random=False), t, 0)
     (floor,) = plan.runs_for("noise_floor")
     clean = to_uint8(images)
     jittered = stages(tmp_path).transform(floor.chain[0], clean)
@@ -166,7 +182,8 @@ def test_the_noise_floor_run_moves_each_pixel_by_at_most_one_level(tmp_path: Pat
 
 
 # -- the protect stage -----------------------------------------------------------------------------
-def test_protect_is_cached_per_seed_and_needs_no_model_when_the_protection_uses_none(tmp_path: Path) -> None:
+def test_protect_is_cached_per_seed_and_needs_no_model_when_the_protection_uses_none(
+        tmp_path: Path) -> None:
     s = stages(tmp_path)
     subject = SimpleNamespace(name="s", images=from_uint8(images_u8()), content_hash="subject-hash")
     tier = get_tier("smoke")
@@ -184,11 +201,12 @@ def test_protect_is_cached_per_seed_and_needs_no_model_when_the_protection_uses_
     _, info_other = s.protect(random, ChainStep("protection", spec, 1), other, tier)
     _, info_eps = s.protect(RandomNoise(0.02), ChainStep("protection", spec, 1), subject, tier)
     assert len({info["cache_key"], info_other["cache_key"], info_eps["cache_key"]}) == 3
-    none, _ = s.protect(NoProtection(), ChainStep("protection", PartSpec("protection", "none", {}), None), subject, tier)
+    none, _ = s.protect(NoProtection(), ChainStep("protection", PartSpec("protection", "none", {}),
+                                                  None), subject, tier)
     assert torch.equal(none, to_uint8(subject.images))
 
 
-# -- fine-tune and generation: separate entries ------------------------------------------------------
+# -- fine-tune and generation: separate entries ----------------------------------------------------
 class FakeModel:
     """Stands in for the diffusion model: a fingerprint, a 'UNet' and a 'text encoder'."""
 
@@ -211,6 +229,7 @@ class Calls:
 
 @pytest.fixture
 def fake_exploit(monkeypatch) -> Calls:
+    import audit.diffusion.sampling as sampling
     import audit.parts.exploits.dreambooth as dreambooth
 
     calls = Calls()
@@ -230,7 +249,7 @@ def fake_exploit(monkeypatch) -> Calls:
         return torch.rand((n, 3, 4, 4), generator=g)
 
     monkeypatch.setattr(dreambooth, "finetune", finetune)
-    monkeypatch.setattr(dreambooth, "generate", generate)
+    monkeypatch.setattr(sampling, "generate", generate)
     return calls
 
 
@@ -251,7 +270,8 @@ def test_weights_and_generations_are_separate_entries(tmp_path: Path, fake_explo
     assert fake_exploit.finetune[0].seed == 0 and fake_exploit.finetune[0].steps == 450
     events = s.cache.take_events()
     assert sorted(events.misses) == ["finetune", "generate"] and events.hits == []
-    assert first.generations.dtype == torch.uint8 and len(first.generations) == 3 * gen.images_per_prompt
+    assert (first.generations.dtype == torch.uint8 and len(first.generations) == 3
+            * gen.images_per_prompt)
     # The same run again: both from the cache, nothing computed.
     again = s.exploit(exploit_run(), x, gen)
     assert torch.equal(again.generations, first.generations)
@@ -262,17 +282,21 @@ def test_weights_and_generations_are_separate_entries(tmp_path: Path, fake_explo
     other_gen = get_tier("smoke", parse_overrides(["generation.images_per_prompt=2"])).generation
     regenerated = s.exploit(exploit_run(), x, other_gen)
     assert len(fake_exploit.finetune) == 1 and len(fake_exploit.generate) == 2
-    assert regenerated.weights_key == first.weights_key and regenerated.generations_key != first.generations_key
+    assert (regenerated.weights_key == first.weights_key
+            and regenerated.generations_key != first.generations_key)
     assert len(regenerated.generations) == 6
     events = s.cache.take_events()
-    assert "finetune" in events.hits and "generate" in events.misses and "finetune" not in events.misses
+    assert ("finetune" in events.hits and "generate" in events.misses
+            and "finetune" not in events.misses)
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"params": {"steps": 7}}, {"params": {"instance_prompt": "a photo of sks face"}}, {"seed": 1000003}, {"images": 1}],
+    [{"params": {"steps": 7}}, {"params": {"instance_prompt": "a photo of sks face"}},
+     {"seed": 1000003}, {"images": 1}],
 )
-def test_a_changed_exploit_refits_and_regenerates(tmp_path: Path, fake_exploit: Calls, change: dict) -> None:
+def test_a_changed_exploit_refits_and_regenerates(
+        tmp_path: Path, fake_exploit: Calls, change: dict) -> None:
     s = stages(tmp_path, model=lambda: FakeModel())
     gen = get_tier("smoke").generation
     base = s.exploit(exploit_run(), images_u8(), gen)
@@ -282,7 +306,8 @@ def test_a_changed_exploit_refits_and_regenerates(tmp_path: Path, fake_exploit: 
     assert len(fake_exploit.finetune) == 2 and len(fake_exploit.generate) == 2
 
 
-def test_a_generations_hit_does_not_refit_when_the_weights_entry_is_gone(tmp_path: Path, fake_exploit: Calls) -> None:
+def test_a_generations_hit_does_not_refit_when_the_weights_entry_is_gone(
+        tmp_path: Path, fake_exploit: Calls) -> None:
     import shutil
 
     s = stages(tmp_path, model=lambda: FakeModel())
@@ -347,6 +372,7 @@ def test_every_stage_computes_under_the_lock(tmp_path: Path, monkeypatch) -> Non
     s = stages(tmp_path)
     s.transform(step("jpeg", None), images_u8())
     subject = SimpleNamespace(name="s", images=from_uint8(images_u8()), content_hash="h")
-    s.protect(RandomNoise(0.05), ChainStep("protection", PartSpec("protection", "random", {}), 1), subject, get_tier("smoke"))
+    s.protect(RandomNoise(0.05), ChainStep("protection", PartSpec("protection", "random", {}), 1),
+              subject, get_tier("smoke"))
     s.metric("subject_similarity", images_u8(0, 2, 32), images_u8(1, 2, 32))
     assert computed_under_lock == [True, True, True]

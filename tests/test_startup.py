@@ -1,4 +1,5 @@
-"""Global options are checked once, at start-up: one pytest.UsageError naming the option and the fix."""
+"""Global options are checked once, at start-up: one pytest.UsageError naming the option and the
+fix."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def refused(**options) -> str:
 @pytest.mark.parametrize("protection", ["none", "random", "pid"])
 def test_the_defaults_pass(protection: str) -> None:
     check_options(AuditOptions(protection=protection))
-    check_options(AuditOptions(protection=protection, device="cpu", seed=2**32 - 1, replicates=1, epsilon=0.03,
+    check_options(AuditOptions(protection=protection, device="cpu", seed=2**32 - 1, replicates=1,
+                               epsilon=0.03,
                                overrides=parse_overrides(["dreambooth.steps=5", "pid.steps=2"])))
 
 
@@ -40,7 +42,8 @@ def test_unknown_protection_says_did_you_mean() -> None:
 
 def test_unimportable_factory_module() -> None:
     message = refused(protection="no.such.module:factory")
-    assert "--protection=no.such.module:factory" in message and "'no.such.module' cannot be imported" in message
+    assert "--protection=no.such.module:factory" in message and ("'no.such.module' cannot be "
+             "imported") in message
 
 
 def test_missing_protection_folder() -> None:
@@ -70,7 +73,8 @@ def test_model_id_not_in_the_local_cache() -> None:
 
 
 def test_collect_only_lists_the_paper_tier_without_the_model(tmp_path: Path) -> None:
-    """--collect-only runs nothing, so a hub id need not be cached; its form and a folder's layout still count."""
+    """--collect-only runs nothing, so a hub id need not be cached; its form and a folder's layout
+    still count."""
     paper = {"protection": "pid", "tier": "paper", "model": "nobody/none-such-model"}
     check_options(AuditOptions(**paper), collect_only=True)
     check_options(AuditOptions(**paper, transfer_model="nobody/other-model"), collect_only=True)
@@ -113,7 +117,9 @@ def test_bad_numbers_and_names(options: dict, fragments: list[str]) -> None:
 def test_real_model_tiers_on_the_tiny_model(tier: str) -> None:
     message = refused(tier=tier)
     assert f"--tier={tier}" in message and SD15_HUB_ID in message and "--tier=smoke" in message
-    assert ("PGD-1000" in message) == (tier == "paper") and ("PGD-200" in message) == (tier == "standard")
+    assert ("PGD-1000" in message) == (tier
+                                       == "paper") and (
+                                           "PGD-200" in message) == (tier == "standard")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +137,8 @@ def test_bad_overrides(items: list[str], fragments: list[str]) -> None:
 
 
 def test_scenario_folder_empty_or_missing(tmp_path: Path) -> None:
-    (tmp_path / "_base.yaml").write_text("id: _base\n")  # a base for extends: not a runnable scenario
+    # a base for extends: not a runnable scenario
+    (tmp_path / "_base.yaml").write_text("id: _base\n")
     message = refused(scenarios=tmp_path)
     assert f"--scenarios={tmp_path}" in message and "no scenario files" in message
     assert "scenario folder not found" in refused(scenarios=tmp_path / "absent")

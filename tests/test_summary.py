@@ -14,15 +14,19 @@ from audit.run.progress import Progress
 
 
 def case(case_id: str, scenario: str, subject: str, outcome: str, retained: float | None) -> dict:
-    entry = {"retained": {"value": retained, "ci_low": retained - 0.3, "ci_high": retained + 0.3}} if retained is not None else {}
-    return {"case_id": case_id, "scenario": {"id": scenario}, "subject": {"name": subject}, "outcome": outcome,
-            "verdict_metric": "m", "metrics": {"m": entry}, "flags": [], "seconds": 1.0, "plan": {"replicates": 3}}
+    entry = {"retained": {"value": retained, "ci_low": retained - 0.3, "ci_high": retained
+                          + 0.3}} if retained is not None else {}
+    return {"case_id": case_id, "scenario": {"id": scenario}, "subject": {"name": subject},
+            "outcome": outcome,
+            "verdict_metric": "m", "metrics": {"m": entry}, "flags": [], "seconds": 1.0,
+            "plan": {"replicates": 3}}
 
 
 def test_rich_markup_in_case_ids_is_printed_as_text() -> None:
     buffer = io.StringIO()
     options = SimpleNamespace(protection="pid", model="tiny", tier="smoke", seed=0)
-    summary_table([case("pid-[bold]x[/bold]-alice", "[bold]x[/bold]", "alice", "pass", 0.9)], options, buffer)
+    summary_table([case("pid-[bold]x[/bold]-alice", "[bold]x[/bold]", "alice", "pass", 0.9)],
+                  options, buffer)
     text = buffer.getvalue()
     assert "pid-[bold]x[/bold]-alice" in text
 
@@ -39,8 +43,10 @@ def test_worst_case_per_subject_and_the_audit_answer() -> None:
     assert rows["carol"]["retained"] is None and rows["carol"]["outcome"] == "no effect at baseline"
     assert audit_answer(cases) == "Does not hold: breaks under jpeg."
     assert audit_answer(cases[1:4]).startswith("Holds against every scenario run (3 case(s))")
-    assert "Interrupted: 2 selected case(s) did not run" in audit_answer(cases[1:4], interrupted=True, not_run=2)
-    assert audit_answer([case("e", "jpeg", "carol", "no effect at baseline", None)]).startswith("No protective effect")
+    assert "Interrupted: 2 selected case(s) did not run" in audit_answer(
+        cases[1:4], interrupted=True, not_run=2)
+    assert audit_answer([case("e", "jpeg", "carol", "no effect at baseline", None)]).startswith(
+        "No protective effect")
 
 
 def test_colliding_case_ids_are_disambiguated_stably() -> None:

@@ -45,14 +45,17 @@ def test_dreambooth_precedence_layer_by_layer() -> None:
     # The tier over the default.
     smoke = get_tier("smoke").resolve_part(DREAMBOOTH)
     assert smoke.params.steps == 450 and smoke.origin["steps"] == "tier"
-    assert smoke.params.instance_prompt == DreamboothParams().instance_prompt and "instance_prompt" not in smoke.origin
+    assert (smoke.params.instance_prompt == DreamboothParams().instance_prompt
+            and "instance_prompt" not in smoke.origin)
     # The scenario over the tier.
-    scen = get_tier("smoke").resolve_part(DREAMBOOTH, {"steps": 7, "instance_prompt": "a photo of sks face"})
+    scen = get_tier("smoke").resolve_part(DREAMBOOTH, {"steps": 7, "instance_prompt": "a photo of "
+            "sks face"})
     assert (scen.params.steps, scen.params.instance_prompt) == (7, "a photo of sks face")
     assert scen.origin["steps"] == "scenario" and scen.origin["instance_prompt"] == "scenario"
     assert scen.params.lr == 3e-3 and scen.origin["lr"] == "tier"  # the rest still from the tier
     # --audit-set over the scenario.
-    top = tier("smoke", "dreambooth.steps=9").resolve_part(DREAMBOOTH, {"steps": 7, "instance_prompt": "x"})
+    top = tier("smoke", "dreambooth.steps=9").resolve_part(DREAMBOOTH,
+                                                           {"steps": 7, "instance_prompt": "x"})
     assert top.params.steps == 9 and top.origin["steps"] == "--audit-set"
     assert top.params.instance_prompt == "x" and top.origin["instance_prompt"] == "scenario"
     assert top.params.batch_size == 4 and top.origin["batch_size"] == "tier"
@@ -63,10 +66,13 @@ def test_nested_parameters_merge_key_by_key_across_layers() -> None:
     t = tier("smoke", "dreambooth.posterior.value=0.5")
     r = t.resolve_part(DREAMBOOTH, {"posterior": {"sigma": "clip"}})
     assert r.params.posterior.sigma == "clip" and r.params.posterior.value == 0.5
-    assert r.origin["posterior.sigma"] == "scenario" and r.origin["posterior.value"] == "--audit-set"
-    r = tier("smoke", "dreambooth.posterior.sigma=zero").resolve_part(DREAMBOOTH, {"posterior": {"sigma": "clip", "value": 1.0}})
+    assert (r.origin["posterior.sigma"] == "scenario" and r.origin["posterior.value"]
+            == "--audit-set")
+    r = tier("smoke", "dreambooth.posterior.sigma=zero").resolve_part(
+        DREAMBOOTH, {"posterior": {"sigma": "clip", "value": 1.0}})
     assert r.params.posterior.sigma == "zero" and r.params.posterior.value == 1.0
-    assert r.origin["posterior.sigma"] == "--audit-set" and r.origin["posterior.value"] == "scenario"
+    assert (r.origin["posterior.sigma"] == "--audit-set" and r.origin["posterior.value"]
+            == "scenario")
 
 
 def test_pid_precedence() -> None:
@@ -95,19 +101,24 @@ def test_sections_resolve_with_their_origin() -> None:
 @pytest.mark.parametrize(
     ("name", "pid_steps", "db", "images", "resolution"),
     [
-        ("smoke", 100, {"steps": 450, "lr": 3e-3, "lr_schedule": "cosine", "batch_size": 4, "prior_preservation": False}, 8, 64),
-        ("standard", 200, {"steps": 400, "lr": 2e-6, "batch_size": 1, "prior_preservation": True, "num_class_images": 50}, 8, None),
-        ("paper", 1000, {"steps": 1000, "lr": 2e-6, "lr_schedule": "constant", "batch_size": 1, "prior_preservation": True,
+        ("smoke", 100, {"steps": 450, "lr": 3e-3, "lr_schedule": "cosine", "batch_size": 4,
+                        "prior_preservation": False}, 8, 64),
+        ("standard", 200, {"steps": 400, "lr": 2e-6, "batch_size": 1, "prior_preservation": True,
+                           "num_class_images": 50}, 8, None),
+        ("paper", 1000, {"steps": 1000, "lr": 2e-6, "lr_schedule": "constant", "batch_size": 1,
+                         "prior_preservation": True,
                          "num_class_images": 200, "train_text_encoder": False}, 20, None),
     ],
 )
-def test_each_tier_resolves_the_settings_it_documents(name, pid_steps, db, images, resolution) -> None:
+def test_each_tier_resolves_the_settings_it_documents(
+        name, pid_steps, db, images, resolution) -> None:
     t = get_tier(name)
     assert t.resolve_part(PID).params.steps == pid_steps
     dreambooth = t.resolve_part(DREAMBOOTH).params
     for key, value in db.items():
         assert getattr(dreambooth, key) == value, key
-    assert t.generation.images_per_prompt == images and t.resolution == resolution and t.replicates == 3
+    assert (t.generation.images_per_prompt == images and t.resolution == resolution
+            and t.replicates == 3)
     for section in SECTIONS:
         t.resolve_section(section)
     assert not t.non_standard
@@ -137,13 +148,15 @@ def test_parse_overrides_dotted_nested_and_yaml_typed() -> None:
         "generation.prompts=a photo of sks person|a selfie of sks person",
     ])
     assert parsed == {
-        "dreambooth": {"steps": 200, "lr": 0.001, "train_text_encoder": True, "posterior": {"sigma": "zero"},
+        "dreambooth": {"steps": 200, "lr": 0.001, "train_text_encoder": True,
+                       "posterior": {"sigma": "zero"},
                        "instance_prompt": "a photo of sks face"},
         "verdict": {"face_metric_substitute": None},
         "": {"replicates": 5, "resolution": 128},
         "generation": {"prompts": ["a photo of sks person", "a selfie of sks person"]},
     }
-    assert isinstance(parsed["dreambooth"]["steps"], int) and isinstance(parsed["dreambooth"]["lr"], float)
+    assert (isinstance(parsed["dreambooth"]["steps"], int)
+            and isinstance(parsed["dreambooth"]["lr"], float))
     assert parse_overrides(None) == {} and parse_overrides([]) == {}
     t = get_tier("smoke", parsed)
     validate_overrides(t)
@@ -164,12 +177,14 @@ def test_parse_overrides_dotted_nested_and_yaml_typed() -> None:
         ("noise_floor_control", "true", "controls", "noise_floor", True),
     ],
 )
-def test_aliases_map_to_their_sections(alias: str, value: str, section: str, key: str, typed) -> None:
+def test_aliases_map_to_their_sections(
+        alias: str, value: str, section: str, key: str, typed) -> None:
     parsed = parse_overrides([f"{alias}={value}"])
     assert parsed == {section: {key: typed}}
     t = get_tier("smoke", parsed)
     validate_overrides(t)
-    resolved = t.resolve_section(section) if section in SECTIONS else t.resolve_part(REGISTRIES_BY_NAME[section])
+    resolved = (t.resolve_section(section) if section in SECTIONS
+                else t.resolve_part(REGISTRIES_BY_NAME[section]))
     assert getattr(resolved.params, key) == typed and resolved.origin[key] == "--audit-set"
 
 
@@ -179,7 +194,8 @@ REGISTRIES_BY_NAME = {p.name: p for reg in REGISTRIES.values() for p in reg}
 def test_every_alias_names_a_real_setting() -> None:
     for alias, target in ALIASES.items():
         section, _, key = target.partition(".")
-        model = SECTIONS[section] if section in SECTIONS else REGISTRIES_BY_NAME[section].params_model()
+        model = (SECTIONS[section] if section in SECTIONS
+                 else REGISTRIES_BY_NAME[section].params_model())
         assert key in model.model_fields, (alias, target)
 
 
@@ -189,7 +205,7 @@ def test_malformed_items_are_refused(item: str) -> None:
         parse_overrides([item])
 
 
-# -- validation before anything runs -----------------------------------------------------------------
+# -- validation before anything runs ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("items", "fragments"),
     [
@@ -200,14 +216,16 @@ def test_malformed_items_are_refused(item: str) -> None:
         (["generatoin.steps=5"], ["unknown section 'generatoin'", "did you mean 'generation'"]),
         (["replicates=0"], ["replicates", "greater than or equal to 1"]),
         (["replicats=2"], ["replicats", "did you mean 'replicates'"]),
-        (["generation.images_per_prompt=0"], ["generation", "'images_per_prompt'", "greater than or equal to 1"]),
+        (["generation.images_per_prompt=0"], ["generation", "'images_per_prompt'", "greater than "
+                "or equal to 1"]),
         (["pid.stepz=5"], ["pid", "unknown field 'stepz'", "did you mean 'steps'"]),
         (["dreambooth.posterior.sigma=tiny"], ["'posterior.sigma'", "'zero'"]),
         (["verdict.alpha=0.7"], ["verdict", "'alpha'", "less than 0.5"]),
         (["resolution=16"], ["resolution", "greater than or equal to 32"]),
     ],
 )
-def test_validate_overrides_refuses_with_the_field_and_the_range(items: list[str], fragments: list[str]) -> None:
+def test_validate_overrides_refuses_with_the_field_and_the_range(
+        items: list[str], fragments: list[str]) -> None:
     with pytest.raises(InvalidParams) as info:
         validate_overrides(tier("smoke", *items))
     for fragment in fragments:
@@ -215,7 +233,8 @@ def test_validate_overrides_refuses_with_the_field_and_the_range(items: list[str
 
 
 def test_valid_overrides_pass_and_mark_the_run_non_standard() -> None:
-    t = tier("smoke", "dreambooth.steps=5", "pid.steps=2", "generation.images_per_prompt=1", "controls.noise_floor=true")
+    t = tier("smoke", "dreambooth.steps=5", "pid.steps=2", "generation.images_per_prompt=1",
+             "controls.noise_floor=true")
     validate_overrides(t)
     assert t.non_standard and t.to_dict()["overrides"]["pid"] == {"steps": 2}
     assert not get_tier("smoke").non_standard

@@ -36,7 +36,8 @@ def test_shipped_weights_match_the_pinned_hash_and_the_model_card(tiny) -> None:
     assert all(p.dtype == torch.float32 for p in tiny.unet.parameters())
 
 
-def test_modified_weights_are_refused_with_the_file_and_the_fix(tmp_path: Path, monkeypatch) -> None:
+def test_modified_weights_are_refused_with_the_file_and_the_fix(
+        tmp_path: Path, monkeypatch) -> None:
     copy = tmp_path / "tiny"
     shutil.copytree(tiny_weights_path(), copy)
     target = copy / "unet" / "diffusion_pytorch_model.safetensors"
@@ -44,7 +45,8 @@ def test_modified_weights_are_refused_with_the_file_and_the_fix(tmp_path: Path, 
     data[-1] ^= 0xFF
     target.write_bytes(bytes(data))
     monkeypatch.setattr("audit.diffusion.tiny.tiny_weights_path", lambda variant="tiny": copy)
-    with pytest.raises(ModelError, match=r"unet/diffusion_pytorch_model.safetensors: SHA-256 differs.*train_tiny.py"):
+    with pytest.raises(ModelError, match=r"unet/diffusion_pytorch_model.safetensors: SHA-256 "
+                                         r"differs.*train_tiny.py"):
         load_model("tiny")
 
 
@@ -57,7 +59,8 @@ def test_trained_vae_reconstructs_the_unseen_subject(tiny, images: torch.Tensor)
     assert psnr > 22.0, f"VAE reconstruction of the (unseen) subject at {psnr:.1f} dB"
 
 
-def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, images: torch.Tensor) -> None:
+def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(
+        tiny, images: torch.Tensor) -> None:
     """PID's mechanism on a trained VAE (PID §4): μ moves far more than under random noise."""
     import piq
 
@@ -86,7 +89,8 @@ def test_pid_distorts_the_trained_posterior_and_random_noise_does_not(tiny, imag
 
 
 def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
-    """Issue 4's ordering on the real engine at the smoke tier, seed 0 (three 450-step fine-tunes: minutes on CPU).
+    """Issue 4's ordering on the real engine at the smoke tier, seed 0 (three 450-step fine-tunes:
+    minutes on CPU).
 
     One replicate (``replicates=1``: the image-bootstrap verdict, flagged as such) keeps this
     at three fine-tunes; the tier's three replicates would triple it. This pins the engine's
@@ -114,8 +118,10 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
 
     def session(protection: str) -> AuditSession:
         options = AuditOptions(
-            protection=protection, model="tiny", tier="smoke", data=None, results_dir=tmp_path, device="cpu",
-            seed=0, scenarios=None, allow_download=False, overrides={}, no_cache=False, replicates=1,
+            protection=protection, model="tiny", tier="smoke", data=None, results_dir=tmp_path,
+            device="cpu",
+            seed=0, scenarios=None, allow_download=False, overrides={}, no_cache=False,
+            replicates=1,
         )
         return AuditSession(options, Progress(None))
 
@@ -123,10 +129,12 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     for protection, scenario in (("pid", "no-attack"), ("random", "no-attack")):
         s = session(protection)
         records[protection, scenario] = s.run_case(
-            load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut", f"{protection}-{scenario}"
+            load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut",
+            f"{protection}-{scenario}"
         )
     subject = s.subject("astronaut")
-    base = generate(s.model, s.model.unet, s.model.text_encoder, generation_config(s.tier.generation, 0), s.resolution,
+    base = generate(s.model, s.model.unet, s.model.text_encoder,
+                    generation_config(s.tier.generation, 0), s.resolution,
                     s.progress)
     untrained = get_metric("subject_similarity").compute(base, subject.images).mean
 
@@ -134,18 +142,24 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
     clean = pid["m_c"]["value"]
     assert rnd["m_c"]["value"] == clean  # one clean exploit, shared through the cache
     assert clean > untrained + 0.25, (untrained, clean)
-    # The verdict's untrained reference is this generation (replicate 1's seed, base model), and it learned.
-    # (to 8-bit rounding: the engine measures the saved 8-bit generations, this check the float ones)
-    assert pid["m_u"]["value"] == pytest.approx(untrained, abs=5e-3) and pid["learned"]["value"] > 0.25
+    # The verdict's untrained reference is this generation (replicate 1's seed, base model), and it
+    # learned.
+    # (to 8-bit rounding: the engine measures the saved 8-bit generations, this check the float
+    # ones)
+    assert (pid["m_u"]["value"] == pytest.approx(untrained, abs=5e-3) and pid["learned"]["value"]
+            > 0.25)
     pid_effect, random_effect = pid["effect"]["value"], rnd["effect"]["value"]
     assert pid_effect > 0.04 and pid_effect > random_effect + 0.04, (pid_effect, random_effect)
-    assert pid["effect"]["ci_low"] > 0 and pid["share"]["ci_low"] < 0.1 <= pid["share"]["ci_high"], pid["share"]
+    assert (pid["effect"]["ci_low"] > 0 and pid["share"]["ci_low"] < 0.1
+            <= pid["share"]["ci_high"]), pid["share"]
     assert pid["share"]["value"] > rnd["share"]["value"] + 0.05, (pid["share"], rnd["share"])
     assert records["pid", "no-attack"]["outcome"] == "no meaningful effect at baseline"
-    assert any(f.startswith("inconclusive") and "effect share" in f for f in records["pid", "no-attack"]["flags"])
+    assert any(f.startswith("inconclusive") and "effect share" in f
+               for f in records["pid", "no-attack"]["flags"])
     assert records["random", "no-attack"]["outcome"] == "no effect at baseline"
     for record in records.values():
-        assert record["plan"]["replicates"] == 1 and any("single replicate" in f for f in record["flags"])
+        assert record["plan"]["replicates"] == 1 and any("single replicate" in f
+                                                         for f in record["flags"])
         # no-attack's attacked run is the protected run: one exploit, not two.
         exploits = record["exploits"]
         assert exploits["attacked[0] r0"]["cache_key"] == exploits["protected r0"]["cache_key"]

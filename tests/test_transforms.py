@@ -47,13 +47,16 @@ PARAMS = {
     "gridpure": {"t": 2, "iterations": 1},
 }
 # Purifiers that run a network (the model's VAE, Real-ESRGAN): once per test at fixed sizes, not
-# across hypothesis' examples; their own tests are tests/test_impress.py and tests/test_restoration.py.
-NETWORK = {"impress", "noisy_upscale", "restoration", "latent_diffpure", "ddspure", "gridpure"}
+# across hypothesis' examples; their own tests: test_impress, test_restoration, test_diffpure.
+NETWORK = {"impress", "noisy_upscale", "restoration", "latent_diffpure", "ddspure",
+           "gridpure"}
 # The transforms whose output depends on the generator (replicates re-draw them).
-RANDOM = {"gaussian_noise", "uniform_noise", "random_resized_crop", "level_jitter", "random_gaussian_blur", "tvm",
-          "impress", "noisy_upscale", "restoration", "latent_diffpure", "ddspure", "gridpure"}
+RANDOM = {"gaussian_noise", "uniform_noise", "random_resized_crop", "level_jitter",
+          "random_gaussian_blur", "tvm", "impress", "noisy_upscale", "restoration",
+          "latent_diffpure", "ddspure", "gridpure"}
 # The transforms with a torch-differentiable form (``load().differentiable``).
-DIFFERENTIABLE = {"jpeg", "gaussian_blur", "random_gaussian_blur", "gaussian_noise", "uniform_noise", "resize",
+DIFFERENTIABLE = {"jpeg", "gaussian_blur", "random_gaussian_blur", "gaussian_noise",
+                  "uniform_noise", "resize",
                   "random_resized_crop"}
 
 
@@ -68,11 +71,14 @@ def purifier_model() -> Any:
 def apply(name: str, images: torch.Tensor, seed: int = 0, **params) -> torch.Tensor:
     part = TRANSFORMS.get(name)
     generator = torch.Generator().manual_seed(seed)
-    extra = {"context": TransformContext(purifier_model(), torch.device("cpu"), generator)} if part.uses_model else {}
+    extra = ({"context": TransformContext(purifier_model(), torch.device("cpu"), generator)}
+             if part.uses_model else {})
     return part.load()(images, part.validate(params or PARAMS[name]), generator, **extra)
 
 
-def grating(frequency: float, width: int = 128, height: int = 16, amplitude: float = 0.25) -> torch.Tensor:
+def grating(
+        frequency: float, width: int = 128, height: int = 16,
+        amplitude: float = 0.25) -> torch.Tensor:
     """0.5 + amplitude·cos(2π f x) along x, constant along y: one 1×3×H×W image. The phase puts a
     maximum on pixel 0, so reflect padding continues the cosine exactly."""
     x = torch.arange(width, dtype=torch.float64)
@@ -81,10 +87,12 @@ def grating(frequency: float, width: int = 128, height: int = 16, amplitude: flo
 
 
 def grating_amplitude(images: torch.Tensor, frequency: float, margin: int = 24) -> torch.Tensor:
-    """Amplitude of the cos(2π f x) component of each image's mean row, fitted away from the borders."""
+    """Amplitude of the cos(2π f x) component of each image's mean row, fitted away from the
+    borders."""
     rows = images.double().mean(dim=(1, 2))[:, margin:-margin]
     x = torch.arange(margin, images.shape[-1] - margin, dtype=torch.float64)
-    basis = torch.stack([torch.ones_like(x), torch.cos(2 * math.pi * frequency * x), torch.sin(2 * math.pi * frequency * x)], 1)
+    basis = torch.stack([torch.ones_like(x), torch.cos(2 * math.pi * frequency * x),
+                         torch.sin(2 * math.pi * frequency * x)], 1)
     coef = torch.linalg.lstsq(basis.expand(len(rows), -1, -1), rows.unsqueeze(-1)).solution[..., 0]
     return coef[:, 1:].norm(dim=1)
 
@@ -116,7 +124,9 @@ def test_every_registered_transform_has_test_params_and_a_params_model() -> None
         model = part.params_model()
         assert model(**PARAMS[part.name]) == part.validate(PARAMS[part.name])
         # What the plan records re-validates to the same parameters (stages re-validate it).
-        assert part.validate(part.validate(PARAMS[part.name]).model_dump(mode="json")) == part.validate(PARAMS[part.name])
+        assert part.validate(
+            part.validate(PARAMS[part.name]).model_dump(mode="json")) == part.validate(
+                PARAMS[part.name])
         assert callable(part.load())
         assert part.description and part.source
 
@@ -141,10 +151,12 @@ def test_differentiable_forms_are_reachable_from_the_part_and_pass_gradients() -
         if not part.differentiable:
             continue
         x = (0.25 + 0.5 * images).requires_grad_(True)  # away from the clamp
-        out = fn.differentiable(x, part.validate(PARAMS[part.name]), torch.Generator().manual_seed(3))
+        out = fn.differentiable(x, part.validate(PARAMS[part.name]),
+                                torch.Generator().manual_seed(3))
         assert out.shape == x.shape
         (out * torch.linspace(0, 1, out.numel()).view_as(out)).sum().backward()
-        assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0, part.name
+        assert (x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().sum())
+                > 0), part.name
 
 
 def test_unknown_transform_and_bad_params_are_named() -> None:
@@ -185,7 +197,8 @@ def test_jpeg_is_a_pillow_encode_decode_at_that_quality(images: torch.Tensor, qu
 
 def test_jpeg_removes_high_frequency_noise_and_quality_orders_error() -> None:
     g = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.interpolate(torch.rand((1, 3, 8, 8), generator=g), size=64, mode="bilinear")
+    smooth = torch.nn.functional.interpolate(torch.rand((1, 3, 8, 8), generator=g), size=64,
+                                             mode="bilinear")
     noisy = (smooth + 0.05 * (2 * torch.rand(smooth.shape, generator=g) - 1)).clamp(0, 1)
     q15 = apply("jpeg", noisy, quality=15)
     q95 = apply("jpeg", noisy, quality=95)
@@ -211,7 +224,8 @@ def test_differentiable_jpeg_approximates_libjpeg(images: torch.Tensor, quality:
 
 @settings(max_examples=25, deadline=None)
 @given(sigma=st.floats(1.0, 4.0), frequency=st.floats(0.01, 0.12))
-def test_blur_attenuates_a_grating_by_the_gaussian_transfer_function(sigma: float, frequency: float) -> None:
+def test_blur_attenuates_a_grating_by_the_gaussian_transfer_function(
+        sigma: float, frequency: float) -> None:
     """A cosine grating of f cycles/pixel comes out scaled by exp(−2π²σ²f²)."""
     image = grating(frequency)
     out = apply("gaussian_blur", image, sigma_px=sigma)
@@ -221,7 +235,8 @@ def test_blur_attenuates_a_grating_by_the_gaussian_transfer_function(sigma: floa
 
 def test_blur_sigma5_removes_pixel_scale_detail_and_keeps_coarse_structure() -> None:
     fine, coarse = grating(0.25), grating(1 / 64)
-    assert float(grating_amplitude(apply("gaussian_blur", fine, sigma_px=5), 0.25)[0]) < 1e-3  # < 1/4 of an 8-bit level
+    # < 1/4 of an 8-bit level
+    assert float(grating_amplitude(apply("gaussian_blur", fine, sigma_px=5), 0.25)[0]) < 1e-3
     kept = float(grating_amplitude(apply("gaussian_blur", coarse, sigma_px=5), 1 / 64)[0] / 0.25)
     assert kept == pytest.approx(math.exp(-2 * math.pi**2 * 25 / 64**2), abs=3e-3)
 
@@ -263,7 +278,8 @@ def test_gaussian_noise_has_the_stated_spread(given_params: dict) -> None:
 def test_gaussian_noise_variance_and_std_resolve_consistently() -> None:
     part = TRANSFORMS.get("gaussian_noise")
     impress = part.validate({"variance": 0.15})
-    assert impress.std == pytest.approx(math.sqrt(0.15)) and impress.std == pytest.approx(0.387, abs=5e-4)
+    assert (impress.std == pytest.approx(math.sqrt(0.15)) and impress.std
+            == pytest.approx(0.387, abs=5e-4))
     assert impress.std**2 == pytest.approx(impress.variance)
     recorded = impress.model_dump(mode="json")
     assert recorded == {"std": math.sqrt(0.15), "variance": 0.15}  # the std used is recorded
@@ -271,7 +287,8 @@ def test_gaussian_noise_variance_and_std_resolve_consistently() -> None:
     assert part.validate({"std": 0.1}).model_dump(mode="json") == {"std": 0.1}
     # Same noise whichever way the spread is given.
     x = torch.full((1, 3, 16, 16), 0.5)
-    assert torch.equal(apply("gaussian_noise", x, 1, variance=0.04), apply("gaussian_noise", x, 1, std=0.2))
+    assert torch.equal(apply("gaussian_noise", x, 1, variance=0.04),
+                       apply("gaussian_noise", x, 1, std=0.2))
     with pytest.raises(InvalidParams, match="exactly one of std or variance"):
         part.validate({})
     with pytest.raises(InvalidParams, match="std 0.15 and variance 0.15 disagree"):
@@ -295,7 +312,8 @@ def test_resize_half_keeps_coarse_structure_and_removes_the_finest() -> None:
     nyquist = grating(0.5)
     assert float(grating_amplitude(apply("resize", nyquist, factor=0.5), 0.5)[0]) < 0.02 * 0.25
     slow = grating(1 / 32)
-    assert float(grating_amplitude(apply("resize", slow, factor=0.5), 1 / 32)[0]) == pytest.approx(0.25, rel=0.03)
+    assert float(grating_amplitude(apply("resize", slow, factor=0.5), 1
+                                   / 32)[0]) == pytest.approx(0.25, rel=0.03)
 
 
 @pytest.mark.parametrize("scale", [(0.08, 1.0), (0.5, 1.0), (0.6, 0.9)])
@@ -315,7 +333,8 @@ def test_crop_keeps_its_stated_scale_and_ratio_range(scale: tuple[float, float])
     assert area.max() > scale[1] - 0.05 * (scale[1] - scale[0]) - rounding
     aspect = w / h
     assert aspect.min() >= 0.75 * (1 - 0.03) and aspect.max() <= 4 / 3 * (1 + 0.03)
-    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 128).all() and (left + w <= 128).all()
+    assert (top >= 0).all() and (left >= 0).all() and (top + h
+                                                       <= 128).all() and (left + w <= 128).all()
 
 
 def test_crop_output_is_torchvision_resized_crop_of_the_drawn_box() -> None:
@@ -328,8 +347,10 @@ def test_crop_output_is_torchvision_resized_crop_of_the_drawn_box() -> None:
     params = part.validate(PARAMS["random_resized_crop"])
     g = torch.Generator().manual_seed(9)
     boxes = [crop_box(image, params, g) for image in images]
-    expected = torch.stack([resized_crop(im, *box, size=[48, 48], antialias=True) for im, box in zip(images, boxes, strict=True)])
-    assert torch.allclose(apply("random_resized_crop", images, 9, **PARAMS["random_resized_crop"]), expected.clamp(0, 1))
+    expected = torch.stack([resized_crop(im, *box, size=[48, 48], antialias=True) for im,
+                            box in zip(images, boxes, strict=True)])
+    assert torch.allclose(apply("random_resized_crop", images, 9, **PARAMS["random_resized_crop"]),
+                          expected.clamp(0, 1))
 
 
 # -- denoisers ---------------------------------------------------------------------------------
@@ -337,8 +358,10 @@ def test_crop_output_is_torchvision_resized_crop_of_the_drawn_box() -> None:
 
 @pytest.mark.parametrize("name", ["denoise_gaussian", "denoise_wavelet", "denoise_nl_means"])
 @pytest.mark.parametrize("std", [0.05, 0.1])
-def test_denoisers_lower_the_error_of_a_noised_image(images: torch.Tensor, name: str, std: float) -> None:
-    noisy = (images + std * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+def test_denoisers_lower_the_error_of_a_noised_image(
+        images: torch.Tensor, name: str, std: float) -> None:
+    noisy = (images + std
+             * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     part = TRANSFORMS.get(name)
     denoised = part.load()(noisy, part.validate({}), torch.Generator())  # the part's defaults
     mse = lambda x: float(((x - images) ** 2).mean())  # noqa: E731
@@ -352,8 +375,11 @@ def test_gaussian_denoiser_calibrates_more_smoothing_for_more_noise(images: torc
     params = GaussianDenoiseParams()
     sigmas = []
     for std in (0.0, 0.05, 0.15, 0.3):
-        noisy = (images + std * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-        sigmas.append(np.mean([calibrated_sigma(im.permute(1, 2, 0).double().numpy(), params) for im in noisy]))
+        noisy = (images + std
+                 * torch.randn(
+                     images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+        sigmas.append(np.mean([calibrated_sigma(im.permute(1, 2, 0).double().numpy(), params)
+                               for im in noisy]))
     assert sigmas == sorted(sigmas) and len(set(sigmas)) == 4 and sigmas[-1] <= params.max_sigma_px
 
 
@@ -368,7 +394,8 @@ def _dropped(images: torch.Tensor, rate: float, seed: int) -> tuple[torch.Tensor
     return keep * images + (1 - keep) * garbage, keep
 
 
-def test_tvm_reconstructs_dropped_values_closer_than_the_dropped_image(images: torch.Tensor) -> None:
+def test_tvm_reconstructs_dropped_values_closer_than_the_dropped_image(
+        images: torch.Tensor) -> None:
     from audit.parts.transforms.tvm import tvm_solve
 
     x = images[0].double()
@@ -396,17 +423,21 @@ def test_tvm_solver_converges_and_lowers_the_objective(images: torch.Tensor) -> 
     assert tvm_objective(z1000, x, keep, 0.01) < tvm_objective(x, x, keep, 0.01)
     assert float((z1000 - z3000).abs().max()) < 0.5 / 255
     # A stronger TV weight smooths more: less total variation left.
-    tv = lambda z: float((z[:, 1:] - z[:, :-1]).abs().sum() + (z[:, :, 1:] - z[:, :, :-1]).abs().sum())  # noqa: E731
+    def tv(z: torch.Tensor) -> float:
+        return float((z[:, 1:] - z[:, :-1]).abs().sum() + (z[:, :, 1:] - z[:, :, :-1]).abs().sum())
+
     assert tv(tvm_solve(x, keep, 0.1, 1000)) < tv(z1000) < tv(x)
 
 
 def test_tvm_works_at_its_size_and_returns_the_input_size(images: torch.Tensor) -> None:
-    big = torch.nn.functional.interpolate(images[:1], size=128, mode="bilinear", align_corners=False)
+    big = torch.nn.functional.interpolate(
+        images[:1], size=128, mode="bilinear", align_corners=False)
     out = apply("tvm", big, 0, work_size=32, iterations=300)
     assert out.shape == big.shape
     # Worked at 32 px: no detail finer than 32 px survives, coarse content does.
     down_up = torch.nn.functional.interpolate(
-        torch.nn.functional.interpolate(big, size=32, mode="bicubic", antialias=True), size=128, mode="bicubic")
+        torch.nn.functional.interpolate(big, size=32, mode="bicubic", antialias=True), size=128,
+        mode="bicubic")
     assert float((out - down_up.clamp(0, 1)).abs().mean()) < 0.02
     assert float((out - big).abs().mean()) < 0.1
 
@@ -416,7 +447,8 @@ def test_tvm_works_at_its_size_and_returns_the_input_size(images: torch.Tensor) 
 
 @settings(max_examples=30, deadline=None)
 @given(levels=st.integers(1, 8), seed=st.integers(0, 2**16), side=st.integers(4, 24))
-def test_level_jitter_moves_each_pixel_by_at_most_k_levels(levels: int, seed: int, side: int) -> None:
+def test_level_jitter_moves_each_pixel_by_at_most_k_levels(
+        levels: int, seed: int, side: int) -> None:
     images = torch.rand((2, 3, side, side), generator=torch.Generator().manual_seed(seed))
     out = apply("level_jitter", images, seed, levels=levels)
     diff = to_uint8(out).to(torch.int16) - to_uint8(images).to(torch.int16)

@@ -26,9 +26,12 @@ class AuditOptions:
     no_cache: bool = False
     replicates: int | None = None  # --replicates: the tier's K otherwise
     epsilon: float | None = None  # --epsilon: the budget a dir: protection is judged against
-    full_catalogue: bool = False  # --full-catalogue: every scenario, not the tier's default selection
-    exploit_workers: int | None = None  # --exploit-workers: processes for exploit runs (default: one per core on CPU)
-    exploit: str | None = None  # --exploit: the standard exploit, 'NAME' or 'NAME: {params}' (default dreambooth)
+    # --full-catalogue: every scenario, not the tier's default selection
+    full_catalogue: bool = False
+    # --exploit-workers: processes for exploit runs (default: one per core on CPU)
+    exploit_workers: int | None = None
+    # --exploit: the standard exploit, 'NAME' or 'NAME: {params}' (default dreambooth)
+    exploit: str | None = None
 
     @property
     def tier_settings(self) -> Tier:
@@ -45,7 +48,8 @@ class AuditOptions:
 
     @property
     def transfer_model_spec(self) -> str | None:
-        """The transfer model: --transfer-model, or on an embedded model the other one (tiny ↔ tiny-2)."""
+        """The transfer model: --transfer-model, or on an embedded model the other one (tiny ↔
+        tiny-2)."""
         if self.transfer_model:
             return self.transfer_model
         return {"tiny": "tiny-2", "tiny-2": "tiny"}.get(self.model)

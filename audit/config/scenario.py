@@ -9,7 +9,8 @@ for ``extends`` and are not run.
 
 Every part is written in one grammar, ``name: {params}`` — attack steps (``- jpeg: {quality:
 75}``), the exploit (``exploit: {dreambooth: {posterior: {sigma: zero}}}``) — and validated by
-the part's own parameter model from the registry (``audit/parts/__init__.py``), keeping only the keys
+the part's own parameter model from the registry (``audit/parts/__init__.py``), keeping only the
+keys
 the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
 overrides of ``attack`` and ``exploit``, one exploit run each.
 
@@ -78,12 +79,15 @@ class VerdictSpec(_Strict):
     metric: str = "fds"
     # Retained protection is 1 when the attack removed nothing, so a lower bound above 1 is a
     # threshold no protection can meet (only an attack that helps the protector would).
-    retained_at_least: float = Field(0.5, ge=0, le=1, description="pass threshold on retained protection, in [0, 1]",
+    retained_at_least: float = Field(0.5, ge=0, le=1, description="pass threshold on retained "
+            "protection, in [0, 1]",
                                      allow_inf_nan=False)
-    # The effect-size minimum of this scenario (audit/config/settings.py VerdictSettings.min_effect);
+    # The effect-size minimum of this scenario (audit/config/settings.py
+    # VerdictSettings.min_effect);
     # None: the tier's. --audit-set verdict.min_effect overrides both.
     min_effect: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
-                                     description="minimum share of what the exploit learned that the protection removes")
+                                     description="minimum share of what the exploit learned that "
+                                                 "the protection removes")
 
 
 class Scenario(_Strict):
@@ -98,14 +102,16 @@ class Scenario(_Strict):
     variants: list[Variant] = Field(default_factory=list)
     verdict: VerdictSpec = VerdictSpec()
     # What the scenario needs of the protection: "objective" for scenarios that re-craft through
-    # the protection's own objective (adaptive, EoT); a protection without one (dir:PATH) skips them.
+    # the protection's own objective (adaptive, EoT); a protection without one (dir:PATH) skips
+    # them.
     requires: list[Literal["objective"]] = Field(default_factory=list)
     path: str = ""
 
     def definition_hash(self) -> str:
         """Hash of the validated definition (not of the file's bytes or path)."""
         payload = self.model_dump(exclude={"path"})
-        if payload["verdict"].get("min_effect") is None:  # unset: the hashes of earlier definitions stay
+        # unset: the hashes of earlier definitions stay
+        if payload["verdict"].get("min_effect") is None:
             payload["verdict"].pop("min_effect", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -121,7 +127,8 @@ class Scenario(_Strict):
         for i, v in enumerate(self.variants):
             exploit = self.exploit
             if v.exploit is not None:
-                params = _merge(self.exploit.params, v.exploit.params) if v.exploit.part == self.exploit.part else v.exploit.params
+                params = (_merge(self.exploit.params, v.exploit.params) if v.exploit.part
+                          == self.exploit.part else v.exploit.params)
                 exploit = Step(part=v.exploit.part, params=params)
             attack = list(v.attack) if v.attack is not None else list(self.attack)
             out.append((v.label or _variant_label(v, i), attack, exploit))
@@ -157,23 +164,27 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in chain:  # reported against the file being loaded, naming the link that closes the cycle
+    # reported against the file being loaded, naming the link that closes the cycle
+    if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
-        raise ScenarioError(f"{chain[0]}: 'extends' forms a cycle ({cycle}): {chain[-1].name} extends {path.name}, "
-                            f"which is already in the chain; remove that link (or another one of the cycle).")
+        raise ScenarioError(f"{chain[0]}: 'extends' forms a cycle ({cycle}): {chain[-1].name} "
+                            f"extends {path.name}, which is already in the chain; remove that link "
+                            "(or another one of the cycle).")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         origin = f" (named by 'extends' in {chain[-1]})" if chain else ""
-        raise ScenarioError(f"{path}: scenario file not found{origin}; check the file name.") from None
+        raise ScenarioError(
+            f"{path}: scenario file not found{origin}; check the file name.") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}. Fix the syntax at the position shown.") from None
+        raise ScenarioError(
+            f"{path}: not valid YAML: {exc}. Fix the syntax at the position shown.") from None
     if not isinstance(data, dict):
         raise ScenarioError(
-            f"{path}: a scenario file must hold a mapping (id, version, title, ...), "
-            f"got {type(data).__name__}."
+            f"{path}: a scenario file must hold a mapping (id, version, title, ...), got "
+            f"{type(data).__name__}."
         )
     parent_name = data.pop("extends", None)
     if parent_name is None:
@@ -181,8 +192,9 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(parent_name, str):
         raise ScenarioError(f"{path}: field 'extends' must be a file name such as '_base.yaml'.")
     if not parent_name or Path(parent_name).name != parent_name or parent_name in (".", ".."):
-        raise ScenarioError(f"{path}: field 'extends' is {parent_name!r}; it names a file of this folder "
-                            f"({path.parent}) by its name alone, such as '_base.yaml' — copy the base file here.")
+        raise ScenarioError(f"{path}: field 'extends' is {parent_name!r}; it names a file of this "
+                            f"folder ({path.parent}) by its name alone, such as '_base.yaml' — "
+                            "copy the base file here.")
     parent = _read_yaml(path.parent / parent_name, (*chain, path))
     return _merge(parent, data)
 
@@ -199,17 +211,21 @@ def _attack_steps(path: Path, raw: Any, field: str = "attack") -> list[dict[str,
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ScenarioError(f"{path}: field '{field}' must be a list of steps such as '- jpeg: {{quality: 75}}'.")
-    return [_step(TRANSFORMS, step, f"{path}: field {field}[{i}]", "'- jpeg: {quality: 75}'") for i, step in enumerate(raw)]
+        raise ScenarioError(f"{path}: field '{field}' must be a list of steps such as '- jpeg: "
+                            f"{{quality: 75}}'.")
+    return [_step(TRANSFORMS, step, f"{path}: field {field}[{i}]", "'- jpeg: {quality: 75}'") for i,
+            step in enumerate(raw)]
 
 
 def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
     if isinstance(raw, dict) and "method" in raw:
         raise ScenarioError(
-            f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the exploit as one part "
-            f"'{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: {{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
+            f"{path}: field '{field}' uses the old form 'method: {raw['method']}, ...'; write the "
+            f"exploit as one part '{field}: {{{raw['method']}: {{params}}}}', e.g. 'exploit: "
+            f"{{dreambooth: {{posterior: {{sigma: zero}}}}}}'."
         )
-    example = "'exploit: {standard: {instance_prompt: a photo of sks face}}' or 'exploit: {lora: {rank: 32}}'"
+    example = ("'exploit: {standard: {instance_prompt: a photo of sks face}}' or 'exploit: {lora: "
+               "{rank: 32}}'")
     try:
         name, params = split_spec(raw, f"{path}: field {field}", example)
     except InvalidParams as exc:
@@ -218,24 +234,27 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
         if name not in EXPLOITS:
             known = [STANDARD_EXPLOIT, *EXPLOITS.names()]
             raise ScenarioError(
-                f"{path}: field {field}: unknown exploit '{name}'{did_you_mean(name, known)}; known: {', '.join(known)} "
-                f"('{STANDARD_EXPLOIT}' is the audit's standard exploit, --exploit). Fix the scenario file.")
+                f"{path}: field {field}: unknown exploit '{name}'{did_you_mean(name, known)}; "
+                f"known: {', '.join(known)} ('{STANDARD_EXPLOIT}' is the audit's standard exploit, "
+                "--exploit). Fix the scenario file.")
         return _step(EXPLOITS, raw, f"{path}: field {field}", example)
     # The standard exploit is chosen at run time: its parameters must suit every exploit.
     written: dict[str, Any] = {}
     refused: dict[str, str] = {}
     for part in EXPLOITS:
         try:
-            written = parse_spec(EXPLOITS, {part.name: params}, f"{path}: field {field}", example, partial=True).params
+            written = parse_spec(EXPLOITS, {part.name: params}, f"{path}: field {field}", example,
+                                 partial=True).params
         except InvalidParams as exc:
             refused[part.name] = str(exc)
     if refused:
         accepting = [name for name in EXPLOITS.names() if name not in refused]
-        hint = (f"; to use them with {' or '.join(repr(a) for a in accepting)} alone, name it instead, e.g. "
-                f"'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
+        hint = (f"; to use them with {' or '.join(repr(a) for a in accepting)} alone, name it "
+                f"instead, e.g. 'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
         raise ScenarioError(
-            f"{next(iter(refused.values()))} — '{STANDARD_EXPLOIT}' is whichever exploit --exploit names, so its parameters must suit "
-            f"every exploit ({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
+            f"{next(iter(refused.values()))} — '{STANDARD_EXPLOIT}' is whichever exploit --exploit "
+            "names, so its parameters must suit every exploit "
+            f"({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
     return {"part": STANDARD_EXPLOIT, "params": written}
 
 
@@ -248,9 +267,11 @@ def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:
     out = []
     for i, v in enumerate(raw):
         where = f"variants[{i}]"
-        if not isinstance(v, dict) or not set(v) <= {"label", "attack", "exploit"} or not ({"attack", "exploit"} & set(v)):
-            raise ScenarioError(f"{path}: field '{where}': a variant overrides 'attack' and/or 'exploit' (and may have a 'label'), "
-                                f"got {v!r}. Fix the scenario file.")
+        if (not isinstance(v, dict) or not set(v) <= {"label", "attack", "exploit"}
+                or not ({"attack", "exploit"} & set(v))):
+            raise ScenarioError(f"{path}: field '{where}': a variant overrides 'attack' and/or "
+                                f"'exploit' (and may have a 'label'), got {v!r}. Fix the scenario "
+                                "file.")
         item: dict[str, Any] = {"label": v.get("label")}
         if "attack" in v:
             item["attack"] = _attack_steps(path, v["attack"], f"{where}.attack")
@@ -274,23 +295,27 @@ def load_scenario(path: Path) -> Scenario:
     data.setdefault("id", path.stem)
     if not isinstance(data["id"], str):
         raise ScenarioError(
-            f"{path}: field 'id' must be text; YAML read it as {type(data['id']).__name__} {data['id']!r} "
-            f"(unquoted yes/no/on/off/numbers are not text). Quote it: id: \"{path.stem}\"."
+            f"{path}: field 'id' must be text; YAML read it as {type(data['id']).__name__} "
+            f"{data['id']!r} (unquoted yes/no/on/off/numbers are not text). Quote it: id: "
+            f"\"{path.stem}\"."
         )
     if data["id"] != path.stem:
         raise ScenarioError(
-            f"{path}: field 'id' is '{data['id']}' but the file is named '{path.name}'; "
-            f"make them agree (the id names the test item)."
+            f"{path}: field 'id' is '{data['id']}' but the file is named '{path.name}'; make them "
+            "agree (the id names the test item)."
         )
     data["path"] = str(path)
-    metric = (data.get("verdict") or {}).get("metric") if isinstance(data.get("verdict"), dict) else None
+    metric = (data.get("verdict")
+              or {}).get("metric") if isinstance(data.get("verdict"), dict) else None
     if metric is not None:
         if renamed_metric(metric):
-            raise ScenarioError(f"{path}: field 'verdict.metric': {renamed_metric(metric)}. Fix the scenario file.")
+            raise ScenarioError(f"{path}: field 'verdict.metric': {renamed_metric(metric)}. Fix "
+                                "the scenario file.")
         if metric not in METRICS:
             raise ScenarioError(
-                f"{path}: field 'verdict.metric': unknown metric '{metric}'{did_you_mean(str(metric), METRICS.names())}; "
-                f"known: {', '.join(METRICS.names())}. Fix the scenario file."
+                f"{path}: field 'verdict.metric': unknown metric "
+                f"'{metric}'{did_you_mean(str(metric), METRICS.names())}; known: "
+                f"{', '.join(METRICS.names())}. Fix the scenario file."
             )
     try:
         return Scenario(**data)
@@ -302,5 +327,6 @@ def catalogue_files(directory: Path | None = None) -> list[Path]:
     """The runnable scenario files of a catalogue, sorted by name (deterministic for xdist)."""
     directory = Path(directory) if directory else CATALOGUE_DIR
     if not directory.is_dir():
-        raise ScenarioError(f"{directory}: scenario folder not found; pass --scenarios DIR with *.yaml files.")
+        raise ScenarioError(f"{directory}: scenario folder not found; pass --scenarios DIR with "
+                            "*.yaml files.")
     return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))

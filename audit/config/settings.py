@@ -11,7 +11,8 @@ from pydantic import Field, field_validator
 from audit.parts.registry import Params
 
 # PID App. A.1: generation prompts, 50-step DDPM sampling and the negative prompt.
-PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person", "a dslr portrait of sks person")
+PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person",
+                    "a dslr portrait of sks person")
 PID_NEGATIVE_PROMPT = "noisy, low quality, artifacts, poorly drawn face"
 # PID §3 / App. A.5: the protector's prompt c_prot, and DreamBooth's class prompt.
 PROTECTOR_PROMPT = "a photo of sks person"
@@ -39,9 +40,11 @@ class VerdictSettings(Params):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 − confidence of every interval")
     face_metric_substitute: str | None = None
     fallback_metric: str | None = Field(
-        None, description="decides where the verdict metric is unavailable (its weights missing); the record says "
-                          "so and the case is flagged. None: such a case is an error")
-    bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown for reference only")
+        None, description="decides where the verdict metric is unavailable (its weights missing); "
+                          "the record says so and the case is flagged. None: such a case is an "
+                          "error")
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="image bootstrap, shown "
+            "for reference only")
     # The three conditions of a pass (audit/judge/verdict.py): the exploit learned, the protection
     # removed a meaningful share of what it learned, and the attack left enough of that.
     #
@@ -54,15 +57,20 @@ class VerdictSettings(Params):
     # smoke tier (0.025–0.032), so a "gain" within one fine-tune's noise of the base model is
     # not taken as learning, and it is far below any gain a working exploit shows.
     min_learned: float = Field(0.05, ge=0, allow_inf_nan=False,
-                               description="minimum learned margin d·(m_u − m_c), metric units; its lower bound must exceed it")
+                               description="minimum learned margin d·(m_u − m_c), metric units; "
+                                           "its lower bound must exceed it")
     # min_effect — on the share (m_c − m_p)/(m_c − m_u) of what the exploit learned that the
     # protection removed (lower 95 % bound ≥ it). From PID Table 3 (FDS, CelebA-HQ): the
     # untrained model's FDS is not reported, and FDS ≥ 0 (a generation without a face counts
     # 0), so m_u = 0 gives the *smallest* share consistent with the table, (m_c − m_p)/m_c:
-    #   SD 1.5, frozen TE:   c_prot = c_explo (0.482 − 0.205)/0.482 = 0.57; ≠: (0.482 − 0.254)/0.482 = 0.47
-    #   SD 1.5, unfrozen TE: (0.557 − 0.257)/0.557 = 0.54;                 ≠: (0.557 − 0.303)/0.557 = 0.46
-    #   SD 2.1, frozen TE:   (0.494 − 0.255)/0.494 = 0.48;                 ≠: (0.494 − 0.285)/0.494 = 0.42
-    #   SD 2.1, unfrozen TE: (0.565 − 0.288)/0.565 = 0.49;                 ≠: (0.565 − 0.288)/0.565 = 0.49
+    # SD 1.5, frozen TE:   c_prot = c_explo (0.482 − 0.205)/0.482 = 0.57; ≠: (0.482 − 0.254)/0.482 =
+    # 0.47
+    # SD 1.5, unfrozen TE: (0.557 − 0.257)/0.557 = 0.54;                 ≠: (0.557 − 0.303)/0.557 =
+    # 0.46
+    # SD 2.1, frozen TE:   (0.494 − 0.255)/0.494 = 0.48;                 ≠: (0.494 − 0.285)/0.494 =
+    # 0.42
+    # SD 2.1, unfrozen TE: (0.565 − 0.288)/0.565 = 0.49;                 ≠: (0.565 − 0.288)/0.565 =
+    # 0.49
     # so PID removes at least 42–57 % of the FDS the exploit gains (more if m_u > 0); the
     # weakest defence in the table (AdvDM, SD 1.5 frozen, c_prot ≠ c_explo: (0.482 − 0.378)/0.482)
     # at least 22 %, while uniform noise of the same budget removes 0.2 % (PID Table 1: 0.480 →
@@ -70,13 +78,15 @@ class VerdictSettings(Params):
     # protection that works as the papers' do passes it with room for the interval's width,
     # and one that removes less than a tenth of what the exploit learned does not.
     min_effect: float = Field(0.1, ge=0, le=1, allow_inf_nan=False,
-                              description="minimum share of what the exploit learned that the protection removes "
-                                          "(lower 95% bound); a scenario may set its own")
+                              description="minimum share of what the exploit learned that the "
+                                          "protection removes (lower 95% bound); a scenario may "
+                                          "set its own")
 
     @field_validator("face_metric_substitute", "fallback_metric", mode="before")
     @classmethod
     def _known_metric(cls, value: object) -> str | None:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if value is None or (isinstance(value, str)
+                             and value.strip().lower() in ("", "none", "null")):
             return None
         from audit.parts import METRICS, renamed_metric
         from audit.parts.registry import did_you_mean
@@ -84,23 +94,30 @@ class VerdictSettings(Params):
         if renamed_metric(value):
             raise ValueError(f"{renamed_metric(value)}")
         if value not in METRICS:
-            raise ValueError(f"unknown metric '{value}'{did_you_mean(str(value), METRICS.names())}; "
-                             f"use none or one of: {', '.join(METRICS.names())}")
+            raise ValueError("unknown metric "
+                             f"'{value}'{did_you_mean(str(value), METRICS.names())}; use none or "
+                             f"one of: {', '.join(METRICS.names())}")
         return str(value)
 
 
 class ControlSettings(Params):
     """Extra exploit runs that test the verdict itself."""
 
-    matched: bool = Field(True, description="exploit the clean images under a scenario's changed exploit")
-    noise_floor: bool = Field(False, description="also exploit the clean images ±1/255 (replicate 1 only)")
-    null_baseline: bool = Field(False, description="also exploit the images under uniform noise of the protection's "
-                                                   "budget (the 'random' protection, K replicates) and show its effect "
-                                                   "beside the protection's (PID Table 1, PhotoGuard)")
+    matched: bool = Field(True, description="exploit the clean images under a scenario's changed "
+                                            "exploit")
+    noise_floor: bool = Field(False, description="also exploit the clean images ±1/255 (replicate "
+                                                 "1 only)")
+    null_baseline: bool = Field(False, description="also exploit the images under uniform noise of "
+                                                   "the protection's budget (the 'random' "
+                                                   "protection, K replicates) and show its effect "
+                                                   "beside the protection's (PID Table 1, "
+                                                   "PhotoGuard)")
 
 
 class CoreSettings(Params):
     """Resolution and replicates: the settings every run shares."""
 
-    resolution: int | None = Field(None, ge=32, le=2048, description="None: the model's native resolution")
-    replicates: int = Field(3, ge=1, le=100, description="independent replicates of every random stage")
+    resolution: int | None = Field(None, ge=32, le=2048, description="None: the model's native "
+            "resolution")
+    replicates: int = Field(3, ge=1, le=100, description="independent replicates of every random "
+                                                         "stage")

@@ -32,7 +32,8 @@ def check_options(options: Any, *, collect_only: bool = False) -> None:
     the local cache is not required: the paper tier's cases can be listed on a machine without
     Stable Diffusion (the id's form, a local folder's layout and everything else are checked)."""
     model = functools.partial(_model, need_weights=not collect_only)
-    for check in (_numbers, _layers, _tier, _results_dir, _protection, model, _resolution, _device, _scenarios, _data):
+    for check in (_numbers, _layers, _tier, _results_dir, _protection, model, _resolution, _device,
+                  _scenarios, _data):
         try:
             check(options)
         except (AuditError, InvalidParams, ValueError) as exc:
@@ -41,40 +42,46 @@ def check_options(options: Any, *, collect_only: bool = False) -> None:
 
 def _numbers(options: Any) -> None:
     if options.seed < 0:
-        raise ValueError(f"--seed={options.seed}: seeds are non-negative integers (0 … 2**32 − 1); pass e.g. --seed=0.")
+        raise ValueError(f"--seed={options.seed}: seeds are non-negative integers (0 … 2**32 − 1); "
+                         "pass e.g. --seed=0.")
     if options.seed >= 2**32:
         raise ValueError(f"--seed={options.seed}: too large; seeds are integers in 0 … 2**32 − 1.")
     if options.exploit_workers is not None and not 1 <= options.exploit_workers <= 64:
-        raise ValueError(f"--exploit-workers={options.exploit_workers}: between 1 and 64 (1 runs every exploit in this process).")
+        raise ValueError(f"--exploit-workers={options.exploit_workers}: between 1 and 64 (1 runs "
+                         "every exploit in this process).")
     if options.replicates is not None and options.replicates < 1:
-        raise ValueError(f"--replicates={options.replicates}: at least 1 (2 or more for an interval that covers a rerun; "
-                         "the tiers run 3).")
-    if options.epsilon is not None and not (0 <= options.epsilon <= 1) or (options.epsilon is not None and math.isnan(options.epsilon)):
+        raise ValueError(f"--replicates={options.replicates}: at least 1 (2 or more for an "
+                         "interval that covers a rerun; the tiers run 3).")
+    if options.epsilon is not None and not (0 <= options.epsilon
+                                            <= 1) or (options.epsilon is not None
+                                                      and math.isnan(options.epsilon)):
         raise ValueError(
-            f"--epsilon={options.epsilon}: budgets are in [0,1] pixel units (8/255 = {8 / 255:.4f}); "
-            "divide a budget in levels by 255."
+            f"--epsilon={options.epsilon}: budgets are in [0,1] pixel units (8/255 = "
+            f"{8 / 255:.4f}); divide a budget in levels by 255."
         )
     if options.exploit is not None and not options.exploit.strip():
-        raise ValueError("--exploit is empty: name the standard exploit, e.g. --exploit=dreambooth (the default, also "
-                         "when the option is left out), --exploit=lora or --exploit='lora: {rank: 32}'.")
+        raise ValueError("--exploit is empty: name the standard exploit, e.g. --exploit=dreambooth "
+                         "(the default, also when the option is left out), --exploit=lora or "
+                         "--exploit='lora: {rank: 32}'.")
 
 
 def _layers(options: Any) -> None:
     """One value set two ways — an option and ``--audit-set`` for the same setting — must agree:
     a conflict is refused here rather than one of them winning silently."""
     core = options.overrides.get("", {})
-    if options.replicates is not None and "replicates" in core and core["replicates"] != options.replicates:
+    if (options.replicates is not None and "replicates" in core
+            and core["replicates"] != options.replicates):
         raise ValueError(
-            f"--replicates={options.replicates} and --audit-set replicates={core['replicates']} set the number of "
-            "replicates twice, to different values; give one of them.")
+            f"--replicates={options.replicates} and --audit-set replicates={core['replicates']} "
+            "set the number of replicates twice, to different values; give one of them.")
     if options.epsilon is not None:
         section = options.protection if ":" not in options.protection else None
         given = (options.overrides.get(section) or {}).get("epsilon") if section else None
         if given is not None and given != options.epsilon:
             raise ValueError(
-                f"--epsilon={options.epsilon} and --audit-set {section}.epsilon={given} set the budget of "
-                f"--protection={options.protection} twice, to different values; give one of them (--epsilon is the "
-                "budget that is judged, for every kind of protection).")
+                f"--epsilon={options.epsilon} and --audit-set {section}.epsilon={given} set the "
+                f"budget of --protection={options.protection} twice, to different values; give one "
+                "of them (--epsilon is the budget that is judged, for every kind of protection).")
 
 
 def _results_dir(options: Any) -> None:
@@ -83,9 +90,11 @@ def _results_dir(options: Any) -> None:
     for path in (folder, *folder.parents):
         if path.exists():
             if not path.is_dir():
-                what = "is an existing file" if path == folder else f"lies under {path}, which is a file"
-                raise ValueError(f"--results-dir={options.results_dir}: {what}, not a folder; pass a folder (it is "
-                                 "created when absent), e.g. --results-dir=audit-results.")
+                what = "is an existing file" if path == folder else (f"lies under {path}, which is "
+                         "a file")
+                raise ValueError(f"--results-dir={options.results_dir}: {what}, not a folder; pass "
+                                 "a folder (it is created when absent), e.g. "
+                                 "--results-dir=audit-results.")
             return
 
 
@@ -96,11 +105,13 @@ def _tier(options: Any) -> None:
     validate_overrides(options.tier_settings)
     if options.tier in ("standard", "paper") and options.model in ("tiny", "tiny-2"):
         raise ValueError(
-            f"--tier={options.tier} runs the papers' settings (PGD-{options.tier_settings.data['pid']['steps']}, "
-            f"DreamBooth {options.tier_settings.data['dreambooth']['steps']} steps, at the model's native resolution) "
-            "and needs a real Stable Diffusion model: pass --model with a Hugging Face id such as "
-            f"{SD15_HUB_ID} (from the local cache, or with --allow-download) or a local diffusers folder. "
-            "On the built-in tiny model use --tier=smoke (its numbers are small-model effects, not the papers')."
+            f"--tier={options.tier} runs the papers' settings "
+            f"(PGD-{options.tier_settings.data['pid']['steps']}, DreamBooth "
+            f"{options.tier_settings.data['dreambooth']['steps']} steps, at the model's native "
+            "resolution) and needs a real Stable Diffusion model: pass --model with a Hugging "
+            f"Face id such as {SD15_HUB_ID} (from the local cache, or with --allow-download) or a "
+            "local diffusers folder. On the built-in tiny model use --tier=smoke (its numbers are "
+            "small-model effects, not the papers')."
         )
 
 
@@ -112,8 +123,9 @@ def _protection(options: Any) -> None:
     if spec.startswith("dir:"):
         folder = Path(spec[4:]).expanduser()
         if not folder.is_dir():
-            raise ValueError(f"--protection={spec}: folder {folder} does not exist or is not a folder; pass "
-                             "dir:PATH with PATH holding one sub-folder of protected images per subject.")
+            raise ValueError(f"--protection={spec}: folder {folder} does not exist or is not a "
+                             "folder; pass dir:PATH with PATH holding one sub-folder of protected "
+                             "images per subject.")
         build_protection(spec, options.tier_settings, options.epsilon)
         return
     if spec in PROTECTIONS:
@@ -125,11 +137,12 @@ def _protection(options: Any) -> None:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
-        except Exception:  # noqa: BLE001 - a parent package that fails on import: named by build_protection
+        except Exception:
             found = True
         if not found:
-            raise ValueError(f"--protection={spec}: module '{module}' cannot be imported (not installed, or not on "
-                             "the Python path). Give an importable 'package.module:factory' that returns a Protection.")
+            raise ValueError(f"--protection={spec}: module '{module}' cannot be imported (not "
+                             "installed, or not on the Python path). Give an importable "
+                             "'package.module:factory' that returns a Protection.")
         build_protection(spec, options.tier_settings, options.epsilon)
         return
     build_protection(spec)  # raises with "did you mean" and the accepted forms
@@ -142,11 +155,13 @@ def _model(options: Any, need_weights: bool = True) -> None:
     _model_spec(options.model, "--model", options.allow_download, need_weights)
     if options.transfer_model:
         if options.transfer_model == options.model:
-            raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a transfer scenario "
-                             "fine-tunes another model than the one the protection was crafted on (PID §6.3).")
+            raise ValueError(f"--transfer-model={options.transfer_model} is --model itself; a "
+                             "transfer scenario fine-tunes another model than the one the "
+                             "protection was crafted on (PID §6.3).")
         # A typo's suggestion is another built-in model than --model (that one is refused above).
         others = [name for name in TINY_VARIANTS if name != options.model]
-        _model_spec(options.transfer_model, "--transfer-model", options.allow_download, need_weights, others)
+        _model_spec(options.transfer_model, "--transfer-model", options.allow_download,
+                    need_weights, others)
 
 
 def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool = True,
@@ -158,18 +173,22 @@ def _model_spec(spec: str, flag: str, allow_download: bool, need_weights: bool =
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"{flag}={spec}: {path} is a file; pass a diffusers folder (with unet/, vae/, ...).")
-        missing = [c for c in ("vae", "unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
+            raise ValueError(f"{flag}={spec}: {path} is a file; pass a diffusers folder (with "
+                             "unet/, vae/, ...).")
+        missing = [c for c in ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+                   if not (path / c).is_dir()]
         if missing:
-            raise ValueError(f"{flag}={spec}: the folder lacks {', '.join(m + '/' for m in missing)}; a diffusers "
-                             "Stable Diffusion folder has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
+            raise ValueError(f"{flag}={spec}: the folder lacks "
+                             f"{', '.join(m + '/' for m in missing)}; a diffusers Stable Diffusion "
+                             "folder has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
                              "(save one with StableDiffusionPipeline.save_pretrained).")
         return
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         from audit.parts.registry import did_you_mean
 
-        raise ValueError(f"{flag}={spec}: model path {spec} does not exist{did_you_mean(spec, suggest or list(TINY_VARIANTS))}; pass "
-                         f"a local diffusers folder, a Hugging Face id such as {SD15_HUB_ID}, or "
+        raise ValueError(f"{flag}={spec}: model path {spec} does not "
+                         f"exist{did_you_mean(spec, suggest or list(TINY_VARIANTS))}; pass a local "
+                         f"diffusers folder, a Hugging Face id such as {SD15_HUB_ID}, or "
                          f"{' / '.join(repr(t) for t in TINY_VARIANTS)} (the built-in models).")
     if need_weights and not allow_download:
         from audit.diffusion.loading import _hub_snapshot
@@ -197,7 +216,7 @@ def _vae_factor(spec: str) -> tuple[int, str] | None:
             from audit.diffusion.loading import _hub_snapshot
 
             folder = _hub_snapshot(spec, allow_download=False)
-        except Exception:  # noqa: BLE001 - not cached: the pipeline's multiple of 8 is still checked
+        except Exception:
             return None
     try:
         config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
@@ -219,10 +238,11 @@ def _resolution(options: Any) -> None:
             multiple = math.lcm(multiple, found[0])
             why.append(f"{found[1]} downsamples by {found[0]}")
     if resolution % multiple:
-        lower, upper = max(resolution // multiple * multiple, multiple), (resolution // multiple + 1) * multiple
+        lower, upper = max(resolution // multiple
+                           * multiple, multiple), (resolution // multiple + 1) * multiple
         raise ValueError(
-            f"--audit-set resolution={resolution}: not a multiple of {multiple} px ({'; '.join(why)}), so the model "
-            f"cannot generate at it; use {lower} or {upper}.")
+            f"--audit-set resolution={resolution}: not a multiple of {multiple} px "
+            f"({'; '.join(why)}), so the model cannot generate at it; use {lower} or {upper}.")
 
 
 def _device(options: Any) -> None:
@@ -239,8 +259,9 @@ def _scenarios(options: Any) -> None:
     folder = Path(options.scenarios)
     files = catalogue_files(folder)
     if not files:
-        raise ValueError(f"--scenarios={folder}: no scenario files (*.yaml not starting with '_') in that folder; "
-                         "add some, or leave --scenarios out to run the bundled catalogue.")
+        raise ValueError(f"--scenarios={folder}: no scenario files (*.yaml not starting with '_') "
+                         "in that folder; add some, or leave --scenarios out to run the bundled "
+                         "catalogue.")
 
 
 def _data(options: Any) -> None:

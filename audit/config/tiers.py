@@ -1,7 +1,8 @@
 """Tiers: how much compute an audit spends, from the CI gate to the papers' own settings.
 
 A tier is data grouped by what it configures: ``resolution`` and ``replicates``; the
-``generation``, ``verdict`` and ``controls`` settings (``audit/config/settings.py``); and one section
+``generation``, ``verdict`` and ``controls`` settings (``audit/config/settings.py``); and one
+section
 per part it sets (``pid``, ``dreambooth``, ...), in that part's own parameter names. A part's
 parameters are resolved with one precedence everywhere —
 
@@ -48,9 +49,11 @@ def _table8a(scale: float) -> list[dict[str, Any]]:
     Table 8b (VGGFace) trains longer (1200 / 1000 steps): pass dreambooth.steps for that data."""
     rows = []
     for family, model in (("sd1", "SD 1.5"), ("sd2", "SD 2.1")):
-        for trained, lr, steps in ((False, 2e-6 if family == "sd1" else 1e-5, 1000), (True, 2e-6, 500)):
+        for trained, lr, steps in ((False, 2e-6 if family == "sd1" else 1e-5, 1000),
+                                   (True, 2e-6, 500)):
             te = "text encoder trained" if trained else "text encoder frozen"
-            source = f"PID Table 8a, {model}, {te}: lr {lr:.0e}, {steps} steps".replace("e-0", "e-") + (
+            source = f"PID Table 8a, {model}, {te}: lr {lr:.0e}, {steps} steps".replace(
+                "e-0", "e-") + (
                 f" (× {scale:g})" if scale != 1 else "")
             rows.append({"when": {"family": family, "train_text_encoder": trained},
                          "set": {"lr": lr, "steps": round(steps * scale)}, "source": source})
@@ -63,9 +66,11 @@ def _table8c(scale: float) -> list[dict[str, Any]]:
     scenarios/lora-rank32.yaml runs the script's rank."""
     rows = []
     for family, model, rank, steps in (("sd1", "SD 1.5", 16, 800), ("sd2", "SD 2.1", 32, 1600)):
-        source = f"PID Table 8c, {model}: rank {rank}, lr 1e-4, {steps} steps, batch 2" + (f" (× {scale:g})" if scale != 1 else "")
+        source = (f"PID Table 8c, {model}: rank {rank}, lr 1e-4, {steps} steps, batch 2"
+                  + (f" (× {scale:g})" if scale != 1 else ""))
         rows.append({"when": {"family": family},
-                     "set": {"rank": rank, "lr": 1e-4, "steps": round(steps * scale), "batch_size": 2}, "source": source})
+                     "set": {"rank": rank, "lr": 1e-4, "steps": round(steps * scale),
+                             "batch_size": 2}, "source": source})
     return rows
 
 
@@ -83,7 +88,8 @@ SMOKE_CLASS_IMAGES = {"when": {"prior_preservation": True}, "set": {"num_class_i
 # reaches 0.42 (lr 3e-3: 0.31, 2e-2: 0.26), full DreamBooth 0.51 (one seed; sweep of 2026-11-23).
 SMOKE_LORA: dict[str, Any] = {
     "steps": 450, "lr": 1e-2, "lr_schedule": "cosine", "batch_size": 4, "rank": 16,
-    "unet_target_modules": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "unet_target_modules": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                            "ff.net.0.proj", "ff.net.2",
                             "conv1", "conv2"],
 }
 
@@ -93,7 +99,8 @@ TIERS: dict[str, dict[str, Any]] = {
         # The default selection on this tier: scenarios tagged 'smoke' (--full-catalogue: all).
         "catalogue_tag": "smoke",
         # Replicates: the verdict's interval is a t / Fieller interval on replicate means
-        # (audit/judge/intervals.py); see benchmarks/results for the power this gives at smoke scale.
+        # (audit/judge/intervals.py); see benchmarks/results for the power this gives at smoke
+        # scale.
         "replicates": 3,
         "pid": {"steps": 100},
         # The trained tiny model learns the subject only when it nearly memorises the four
@@ -132,7 +139,8 @@ TIERS: dict[str, dict[str, Any]] = {
         "generation": {"images_per_prompt": 8},
         # FDS needs facenet's VGGFace2 weights (a download): without them the standard tier
         # decides on dlib's identity similarity, which ships with its package — said in the
-        # record and flagged (audit/judge/case.py: CaseJudge.fallback). The paper tier declares no fallback.
+        # record and flagged (audit/judge/case.py: CaseJudge.fallback). The paper tier declares no
+        # fallback.
         "verdict": {"bootstrap_resamples": 2000, "fallback_metric": "dlib_identity_similarity"},
         # The null baseline (uniform noise of the protection's budget, PID Table 1) costs K = 3
         # fine-tunes per audit whatever the number of scenarios: ~3 % of the 26-scenario default
@@ -150,7 +158,8 @@ TIERS: dict[str, dict[str, Any]] = {
         "generation": {"images_per_prompt": 20},
         # The papers' metrics or no verdict: a case whose verdict metric is unavailable is an error.
         "verdict": {"bootstrap_resamples": 2000, "fallback_metric": None},
-        "controls": {"null_baseline": True},  # ~3 % of the default audit's fine-tunes, as on the standard tier
+        # ~3 % of the default audit's fine-tunes, as on the standard tier
+        "controls": {"null_baseline": True},
     },
 }
 
@@ -199,7 +208,8 @@ class Resolved:
     """A part's or section's validated parameters and where each non-default value came from."""
 
     params: Params
-    origin: dict[str, str] = field(default_factory=dict)  # dotted key -> tier | scenario | --audit-set
+    # dotted key -> tier | scenario | --audit-set
+    origin: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.params.model_dump(mode="json")
@@ -213,8 +223,10 @@ class Tier:
     data: dict[str, Any]
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> {key: value}
     exploit: str = DEFAULT_EXPLOIT  # the standard exploit (--exploit)
-    exploit_params: dict[str, Any] = field(default_factory=dict)  # --exploit's parameters: a layer of that part
-    families: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # model role -> (family, how decided)
+    # --exploit's parameters: a layer of that part
+    exploit_params: dict[str, Any] = field(default_factory=dict)
+    # model role -> (family, how decided)
+    families: dict[str, tuple[str | None, str]] = field(default_factory=dict)
 
     # -- the shared settings -------------------------------------------------------------------
     @property
@@ -232,7 +244,7 @@ class Tier:
         return self.core.replicates
 
     def section(self, name: str) -> Params:
-        return self.resolve_section(name).params  # type: ignore[return-value]
+        return self.resolve_section(name).params
 
     @property
     def generation(self) -> GenerationSettings:
@@ -252,15 +264,18 @@ class Tier:
         that weakens anything, so it is recorded but not flagged)."""
         for section, values in self.overrides.items():
             rest = {k: v for k, v in values.items()
-                    if not (section == "" and k == "replicates" and isinstance(v, int) and v >= self.data.get("replicates", 1))}
+                    if not (section == "" and k == "replicates" and isinstance(v, int) and v
+                            >= self.data.get("replicates", 1))}
             if rest:
                 return True
-        return bool(self.exploit_params)  # --exploit='lora: {rank: 32}' changes the tier's recipe too
+        # --exploit='lora: {rank: 32}' changes the tier's recipe too
+        return bool(self.exploit_params)
 
     # -- resolution with precedence ------------------------------------------------------------
     def resolve_section(self, name: str) -> Resolved:
         model = SECTIONS[name]
-        return _resolve(model, [("tier", self.data.get(name, {})), ("--audit-set", self.overrides.get(name, {}))],
+        return _resolve(model, [("tier", self.data.get(name, {})),
+                                ("--audit-set", self.overrides.get(name, {}))],
                         f"tier '{self.name}' section '{name}'")
 
     def resolve_part(self, part: Part, scenario: dict[str, Any] | None = None) -> Resolved:
@@ -279,7 +294,9 @@ class Tier:
             layers.append((f"tier: {row['source']}", row["set"]))
         return _resolve(part.params_model(), layers + upper, f"{part.kind} '{part.name}'")
 
-    def _matching_row(self, part: Part, rows: list[dict[str, Any]], layers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _matching_row(
+            self, part: Part, rows: list[dict[str, Any]],
+            layers: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The first row whose ``when`` holds: its ``family`` is that of the model the part
         fine-tunes (by its ``model`` role; unknown: the SD 1.5 rows, said in the source), its
         other keys equal the part's parameters as the layers (and the defaults) set them."""
@@ -291,7 +308,8 @@ class Tier:
         fields = part.params_model().model_fields
 
         def value(key: str) -> Any:
-            return merged[key] if key in merged else (fields[key].default if key in fields else None)
+            return merged[key] if key in merged else (fields[key].default if key in fields
+                                                      else None)
 
         family, how = self.families.get(value("model") or "protector", (None, "no model given"))
         for row in rows:
@@ -299,14 +317,17 @@ class Tier:
             if when.pop("family", family or FALLBACK) != (family or FALLBACK):
                 continue
             if all(value(key) == wanted for key, wanted in when.items()):
-                note = "" if family else f" (model family unknown: {how}; the {FALLBACK} row applies)"
+                note = "" if family else (f" (model family unknown: {how}; the {FALLBACK} row "
+                                          "applies)")
                 return {**row, "source": row["source"] + note}
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "settings": copy.deepcopy(self.data), "overrides": copy.deepcopy(self.overrides),
+        return {"name": self.name, "settings": copy.deepcopy(self.data),
+                "overrides": copy.deepcopy(self.overrides),
                 "exploit": {self.exploit: copy.deepcopy(self.exploit_params)},
-                "model_families": {role: {"family": f, "decided_by": how} for role, (f, how) in self.families.items()}}
+                "model_families": {role: {"family": f, "decided_by": how} for role,
+                                   (f, how) in self.families.items()}}
 
 
 def _resolve(model: type[Params], layers: list[tuple[str, dict[str, Any]]], where: str) -> Resolved:
@@ -324,20 +345,24 @@ def _resolve(model: type[Params], layers: list[tuple[str, dict[str, Any]]], wher
         from audit.parts.registry import format_validation
 
         if isinstance(exc, ValidationError):
-            raise InvalidParams(format_validation(where, exc, model) + f" (layers: {origin})") from None
+            raise InvalidParams(format_validation(where, exc, model)
+                                + f" (layers: {origin})") from None
         raise
     return Resolved(params, origin)
 
 
 def get_tier(name: str, overrides: dict[str, dict[str, Any]] | None = None, *,
-             exploit: tuple[str, dict[str, Any]] | None = None, models: dict[str, str | None] | None = None) -> Tier:
+             exploit: tuple[str, dict[str, Any]] | None = None,
+             models: dict[str, str | None] | None = None) -> Tier:
     """The named tier with ``--audit-set`` overrides (an overridden tier is flagged non-standard),
     the standard exploit (``--exploit``: name and parameters) and the models by role
     (protector, transfer), whose families pick the tier's rows."""
     if name not in TIERS:
-        raise ValueError(f"unknown tier '{name}'{did_you_mean(name, list(TIERS))}; choose one of: {', '.join(TIERS)} (--tier)")
+        raise ValueError(f"unknown tier '{name}'{did_you_mean(name, list(TIERS))}; choose one of: "
+                         f"{', '.join(TIERS)} (--tier)")
     exploit_name, exploit_params = exploit or (DEFAULT_EXPLOIT, {})
-    families = {role: model_family(spec) for role, spec in (models or {}).items() if spec is not None}
+    families = {role: model_family(spec) for role,
+                spec in (models or {}).items() if spec is not None}
     return Tier(name, TIERS[name], overrides or {}, exploit_name, dict(exploit_params), families)
 
 
@@ -376,17 +401,21 @@ def rows_problems(tiers: dict[str, dict[str, Any]] | None = None) -> list[str]:
             fields = set(parts[section].params_model().model_fields)
             for i, row in enumerate(values[ROWS]):
                 if set(row) != {"when", "set", "source"}:
-                    problems.append(f"{where}[{i}]: keys must be when, set, source; got {sorted(row)}")
+                    problems.append(f"{where}[{i}]: keys must be when, set, source; got "
+                                    f"{sorted(row)}")
                     continue
                 when = dict(row["when"])
                 if when.get("family", FALLBACK) not in FAMILIES:
-                    problems.append(f"{where}[{i}]: unknown family {when['family']!r} (known: {', '.join(FAMILIES)})")
+                    problems.append(f"{where}[{i}]: unknown family {when['family']!r} (known: "
+                                    f"{', '.join(FAMILIES)})")
                 when.pop("family", None)
                 unknown = (set(when) | set(row["set"])) - fields
                 if unknown:
-                    problems.append(f"{where}[{i}]: not parameters of '{section}': {sorted(unknown)}")
+                    problems.append(f"{where}[{i}]: not parameters of '{section}': "
+                                    f"{sorted(unknown)}")
                 if set(when) & set(row["set"]):
-                    problems.append(f"{where}[{i}]: sets what it is conditioned on: {sorted(set(when) & set(row['set']))}")
+                    problems.append(f"{where}[{i}]: sets what it is conditioned on: "
+                                    f"{sorted(set(when) & set(row['set']))}")
     return problems
 
 
@@ -403,7 +432,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         key = ALIASES.get(key.strip(), key.strip())
         if not sep or not key:
-            raise ValueError(f"--audit-set {item!r}: expected KEY=VALUE, e.g. --audit-set dreambooth.steps=200")
+            raise ValueError(f"--audit-set {item!r}: expected KEY=VALUE, e.g. --audit-set "
+                             "dreambooth.steps=200")
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
@@ -432,8 +462,10 @@ def validate_overrides(tier: Tier) -> None:
             if unknown:
                 known = [*CORE_KEYS, *SECTIONS, *sorted(parts)]
                 raise InvalidParams(
-                    f"--audit-set {unknown[0]}: unknown setting{did_you_mean(unknown[0], list(CORE_KEYS) + list(ALIASES))}; "
-                    f"use one of {', '.join(CORE_KEYS)} or SECTION.key with SECTION one of {', '.join(known[len(CORE_KEYS):])}"
+                    f"--audit-set {unknown[0]}: unknown "
+                    f"setting{did_you_mean(unknown[0], list(CORE_KEYS) + list(ALIASES))}; use one "
+                    f"of {', '.join(CORE_KEYS)} or SECTION.key with SECTION one of "
+                    f"{', '.join(known[len(CORE_KEYS):])}"
                 )
         elif section in SECTIONS:
             tier.resolve_section(section)
@@ -442,8 +474,8 @@ def validate_overrides(tier: Tier) -> None:
         else:
             known = [*SECTIONS, *sorted(parts)]
             raise InvalidParams(
-                f"--audit-set {section}.…: unknown section '{section}'{did_you_mean(section, known)}; "
-                f"sections: {', '.join(known)}"
+                f"--audit-set {section}.…: unknown section "
+                f"'{section}'{did_you_mean(section, known)}; sections: {', '.join(known)}"
             )
     from audit.parts import EXPLOITS
 
@@ -455,7 +487,8 @@ def validate_overrides(tier: Tier) -> None:
     try:
         tier.core  # noqa: B018
     except ValidationError as exc:
-        raise InvalidParams(format_validation("--audit-set / --replicates", exc, CoreSettings)) from None
+        raise InvalidParams(
+            format_validation("--audit-set / --replicates", exc, CoreSettings)) from None
 
 
 TierSettings = Tier  # the name earlier versions used

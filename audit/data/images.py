@@ -1,7 +1,8 @@
 """Image batches and their 8-bit form.
 
 Convention used everywhere in the toolkit: an *image batch* is a float32 tensor of shape
-N×3×H×W with values in [0, 1] (the [0,1] pixel units in which PID states ε = 0.05; PhotoGuard's and Anti-DreamBooth's
+N×3×H×W with values in [0, 1] (the [0,1] pixel units in which PID states ε = 0.05; PhotoGuard's and
+Anti-DreamBooth's
 budgets in 8-bit levels are k/255 here);
 its *8-bit form* is a uint8 tensor of the same shape. Protections, transforms and purifiers
 exchange image batches; the cache and the report store the 8-bit form.

@@ -58,7 +58,8 @@ ORIENTATIONS = {
     2: ("mirrored left-right", Image.Transpose.FLIP_LEFT_RIGHT),
     3: ("rotated 180°", Image.Transpose.ROTATE_180),
     4: ("mirrored top-bottom", Image.Transpose.FLIP_TOP_BOTTOM),
-    5: ("transposed: mirrored left-right and rotated 90° counter-clockwise", Image.Transpose.TRANSPOSE),
+    5: ("transposed: mirrored left-right and rotated 90° counter-clockwise",
+        Image.Transpose.TRANSPOSE),
     6: ("rotated 90° clockwise", Image.Transpose.ROTATE_270),
     7: ("transversed: mirrored left-right and rotated 90° clockwise", Image.Transpose.TRANSVERSE),
     8: ("rotated 90° counter-clockwise", Image.Transpose.ROTATE_90),
@@ -106,10 +107,11 @@ def bundled_subject(resolution: int) -> Subject:
     batch = torch.stack(images)
     notes = (
         "4 views derived from one photograph (scikit-image data.astronaut(), 512×512): "
-        "face-centred crops of 200, 170 (shifted) and 240 px and a horizontal flip; "
-        f"resized to {resolution}×{resolution} (Lanczos)",
+        "face-centred crops of 200, 170 (shifted) and 240 px and a horizontal flip; resized to "
+        f"{resolution}×{resolution} (Lanczos)",
     )
-    source = "bundled: scikit-image data.astronaut() — NASA photograph of Eileen Collins, public domain"
+    source = ("bundled: scikit-image data.astronaut() — NASA photograph of Eileen Collins, public "
+              "domain")
     return Subject(BUNDLED_SUBJECT, batch, tuple(files), source, notes, _hash(batch, tuple(files)))
 
 
@@ -144,9 +146,11 @@ def _scan_data_dir(data_dir: Path) -> tuple[list[str], list[str]]:
     for path in sorted(data_dir.iterdir()):
         problem = _link_problem(path, data_dir)
         if problem:
-            skipped.append(f"{path.name}: skipped, {problem}; remove the link or point it at a subject folder")
+            skipped.append(f"{path.name}: skipped, {problem}; remove the link or point it at a "
+                           "subject folder")
         elif path.is_dir() and path.name.startswith("."):
-            skipped.append(f"{path.name}: skipped, hidden folder (name starts with '.'); rename it without the dot to audit it")
+            skipped.append(f"{path.name}: skipped, hidden folder (name starts with '.'); rename it "
+                           "without the dot to audit it")
         elif path.is_dir() and _visible(path):
             subjects.append(path.name)
     return subjects, skipped
@@ -162,7 +166,8 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str]]:
         if problem:
             raise DataError(f"{path}: {problem}. Remove the link or point it at the image file.")
         if path.is_dir():
-            notes.append(f"{path.name}/: sub-folder ignored (a subject's images are read from its own folder only)")
+            notes.append(f"{path.name}/: sub-folder ignored (a subject's images are read from its "
+                         "own folder only)")
         elif path.is_file():
             files.append(path)
     return files, notes
@@ -174,18 +179,22 @@ def discover_subjects(data_dir: Path | None) -> list[str]:
         return [BUNDLED_SUBJECT]
     data_dir = Path(data_dir)
     if not data_dir.exists():
-        raise DataError(f"--data {data_dir}: folder does not exist. Pass a folder holding one sub-folder of images per subject.")
+        raise DataError(f"--data {data_dir}: folder does not exist. Pass a folder holding one "
+                        "sub-folder of images per subject.")
     if not data_dir.is_dir():
-        raise DataError(f"--data {data_dir}: is a file, not a folder. Pass a folder holding one sub-folder of images per subject.")
+        raise DataError(f"--data {data_dir}: is a file, not a folder. Pass a folder holding one "
+                        "sub-folder of images per subject.")
     subfolders, skipped = _scan_data_dir(data_dir)
     if subfolders:
         return subfolders
-    if any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p) and not _link_problem(p) for p in data_dir.iterdir()):
+    if any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p)
+           and not _link_problem(p) for p in data_dir.iterdir()):
         return [data_dir.name]
     if skipped:
         raise DataError(
             f"--data {data_dir}: no subject left to audit; skipped: " + "; ".join(skipped) + ". "
-            "Put each subject's images in a visible sub-folder of its own, e.g. DIR/alice/1.png, DIR/alice/2.png."
+            "Put each subject's images in a visible sub-folder of its own, e.g. DIR/alice/1.png, "
+            "DIR/alice/2.png."
         )
     raise DataError(
         f"--data {data_dir}: the folder is empty (no sub-folders, no images). Put each subject's "
@@ -198,7 +207,8 @@ def _subject_folder(name: str, data_dir: Path) -> Path:
     folder = data_dir / name
     problem = _link_problem(folder, data_dir)
     if problem:
-        raise DataError(f"--data {data_dir}: subject '{name}' is a {problem}. Remove the link or point it at a subject folder.")
+        raise DataError(f"--data {data_dir}: subject '{name}' is a {problem}. Remove the link or "
+                        "point it at a subject folder.")
     if folder.is_dir():
         return folder
     if data_dir.name == name:
@@ -206,16 +216,19 @@ def _subject_folder(name: str, data_dir: Path) -> Path:
     raise DataError(f"--data {data_dir}: subject '{name}' not found (no folder {folder}).")
 
 
-def _to_rgb(image: Image.Image, path: Path, notes: list[str], sixteen_bit: bool = False) -> Image.Image:
+def _to_rgb(
+        image: Image.Image, path: Path, notes: list[str], sixteen_bit: bool = False) -> Image.Image:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if mode.startswith("I;16") or sixteen_bit or array.max() > 255 else 255.0
         array = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
-        notes.append(f"{path.name}: {mode} ({'16' if top > 255 else '32'}-bit grayscale) → 8-bit RGB (scaled by {255 / top:.6g})")
+        notes.append(f"{path.name}: {mode} ({'16' if top > 255 else '32'}-bit grayscale) → 8-bit "
+                     f"RGB (scaled by {255 / top:.6g})")
         return Image.fromarray(array, mode="L").convert("RGB")
     if mode == "F":
-        raise DataError(f"{path}: floating-point image (mode F) — save it as an 8-bit RGB PNG or JPEG first.")
+        raise DataError(f"{path}: floating-point image (mode F) — save it as an 8-bit RGB PNG or "
+                        "JPEG first.")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -232,7 +245,8 @@ def _to_rgb(image: Image.Image, path: Path, notes: list[str], sixteen_bit: bool 
 
 def _bomb_error(path: Path, size: tuple[int, int] | None, pixels: int | None) -> DataError:
     limit = Image.MAX_IMAGE_PIXELS
-    dims = f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels" if size else f"{pixels:,} pixels" if pixels else "its size"
+    dims = (f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels" if size else f"{pixels:,} pixels"
+            if pixels else "its size")
     return DataError(
         f"{path}: {dims}, over Pillow's decompression-bomb limit of {limit:,} pixels "
         "(PIL.Image.MAX_IMAGE_PIXELS), so it is not decoded. Downscale the image (the audit "
@@ -250,7 +264,7 @@ def _header_size(path: Path) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = None
         with Image.open(path) as opened:
             return opened.size
-    except Exception:  # noqa: BLE001 - only for the error message
+    except Exception:
         return None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
@@ -292,31 +306,35 @@ def _orient(image: Image.Image, orientation: int, path: Path, notes: list[str]) 
     if orientation == 1:
         return image
     if orientation not in ORIENTATIONS:
-        notes.append(f"{path.name}: EXIF orientation {orientation} is not a valid value (1–8); ignored")
+        notes.append(f"{path.name}: EXIF orientation {orientation} is not a valid value (1–8); "
+                     "ignored")
         return image
     what, method = ORIENTATIONS[orientation]
-    notes.append(f"{path.name}: EXIF orientation {orientation} applied ({what}), as image viewers show it")
+    notes.append(f"{path.name}: EXIF orientation {orientation} applied ({what}), as image viewers "
+                 "show it")
     return image.transpose(method)
 
 
 def _read_image(path: Path, notes: list[str]) -> Image.Image:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise DataError(
-            f"{path}: not an image file (supported: {', '.join(sorted(IMAGE_SUFFIXES))}). "
-            "Remove it or move it out of the subject folder."
+            f"{path}: not an image file (supported: {', '.join(sorted(IMAGE_SUFFIXES))}). Remove "
+            "it or move it out of the subject folder."
         )
     limit = Image.MAX_IMAGE_PIXELS
     deep = None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+            # refused below, by name
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
         with opened:
             width, height = opened.size
             if limit is not None and width * height > limit:
                 raise _bomb_error(path, (width, height), None)
             rawmode = _rawmode(opened)
-            if opened.mode in ("RGB", "RGBA", "LA") and ";16" in rawmode:  # Pillow keeps the high byte
+            # Pillow keeps the high byte
+            if opened.mode in ("RGB", "RGBA", "LA") and ";16" in rawmode:
                 deep = rawmode
             opened.load()
             image = opened.copy()
@@ -324,19 +342,23 @@ def _read_image(path: Path, notes: list[str]) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise _bomb_error(path, _header_size(path), None) from exc
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (corrupt or not really {path.suffix}). Re-export it or remove it.") from None
+        raise DataError(f"{path}: not a readable image (corrupt or not really {path.suffix}). "
+                        "Re-export it or remove it.") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: the image is truncated or corrupt ({exc}). Re-export it or remove it.") from None
+        raise DataError(f"{path}: the image is truncated or corrupt ({exc}). Re-export it or "
+                        "remove it.") from None
     if n_frames > 1:
         notes.append(f"{path.name}: {n_frames} frames, first used")
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     if deep:
         full = _read_deep(path)
         if full is not None and full.size == image.size:
-            notes.append(f"{path.name}: 16-bit → 8-bit ({image.mode}; read at full depth, scaled 65535 → 255, rounded)")
+            notes.append(f"{path.name}: 16-bit → 8-bit ({image.mode}; read at full depth, scaled "
+                         "65535 → 255, rounded)")
             image = full
         else:
-            notes.append(f"{path.name}: 16-bit → 8-bit ({image.mode}; Pillow's decoder keeps the high byte; install opencv-python-headless for rounding)")
+            notes.append(f"{path.name}: 16-bit → 8-bit ({image.mode}; Pillow's decoder keeps the "
+                         "high byte; install opencv-python-headless for rounding)")
     image = _orient(image, orientation, path, notes)
     return _to_rgb(image, path, notes, sixteen_bit=";16" in rawmode)
 
@@ -347,7 +369,8 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
         raise DataError(f"resolution {resolution} is too small; use at least 8 px.")
     if data_dir is None:
         if name != BUNDLED_SUBJECT:
-            raise DataError(f"unknown bundled subject '{name}'; the bundled subject is '{BUNDLED_SUBJECT}'.")
+            raise DataError(f"unknown bundled subject '{name}'; the bundled subject is "
+                            f"'{BUNDLED_SUBJECT}'.")
         return bundled_subject(resolution)
     data_dir = Path(data_dir)
     folder = _subject_folder(name, data_dir)
@@ -357,13 +380,14 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
     files, ignored = _image_files(folder)
     notes.extend(ignored)
     if not files:
-        raise DataError(f"{folder}: subject folder is empty. Put the subject's images (PNG/JPEG) in it or remove it.")
+        raise DataError(f"{folder}: subject folder is empty. Put the subject's images (PNG/JPEG) "
+                        "in it or remove it.")
     images = [(path, _read_image(path, notes)) for path in files]
     if len(images) < MIN_IMAGES:
         raise DataError(
             f"{folder}: only {len(images)} image ({images[0][0].name}); a subject needs at least "
             f"{MIN_IMAGES}. DreamBooth on a single picture memorises that picture instead of "
-            f"learning the person. Add more images of the same person to the folder "
+            "learning the person. Add more images of the same person to the folder "
             f"({RECOMMENDED_IMAGES}–5 as in the DreamBooth and Anti-DreamBooth papers)."
         )
     if len(images) < RECOMMENDED_IMAGES:
@@ -374,7 +398,8 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
     return _to_batch(name, folder, files, images, resolution, notes)
 
 
-def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Path, Image.Image]], resolution: int,
+def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Path, Image.Image]],
+              resolution: int,
               notes: list[str]) -> Subject:
     """The subject's images as one batch at ``resolution``: one size checked, centre-cropped to a
     square, resized (Lanczos), each step said in ``notes``."""
@@ -389,11 +414,12 @@ def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Pat
     side, floor = min(width, height), math.ceil(resolution / MAX_UPSCALE)
     if side < floor:
         raise DataError(
-            f"{folder}: its images ({images[0][0].name} and the rest) are {width}×{height}, shorter "
-            f"side {side} px; the audit works at {resolution}×{resolution} and upscaling more than "
-            f"{MAX_UPSCALE}× (shorter side under {floor} px) invents detail the exploit would learn "
-            f"instead of the person. Use images whose shorter side is at least {floor} px (ideally "
-            f"{resolution} px or more), or audit at a lower resolution (--audit-set resolution=N)."
+            f"{folder}: its images ({images[0][0].name} and the rest) are {width}×{height}, "
+            f"shorter side {side} px; the audit works at {resolution}×{resolution} and upscaling "
+            f"more than {MAX_UPSCALE}× (shorter side under {floor} px) invents detail the exploit "
+            f"would learn instead of the person. Use images whose shorter side is at least {floor} "
+            f"px (ideally {resolution} px or more), or audit at a lower resolution (--audit-set "
+            "resolution=N)."
         )
     tensors = []
     for _, image in images:
@@ -413,7 +439,8 @@ def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Pat
     return Subject(name, batch, names, str(folder), tuple(notes), _hash(batch, names))
 
 
-def load_image_file(path: Path, resolution: int, notes: list[str] | None = None) -> tuple[Image.Image, torch.Tensor]:
+def load_image_file(path: Path, resolution: int, notes: list[str]
+                    | None = None) -> tuple[Image.Image, torch.Tensor]:
     """One image file read exactly as ``load_subject`` reads each of a subject's files.
 
     The same conversions (first frame, 16-bit → 8-bit, EXIF orientation, alpha over white,
@@ -436,5 +463,6 @@ def load_image_file(path: Path, resolution: int, notes: list[str] | None = None)
     if image.size != (resolution, resolution):
         image = _resize(image, resolution)
         direction = "upscaled" if side < resolution else "downscaled"
-        notes.append(f"{path.name}: {direction} from {side} px to {resolution}×{resolution} (Lanczos)")
+        notes.append(f"{path.name}: {direction} from {side} px to {resolution}×{resolution} "
+                     "(Lanczos)")
     return original, from_pil(image)

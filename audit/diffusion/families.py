@@ -52,9 +52,11 @@ def model_family(spec: str | None) -> tuple[str | None, str]:
             width = None
         if width in TEXT_ENCODER_WIDTH:
             return TEXT_ENCODER_WIDTH[width], f"{config}: text encoder width {width}"
-        return None, f"{config}: text encoder width {width!r} is neither SD 1.x's (768) nor SD 2.x's (1024)"
+        return None, (f"{config}: text encoder width {width!r} is neither SD 1.x's (768) nor SD "
+                      "2.x's (1024)")
     lowered = spec.lower()
     for pattern, family in NAME_PATTERNS:
         if pattern in lowered:
             return family, f"model id '{spec}' contains '{pattern}'"
-    return None, f"'{spec}' is not a model this toolkit can place in a family ({', '.join(FAMILIES)})"
+    return None, (f"'{spec}' is not a model this toolkit can place in a family "
+                  f"({', '.join(FAMILIES)})")

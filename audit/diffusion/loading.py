@@ -45,14 +45,16 @@ class LatentDiffusionModel:
     def resolution(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LatentDiffusionModel:
+    def to(self, device: torch.device | str, dtype: torch.dtype
+           | None = None) -> LatentDiffusionModel:
         for module in (self.vae, self.unet, self.text_encoder):
             module.to(device) if dtype is None else module.to(device=device, dtype=dtype)
         return self
 
     def fresh_copy(self) -> LatentDiffusionModel:
         """Copies of the trainable parts (UNet, text encoder); VAE, tokenizer, scheduler shared."""
-        return replace(self, unet=copy.deepcopy(self.unet), text_encoder=copy.deepcopy(self.text_encoder))
+        return replace(self, unet=copy.deepcopy(self.unet),
+                       text_encoder=copy.deepcopy(self.text_encoder))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -66,11 +68,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ModelError(f"--device={name}: not a device name; use auto, cpu, cuda, cuda:N or mps.") from None
+        raise ModelError(
+            f"--device={name}: not a device name; use auto, cpu, cuda, cuda:N or mps.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"--device={name}: CUDA is not available on this machine; use --device=cpu or auto.")
+        raise ModelError(f"--device={name}: CUDA is not available on this machine; use "
+                         "--device=cpu or auto.")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"--device={name}: MPS is not available on this machine; use --device=cpu or auto.")
+        raise ModelError(f"--device={name}: MPS is not available on this machine; use --device=cpu "
+                         "or auto.")
     return device
 
 
@@ -107,7 +112,8 @@ def folder_fingerprint(folder: Path) -> str:
     except (OSError, json.JSONDecodeError):
         memo = {}
     h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".json", ".txt") and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".json",
+                                                                ".txt") and p.is_file())
     for path in files:
         h.update(f"{path.relative_to(folder)}|{_file_sha256(path, memo)}|".encode())
     try:
@@ -134,35 +140,43 @@ def _load_tiny(seed: int, variant: str = "tiny") -> LatentDiffusionModel:
         fingerprint = verify_weights(folder)  # SHA-256 of SHA256SUMS: the hash in the model card
         parts = build_tiny_components(seed, variant)
         return LatentDiffusionModel(
-            **parts, model_id=variant, revision=f"trained-v{TINY_WEIGHTS_VERSION}", fingerprint=fingerprint,
-            source=f"built-in {variant} pipeline ({spec.mimics}-shaped), trained weights (training/train_tiny.py; "
-                   f"model card {folder / 'MODEL_CARD.md'})",
+            **parts, model_id=variant, revision=f"trained-v{TINY_WEIGHTS_VERSION}",
+            fingerprint=fingerprint,
+            source=f"built-in {variant} pipeline ({spec.mimics}-shaped), trained weights "
+                   f"(training/train_tiny.py; model card {folder / 'MODEL_CARD.md'})",
         )
     parts = build_tiny_components(seed, variant)
-    extra = f"tiny-v{TINY_CONFIG_VERSION}" if variant == "tiny" else f"{variant}-v{TINY_CONFIG_VERSION}"
+    extra = (f"tiny-v{TINY_CONFIG_VERSION}" if variant == "tiny"
+             else f"{variant}-v{TINY_CONFIG_VERSION}")
     fingerprint = state_fingerprint(parts["vae"], parts["unet"], parts["text_encoder"], extra=extra)
-    source = (f"built-in {variant} pipeline (random init from configs, seed {seed}, config v{TINY_CONFIG_VERSION}; "
-              "trained weights missing)")
-    return LatentDiffusionModel(**parts, model_id=variant, revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint, source=source)
+    source = (f"built-in {variant} pipeline (random init from configs, seed {seed}, config "
+              f"v{TINY_CONFIG_VERSION}; trained weights missing)")
+    return LatentDiffusionModel(**parts, model_id=variant,
+                                revision=f"config-v{TINY_CONFIG_VERSION}", fingerprint=fingerprint,
+                                source=source)
 
 
-def _load_folder(folder: Path, model_id: str, revision: str | None, source: str) -> LatentDiffusionModel:
+def _load_folder(folder: Path, model_id: str, revision: str
+                 | None, source: str) -> LatentDiffusionModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
     if missing:
         raise ModelError(
-            f"model folder {folder} lacks {', '.join(m + '/' for m in missing)}; a Stable Diffusion "
-            "folder in diffusers layout has vae/, unet/, text_encoder/, tokenizer/ and scheduler/ "
-            "(save one with StableDiffusionPipeline.save_pretrained)."
+            f"model folder {folder} lacks {', '.join(m + '/' for m in missing)}; a Stable "
+            "Diffusion folder in diffusers layout has vae/, unet/, text_encoder/, tokenizer/ and "
+            "scheduler/ (save one with StableDiffusionPipeline.save_pretrained)."
         )
     try:
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                                     local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer",
+                                                  local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler",
+                                                  local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"model folder {folder} could not be loaded: {exc}") from None
     for module in (vae, unet, text_encoder):
@@ -182,21 +196,26 @@ def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model") ->
             snapshot_download(
                 model_id,
                 local_files_only=not allow_download,
-                allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"] if allow_download else None,
+                allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin", "*.model"]
+                if allow_download else None,
             )
         )
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not here"
+    except Exception as exc:
         if allow_download:
-            raise ModelError(f"{flag}={model_id}: download failed ({type(exc).__name__}: {exc}).") from None
+            raise ModelError(
+                f"{flag}={model_id}: download failed ({type(exc).__name__}: {exc}).") from None
         raise ModelError(
-            f"{flag}={model_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-            "downloads are off. Fetch it once on a machine with network (`huggingface-cli download "
-            f"{model_id}`) and copy the cache, pass a local diffusers folder, pass --allow-download, "
-            + ("or use --model=tiny." if flag == "--model" else "or leave --transfer-model out on a built-in --model.")
+            f"{flag}={model_id}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            "and downloads are off. Fetch it once on a machine with network (`huggingface-cli "
+            f"download {model_id}`) and copy the cache, pass a local diffusers folder, pass "
+            "--allow-download, "
+            + ("or use --model=tiny." if flag == "--model" else "or leave --transfer-model out on "
+                    "a built-in --model.")
         ) from None
 
 
-def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download: bool = False, seed: int = 0) -> LatentDiffusionModel:
+def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download: bool = False,
+               seed: int = 0) -> LatentDiffusionModel:
     """The model named by ``spec``: 'tiny', a local diffusers folder, or a Hugging Face id."""
     device = torch.device(device) if isinstance(device, str) else device
     from audit.diffusion.tiny import TINY_VARIANTS
@@ -206,16 +225,19 @@ def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download:
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelError(f"--model={spec}: {path} is a file; pass a diffusers folder (with unet/, vae/, ...).")
+            raise ModelError(f"--model={spec}: {path} is a file; pass a diffusers folder (with "
+                             "unet/, vae/, ...).")
         folder = path.resolve()
-        return _load_folder(folder, str(folder), None, f"local diffusers folder {folder}").to(device)
+        return _load_folder(
+            folder, str(folder), None, f"local diffusers folder {folder}").to(device)
     looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1
     if looks_like_path or spec.count("/") > 1:
         raise ModelError(
-            f"--model={spec}: model path {spec} does not exist; pass a local diffusers folder (with "
-            "unet/, vae/, text_encoder/, tokenizer/, scheduler/), a Hugging Face id such as "
+            f"--model={spec}: model path {spec} does not exist; pass a local diffusers folder "
+            "(with unet/, vae/, text_encoder/, tokenizer/, scheduler/), a Hugging Face id such as "
             "runwayml/stable-diffusion-v1-5, or `tiny`."
         )
     snapshot = _hub_snapshot(spec, allow_download)
     revision = snapshot.name if len(snapshot.name) == 40 else None
-    return _load_folder(snapshot, spec, revision, f"Hugging Face cache: {spec}@{revision}").to(device)
+    return _load_folder(snapshot, spec, revision, f"Hugging Face cache: {spec}@{revision}").to(
+        device)

@@ -61,7 +61,7 @@ def generation_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
     return pipe
 
 
@@ -75,11 +75,13 @@ def slot_noise(
     """One CPU generator per image slot of a prompt (seed ``seed + slot``, slots numbered
     prompt-major) and the initial latents each draws first, stacked on the CPU."""
     generators = [
-        torch.Generator(device="cpu").manual_seed(config.seed + prompt_index * config.images_per_prompt + i)
+        torch.Generator(device="cpu").manual_seed(config.seed + prompt_index
+                                                  * config.images_per_prompt + i)
         for i in range(config.images_per_prompt)
     ]
     side = resolution // model.vae_scale_factor
-    latents = torch.stack([torch.randn((unet.config.in_channels, side, side), generator=g) for g in generators])
+    latents = torch.stack([torch.randn((unet.config.in_channels, side, side), generator=g)  # type: ignore[union-attr,arg-type]
+                           for g in generators])
     return generators, latents
 
 
@@ -101,11 +103,12 @@ def generate(
     n = config.images_per_prompt
     outputs = []
     with progress.stage(
-        f"exploit: generate ({config.steps} DDPM steps)", total=len(config.prompts) * n, unit="images"
+        f"exploit: generate ({config.steps} DDPM steps)", total=len(config.prompts) * n,
+        unit="images"
     ) as stage:
         for p, prompt in enumerate(config.prompts):
             generators, latents = slot_noise(model, unet, config, p, resolution)
-            result = pipe(
+            result = pipe(  # type: ignore[operator]
                 prompt=[prompt] * n,
                 negative_prompt=[config.negative_prompt] * n,
                 num_inference_steps=config.steps,

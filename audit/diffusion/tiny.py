@@ -114,8 +114,10 @@ class TinyVariant:
 
 
 TINY_VARIANTS: dict[str, TinyVariant] = {
-    "tiny": TinyVariant("tiny", "Stable Diffusion v1.5", UNET_CONFIG, TEXT_ENCODER_CONFIG, SCHEDULER_CONFIG, 0),
-    "tiny-2": TinyVariant("tiny-2", "Stable Diffusion v2.1", TINY2_UNET_CONFIG, TINY2_TEXT_ENCODER_CONFIG,
+    "tiny": TinyVariant("tiny", "Stable Diffusion v1.5", UNET_CONFIG, TEXT_ENCODER_CONFIG,
+                        SCHEDULER_CONFIG, 0),
+    "tiny-2": TinyVariant("tiny-2", "Stable Diffusion v2.1", TINY2_UNET_CONFIG,
+                          TINY2_TEXT_ENCODER_CONFIG,
                           TINY2_SCHEDULER_CONFIG, 1000),
 }
 
@@ -124,7 +126,8 @@ def tiny_variant(name: str) -> TinyVariant:
     from audit.errors import ModelError
 
     if name not in TINY_VARIANTS:
-        raise ModelError(f"no embedded model '{name}'; the embedded models are {', '.join(TINY_VARIANTS)}")
+        raise ModelError(f"no embedded model '{name}'; the embedded models are "
+                         f"{', '.join(TINY_VARIANTS)}")
     return TINY_VARIANTS[name]
 
 
@@ -153,7 +156,8 @@ def _sha256(path: Path) -> str:
 
 
 def write_checksums(folder: Path) -> str:
-    """Write ``SHA256SUMS`` (``sha256sum -c`` format) for the weight files; returns the weights hash."""
+    """Write ``SHA256SUMS`` (``sha256sum -c`` format) for the weight files; returns the weights
+    hash."""
     lines = [f"{_sha256(folder / name)}  {name}\n" for name in WEIGHT_FILES]
     (folder / CHECKSUMS).write_text("".join(lines), encoding="ascii")
     return weights_hash(folder)
@@ -165,12 +169,13 @@ def weights_hash(folder: Path) -> str:
 
 
 def verify_weights(folder: Path) -> str:
-    """Check every weight file against ``SHA256SUMS``; return the weights hash or say what is wrong."""
+    """Check every weight file against ``SHA256SUMS``; return the weights hash or say what is
+    wrong."""
     from audit.errors import ModelError
 
     fix = (
-        f"restore them (git checkout -- {folder}) or rebuild them with "
-        f"`python training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
+        f"restore them (git checkout -- {folder}) or rebuild them with `python "
+        f"training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
     )
     sums = folder / CHECKSUMS
     if not sums.is_file():
@@ -181,7 +186,8 @@ def verify_weights(folder: Path) -> str:
         if not path.is_file():
             raise ModelError(f"{path}: weight file missing; {fix}.")
         if _sha256(path) != digest:
-            raise ModelError(f"{path}: SHA-256 differs from {sums} (modified or corrupt weights); {fix}.")
+            raise ModelError(f"{path}: SHA-256 differs from {sums} (modified or corrupt weights); "
+                             f"{fix}.")
     return weights_hash(folder)
 
 
@@ -202,11 +208,13 @@ def build_tiny_components(seed: int = TINY_SEED, variant: str = "tiny") -> dict[
     if weights.is_dir():
         # Shipped as fp16 (half the bytes); every computation runs in fp32.
         vae = AutoencoderKL.from_pretrained(weights, subfolder="vae", torch_dtype=torch.float32)
-        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet", torch_dtype=torch.float32)
-        text_encoder = CLIPTextModel.from_pretrained(weights, subfolder="text_encoder", torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(weights, subfolder="unet",
+                                                    torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(weights, subfolder="text_encoder",
+                                                     torch_dtype=torch.float32)
     for module in (vae, unet, text_encoder):
-        module.eval()
-        module.requires_grad_(False)
+        module.eval()  # type: ignore[union-attr]
+        module.requires_grad_(False)  # type: ignore[union-attr]
     return {
         "vae": vae,
         "unet": unet,

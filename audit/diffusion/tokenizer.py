@@ -25,13 +25,16 @@ def _bpe_path() -> Path:
 
     path = Path(open_clip.__file__).resolve().parent / "bpe_simple_vocab_16e6.txt.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"open_clip's BPE vocabulary is missing ({path}); reinstall open-clip-torch")
+        raise FileNotFoundError(f"open_clip's BPE vocabulary is missing ({path}); reinstall "
+                                "open-clip-torch")
     return path
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte → printable-unicode table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬")
+                                                          + 1)) + list(
+                                                              range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -43,7 +46,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("PROTECTION_AUDIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "protection-audit")
+    root = (os.environ.get("PROTECTION_AUDIT_CACHE")
+            or os.path.join(os.path.expanduser("~"), ".cache", "protection-audit"))
     return Path(root) / "tokenizer-clip-bpe16e6"
 
 
@@ -69,8 +73,10 @@ def tokenizer_files() -> tuple[Path, Path]:
     vocab += ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     if len(vocab) != VOCAB_SIZE:
-        raise RuntimeError(f"rebuilt CLIP vocabulary has {len(vocab)} entries, expected {VOCAB_SIZE}")
-    _write_atomic(vocab_path, json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False))
+        raise RuntimeError(f"rebuilt CLIP vocabulary has {len(vocab)} entries, expected "
+                           f"{VOCAB_SIZE}")
+    _write_atomic(vocab_path, json.dumps({token: i for i, token in enumerate(vocab)},
+                                         ensure_ascii=False))
     _write_atomic(merges_path, "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     config = {
         "tokenizer_class": "CLIPTokenizer",
@@ -86,7 +92,7 @@ def tokenizer_files() -> tuple[Path, Path]:
 
 
 @functools.cache
-def clip_tokenizer():  # noqa: ANN201 - transformers.CLIPTokenizer
+def clip_tokenizer():
     """SD 1.5's tokenizer (lower-cased byte-level BPE, 77 tokens, pad = eos = <|endoftext|>)."""
     from transformers import CLIPTokenizer
 

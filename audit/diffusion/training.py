@@ -49,7 +49,8 @@ class FinetuneConfig:
 
 
 def draw_latents(
-    mean: torch.Tensor, logvar: torch.Tensor, sigma_mode: str, value: float | None, generator: torch.Generator
+    mean: torch.Tensor, logvar: torch.Tensor, sigma_mode: str, value: float | None,
+    generator: torch.Generator
 ) -> torch.Tensor:
     """z from N(μ, σ²) as the exploiter chooses to draw it (PID §6.4).
 
@@ -95,7 +96,9 @@ def lr_multiplier(schedule: str, steps: int) -> Callable[[int], float]:
     raise ValueError(f"unknown learning-rate schedule '{schedule}'; choose constant or cosine")
 
 
-def encode_text(model: LatentDiffusionModel, text_encoder: torch.nn.Module, prompts: list[str]) -> torch.Tensor:
+def encode_text(
+        model: LatentDiffusionModel, text_encoder: torch.nn.Module,
+        prompts: list[str]) -> torch.Tensor:
     tokens = model.tokenizer(
         prompts,
         padding="max_length",
@@ -137,14 +140,17 @@ def encode_posteriors(
     device: torch.device,
 ) -> Posteriors:
     """(μ, log σ²) of each instance image and, with prior preservation, of each class image
-    (encoded ``sampling.CLASS_BATCH`` at a time: PID's 200 class images at 512 px do not fit one VAE pass)."""
-    dist = vae.encode(images.to(device) * 2 - 1).latent_dist
+    (encoded ``sampling.CLASS_BATCH`` at a time: PID's 200 class images at 512 px do not fit one VAE
+    pass)."""
+    dist = vae.encode(images.to(device) * 2 - 1).latent_dist  # type: ignore[operator]
     if not config.prior_preservation:
         return Posteriors(dist.mean, dist.logvar)
     if class_images is None or len(class_images) == 0:
         raise ValueError("prior preservation needs class images")
-    cdists = [vae.encode(chunk.to(device) * 2 - 1).latent_dist for chunk in class_images.split(sampling.CLASS_BATCH)]
-    return Posteriors(dist.mean, dist.logvar, torch.cat([d.mean for d in cdists]), torch.cat([d.logvar for d in cdists]))
+    cdists = [vae.encode(chunk.to(device) * 2 - 1).latent_dist  # type: ignore[operator]
+              for chunk in class_images.split(sampling.CLASS_BATCH)]
+    return Posteriors(dist.mean, dist.logvar, torch.cat([d.mean for d in cdists]),
+                      torch.cat([d.logvar for d in cdists]))
 
 
 def start_training(
@@ -274,7 +280,8 @@ def optimizer_step(
     if not torch.isfinite(loss):
         raise ModelError(
             f"DreamBooth fine-tuning produced a non-finite loss at step {step + 1}/{config.steps} "
-            f"(lr {config.lr}); the model output NaN/Inf. Lower the learning rate or use fp32 weights."
+            f"(lr {config.lr}); the model output NaN/Inf. Lower the learning rate or use fp32 "
+            "weights."
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -292,7 +299,8 @@ def loss_summary(losses: list[float]) -> dict[str, Any]:
     }
 
 
-Prepare = Callable[["LatentDiffusionModel", FinetuneConfig], tuple[list[torch.nn.Parameter], "FixedEmbeddings | None"]]
+Prepare = Callable[["LatentDiffusionModel", FinetuneConfig],
+                   tuple[list[torch.nn.Parameter], "FixedEmbeddings | None"]]
 
 
 def train(
@@ -323,14 +331,17 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.adam_weight_decay)
     schedule = lr_multiplier(config.lr_schedule, config.steps)
     if config.instance_order != "shuffled-epochs":
-        raise ValueError(f"unknown instance order '{config.instance_order}'; only shuffled-epochs is implemented")
+        raise ValueError(f"unknown instance order '{config.instance_order}'; only shuffled-epochs "
+                         "is implemented")
     batches = instance_batches(len(images), config.batch_size, generator)
     losses: list[float] = []
-    with progress.stage(f"exploit: {method} fine-tune '{config.instance_prompt}'", total=config.steps) as stage:
+    with progress.stage(f"exploit: {method} fine-tune '{config.instance_prompt}'",
+                        total=config.steps) as stage:
         for step in range(config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * schedule(step)
-            latents, emb = training_batch(tuned, posteriors, fixed, config, next(batches), generator)
+            latents, emb = training_batch(
+                tuned, posteriors, fixed, config, next(batches), generator)
             loss = denoising_loss(tuned, latents, emb, config, generator)
             optimizer_step(optimizer, params, loss, config, step)
             losses.append(float(loss.detach()))
@@ -339,15 +350,19 @@ def train(
     return tuned, loss_summary(losses)
 
 
-def weights_tensors(unet: torch.nn.Module, text_encoder: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+def weights_tensors(unet: torch.nn.Module, text_encoder: torch.nn.Module
+                    | None) -> dict[str, torch.Tensor]:
     """The fine-tuned state as one flat tensor dict (``unet.*``, ``text_encoder.*``)."""
     tensors = {f"unet.{k}": v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
     if text_encoder is not None:
-        tensors.update({f"text_encoder.{k}": v.detach().cpu().contiguous() for k, v in text_encoder.state_dict().items()})
+        tensors.update({f"text_encoder.{k}": v.detach().cpu().contiguous() for k,
+                        v in text_encoder.state_dict().items()})
     return tensors
 
 
-def load_weights(model: LatentDiffusionModel, tensors: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch.nn.Module]:
+def load_weights(
+        model: LatentDiffusionModel,
+        tensors: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch.nn.Module]:
     """A fresh copy of the base model with cached fine-tuned weights loaded into it."""
     tuned = model.fresh_copy()
     device = next(tuned.unet.parameters()).device

@@ -24,9 +24,9 @@ def metric_choice(tier: Tier, resolution: int, scenario: Scenario,
     substitute = tier.verdict.face_metric_substitute
     if substitute and verdict_metric in FACE_METRICS:
         record["verdict_metric_note"] = (
-            f"tier '{tier.name}' decides on {substitute} instead of the scenario's {verdict_metric}: "
-            f"faces at {resolution} px are below the face metrics' working size (model card); "
-            f"{verdict_metric} is still reported"
+            f"tier '{tier.name}' decides on {substitute} instead of the scenario's "
+            f"{verdict_metric}: faces at {resolution} px are below the face metrics' working size "
+            f"(model card); {verdict_metric} is still reported"
         )
         verdict_metric = substitute
     fallback = tier.verdict.fallback_metric
@@ -48,7 +48,8 @@ class CaseJudge:
         the scenario's ``verdict.min_effect`` < ``--audit-set verdict.…``."""
         resolved = self.tier.resolve_section("verdict")
         settings = resolved.params
-        out = {key: {"value": float(getattr(settings, key)), "origin": resolved.origin.get(key, "default")}
+        out = {key: {"value": float(getattr(settings, key)),
+                     "origin": resolved.origin.get(key, "default")}
                for key in ("min_learned", "min_effect")}
         if scenario.verdict.min_effect is not None and out["min_effect"]["origin"] != "--audit-set":
             out["min_effect"] = {"value": float(scenario.verdict.min_effect), "origin": "scenario"}
@@ -60,74 +61,103 @@ class CaseJudge:
         are missing) — the tier's declared fallback, said in the record and flagged (a verdict on
         a fallback is never shown as a clean one)."""
         def why(name: str) -> str | None:
-            return next((r["unavailable"] for r in values.get(name, {}).values() if r.get("unavailable")), None)
+            return next((r["unavailable"] for r in values.get(name, {}).values()
+                         if r.get("unavailable")), None)
 
         fallback = self.tier.verdict.fallback_metric
         unavailable = why(verdict_metric)
-        if unavailable is None or not fallback or fallback == verdict_metric or why(fallback) is not None:
+        if (unavailable is None or not fallback or fallback == verdict_metric
+                or why(fallback) is not None):
             return verdict_metric
-        note = (f"{verdict_metric} is unavailable ({unavailable}); tier '{self.tier.name}' falls back to {fallback}, "
-                f"as it declares (verdict.fallback_metric): this is {fallback}'s verdict, not {verdict_metric}'s")
-        record["verdict_metric_note"] = f"{record['verdict_metric_note']}; {note}" if record.get("verdict_metric_note") else note
-        record["verdict_fallback"] = {"metric": verdict_metric, "fallback": fallback, "unavailable": unavailable}
+        note = (f"{verdict_metric} is unavailable ({unavailable}); tier '{self.tier.name}' falls "
+                f"back to {fallback}, as it declares (verdict.fallback_metric): this is "
+                f"{fallback}'s verdict, not {verdict_metric}'s")
+        record["verdict_metric_note"] = (f"{record['verdict_metric_note']}; {note}"
+                                         if record.get("verdict_metric_note") else note)
+        record["verdict_fallback"] = {"metric": verdict_metric, "fallback": fallback,
+                                      "unavailable": unavailable}
         record["flags"].append(
-            f"verdict on a fallback metric: {verdict_metric} is unavailable, so tier '{self.tier.name}' decided on "
-            f"{fallback}; provide {verdict_metric}'s weights for the paper's metric")
+            f"verdict on a fallback metric: {verdict_metric} is unavailable, so tier "
+            f"'{self.tier.name}' decided on {fallback}; provide {verdict_metric}'s weights for the "
+            "paper's metric")
         return fallback
 
-    def judge(self, plan: CasePlan, scenario: Scenario, values: dict[str, dict[tuple, dict[str, Any]]],
+    def settings(self, plan: CasePlan, scenario: Scenario,
+                 untrained: bool) -> tuple[dict[str, Any], dict[str, float]]:
+        """The verdict's settings with where each came from, and the minimums ``decide`` takes."""
+        minimums = self.verdict_minimums(scenario)
+        threshold = scenario.verdict.retained_at_least
+        settings = {**minimums, "retained_at_least": {"value": threshold, "origin": "scenario"},
+                    "untrained_reference": untrained,
+                    "null_baseline": bool(plan.runs_for("null_baseline"))}
+        limits = {"min_learned": minimums["min_learned"]["value"],
+                  "min_effect": minimums["min_effect"]["value"]}
+        return settings, limits
+
+    def judge(self, plan: CasePlan, scenario: Scenario,
+              values: dict[str, dict[tuple, dict[str, Any]]],
               verdict_metric: str, record: dict[str, Any],
               untrained: dict[str, list[dict[str, Any]]] | None = None) -> None:
-        """Per variant and metric verdicts; the scenario's is the worst variant on its verdict metric.
+        """Per variant and metric verdicts; the scenario's is the worst variant on its verdict
+        metric.
         ``untrained``: each metric's results on the untrained reference, per replicate (``run_case``
-        always gives them: a pass needs the exploit to have learned and a meaningful effect size)."""
+        always gives them: a pass needs the exploit to have learned and a meaningful effect
+        size)."""
         threshold = scenario.verdict.retained_at_least
         verdict_metric = self.fallback(verdict_metric, values, record)
-        minimums = self.verdict_minimums(scenario)
-        record["verdict_settings"] = {**minimums, "retained_at_least": {"value": threshold, "origin": "scenario"},
-                                      "untrained_reference": untrained is not None,
-                                      "null_baseline": bool(plan.runs_for("null_baseline"))}
-        limits = {"min_learned": minimums["min_learned"]["value"], "min_effect": minimums["min_effect"]["value"]}
+        record["verdict_settings"], limits = self.settings(plan, scenario, untrained is not None)
         per_variant = [{name: self._verdict(plan, v, name, by_run, threshold, record,
-                                            (untrained or {}).get(name) if untrained is not None else None, limits)
+                                            (untrained or {}).get(name) if untrained is not None
+                                            else None, limits)
                         for name, by_run in values.items()} for v in range(len(plan.variants))]
         worst = worst_variant([verdicts.get(verdict_metric) for verdicts in per_variant])
         record["worst_variant"] = worst
-        record["exploiter_best"] = exploiter_best(plan, worst, per_variant[worst].get(verdict_metric))
-        record["variants"] = [variant_record(plan, i, verdicts) for i, verdicts in enumerate(per_variant)]
+        record["exploiter_best"] = exploiter_best(plan, worst,
+                                                  per_variant[worst].get(verdict_metric))
+        record["variants"] = [variant_record(plan, i, verdicts) for i,
+                              verdicts in enumerate(per_variant)]
         for name, by_run in values.items():
-            record["metrics"][name] = metric_entry(plan, worst, by_run, per_variant[worst].get(name),
+            record["metrics"][name] = metric_entry(plan, worst, by_run,
+                                                   per_variant[worst].get(name),
                                                    untrained=(untrained or {}).get(name))
             # Slots left out for being undefined in some exploit, and a metric's own caution
             # (FID on few images): said with the metric, and flagged where it decides.
-            entry_flags = checks.slots_left_out(name, per_variant[worst].get(name)) + checks.metric_caution(name, record["metrics"][name])
+            entry_flags = checks.slots_left_out(
+                name,
+                per_variant[worst].get(name)) + checks.metric_caution(name, record["metrics"][name])
             record["metrics"][name]["flags"] = entry_flags
             # Coverage of the deciding metric bears on the verdict (a flag); another metric's is
             # shown with that metric (its 'unavailable' and 'notes'), not as a flag on the case.
             if name == verdict_metric:
-                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name]) + entry_flags)
+                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name])
+                                       + entry_flags)
         record["flags"].extend(checks.replicates(plan))
         record["flags"].extend(checks.non_standard(self.tier))
         decisive = per_variant[worst].get(verdict_metric)
         for i, verdicts in enumerate(per_variant):
-            if verdicts.get(verdict_metric) is not None:
-                record["flags"].extend(checks.control_shift(verdicts[verdict_metric], plan.variants[i].label))
+            if (chosen := verdicts.get(verdict_metric)) is not None:
+                record["flags"].extend(checks.control_shift(chosen,
+                                                            plan.variants[i].label))
         record.update(verdict_metric=verdict_metric, threshold=threshold)
         if decisive is None:
             record["outcome"] = "error"
-            record["reason"] = f"verdict metric '{verdict_metric}' is unavailable: {record['metrics'][verdict_metric]['unavailable']}"
+            record["reason"] = (f"verdict metric '{verdict_metric}' is unavailable: "
+                                f"{record['metrics'][verdict_metric]['unavailable']}")
             return
         record["flags"].extend(checks.unbounded(decisive) + checks.inconclusive(decisive))
         self._noise_floor(plan, values.get(verdict_metric, {}), decisive, record)
         self._null_baseline(plan, decisive, record)
-        prefix = f"worst of {len(plan.variants)} exploit variants: '{plan.variants[worst].label}'; " if len(plan.variants) > 1 else ""
+        prefix = (f"worst of {len(plan.variants)} exploit variants: "
+                  f"'{plan.variants[worst].label}'; " if len(plan.variants) > 1 else "")
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
 
     def _verdict(self, plan: CasePlan, variant: int, name: str, by_run: dict[tuple, dict[str, Any]],
-                 threshold: float, record: dict[str, Any], untrained: list[dict[str, Any]] | None = None,
+                 threshold: float, record: dict[str, Any],
+                 untrained: list[dict[str, Any]] | None = None,
                  limits: dict[str, float] | None = None) -> MetricVerdict | None:
         roles = {"clean": plan.runs_for("clean"), "protected": plan.runs_for("protected"),
-                 "attacked": plan.runs_for("attacked", variant), "control": plan.runs_for("control", variant),
+                 "attacked": plan.runs_for("attacked", variant),
+                 "control": plan.runs_for("control", variant),
                  "null_baseline": plan.runs_for("null_baseline")}
         results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items()}
         results["untrained"] = list(untrained or [])
@@ -135,40 +165,49 @@ class CaseJudge:
             return None
         per = {role: [x["values"] for x in rs] for role, rs in results.items()}
         try:
-            return decide(name, results["clean"][0]["direction"], per["clean"], per["protected"], per["attacked"],
+            return decide(name, results["clean"][0]["direction"], per["clean"], per["protected"],
+                          per["attacked"],
                           threshold, alpha=self.tier.verdict.alpha, control=per["control"] or None,
-                          untrained=per["untrained"] or None, null=per["null_baseline"] or None, **(limits or {}),
+                          untrained=per["untrained"] or None, null=per["null_baseline"] or None,
+                          **(limits or {}),
                           resamples=self.tier.verdict.bootstrap_resamples, seed=self.seed)
         except ValueError as exc:  # e.g. a metric undefined on every image of a replicate
             record["flags"].append(f"{name}: no verdict ({exc})")
             return None
 
-    def _noise_floor(self, plan: CasePlan, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict,
+    def _noise_floor(self, plan: CasePlan, by_run: dict[tuple, dict[str, Any]],
+                     verdict: MetricVerdict,
                      record: dict[str, Any]) -> None:
         floor = plan.runs_for("noise_floor")
-        values = [v for v in by_run[floor[0].identity].get("values") or [] if v is not None and math.isfinite(v)] if floor else []
+        values = [v for v in by_run[floor[0].identity].get("values") or [] if v is not None
+                  and math.isfinite(v)] if floor else []
         if values:
             record["noise_floor"], flags = checks.noise_floor(verdict, sum(values) / len(values))
             record["flags"].extend(flags)
 
-    def _null_baseline(self, plan: CasePlan, verdict: MetricVerdict, record: dict[str, Any]) -> None:
-        """The null baseline beside the protection's effect (``controls.null_baseline``), and its flag."""
+    def _null_baseline(
+            self, plan: CasePlan, verdict: MetricVerdict, record: dict[str, Any]) -> None:
+        """The null baseline beside the protection's effect (``controls.null_baseline``), and its
+        flag."""
         runs = plan.runs_for("null_baseline")
         if verdict.null_baseline is None or not runs:
             return
         null = verdict.null_baseline
         record["null_baseline"] = {
-            "metric": verdict.metric, "protection": "random", "epsilon": runs[0].chain[0].spec.params["epsilon"],
+            "metric": verdict.metric, "protection": "random",
+            "epsilon": runs[0].chain[0].spec.params["epsilon"],
             "m_null": null.m_null.to_dict(), "effect": null.effect.to_dict(),
             "share": null.share.to_dict() if null.share is not None else None,
             "protection_effect": verdict.effect.to_dict(),
             "protection_share": verdict.share.to_dict() if verdict.share is not None else None,
-            "same_runs_as_protected": [r.identity for r in runs] == [r.identity for r in plan.runs_for("protected")],
+            "same_runs_as_protected": [r.identity for r in runs]
+            == [r.identity for r in plan.runs_for("protected")],
         }
         record["flags"].extend(checks.null_baseline(verdict))
 
 
-def variant_record(plan: CasePlan, i: int, verdicts: dict[str, MetricVerdict | None]) -> dict[str, Any]:
+def variant_record(plan: CasePlan, i: int, verdicts: dict[str, MetricVerdict
+                                                          | None]) -> dict[str, Any]:
     v = plan.variants[i]
     return {"label": v.label, "instance_prompt": v.exploit.params.get("instance_prompt"),
             "posterior": v.exploit.params.get("posterior"), "matched_control": v.changes_exploit,
@@ -176,24 +215,30 @@ def variant_record(plan: CasePlan, i: int, verdicts: dict[str, MetricVerdict | N
             "verdicts": {n: vd.to_dict() for n, vd in verdicts.items() if vd is not None}}
 
 
-def exploiter_best(plan: CasePlan, worst: int, verdict: MetricVerdict | None) -> dict[str, Any] | None:
+def exploiter_best(plan: CasePlan, worst: int, verdict: MetricVerdict
+                   | None) -> dict[str, Any] | None:
     """The variant the verdict took — the exploiter's best, the protector's worst — named by its
     label (prompt mismatch: the winning prompt), with its exploit and instance prompt; None for
     a scenario with one variant."""
     if len(plan.variants) < 2:
         return None
     v = plan.variants[worst]
-    retained = verdict.retained.value if verdict is not None and verdict.retained is not None else None
+    retained = (verdict.retained.value if verdict is not None and verdict.retained is not None
+                else None)
     return {"variant": worst, "label": v.label, "exploit": plan.exploit_label(v.exploit),
             "instance_prompt": v.exploit.params.get("instance_prompt"), "retained": retained,
-            "basis": ("lowest retained protection on the verdict metric" if retained is not None else
-                      "no variant retained a protective effect to compare: the first variant is shown")}
+            "basis": ("lowest retained protection on the verdict metric" if retained is not None
+                      else
+                      "no variant retained a protective effect to compare: the first variant is "
+                      "shown")}
 
 
-def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]], verdict: MetricVerdict | None,
+def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]],
+                 verdict: MetricVerdict | None,
                  untrained: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     roles = {"clean": plan.runs_for("clean"), "protected": plan.runs_for("protected"),
-             "attacked": plan.runs_for("attacked", worst), "null_baseline": plan.runs_for("null_baseline")}
+             "attacked": plan.runs_for("attacked", worst),
+             "null_baseline": plan.runs_for("null_baseline")}
     results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items() if runs}
     if untrained:
         results["untrained"] = list(untrained)
@@ -202,9 +247,12 @@ def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]]
         "direction": first.get("direction"),
         "implementation": first.get("implementation"),
         "level": first.get("level", "image"),
-        "caution": next((x["caution"] for rs in results.values() for x in rs if x.get("caution")), None),
-        "unavailable": next((x["unavailable"] for rs in results.values() for x in rs if x.get("unavailable")), None),
-        "values": {role: [v for x in rs for v in x.get("values", [])] for role, rs in results.items()},
+        "caution": next((x["caution"] for rs in results.values() for x in rs if x.get("caution")),
+                        None),
+        "unavailable": next((x["unavailable"] for rs in results.values() for x in rs
+                             if x.get("unavailable")), None),
+        "values": {role: [v for x in rs for v in x.get("values", [])] for role,
+                   rs in results.items()},
         "per_replicate": {role: [x.get("values", []) for x in rs] for role, rs in results.items()},
         "missing": {role: sum(x.get("missing", 0) for x in rs) for role, rs in results.items()},
         "notes": first.get("notes", []),

@@ -27,11 +27,12 @@ def replicates(plan: CasePlan) -> list[str]:
         return []
     random_steps = sorted({s.spec.name for r in plan.runs if r.role == "attacked"
                            for s in r.chain if s.kind == "transform" and s.seed is not None})
-    flags = ["single replicate: the interval is a bootstrap over one fine-tune's generations and does not "
-             "cover what a rerun of the audit would give (use --replicates 3 or more)"]
+    flags = ["single replicate: the interval is a bootstrap over one fine-tune's generations and "
+             "does not cover what a rerun of the audit would give (use --replicates 3 or more)"]
     if random_steps:
-        flags.append(f"randomised part without repeats: {', '.join(random_steps)} drew once; the worst case over "
-                     "several draws is needed (AutoAttack's EoT lesson) — use --replicates 3 or more")
+        flags.append(f"randomised part without repeats: {', '.join(random_steps)} drew once; the "
+                     "worst case over several draws is needed (AutoAttack's EoT lesson) — use "
+                     "--replicates 3 or more")
     return flags
 
 
@@ -49,8 +50,8 @@ def metric_coverage(name: str, entry: dict[str, Any]) -> list[str]:
     missing = sum((entry.get("missing") or {}).values())
     if missing:
         total = sum(len(v) for v in (entry.get("values") or {}).values())
-        flags.append(f"{name}: computed as intended on {total - missing} of {total} images ({missing} fell back or "
-                     "were left out, see notes)")
+        flags.append(f"{name}: computed as intended on {total - missing} of {total} images "
+                     f"({missing} fell back or were left out, see notes)")
     return flags
 
 
@@ -64,11 +65,13 @@ def control_shift(verdict: MetricVerdict, variant_label: str) -> list[str]:
         return []
     where = f" (variant '{variant_label}')" if variant_label else ""
     return [
-        f"matched control{where}: the scenario's exploit alone moves the clean outcome of {verdict.metric} by "
-        f"{shift:+.4f}, more than half the protective effect ({verdict.effect.value:+.4f}); retained protection then "
-        f"mixes the scenario's effect on the exploit with its effect on the protection — the protective effect under "
-        f"the scenario's own exploit is {control.effect_under_scenario.value:+.4f} "
-        f"[{control.effect_under_scenario.ci_low:+.4f}, {control.effect_under_scenario.ci_high:+.4f}]"
+        f"matched control{where}: the scenario's exploit alone moves the clean outcome of "
+        f"{verdict.metric} by {shift:+.4f}, more than half the protective effect "
+        f"({verdict.effect.value:+.4f}); retained protection then mixes the scenario's effect on "
+        "the exploit with its effect on the protection — the protective effect under the "
+        f"scenario's own exploit is {control.effect_under_scenario.value:+.4f} "
+        f"[{control.effect_under_scenario.ci_low:+.4f}, "
+        f"{control.effect_under_scenario.ci_high:+.4f}]"
     ]
 
 
@@ -76,29 +79,34 @@ def inconclusive(verdict: MetricVerdict) -> list[str]:
     """"No effect at baseline" that is not evidence of absence: the estimate favours the
     protection but the interval also holds 0 — too few replicates to tell the effect from none."""
     e = verdict.effect
-    if verdict.outcome == "no meaningful effect at baseline":  # the same doubt about the effect's size
-        return _inconclusive_minimum(verdict, verdict.share, verdict.min_effect, "effect share", "verdict.min_effect")
+    # the same doubt about the effect's size
+    if verdict.outcome == "no meaningful effect at baseline":
+        return _inconclusive_minimum(verdict, verdict.share, verdict.min_effect, "effect share",
+                                     "verdict.min_effect")
     if verdict.outcome == "exploit did not learn the subject":
-        return _inconclusive_minimum(verdict, verdict.learned, verdict.min_learned, "learned margin", "verdict.min_learned")
+        return _inconclusive_minimum(verdict, verdict.learned, verdict.min_learned,
+                                     "learned margin", "verdict.min_learned")
     if verdict.outcome != "no effect at baseline" or not e.value > 0 or not math.isfinite(e.ci_low):
         return []
     return [
-        f"inconclusive: {verdict.metric}'s protective effect is estimated at {e.value:+.4f} but its 95% interval "
-        f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}] over {e.n_replicates} replicate(s) also holds 0; the audit cannot tell "
-        "this effect from none — more replicates (--replicates) narrow it"
+        f"inconclusive: {verdict.metric}'s protective effect is estimated at {e.value:+.4f} but "
+        f"its 95% interval [{e.ci_low:+.4f}, {e.ci_high:+.4f}] over {e.n_replicates} replicate(s) "
+        "also holds 0; the audit cannot tell this effect from none — more replicates "
+        "(--replicates) narrow it"
     ]
 
 
 def _inconclusive_minimum(verdict: MetricVerdict, estimate: Any, minimum: float | None, what: str,
                           setting: str) -> list[str]:
     """A verdict below a minimum whose interval also reaches it: too few replicates to tell."""
-    if estimate is None or minimum is None or not math.isfinite(estimate.ci_high) or estimate.ci_high < minimum:
+    if (estimate is None or minimum is None or not math.isfinite(estimate.ci_high)
+            or estimate.ci_high < minimum):
         return []
     return [
-        f"inconclusive: {verdict.metric}'s {what} is estimated at {estimate.value:+.4f}, 95% interval "
-        f"[{estimate.ci_low:+.4f}, {estimate.ci_high:+.4f}] over {estimate.n_replicates} replicate(s): below the "
-        f"minimum {minimum:g} ({setting}) at its lower bound, above it at its upper; more replicates (--replicates) "
-        "narrow it"
+        f"inconclusive: {verdict.metric}'s {what} is estimated at {estimate.value:+.4f}, 95% "
+        f"interval [{estimate.ci_low:+.4f}, {estimate.ci_high:+.4f}] over {estimate.n_replicates} "
+        f"replicate(s): below the minimum {minimum:g} ({setting}) at its lower bound, above it at "
+        "its upper; more replicates (--replicates) narrow it"
     ]
 
 
@@ -106,8 +114,8 @@ def unbounded(verdict: MetricVerdict) -> list[str]:
     r = verdict.retained
     if r is None or r.bounded:
         return []
-    return [f"{verdict.metric}: retained protection's interval is unbounded ({r.method}); the replicates cannot "
-            "pin it down — add replicates"]
+    return [f"{verdict.metric}: retained protection's interval is unbounded ({r.method}); the "
+            "replicates cannot pin it down — add replicates"]
 
 
 def noise_floor(verdict: MetricVerdict, m_floor: float) -> tuple[dict[str, Any], list[str]]:
@@ -122,9 +130,10 @@ def noise_floor(verdict: MetricVerdict, m_floor: float) -> tuple[dict[str, Any],
             "perturbation": "uniform integer levels in [-1, 1] (±1/255)"}
     if verdict.outcome in ("pass", "fail") and effect < 2 * shift:
         return info, [
-            f"noise floor: an imperceptible ±1/255 change of the clean images moves {verdict.metric} by {shift:.4f}; "
-            f"the protective effect ({effect:+.4f}) is less than twice that, so this verdict cannot tell the "
-            "protection from the exploit's sensitivity to any change of its training images"
+            "noise floor: an imperceptible ±1/255 change of the clean images moves "
+            f"{verdict.metric} by {shift:.4f}; the protective effect ({effect:+.4f}) is less than "
+            "twice that, so this verdict cannot tell the protection from the exploit's "
+            "sensitivity to any change of its training images"
         ]
     return info, []
 
@@ -141,12 +150,13 @@ def null_baseline(verdict: MetricVerdict) -> list[str]:
         and share.ci_low >= verdict.min_effect
     if not meets and not null.effect.value >= verdict.effect.value:
         return []
-    size = f", share {share.value:.0%} [{share.ci_low:.0%}, {share.ci_high:.0%}]" if share is not None else ""
+    size = (f", share {share.value:.0%} [{share.ci_low:.0%}, {share.ci_high:.0%}]"
+            if share is not None else "")
     return [
-        f"null baseline: uniform noise of the same budget moves {verdict.metric} by {null.effect.value:+.4f} "
-        f"[{null.effect.ci_low:+.4f}, {null.effect.ci_high:+.4f}]{size}, against the protection's "
-        f"{verdict.effect.value:+.4f}; on this model the verdict cannot tell the protection from any perturbation of "
-        "its size"
+        f"null baseline: uniform noise of the same budget moves {verdict.metric} by "
+        f"{null.effect.value:+.4f} [{null.effect.ci_low:+.4f}, {null.effect.ci_high:+.4f}]{size}, "
+        f"against the protection's {verdict.effect.value:+.4f}; on this model the verdict cannot "
+        "tell the protection from any perturbation of its size"
     ]
 
 
@@ -157,9 +167,9 @@ def slots_left_out(name: str, verdict: MetricVerdict | None) -> list[str]:
         return []
     total = sum(verdict.slots_left_out)
     per = ", ".join(str(n) for n in verdict.slots_left_out)
-    return [f"{name}: {total} image slot(s) undefined in at least one exploit of their replicate (per replicate: {per}); "
-            "each is left out of clean, protected and attacked alike, so the comparison stays paired by slot but rests "
-            "on fewer images"]
+    return [f"{name}: {total} image slot(s) undefined in at least one exploit of their replicate "
+            f"(per replicate: {per}); each is left out of clean, protected and attacked alike, so "
+            "the comparison stays paired by slot but rests on fewer images"]
 
 
 def metric_caution(name: str, entry: dict[str, Any]) -> list[str]:

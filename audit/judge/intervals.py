@@ -151,7 +151,8 @@ def _image_count(values: PerReplicate) -> int:
     return int(sum(len(v) for v in values))
 
 
-def _paired_means(names: Sequence[str], groups: Sequence[PerReplicate]) -> tuple[list[np.ndarray], int]:
+def _paired_means(
+        names: Sequence[str], groups: Sequence[PerReplicate]) -> tuple[list[np.ndarray], int]:
     counts = [len(g) for g in groups]
     if len(set(counts)) != 1:
         detail = ", ".join(f"{n} {k}" for n, k in zip(names, counts, strict=True))
@@ -193,7 +194,8 @@ def mean_interval(per_replicate_values: PerReplicate, alpha: float = 0.05) -> Es
     if k == 1:
         return Estimate(float(m[0]), math.nan, math.nan, 1, n, SINGLE_REPLICATE)
     mean, half, _ = _t_interval(m, alpha)
-    return Estimate(mean, mean - half, mean + half, k, n, f"t interval on replicate means (K = {k}, {k - 1} df)")
+    return Estimate(mean, mean - half, mean + half, k, n, "t interval on replicate means (K = "
+                                                          f"{k}, {k - 1} df)")
 
 
 def effect_interval(
@@ -250,11 +252,13 @@ def retained_interval(
     _sign(direction)
     _check_alpha(alpha)
     (c, p, a), n = _paired_means(("clean", "protected", "attacked"), (clean, protected, attacked))
-    return fieller_ratio(a - c, p - c, alpha, n, "denominator m_p − m_c not significantly different from 0 at "
-                         f"alpha {alpha:g} (the effect's interval includes 0)")
+    return fieller_ratio(a - c, p - c, alpha, n, "denominator m_p − m_c not significantly "
+                                                 f"different from 0 at alpha {alpha:g} (the "
+                                                 "effect's interval includes 0)")
 
 
-def learned_interval(clean: PerReplicate, untrained: PerReplicate, direction: str, alpha: float = 0.05) -> Estimate:
+def learned_interval(clean: PerReplicate, untrained: PerReplicate, direction: str,
+                     alpha: float = 0.05) -> Estimate:
     """What the exploit learned: the margin d·(m_u − m_c) of the clean fine-tune over the
     untouched base model (m_u: its generations with the same prompts and seeds, no fine-tune),
     with the t interval on the K paired replicate differences (``effect_interval``'s method,
@@ -264,7 +268,8 @@ def learned_interval(clean: PerReplicate, untrained: PerReplicate, direction: st
 
 
 def share_interval(
-    clean: PerReplicate, protected: PerReplicate, untrained: PerReplicate, direction: str, alpha: float = 0.05
+    clean: PerReplicate, protected: PerReplicate, untrained: PerReplicate, direction: str,
+    alpha: float = 0.05
 ) -> Estimate:
     """The effect size: the share of what the exploit learned that the protection removed,
 
@@ -281,11 +286,13 @@ def share_interval(
     _sign(direction)
     _check_alpha(alpha)
     (c, p, u), n = _paired_means(("clean", "protected", "untrained"), (clean, protected, untrained))
-    return fieller_ratio(p - c, u - c, alpha, n, "denominator m_u − m_c (what the exploit learned) not significantly "
-                         f"different from 0 at alpha {alpha:g}")
+    return fieller_ratio(p - c, u - c, alpha, n, "denominator m_u − m_c (what the exploit "
+                                                 "learned) not significantly different from 0 at "
+                                                 f"alpha {alpha:g}")
 
 
-def fieller_ratio(num: np.ndarray, den: np.ndarray, alpha: float, n: int, unbounded_why: str) -> Estimate:
+def fieller_ratio(
+        num: np.ndarray, den: np.ndarray, alpha: float, n: int, unbounded_why: str) -> Estimate:
     """Fieller's interval (Fieller 1954) for E[N]/E[D] from K paired replicate-level values.
 
     The point estimate is N̄/D̄ (NaN when D̄ = 0); the confidence set is {ρ : (N̄ − ρD̄)² ≤
@@ -326,7 +333,8 @@ def fieller_ratio(num: np.ndarray, den: np.ndarray, alpha: float, n: int, unboun
             shape = "a half-line"
         else:
             shape = "the whole line"
-        return Estimate(value, -math.inf, math.inf, k, n, f"{label}: unbounded — {unbounded_why}; Fieller's set is {shape}")
+        return Estimate(value, -math.inf, math.inf, k, n, f"{label}: unbounded — {unbounded_why}; "
+                                                          f"Fieller's set is {shape}")
     # Bounded: qa > 0 and disc ≥ 0 in exact arithmetic (N̄/D̄ lies in the set), so clamp rounding.
     root = math.sqrt(max(disc, 0.0))
     q = qb + math.copysign(root, qb)  # numerically stable roots of qa ρ² − 2 qb ρ + qc
@@ -353,7 +361,8 @@ def _slots(names: Sequence[str], values: Sequence[Sequence[float]]) -> list[np.n
     arrs = [_single(n, v) for n, v in zip(names, values, strict=True)]
     if len({a.size for a in arrs}) != 1:
         detail = ", ".join(f"{n} {a.size}" for n, a in zip(names, arrs, strict=True))
-        raise ValueError(f"image bootstrap pairs by slot: the exploits need equal image counts ({detail})")
+        raise ValueError("image bootstrap pairs by slot: the exploits need equal image counts "
+                         f"({detail})")
     return arrs
 
 
@@ -390,14 +399,16 @@ def image_bootstrap_effect(
 ) -> Estimate:
     """d·(m_p − m_c) by a paired (by slot) percentile bootstrap over the images of ONE fine-tune.
 
-    The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores the
+    The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores
+    the
     variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     d = _sign(direction)
     _check_alpha(alpha)
     c, p = _slots(("clean", "protected"), (clean, protected))
     idx = _resample_index(c.size, resamples, seed)
-    return _percentile(d * (p[idx].mean(1) - c[idx].mean(1)), d * (p.mean() - c.mean()), c.size, alpha)
+    return _percentile(d * (p[idx].mean(1) - c[idx].mean(1)), d * (p.mean() - c.mean()), c.size,
+                       alpha)
 
 
 def image_bootstrap_retained(
@@ -412,7 +423,8 @@ def image_bootstrap_retained(
 ) -> Estimate:
     """(m_a − m_c)/(m_p − m_c) by a paired percentile bootstrap over the images of ONE fine-tune.
 
-    The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores the
+    The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores
+    the
     variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     _sign(direction)
@@ -438,6 +450,8 @@ def image_bootstrap_share(
     seed: int = 0,
 ) -> Estimate:
     """(m_c − m_p)/(m_c − m_u) by a paired percentile bootstrap over the images of ONE fine-tune
-    (``audit.judge.verdict.decide`` with K = 1 only): ``image_bootstrap_retained`` with the untrained
+    (``audit.judge.verdict.decide`` with K = 1 only): ``image_bootstrap_retained`` with the
+    untrained
     reference as the denominator's exploit. Does NOT cover rerun variation."""
-    return image_bootstrap_retained(clean, untrained, protected, direction, alpha, resamples=resamples, seed=seed)
+    return image_bootstrap_retained(clean, untrained, protected, direction, alpha,
+                                    resamples=resamples, seed=seed)

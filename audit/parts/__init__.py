@@ -23,6 +23,7 @@ from audit.parts.transforms import TRANSFORMS
 REGISTRIES = {r.kind: r for r in (TRANSFORMS, PROTECTIONS, EXPLOITS, METRICS)}
 
 __all__ = [
-    "EXPLOITS", "EXPLOIT_METRICS", "FACE_METRICS", "METRICS", "NoParams", "PROTECTIONS", "REGISTRIES",
+    "EXPLOITS", "EXPLOIT_METRICS", "FACE_METRICS", "METRICS", "NoParams", "PROTECTIONS",
+    "REGISTRIES",
     "RENAMED_METRICS", "TRANSFORMS", "renamed_metric",
 ]

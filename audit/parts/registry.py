@@ -1,9 +1,10 @@
 """One registry type for every kind of part, and one YAML grammar for naming them.
 
 Parts are image transforms (corruptions, purifiers), protections, exploits and metrics. Each
-is registered once (``audit/parts/__init__.py``) with its name, a one-line description, the paper and
-section it comes from, a version, and two lazy ``"module:attr"`` references: the object that
-does the work and the pydantic model of its parameters. Listing the parts imports nothing
+is registered once (in its kind's ``audit/parts/<kind>/__init__.py``) with its name, a
+one-line description, the paper and section it comes from, a version, and two lazy
+``"module:attr"`` references: the object that does the work and the pydantic model of its
+parameters. Listing the parts imports nothing
 heavy (lm-evaluation-harness's lazy registry entries are the model); looking one up by a
 wrong name says "did you mean".
 
@@ -64,7 +65,8 @@ def format_validation(where: str, exc: ValidationError, model: type[BaseModel]) 
         if err["type"] == "extra_forbidden":
             known = list(model.model_fields)
             lines.append(
-                f"unknown field '{loc}'{did_you_mean(str(err['loc'][-1]), known)}; allowed: {', '.join(known) or 'none'}"
+                f"unknown field '{loc}'{did_you_mean(str(err['loc'][-1]), known)}; allowed: "
+                f"{', '.join(known) or 'none'}"
             )
         else:
             lines.append(f"field '{loc}': {err['msg']}")
@@ -90,7 +92,8 @@ class Part:
 
     def __post_init__(self) -> None:
         if self.direction not in ("", "up", "down"):
-            raise ValueError(f"{self.kind} '{self.name}': direction must be 'up' or 'down', got {self.direction!r}")
+            raise ValueError(f"{self.kind} '{self.name}': direction must be 'up' or 'down', got "
+                             f"{self.direction!r}")
 
     def load(self) -> Any:
         return _resolve(self.target)
@@ -104,18 +107,23 @@ class Part:
         try:
             return model(**(params or {}))
         except ValidationError as exc:
-            raise InvalidParams(format_validation(where or f"{self.kind} '{self.name}'", exc, model)) from None
+            raise InvalidParams(format_validation(where
+                                                  or f"{self.kind} '{self.name}'", exc,
+                                                  model)) from None
 
     def identity(self) -> dict[str, Any]:
         """What names this part's implementation in a cache key."""
-        return {"kind": self.kind, "name": self.name, "version": self.version, "target": self.target}
+        return {"kind": self.kind, "name": self.name, "version": self.version,
+                "target": self.target}
 
     def listing(self) -> str:
-        flags = [f for f, on in (("random", self.random), ("uses model", self.uses_model), ("differentiable", self.differentiable)) if on]
+        flags = [f for f, on in (("random", self.random), ("uses model", self.uses_model),
+                                 ("differentiable", self.differentiable)) if on]
         extra = f" [{', '.join(flags)}]" if flags else ""
         if self.kind == "metric":
             arrow = {"up": "↑", "down": "↓"}.get(self.direction, "?")
-            return f"{self.name:<28} {arrow} {self.description} — {self.source} · {self.implementation or '?'}{extra}"
+            return (f"{self.name:<28} {arrow} {self.description} — {self.source} · "
+                    f"{self.implementation or '?'}{extra}")
         return f"{self.name:<28} {self.description} — {self.source}{extra}"
 
 
@@ -139,7 +147,8 @@ class Registry:
         if name not in self._parts:
             known = sorted(self._parts)
             raise UnknownPart(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}"
+                f"unknown {self.kind} '{name}'{did_you_mean(name, known)}; known: "
+                f"{', '.join(known)}"
             )
         return self._parts[name]
 
@@ -183,7 +192,8 @@ def split_spec(raw: Any, where: str, example: str) -> tuple[str, dict[str, Any]]
     return str(name), params
 
 
-def parse_spec(registry: Registry, raw: Any, where: str, example: str, *, partial: bool = False) -> PartSpec:
+def parse_spec(registry: Registry, raw: Any, where: str, example: str,
+               *, partial: bool = False) -> PartSpec:
     """Validate ``name: {params}`` against the registry.
 
     ``partial`` keeps only the parameters written (still validated), so that lower layers

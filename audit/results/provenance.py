@@ -19,23 +19,28 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
 
     from audit.parts.metrics.base import package_version
 
-    versions: dict[str, str | None] = {"protection-audit": __version__, "python": sys.version.split()[0]}
+    versions: dict[str, str | None] = {"protection-audit": __version__,
+                                       "python": sys.version.split()[0]}
     for distribution in (
-        "torch", "torchvision", "diffusers", "transformers", "numpy", "scipy", "piq", "open-clip-torch", "dlib-bin",
+        "torch", "torchvision", "diffusers", "transformers", "numpy", "scipy", "piq",
+        "open-clip-torch", "dlib-bin",
         "face-recognition-models", "brisque", "facenet-pytorch", "scikit-image", "pillow",
     ):
         versions[distribution] = package_version(distribution)
     versions["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
     commit = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5,
                                 cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
     return {
-        "toolkit_version": __version__, "git_commit": commit, "versions": versions, "platform": platform.platform(),
+        "toolkit_version": __version__, "git_commit": commit, "versions": versions,
+        "platform": platform.platform(),
         "cpu": cpu_description(),
-        "options": options.to_dict(), "tier_settings": options.tier_settings.to_dict(), "non_standard": options.non_standard,
+        "options": options.to_dict(), "tier_settings": options.tier_settings.to_dict(),
+        "non_standard": options.non_standard,
         "replicates": replicates_origin(options),
     }
 
@@ -43,7 +48,8 @@ def run_provenance(options: AuditOptions) -> dict[str, Any]:
 def replicates_origin(options: AuditOptions) -> dict[str, Any]:
     """K and the layer that set it (--replicates and --audit-set replicates must agree: startup)."""
     source = ("--replicates" if options.replicates is not None else
-              "--audit-set replicates" if "replicates" in options.overrides.get("", {}) else f"tier '{options.tier}'")
+              "--audit-set replicates" if "replicates" in options.overrides.get("", {})
+              else f"tier '{options.tier}'")
     return {"value": options.tier_settings.replicates, "source": source}
 
 

@@ -14,33 +14,44 @@ from audit.run.planner import CasePlan, Run
 from audit.run.stages import ExploitOutput
 
 
-def new_record(case_id: str, options: AuditOptions, scenario: dict[str, Any], subject: str, tier: str) -> dict[str, Any]:
+def new_record(case_id: str, options: AuditOptions, scenario: dict[str, Any], subject: str,
+               tier: str) -> dict[str, Any]:
     return {
         "case_id": case_id, "protection": {"name": options.protection}, "scenario": scenario,
-        "subject": {"name": subject}, "tier": tier, "seed": options.seed, "toolkit_version": __version__,
+        "subject": {"name": subject}, "tier": tier, "seed": options.seed,
+        "toolkit_version": __version__,
         "outcome": "error", "reason": "", "metrics": {}, "variants": [], "flags": [], "error": None,
         "started": time.time(),
     }
 
 
 def subject_record(subject: Subject, resolution: int) -> dict[str, Any]:
-    return {"name": subject.name, "source": subject.source, "files": list(subject.files), "notes": list(subject.notes),
-            "content_hash": subject.content_hash, "n_images": len(subject.images), "resolution": resolution}
+    return {"name": subject.name, "source": subject.source, "files": list(subject.files),
+            "notes": list(subject.notes),
+            "content_hash": subject.content_hash, "n_images": len(subject.images),
+            "resolution": resolution}
 
 
 def plan_record(plan: CasePlan) -> dict[str, Any]:
     return {
-        "replicates": plan.replicates, "seeds": list(plan.seeds), "standard_exploit": plan.standard_exploit.to_dict(),
-        "variants": [{"label": v.label, "attack": [a.to_dict() for a in v.attack], "exploit": v.exploit.to_dict(),
-                      "matched_control": v.changes_exploit, "exploit_params_origin": v.origin} for v in plan.variants],
-        "runs": [{"run": r.label(), "role": r.role, "variant": r.variant, "replicate": r.replicate, "seed": r.seed,
-                  "chain": [s.label() for s in r.chain], "exploit": r.exploit.name} for r in plan.runs],
-        "distinct_exploits": len(plan.unique_runs()), "notes": list(plan.notes), "text": plan.table(),
+        "replicates": plan.replicates, "seeds": list(plan.seeds),
+        "standard_exploit": plan.standard_exploit.to_dict(),
+        "variants": [{"label": v.label, "attack": [a.to_dict() for a in v.attack],
+                      "exploit": v.exploit.to_dict(),
+                      "matched_control": v.changes_exploit,
+                      "exploit_params_origin": v.origin} for v in plan.variants],
+        "runs": [{"run": r.label(), "role": r.role, "variant": r.variant, "replicate": r.replicate,
+                  "seed": r.seed,
+                  "chain": [s.label() for s in r.chain],
+                  "exploit": r.exploit.name} for r in plan.runs],
+        "distinct_exploits": len(plan.unique_runs()), "notes": list(plan.notes),
+        "text": plan.table(),
     }
 
 
 def exploit_record(run: Run, output: ExploitOutput) -> dict[str, Any]:
-    return {"label": run.label(), "role": run.role, "variant": run.variant, "replicate": run.replicate, "seed": run.seed,
+    return {"label": run.label(), "role": run.role, "variant": run.variant,
+            "replicate": run.replicate, "seed": run.seed,
             "finetune": dict(run.exploit.params), "weights_key": output.weights_key,
             "cache_key": output.generations_key, "info": output.info}
 

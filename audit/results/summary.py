@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-STYLE = {"pass": "green", "fail": "red", "exploit did not learn the subject": "blue", "no effect at baseline": "yellow",
-         "no meaningful effect at baseline": "dark_orange", "error": "magenta"}
+from audit.judge.outcomes import OUTCOMES
+
+STYLE = {o.label: o.terminal for o in OUTCOMES}  # rich colour of each outcome
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -28,7 +29,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
-    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict") or {}).get("metric", "")
+    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
+                                            or {}).get("metric", "")
     return (case.get("metrics") or {}).get(metric) or {}
 
 
@@ -41,14 +43,17 @@ def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for subject, group in sorted(by_subject.items()):
         judged = [(c, verdict_entry(c).get("retained")) for c in group]
-        judged = [(c, r) for c, r in judged if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
+        judged = [(c, r) for c, r in judged
+                  if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
         if not judged:
             outcomes = sorted({c["outcome"] for c in group})
-            rows.append({"subject": subject, "scenario": None, "retained": None, "outcome": ", ".join(outcomes),
+            rows.append({"subject": subject, "scenario": None, "retained": None,
+                         "outcome": ", ".join(outcomes),
                          "cases": len(group)})
             continue
-        case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))
-        rows.append({"subject": subject, "scenario": (case.get("scenario") or {}).get("id"), "retained": retained,
+        case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))  # type: ignore[index]
+        rows.append({"subject": subject, "scenario": (case.get("scenario") or {}).get("id"),
+                     "retained": retained,
                      "outcome": case["outcome"], "case_id": case["case_id"], "cases": len(group)})
     return rows
 
@@ -61,8 +66,10 @@ def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
         best = case.get("exploiter_best")
         if not best:
             continue
-        retained = f"retained {_fmt(best['retained'], 2)}" if best.get("retained") is not None else best.get("basis", "")
-        lines.append(f"exploiter's best variant in {case['case_id']}: '{best['label']}' ({best['exploit']}; {retained})")
+        retained = (f"retained {_fmt(best['retained'], 2)}" if best.get("retained") is not None
+                    else best.get("basis", ""))
+        lines.append(f"exploiter's best variant in {case['case_id']}: '{best['label']}' "
+                     f"({best['exploit']}; {retained})")
     return lines
 
 
@@ -74,25 +81,29 @@ def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
         if not null:
             continue
         share = null.get("share")
-        size = f", share {_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else ""
+        size = (f", share {_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
+                f"{_fmt(share['ci_high'], 2)}]") if share else ""
         effect = null["effect"]
-        return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} effect "
-                f"{_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, {_fmt(effect['ci_high'], 4)}]{size} — "
-                "what any perturbation of the protection's budget does; compare each case's effect and share")
+        return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} "
+                f"effect {_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, "
+                f"{_fmt(effect['ci_high'], 4)}]{size} — what any perturbation of the protection's "
+                "budget does; compare each case's effect and share")
     return None
 
 
 def over_budget(case: dict[str, Any]) -> bool:
     """Whether a case failed because the protection's output exceeds its ℓ∞ budget (records
     of earlier versions say so by their flag only)."""
-    return bool(case.get("budget_exceeded")) or "protection exceeds its budget" in (case.get("flags") or [])
+    return (bool(case.get("budget_exceeded"))
+            or "protection exceeds its budget" in (case.get("flags") or []))
 
 
 def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
     """One sentence: holds against every scenario run, or breaks under which."""
     if not cases:
         return "No case finished." + (" The audit was interrupted." if interrupted else "")
-    over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases if over_budget(c)})
+    over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
+                   if over_budget(c)})
     broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
                      if c["outcome"] == "fail" and not over_budget(c)})
     no_effect = [c for c in cases if c["outcome"] == "no effect at baseline"]
@@ -102,30 +113,33 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
     tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
     if over:  # a budget violation is no robustness result: said first, and apart from any break
         also = f" It also breaks under {', '.join(broken)}." if broken else ""
-        return (f"Exceeds its budget: the protection's output is over the ℓ∞ budget (in {', '.join(over)}), so it was "
-                f"not judged for robustness there; fix the protection's projection or the budget.{also}{tail}")
+        return ("Exceeds its budget: the protection's output is over the ℓ∞ budget (in "
+                f"{', '.join(over)}), so it was not judged for robustness there; fix the "
+                f"protection's projection or the budget.{also}{tail}")
     if broken:
         return f"Does not hold: breaks under {', '.join(broken)}.{tail}"
     if not_learned and len(not_learned) == len(cases):
-        return ("No verdict: the exploit did not learn the subject (its clean fine-tune is no better than the "
-                f"untrained model), so no protection can be judged; fine-tune longer or at another lr.{tail}")
+        return ("No verdict: the exploit did not learn the subject (its clean fine-tune is no "
+                "better than the untrained model), so no protection can be judged; fine-tune "
+                f"longer or at another lr.{tail}")
     if no_effect and len(no_effect) == len(cases):
         return f"No protective effect at baseline: there was nothing to retain.{tail}"
     if (no_effect or small) and len(no_effect) + len(small) == len(cases):
-        return (f"No meaningful protective effect at baseline: the protection removed less of what the exploit "
-                f"learned than the minimum (verdict.min_effect) in {len(small)} case(s), nothing measurable in "
-                f"{len(no_effect)}.{tail}")
+        return ("No meaningful protective effect at baseline: the protection removed less of what "
+                f"the exploit learned than the minimum (verdict.min_effect) in {len(small)} "
+                f"case(s), nothing measurable in {len(no_effect)}.{tail}")
     if errors or no_effect or small or not_learned:
-        return (f"No scenario broke it, but {len(errors)} case(s) errored, {len(not_learned)} had an exploit that did "
-                f"not learn the subject, {len(no_effect)} showed no effect at baseline and {len(small)} no meaningful "
-                f"effect: not a full answer.{tail}")
+        return (f"No scenario broke it, but {len(errors)} case(s) errored, {len(not_learned)} had "
+                f"an exploit that did not learn the subject, {len(no_effect)} showed no effect at "
+                f"baseline and {len(small)} no meaningful effect: not a full answer.{tail}")
     return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
 
 
 def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
     """Stages served from the cache, computed, and rebuilt from a corrupt entry, over the cases."""
     events = [c.get("cache") or {} for c in cases]
-    hits, misses, corrupt = (sum(len(e.get(k) or []) for e in events) for k in ("hits", "misses", "corrupt"))
+    hits, misses, corrupt = (sum(len(e.get(k) or []) for e in events)
+                             for k in ("hits", "misses", "corrupt"))
     return {"hits": hits, "misses": misses, "corrupt": corrupt, "stages": hits + misses}
 
 
@@ -133,14 +147,17 @@ def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
 def _row(case: dict[str, Any]) -> tuple[str, ...]:
     """One case's cells: id, outcome (coloured, ⚑ when flagged), metric, K, the means, share and
     retained with their CIs, time."""
-    metric = case.get("verdict_metric") or (case.get("scenario") or {}).get("verdict", {}).get("metric", "")
+    metric = case.get("verdict_metric") or (case.get("scenario")
+                                            or {}).get("verdict", {}).get("metric", "")
     entry = verdict_entry(case)
     retained = entry.get("retained")
     retained_text = "—"
     if retained:
-        retained_text = f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, {_fmt(retained['ci_high'], 2)}]"
+        retained_text = (f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, "
+                         f"{_fmt(retained['ci_high'], 2)}]")
     share = entry.get("share")
-    share_text = f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, {_fmt(share['ci_high'], 2)}]" if share else "—"
+    share_text = (f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
+                  f"{_fmt(share['ci_high'], 2)}]") if share else "—"
     outcome = case["outcome"]
     flagged = " ⚑" if case.get("flags") else ""
     return (
@@ -163,9 +180,12 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
     run = run or {}
     exploit = f" · exploit {options.exploit}" if getattr(options, "exploit", None) else ""
-    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier {options.tier} · seed {options.seed}{exploit}"))
-    for column in ("case", "outcome", "metric", "K", "m_u", "m_c", "m_p", "m_a", "share [95% CI]", "retained [95% CI]", "time"):
-        table.add_column(column, justify="left" if column in ("case", "outcome", "metric") else "right")
+    table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier "
+                               f"{options.tier} · seed {options.seed}{exploit}"))
+    for column in ("case", "outcome", "metric", "K", "m_u", "m_c", "m_p", "m_a", "share [95% CI]",
+                   "retained [95% CI]", "time"):
+        table.add_column(column,
+                         justify="left" if column in ("case", "outcome", "metric") else "right")
     for case in sorted(cases, key=lambda c: c["case_id"]):
         table.add_row(*_row(case))
     counts: dict[str, int] = {}
@@ -177,10 +197,12 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     for row in worst_cases(cases):
         r = row["retained"]
         if r is None:
-            console.print(escape(f"worst case for subject {row['subject']}: no verdict ({row['outcome']})"))
+            console.print(escape(f"worst case for subject {row['subject']}: no verdict "
+                                 f"({row['outcome']})"))
         else:
-            console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — retained {_fmt(r['value'], 2)} "
-                                 f"[{_fmt(r['ci_low'], 2)}, {_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
+            console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — "
+                                 f"retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
+                                 f"{_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
     for line in exploiter_best_lines(cases):
         console.print(escape(line))
     noise = null_baseline_line(cases)
@@ -189,13 +211,16 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     cache = cache_counts(cases)
     console.print(escape(f"cache: {cache['hits']} of {cache['stages']} stages served from the cache"
                          + (" (--no-audit-cache recomputes every stage)" if cache["hits"] else "")))
-    console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")), len(run.get("not_run") or []))))
+    console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")),
+                                                   len(run.get("not_run") or []))))
     if run.get("interrupted"):
-        console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did not run: "
+        console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did "
+                             "not run: "
                              + ", ".join(run.get("not_run") or [])))
     flagged = [c for c in cases if c.get("flags")]
     if flagged:
-        console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results JSON, 'flags'):")
+        console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results "
+                      "JSON, 'flags'):")
         for case in flagged:
             for flag in case["flags"]:
                 console.print(escape(f"  {case['case_id']}: {flag}"))

@@ -61,7 +61,8 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-FORMAT = 2  # 1 (no "format" field): metadata inside manifest.json, unhashed; read as a miss, rebuilt
+# 1 (no "format" field): metadata inside manifest.json, unhashed; read as a miss, rebuilt
+FORMAT = 2
 TENSORS = "tensors.safetensors"
 META = "meta.json"
 
@@ -75,18 +76,23 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
 def _is_legacy(manifest_path: Path) -> bool:
     """A format-1 manifest (no format, no digest): its metadata was never hashed."""
     manifest = json.loads(manifest_path.read_text())
-    return isinstance(manifest, dict) and "format" not in manifest and "digest" not in manifest and "files" in manifest
+    return (isinstance(manifest, dict) and "format" not in manifest and "digest" not in manifest
+            and "files" in manifest)
 
 
-def _read_entry(entry: Path, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_entry(
+        entry: Path, stage: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """An entry's tensors and metadata after checking every byte of them; ValueError if not."""
     manifest = json.loads((entry / "manifest.json").read_text())
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"manifest format {manifest.get('format') if isinstance(manifest, dict) else '?'} != {FORMAT}")
+        raise ValueError("manifest format "
+                         f"{manifest.get('format') if isinstance(manifest, dict) else '?'} != "
+                         f"{FORMAT}")
     if manifest.get("digest") != _manifest_digest(manifest):
         raise ValueError("manifest.json: digest mismatch (edited)")
     if manifest.get("stage") != stage or manifest.get("key") != key:
-        raise ValueError(f"manifest is for {manifest.get('stage')}/{manifest.get('key')}, not {stage}/{key}")
+        raise ValueError(f"manifest is for {manifest.get('stage')}/{manifest.get('key')}, not "
+                         f"{stage}/{key}")
     files = manifest["files"]
     if META not in files or set(files) - {META, TENSORS}:
         raise ValueError(f"unexpected file list {sorted(files)}")
@@ -169,12 +175,13 @@ class Cache:
             self.events.misses.append(stage)
             return None
         try:
-            if _is_legacy(manifest_path):  # written before metadata was hashed: rebuilt, not "corrupt"
+            # written before metadata was hashed: rebuilt, not "corrupt"
+            if _is_legacy(manifest_path):
                 shutil.rmtree(entry, ignore_errors=True)
                 self.events.misses.append(stage)
                 return None
             tensors, meta = _read_entry(entry, stage, key)
-        except Exception:  # noqa: BLE001 - any unreadable or unverifiable entry is corrupt by definition
+        except Exception:
             shutil.rmtree(entry, ignore_errors=True)
             self.events.corrupt.append(stage)
             self.events.misses.append(stage)
@@ -182,7 +189,9 @@ class Cache:
         self.events.hits.append(stage)
         return tensors, meta
 
-    def put(self, stage: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    def put(
+            self, stage: str, key: str, tensors: dict[str, torch.Tensor],
+            meta: dict[str, Any]) -> None:
         if not self.enabled:
             return
         entry = self._dir(stage, key)
@@ -196,7 +205,8 @@ class Cache:
                 files[TENSORS] = file_hash(path)
             (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
             files[META] = file_hash(tmp / META)
-            manifest = {"format": FORMAT, "stage": stage, "key": key, "toolkit": __version__, "created": time.time(), "files": files}
+            manifest = {"format": FORMAT, "stage": stage, "key": key, "toolkit": __version__,
+                        "created": time.time(), "files": files}
             manifest["digest"] = _manifest_digest(manifest)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
             if entry.exists():

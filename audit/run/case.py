@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,7 +41,8 @@ MAX_SAVED_GENERATIONS = 12
 class CaseRun:
     """One (protection × scenario × subject) case of an audit session."""
 
-    def __init__(self, session: AuditSession, scenario: Scenario, subject_name: str, case_id: str) -> None:
+    def __init__(self, session: AuditSession, scenario: Scenario, subject_name: str,
+                 case_id: str) -> None:
         self.session = session
         self.scenario = scenario
         self.subject_name = subject_name
@@ -52,17 +54,19 @@ class CaseRun:
         started = time.time()
         self.session.cache.take_events()
         self.session.progress.take_timings()
-        record = new_record(self.case_id, self.session.options, scenario_record(self.scenario), self.subject_name,
-                            self.session.tier.name)
+        record = new_record(self.case_id, self.session.options, scenario_record(self.scenario),
+                            self.subject_name, self.session.tier.name)
         try:
             self._run(record)
         except BudgetExceeded as exc:
-            record.update(outcome="fail", reason=str(exc), budget_exceeded=True)  # its own answer (summary.audit_answer)
+            # its own answer (summary.audit_answer)
+            record.update(outcome="fail", reason=str(exc), budget_exceeded=True)
             record["flags"].append("protection exceeds its budget")
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, others still run
+        except Exception as exc:
             record.update(outcome="error", reason=f"{type(exc).__name__}: {exc}")
             record["error"] = {"type": type(exc).__name__, "message": str(exc),
-                               "user_error": isinstance(exc, AuditError), "traceback": traceback.format_exc()}
+                               "user_error": isinstance(exc, AuditError),
+                               "traceback": traceback.format_exc()}
         record["seconds"] = round(time.time() - started, 3)
         record["timings"] = self.session.progress.take_timings()
         record["cache"] = self.session.cache.take_events().to_dict()
@@ -72,16 +76,18 @@ class CaseRun:
         scenario, case_id = self.scenario, self.case_id
         if "objective" in scenario.requires and not self.session.protection.has_objective:
             record.update(outcome="skipped", reason=(
-                f"skipped: scenario '{scenario.id}' re-crafts the protection through its objective, and protection "
-                f"'{self.session.protection.name}' ({self.session.options.protection}) has none the toolkit can see (a folder of "
+                f"skipped: scenario '{scenario.id}' re-crafts the protection through its "
+                f"objective, and protection '{self.session.protection.name}' "
+                f"({self.session.options.protection}) has none the toolkit can see (a folder of "
                 "protected files); audit the protection's code to run it"))
             return
         plan = self.session.plan(scenario)
         record["plan"] = plan_record(plan)
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
             record.update(outcome="skipped", reason=(
-                f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and none is set for "
-                f"--model={self.session.options.model}: pass --transfer-model (a Hugging Face id or a local diffusers folder)"))
+                f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and "
+                f"none is set for --model={self.session.options.model}: pass --transfer-model (a "
+                "Hugging Face id or a local diffusers folder)"))
             return
         record["protection"] = self.session.protection_record()
         record["model"] = self.session.model_record()
@@ -92,16 +98,21 @@ class CaseRun:
         record["subject"] = subject_record(subject, self.session.resolution)
         images = self.run_images(plan, subject, record)
         outputs = self.run_exploits(plan, images)
-        record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity]) for run in plan.runs}
-        metric_names, verdict_metric = metric_choice(self.session.tier, self.session.resolution, scenario, record)
+        record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity])
+                              for run in plan.runs}
+        metric_names, verdict_metric = metric_choice(self.session.tier, self.session.resolution,
+                                                     scenario, record)
         untrained = self.run_untrained(plan, record)
         values = self.measure(plan, outputs, subject, metric_names)
         self.judge.judge(plan, scenario, values, verdict_metric, record,
-                   untrained=self.measure_untrained(untrained, subject, metric_names))
-        record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs, record["worst_variant"],
+                         untrained=self.measure_untrained(untrained, subject, metric_names))
+        record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs,
+                                                  record["worst_variant"],
                                                   untrained=untrained)
 
-    def run_images(self, plan: CasePlan, subject: Subject, record: dict[str, Any]) -> dict[tuple, torch.Tensor]:
+    def run_images(
+            self, plan: CasePlan, subject: Subject,
+            record: dict[str, Any]) -> dict[tuple, torch.Tensor]:
         """The 8-bit training images of every run: its chain applied to the subject (cached)."""
         clean = to_uint8(subject.images)
         images: dict[tuple, torch.Tensor] = {}
@@ -109,7 +120,8 @@ class CaseRun:
         for run in plan.unique_runs():
             current = clean
             for step in run.chain:
-                if step.kind == "protection" and step.spec != plan.protection:  # the null baseline's noise
+                # the null baseline's noise
+                if step.kind == "protection" and step.spec != plan.protection:
                     current = self.session.null_protected(subject, step)
                 elif step.kind == "protection":
                     current = self.session.protected(subject, step, record)
@@ -125,10 +137,12 @@ class CaseRun:
         generation = self.session.tier.generation
         out, record["untrained"] = [], []
         for r, seed in enumerate(plan.seeds):
-            generations, key = self.session.stages.untrained(plan.standard_exploit, generation, seed)
+            generations, key = self.session.stages.untrained(
+                plan.standard_exploit, generation, seed)
             out.append(generations)
             record["untrained"].append({"replicate": r, "seed": seed, "cache_key": key,
-                                        "what": "base model, no fine-tune: the exploits' prompts, settings and seed"})
+                                        "what": "base model, no fine-tune: the exploits' prompts, "
+                                                "settings and seed"})
         return out
 
     def measure_untrained(self, untrained: list[torch.Tensor], subject: Subject,
@@ -136,26 +150,33 @@ class CaseRun:
         """Every metric on the untrained reference of every replicate, against the clean subject."""
         reference = to_uint8(subject.images)
         with self.session.progress.stage(f"metrics: {', '.join(names)} on the untrained reference"):
-            return {name: [self.session.stages.metric(name, g, reference) for g in untrained] for name in names}
+            return {name: [self.session.stages.metric(name, g, reference) for g in untrained]
+                    for name in names}
 
-    def run_exploits(self, plan: CasePlan, images: dict[tuple, torch.Tensor]) -> dict[tuple, ExploitOutput]:
+    def run_exploits(
+            self, plan: CasePlan, images: dict[tuple, torch.Tensor]) -> dict[tuple, ExploitOutput]:
         """Every distinct run's fine-tune and generations: cached ones read here, the others
-        computed side by side in worker processes when there are several (``audit/run/workers.py``)."""
+        computed side by side in worker processes when there are several
+        (``audit/run/workers.py``)."""
         generation = self.session.tier.generation
         runs = plan.unique_runs()
-        pending = [r for r in runs if not self.session.stages.exploit_cached(r, images[r.identity], generation)]
+        pending = [r for r in runs
+                   if not self.session.stages.exploit_cached(r, images[r.identity], generation)]
         outputs: dict[tuple, ExploitOutput] = {}
         workers = min(self.session.workers, len(pending))
         if workers > 1:
-            with self.session.progress.stage(f"exploits: {len(pending)} runs in {workers} worker processes", total=len(pending), unit="runs") as stage:
+            with self.session.progress.stage(f"exploits: {len(pending)} runs in {workers} worker "
+                                             "processes", total=len(pending), unit="runs") as stage:
                 jobs = [(run, images[run.identity], generation) for run in pending]
-                for run, (output, timings, events) in zip(pending, self.session.pool().run(jobs, lambda run, _: stage.advance(1, run.label())), strict=True):
+                for run, (output, timings, events) in zip(pending, self.session.pool().run(
+                        jobs, lambda run, _: stage.advance(1, run.label())), strict=True):
                     outputs[run.identity] = output
                     self.session.progress.timings.extend({**t, "worker": True} for t in timings)
                     self.session.cache.merge_events(events)
         for run in runs:
             if run.identity not in outputs:
-                outputs[run.identity] = self.session.stages.exploit(run, images[run.identity], generation)
+                outputs[run.identity] = self.session.stages.exploit(
+                    run, images[run.identity], generation)
         return outputs
 
     def measure(self, plan: CasePlan, outputs: dict[tuple, ExploitOutput], subject: Subject,
@@ -164,10 +185,12 @@ class CaseRun:
         reference = to_uint8(subject.images)
         runs = plan.unique_runs()
         with self.session.progress.stage(f"metrics: {', '.join(names)} on {len(runs)} exploits"):
-            return {name: {run.identity: self.session.stages.metric(name, outputs[run.identity].generations, reference)
+            return {name: {run.identity: self.session.stages.metric(
+                name, outputs[run.identity].generations, reference)
                            for run in runs} for name in names}
 
-    def save_artifacts(self, case_id: str, plan: CasePlan, subject: Subject, images: dict[tuple, torch.Tensor],
+    def save_artifacts(self, case_id: str, plan: CasePlan, subject: Subject,
+                       images: dict[tuple, torch.Tensor],
                        outputs: dict[tuple, ExploitOutput], worst: int,
                        untrained: list[torch.Tensor] | None = None) -> dict[str, list[str]]:
         """PNG files of replicate 1's inputs and generations under results_dir/artifacts/<case>."""
@@ -178,26 +201,36 @@ class CaseRun:
             "clean": to_uint8(subject.images),
             "protected": images[protected.identity],
             "attacked_input": images[attacked.identity],
-            "generated_clean": outputs[plan.runs_for("clean")[0].identity].generations[:MAX_SAVED_GENERATIONS],
-            "generated_protected": outputs[protected.identity].generations[:MAX_SAVED_GENERATIONS],
-            "generated_attacked": outputs[attacked.identity].generations[:MAX_SAVED_GENERATIONS],
+            "generated_clean": saved_generations(outputs[plan.runs_for("clean")[0].identity]),
+            "generated_protected": saved_generations(outputs[protected.identity]),
+            "generated_attacked": saved_generations(outputs[attacked.identity]),
         }
         control = plan.runs_for("control", worst)
         if control:
-            groups["generated_control"] = outputs[control[0].identity].generations[:MAX_SAVED_GENERATIONS]
+            groups["generated_control"] = saved_generations(outputs[control[0].identity])
         if untrained:
             groups["generated_untrained"] = untrained[0][:MAX_SAVED_GENERATIONS]
         null = plan.runs_for("null_baseline")
         if null:
-            groups["generated_null_baseline"] = outputs[null[0].identity].generations[:MAX_SAVED_GENERATIONS]
-        saved: dict[str, list[str]] = {}
-        for group, batch in groups.items():
-            saved[group] = []
-            for i, image in enumerate(batch):
-                path = folder / f"{group}_{i:02d}.png"
-                path.write_bytes(png_bytes(image))
-                saved[group].append(str(path.relative_to(self.session.results_dir)))
-        return saved
+            groups["generated_null_baseline"] = saved_generations(outputs[null[0].identity])
+        return write_pngs(folder, groups, self.session.results_dir)
+
+
+def saved_generations(output: ExploitOutput) -> torch.Tensor:
+    """The generations of a run that are saved as files (the first ``MAX_SAVED_GENERATIONS``)."""
+    return output.generations[:MAX_SAVED_GENERATIONS]
+
+
+def write_pngs(folder: Path, groups: dict[str, torch.Tensor], root: Path) -> dict[str, list[str]]:
+    """Each group's images as ``<group>_<i>.png`` in ``folder``; the paths relative to ``root``."""
+    saved: dict[str, list[str]] = {}
+    for group, batch in groups.items():
+        saved[group] = []
+        for i, image in enumerate(batch):
+            path = folder / f"{group}_{i:02d}.png"
+            path.write_bytes(png_bytes(image))
+            saved[group].append(str(path.relative_to(root)))
+    return saved
 
 
 def uses_transfer(plan: CasePlan) -> bool:

@@ -84,7 +84,8 @@ def _code_digest(code: types.CodeType, h: Any) -> None:
         if isinstance(const, types.CodeType):
             _code_digest(const, h)
         else:
-            h.update(marshal.dumps(const) if isinstance(const, (*_PLAIN, tuple, frozenset)) else repr(const).encode())
+            h.update(marshal.dumps(const) if isinstance(const, (*_PLAIN, tuple, frozenset))
+                     else repr(const).encode())
 
 
 def _function_code(value: Any) -> types.CodeType | None:
@@ -96,7 +97,7 @@ def _function_code(value: Any) -> types.CodeType | None:
 
 
 def _own(module: str | None) -> bool:
-    return bool(module) and module.partition(".")[0] not in _STDLIB
+    return module is not None and bool(module) and module.partition(".")[0] not in _STDLIB
 
 
 def code_fingerprint(obj: Any, *, factory: str | None = None) -> CodeFingerprint:
@@ -130,8 +131,9 @@ def code_fingerprint(obj: Any, *, factory: str | None = None) -> CodeFingerprint
         digest = module_source_digest(module)
         if digest is None:
             return CodeFingerprint(None, files, reason=(
-                f"the source of module '{module}' cannot be read (defined in exec, an interactive session or a "
-                "compiled extension), so a change to it could not be seen: its stages are not cached"))
+                f"the source of module '{module}' cannot be read (defined in exec, an interactive "
+                "session or a compiled extension), so a change to it could not be seen: its "
+                "stages are not cached"))
         files[module] = digest
         h.update(f"{module}={digest}\n".encode())
     return CodeFingerprint(h.hexdigest(), files)

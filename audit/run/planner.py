@@ -95,7 +95,8 @@ class CasePlan:
     variants: tuple[VariantPlan, ...]
     runs: tuple[Run, ...]
     notes: tuple[str, ...] = ()
-    standard_origin: dict[str, str] = field(default_factory=dict)  # standard exploit params: key -> layer
+    # standard exploit params: key -> layer
+    standard_origin: dict[str, str] = field(default_factory=dict)
 
     def unique_runs(self) -> list[Run]:
         """One run per identity, in plan order (the first role that needs it names it)."""
@@ -106,7 +107,8 @@ class CasePlan:
 
     def runs_for(self, role: str, variant: int | None = None) -> list[Run]:
         """The runs of one role (and variant), in replicate order."""
-        return sorted((r for r in self.runs if r.role == role and r.variant == variant), key=lambda r: r.replicate)
+        return sorted((r for r in self.runs if r.role == role and r.variant == variant),
+                      key=lambda r: r.replicate)
 
     def exploit_label(self, exploit: PartSpec) -> str:
         """'standard', or the exploit's parameters that differ from the standard one (another
@@ -120,15 +122,16 @@ class CasePlan:
     def table(self) -> str:
         """A human-readable plan: one line per run, shared runs marked."""
         lines = [
-            f"scenario {self.scenario} · protection {self.protection.label()} · {self.replicates} replicate(s), "
-            f"seeds {', '.join(map(str, self.seeds))}",
+            f"scenario {self.scenario} · protection {self.protection.label()} · {self.replicates} "
+            f"replicate(s), seeds {', '.join(map(str, self.seeds))}",
             f"  standard exploit: {self.standard_exploit.label()}",
             *_origin_lines(self.standard_origin, "    "),
         ]
         for i, v in enumerate(self.variants):
             control = " · matched control" if v.changes_exploit else ""
             attack = " → ".join(s.label() for s in v.attack) or "no attack"
-            lines.append(f"  variant {i} '{v.label}': {attack}; exploit {self.exploit_label(v.exploit)}{control}")
+            lines.append(f"  variant {i} '{v.label}': {attack}; exploit "
+                         f"{self.exploit_label(v.exploit)}{control}")
             if v.exploit != self.standard_exploit:
                 lines.extend(_origin_lines(v.origin, "    "))
         first: dict[tuple[Any, ...], str] = {}
@@ -136,11 +139,14 @@ class CasePlan:
             chain = " → ".join(s.label() for s in run.chain) or "subject"
             shared = f"   (= {first[run.identity]})" if run.identity in first else ""
             first.setdefault(run.identity, run.label())
-            lines.append(f"  {run.label():<16} {chain} ⇒ {self.exploit_label(run.exploit)} @seed {run.seed}{shared}")
+            lines.append(f"  {run.label():<16} {chain} ⇒ {self.exploit_label(run.exploit)} @seed "
+                         f"{run.seed}{shared}")
         unique = len(self.unique_runs())
-        lines.append(f"  untrained reference: the base model's generations at seeds {', '.join(map(str, self.seeds))} "
-                     "(no fine-tune; the verdict's learned margin and effect size)")
-        lines.append(f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
+        lines.append("  untrained reference: the base model's generations at seeds "
+                     f"{', '.join(map(str, self.seeds))} (no fine-tune; the verdict's learned "
+                     "margin and effect size)")
+        lines.append(
+            f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -156,7 +162,8 @@ def _origin_lines(origin: dict[str, str], indent: str) -> list[str]:
 def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for key, value in data.items():
-        out.extend(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])
+        out.extend(_flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                   else [(f"{prefix}{key}", value)])
     return out
 
 
@@ -176,6 +183,12 @@ class ProtectionInfo:
     random: bool = True  # re-crafted per replicate with the replicate's seed
     shared_across_replicates: bool = False  # a folder of protected files: one set for all
 
+    @classmethod
+    def of(cls, protection: Any, spec: PartSpec) -> ProtectionInfo:
+        """From a protection's declared contract (``Protection.random`` and
+        ``shared_across_replicates``)."""
+        return cls(spec, protection.random, protection.shared_across_replicates)
+
 
 def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
     """The ``random`` protection at the audited protection's budget (its ``epsilon``); None when
@@ -187,7 +200,8 @@ def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
     return PartSpec("protection", "random", params)
 
 
-def resolve_exploit(tier: Tier, name: str, params: dict[str, Any] | None) -> tuple[PartSpec, dict[str, str]]:
+def resolve_exploit(tier: Tier, name: str, params: dict[str, Any]
+                    | None) -> tuple[PartSpec, dict[str, str]]:
     part = EXPLOITS.get(name)
     resolved = tier.resolve_part(part, params)
     return PartSpec("exploit", name, resolved.to_dict()), resolved.origin
@@ -208,7 +222,8 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     standard, standard_origin = resolve_exploit(tier, standard_name, None)
     variants = []
     for label, attack, exploit in scenario.resolved_variants():
-        steps = tuple(PartSpec("transform", s.part, tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+        steps = tuple(PartSpec("transform", s.part,
+                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
                       for s in attack)
         name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
         spec, origin = resolve_exploit(tier, name, exploit.params)
@@ -222,23 +237,29 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
         runs.append(Run("clean", None, r, (), standard, s))
         runs.append(Run("protected", None, r, (protect,), standard, s))
         for v, variant in enumerate(variants):
-            attack = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None) for a in variant.attack)
-            runs.append(Run("attacked", v, r, (protect, *attack), variant.exploit, s))
+            chain = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None)
+                          for a in variant.attack)
+            runs.append(Run("attacked", v, r, (protect, *chain), variant.exploit, s))
             if variant.changes_exploit:
                 runs.append(Run("control", v, r, (), variant.exploit, s))
     notes = []
     if tier.controls.noise_floor:
         jitter = PartSpec("transform", "level_jitter", {"levels": 1})
-        runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),), standard, seeds[0]))
+        runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),),
+                        standard, seeds[0]))
     if tier.controls.null_baseline:
         null = null_baseline_spec(protection.spec)
         if null is None:
-            notes.append("null baseline: the protection declares no budget ε (a folder without --epsilon), so there is "
-                         "no noise of the same budget to compare with; not run")
+            notes.append("null baseline: the protection declares no budget ε (a folder without "
+                         "--epsilon), so there is no noise of the same budget to compare with; not "
+                         "run")
         elif null.params["epsilon"] > 0:  # 'none' (ε = 0): the noise would be the clean images
             for r, s in enumerate(seeds):
-                runs.append(Run("null_baseline", None, r, (ChainStep("protection", null, s),), standard, s))
+                runs.append(Run("null_baseline", None, r, (ChainStep("protection", null, s),),
+                                standard, s))
     if k == 1:
-        notes.append("one replicate: no interval covers what a rerun would give (set --replicates ≥ 2)")
-    return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs), tuple(notes),
+        notes.append("one replicate: no interval covers what a rerun would give (set --replicates "
+                     "≥ 2)")
+    return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs),
+                    tuple(notes),
                     standard_origin)

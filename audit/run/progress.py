@@ -26,7 +26,8 @@ class Stage:
     def advance(self, n: int = 1, detail: str = "") -> None:
         self.done += n
         now = time.perf_counter()
-        if now - self._last_print >= self.interval_s and (self.total is None or self.done < self.total):
+        if now - self._last_print >= self.interval_s and (self.total is None or self.done
+                                                          < self.total):
             self._last_print = now
             of = f"/{self.total}" if self.total else ""
             self.write(f"    {self.name}: {self.done}{of} {detail} ({now - self.started:.1f}s)")
@@ -58,7 +59,8 @@ class Progress:
             if failed is None:
                 self.write(f"    {label}: done in {seconds:.1f}s")
             else:
-                kind = "interrupted" if isinstance(failed, KeyboardInterrupt) else f"failed ({type(failed).__name__})"
+                kind = ("interrupted" if isinstance(failed, KeyboardInterrupt)
+                        else f"failed ({type(failed).__name__})")
                 entry["status"] = kind
                 self.write(f"    {label}: {kind} after {seconds:.1f}s")
             self.timings.append(entry)

@@ -6,7 +6,7 @@ session; each case runs as a ``CaseRun`` over it (``audit/run/case.py``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from audit.run.planner import CasePlan, ProtectionInfo, plan_case
 from audit.run.progress import Progress
 from audit.run.stages import Stages
 
+if TYPE_CHECKING:
+    from audit.run.workers import ExploitPool
+
 
 class AuditSession:
     """State shared by all cases of one audit (model, cache, protection, subjects)."""
@@ -38,8 +41,10 @@ class AuditSession:
         # folder never show each other's images; the plugin points this at its run's folder.
         self.artifacts_dir = self.results_dir / "artifacts"
         self.cache = Cache(self.results_dir / "cache", enabled=not options.no_cache)
-        self.stages = Stages(self.cache, lambda: self.model, lambda: self.device, lambda: self.resolution, self.progress,
-                             transfer=(lambda: self.transfer_model) if options.transfer_model_spec else None)
+        self.stages = Stages(self.cache, lambda: self.model, lambda: self.device,
+                             lambda: self.resolution, self.progress,
+                             transfer=(lambda: self.transfer_model) if options.transfer_model_spec
+                             else None)
         self._model = None
         self._transfer_model = None
         self._device: torch.device | None = None
@@ -47,7 +52,7 @@ class AuditSession:
         self._protection_code: CodeFingerprint | None = None
         self._budget: dict[str, Any] | None = None
         self._subjects: dict[str, Subject] = {}
-        self._pool = None
+        self._pool: ExploitPool | None = None
 
     @property
     def device(self) -> torch.device:
@@ -58,34 +63,40 @@ class AuditSession:
         return self._device
 
     @property
-    def model(self):  # noqa: ANN201 - LatentDiffusionModel, imported lazily
+    def model(self):
         if self._model is None:
             from audit.diffusion import load_model
 
             with self.progress.stage(f"load model '{self.options.model}'"):
-                self._model = load_model(self.options.model, self.device, allow_download=self.options.allow_download, seed=0)
+                self._model = load_model(self.options.model, self.device,
+                                         allow_download=self.options.allow_download, seed=0)
         return self._model
 
     @property
-    def transfer_model(self):  # noqa: ANN201 - LatentDiffusionModel, imported lazily
-        """The exploiter's other model (``--transfer-model``), loaded when a transfer scenario needs it."""
+    def transfer_model(self):
+        """The exploiter's other model (``--transfer-model``), loaded when a transfer scenario needs
+        it."""
         if self._transfer_model is None:
             from audit.diffusion import load_model
 
             spec = self.options.transfer_model_spec
             with self.progress.stage(f"load transfer model '{spec}'"):
-                self._transfer_model = load_model(spec, self.device, allow_download=self.options.allow_download, seed=0)
+                self._transfer_model = load_model(spec, self.device,
+                                                  allow_download=self.options.allow_download,
+                                                  seed=0)
         return self._transfer_model
 
     @property
     def protection(self) -> Protection:
         if self._protection is None:
-            self._protection = build_protection(self.options.protection, self.tier, self.options.epsilon)
+            self._protection = build_protection(self.options.protection, self.tier,
+                                                self.options.epsilon)
         return self._protection[0]
 
     @property
     def protection_code(self) -> CodeFingerprint:
-        """The fingerprint of the protection's code, taken once per audit (``audit/run/fingerprint.py``):
+        """The fingerprint of the protection's code, taken once per audit
+        (``audit/run/fingerprint.py``):
         its classes, its instance functions and, for ``module:factory``, the factory's module."""
         if self._protection_code is None:
             spec = self.options.protection
@@ -98,7 +109,8 @@ class AuditSession:
         """The ℓ∞ budget judged on every replicate's output and where it came from
         (``audit/parts/protections/build.py``: ``--epsilon`` for every kind of protection)."""
         if self._budget is None:
-            self._budget = protection_budget(self.options.protection, self.protection, self.tier, self.options.epsilon)
+            self._budget = protection_budget(self.options.protection, self.protection, self.tier,
+                                             self.options.epsilon)
         return self._budget
 
     @property
@@ -107,7 +119,8 @@ class AuditSession:
 
     def model_record(self, m: Any = None) -> dict[str, Any]:
         m = m or self.model
-        return {"id": m.model_id, "revision": m.revision, "fingerprint": m.fingerprint, "source": m.source,
+        return {"id": m.model_id, "revision": m.revision, "fingerprint": m.fingerprint,
+                "source": m.source,
                 "resolution": m.resolution}
 
     def subject(self, name: str) -> Subject:
@@ -121,8 +134,7 @@ class AuditSession:
     def plan(self, scenario: Scenario) -> CasePlan:
         protection = self.protection
         spec = self._protection[1]  # type: ignore[index]
-        info = ProtectionInfo(spec, random=protection.random,
-                              shared_across_replicates=getattr(protection, "shared_across_replicates", False))
+        info = ProtectionInfo.of(protection, spec)
         return plan_case(scenario, info, self.tier, self.options.seed)
 
     def protection_record(self) -> dict[str, Any]:
@@ -132,21 +144,28 @@ class AuditSession:
         budget = self.budget
         epsilon = budget["epsilon"] if budget["epsilon"] is not None else p.epsilon
         return {"name": p.name, "spec": self.options.protection, "epsilon": epsilon,
-                "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget), "params": p.params(self.tier),
-                "random": p.random, "has_objective": p.has_objective, "code": self.protection_code.to_dict()}
+                "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget),
+                "params": p.params(self.tier),
+                "random": p.random, "has_objective": p.has_objective,
+                "code": self.protection_code.to_dict()}
 
     def protected(self, subject: Subject, step: Any, record: dict[str, Any]) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
         protection = self.protection
-        images, info = self.stages.protect(protection, step, subject, self.tier, self.protection_code)
-        if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"] for r in record["protection_runs"]):
+        images, info = self.stages.protect(protection, step, subject, self.tier,
+                                           self.protection_code)
+        if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"]
+               for r in record["protection_runs"]):
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
-        judged = self.budget["epsilon"] if not hasattr(protection, "declared_epsilon") else 1.0
-        measured = check_budget(subject.images, images, judged, protection.name, source=self.budget["source"])
+        judged = 1.0 if protection.judges_own_budget else self.budget["epsilon"]
+        measured = check_budget(subject.images, images, judged, protection.name,
+                                source=self.budget["source"])
         info.update(linf=measured, linf_255=round(measured * 255, 3), budget_ok=True,
-                    imperceptibility={k: v.to_dict() for k, v in imperceptibility(subject.images, from_uint8(images)).items()})
+                    imperceptibility={k: v.to_dict() for k,
+                                      v in imperceptibility(
+                                          subject.images, from_uint8(images)).items()})
         record["protection_runs"].append(info)
         record.setdefault("protection_run", info)  # replicate 1's, as earlier records had
         record.setdefault("imperceptibility", info["imperceptibility"])
@@ -158,7 +177,8 @@ class AuditSession:
         any protection — auditing ``random`` into the same results folder computes them once."""
         from audit.parts.protections.simple import RandomNoise
 
-        images, _ = self.stages.protect(RandomNoise(float(step.spec.params["epsilon"])), step, subject, self.tier)
+        images, _ = self.stages.protect(RandomNoise(float(step.spec.params["epsilon"])), step,
+                                        subject, self.tier)
         return images
 
     # -- the worker processes for exploit runs -------------------------------------------------
@@ -174,9 +194,11 @@ class AuditSession:
             from audit.run.workers import ExploitPool, WorkerSetup
 
             transfer = self.options.transfer_model_spec
-            setup = WorkerSetup(self.options.model, str(self.device), self.options.allow_download, self.model.fingerprint,
+            setup = WorkerSetup(self.options.model, str(self.device), self.options.allow_download,
+                                self.model.fingerprint,
                                 str(self.cache.root), self.cache.enabled, self.resolution, transfer,
-                                self.transfer_model.fingerprint if transfer and self._transfer_model is not None else None)
+                                self.transfer_model.fingerprint if transfer
+                                and self._transfer_model is not None else None)
             self._pool = ExploitPool(self.workers, setup)
         return self._pool
 

@@ -2,7 +2,8 @@
 
 Every stage's key is built by ``stage_key`` from the same fields, named the same way:
 
-    stage · part (kind, name, version, implementation; a protection's code fingerprint) · resolved params
+    stage · part (kind, name, version, implementation; a protection's code fingerprint) · resolved
+    params
           · inputs (content hashes of what it consumes) · model fingerprint (when the part
             uses the model) · seed (when the part is random) · toolkit version
 
@@ -19,7 +20,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -57,22 +58,27 @@ def single_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[str, Any], inputs: dict[str, str],
+def stage_key(cache: Cache, stage: str, *, part: dict[str, Any], params: dict[str, Any],
+              inputs: dict[str, str],
               model: str | None, seed: int | None, **extra: Any) -> str:
     """The one cache-key rule (the toolkit version is added by ``Cache.key``)."""
-    return cache.key(stage, part=part, params=params, inputs=inputs, model=model, seed=seed, **extra)
+    return cache.key(
+        stage, part=part, params=params, inputs=inputs, model=model, seed=seed, **extra)
 
 
 def protection_identity(protection: Protection, code: CodeFingerprint) -> dict[str, Any]:
     """The protection's part identity: name, version, class and the fingerprint of its code
     (``audit/run/fingerprint.py``), so an edited protection is never served its old results."""
     cls = type(protection)
-    return {"kind": "protection", "name": protection.name, "version": getattr(protection, "version", 1),
+    return {"kind": "protection", "name": protection.name,
+            "version": protection.version,
             "target": f"{cls.__module__}:{cls.__qualname__}", "code": code.sha256}
 
 
-def cached(cache: Cache, stage: str, key: str,
-           compute: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+Entry = tuple[dict[str, torch.Tensor], dict[str, Any]]  # a cache entry: tensors, metadata
+
+
+def cached(cache: Cache, stage: str, key: str, compute: Callable[[], Entry]) -> Entry:
     """The entry under ``key``, computed and stored when absent, under the entry's lock."""
     with cache.lock(stage, key):
         hit = cache.get(stage, key)
@@ -93,12 +99,13 @@ class ExploitOutput:
     info: dict[str, Any]
 
 
-class Stages:
-    """The cached stages of a run; ``model`` is fetched lazily, when a key needs its fingerprint
-    or a stage computes."""
+class _StagesBase:
+    """What every stage needs: the cache, the model (fetched lazily, when a key needs its
+    fingerprint or a stage computes), the device, the resolution and the progress display."""
 
     def __init__(self, cache: Cache, model: Callable[[], Any], device: Callable[[], torch.device],
-                 resolution: Callable[[], int], progress: Progress, transfer: Callable[[], Any] | None = None) -> None:
+                 resolution: Callable[[], int], progress: Progress,
+                 transfer: Callable[[], Any] | None = None) -> None:
         self.cache = cache
         self._model = model
         self._transfer = transfer
@@ -107,7 +114,7 @@ class Stages:
         self.progress = progress
         # Protections whose code has no fingerprint: kept for this session only, never cached.
         self._uncached: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
-        self._purifiers: dict[str, Any] = {}  # purifiers' models other than the audited one, by spec
+        self._purifiers: dict[str, Any] = {}  # purifiers' models other than the audited one
 
     @property
     def model(self) -> Any:
@@ -121,9 +128,87 @@ class Stages:
         if self._transfer is None:
             from audit.errors import ModelError
 
-            raise ModelError("this exploit fine-tunes the transfer model, and none is set: pass --transfer-model "
-                             "(a Hugging Face id or a local diffusers folder; on the built-in models tiny ↔ tiny-2)")
+            raise ModelError("this exploit fine-tunes the transfer model, and none is set: pass "
+                             "--transfer-model (a Hugging Face id or a local diffusers folder; on "
+                             "the built-in models tiny ↔ tiny-2)")
         return self._transfer()
+
+
+class _BaseModelStages(_StagesBase):
+    """Stages that generate with the base model as loaded: prior-preservation class images and
+    the untrained reference."""
+
+    def class_images(
+            self, params: DreamboothParams, generation: GenerationSettings) -> torch.Tensor | None:
+        """Prior-preservation class images from the base model with the class prompt (cached,
+        shared by every run and replicate, as diffusers' class_data_dir), generated
+        ``CLASS_BATCH`` at a time; image i is drawn from seed 10 000 + i either way."""
+        if not params.prior_preservation:
+            return None
+        from dataclasses import replace
+
+        model = self.model_for(params)
+
+        cfg = sampling.GenerationConfig((params.class_prompt,), params.num_class_images,
+                                        generation.steps,
+                               generation.guidance_scale, "", seed=10_000)
+        key = stage_key(self.cache, "class_images", part={"name": "class_images"},
+                        params=cfg.to_dict(), inputs={},
+                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(),
+                        batch=sampling.CLASS_BATCH)
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            n = cfg.images_per_prompt
+            images = torch.cat([
+                sampling.generate(model, model.unet, model.text_encoder,
+                         replace(cfg, images_per_prompt=min(sampling.CLASS_BATCH, n - start),
+                                 seed=cfg.seed + start),
+                         self._resolution(), self.progress)
+                for start in range(0, n, sampling.CLASS_BATCH)])
+            return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
+
+        return from_uint8(cached(self.cache, "class_images", key, compute)[0]["images"])
+
+    # -- untrained reference -----------------------------------------------------------------
+    def untrained_key(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> str:
+        """The untrained reference's cache key: the ``generate`` stage's fields with the base
+        model's own weights (its fingerprint) in the place of the fine-tuned ones."""
+        part = EXPLOITS.get(exploit.name)
+        fingerprint = self.model_for(part.validate(exploit.params)).fingerprint
+        return stage_key(self.cache, "untrained", part={"name": "generate",
+                                                        "sampler": generation.sampler},
+                         params=generation_config(generation, seed).to_dict(),
+                         inputs={"weights": "base model"},
+                         model=fingerprint, seed=seed, resolution=self._resolution(),
+                         cpu_threads=CPU_THREADS)
+
+    def untrained(
+            self, exploit: PartSpec, generation: GenerationSettings,
+            seed: int) -> tuple[torch.Tensor, str]:
+        """The base model's generations with the prompts, settings and seed of an exploit's
+        generation, without fine-tuning (the verdict's untrained reference, m_u): the model the
+        exploit would fine-tune, its UNet and text encoder as loaded. Cached once per (model,
+        generation settings, seed, resolution), so every case and rerun of an audit shares it;
+        one intra-op thread on the CPU, as the exploits' generations."""
+        part = EXPLOITS.get(exploit.name)
+        model = self.model_for(part.validate(exploit.params))
+        key = self.untrained_key(exploit, generation, seed)
+        cfg = generation_config(generation, seed)
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            self.progress.note(f"untrained reference: base model generations @seed {seed} (not "
+                               "cached)")
+            with single_thread(self._device()):
+                images = sampling.generate(model, model.unet, model.text_encoder, cfg,
+                                           self._resolution(), self.progress)
+            return {"generations": to_uint8(images)}, {"prompts": list(cfg.prompts),
+                                                       "model": model.model_id}
+
+        return cached(self.cache, "untrained", key, compute)[0]["generations"], key
+
+
+class Stages(_BaseModelStages):
+    """The cached stages of a run: protect, transform, fine-tune and generate, metric."""
 
     # -- image chain ---------------------------------------------------------------------------
     def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
@@ -133,14 +218,16 @@ class Stages:
         readable) the images are crafted every time and never cached."""
         code = code or code_fingerprint(protection)
         key = stage_key(
-            self.cache, "protect", part=protection_identity(protection, code), params=protection.params(tier),
+            self.cache, "protect", part=protection_identity(protection, code),
+            params=protection.params(tier),
             inputs={"subject": subject.content_hash},
             model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
         )
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = self.model if protection.uses_model else None
-            ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress, subject)
+            ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress,
+                                    subject)
             with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"):
                 output = protection.protect(subject.images.clone(), ctx)
             # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
@@ -154,11 +241,13 @@ class Stages:
                 self.cache.events.misses.append("protect")
                 self._uncached[key] = compute()
             tensors, info = self._uncached[key]
-            return tensors["images"], {**info, "cache_key": None, "seed": step.seed, "not_cached": code.reason}
+            return tensors["images"], {**info, "cache_key": None, "seed": step.seed,
+                                       "not_cached": code.reason}
         tensors, info = cached(self.cache, "protect", key, compute)
         return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
 
-    def transform(self, step: ChainStep, images_u8: torch.Tensor, notes: list[str] | None = None) -> torch.Tensor:
+    def transform(self, step: ChainStep, images_u8: torch.Tensor,
+                  notes: list[str] | None = None) -> torch.Tensor:
         """One attack step on 8-bit images (8-bit output: what the exploiter saves). A transform
         whose function takes ``context`` gets the purifier's model, the device and the seeded
         generator (``audit/parts/transforms/context.py``); the sentences it notes are appended
@@ -178,8 +267,9 @@ class Stages:
             function = part.load()
             context = TransformContext(model, self._device(), generator)
             takes_context = "context" in inspect.signature(function).parameters
+            extra = {"context": context} if takes_context else {}
             with self.progress.stage(f"attack: {step.spec.label()}"):
-                out = function(from_uint8(images_u8), params, generator, **({"context": context} if takes_context else {}))
+                out = function(from_uint8(images_u8), params, generator, **extra)
             return {"images": to_uint8(out)}, {"step": step.spec.label(), "notes": context.notes}
 
         tensors, meta = cached(self.cache, "transform", key, compute)
@@ -196,55 +286,37 @@ class Stages:
             from audit.diffusion.loading import load_model
             from audit.parts.metrics.weights import downloads_allowed
 
-            self._purifiers[spec] = load_model(spec, self._device(), allow_download=downloads_allowed())
+            self._purifiers[spec] = load_model(spec, self._device(),
+                                               allow_download=downloads_allowed())
         return self._purifiers[spec]
 
     # -- exploit -------------------------------------------------------------------------------
-    def class_images(self, params: DreamboothParams, generation: GenerationSettings) -> torch.Tensor | None:
-        """Prior-preservation class images from the base model with the class prompt (cached,
-        shared by every run and replicate, as diffusers' class_data_dir), generated
-        ``CLASS_BATCH`` at a time; image i is drawn from seed 10 000 + i either way."""
-        if not params.prior_preservation:
-            return None
-        from dataclasses import replace
-
-        model = self.model_for(params)
-
-        cfg = sampling.GenerationConfig((params.class_prompt,), params.num_class_images, generation.steps,
-                               generation.guidance_scale, "", seed=10_000)
-        key = stage_key(self.cache, "class_images", part={"name": "class_images"}, params=cfg.to_dict(), inputs={},
-                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(), batch=sampling.CLASS_BATCH)
-
-        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            n = cfg.images_per_prompt
-            images = torch.cat([
-                sampling.generate(model, model.unet, model.text_encoder,
-                         replace(cfg, images_per_prompt=min(sampling.CLASS_BATCH, n - start), seed=cfg.seed + start),
-                         self._resolution(), self.progress)
-                for start in range(0, n, sampling.CLASS_BATCH)])
-            return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
-
-        return from_uint8(cached(self.cache, "class_images", key, compute)[0]["images"])
-
-    def exploit_keys(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> tuple[str, str]:
+    def exploit_keys(
+            self, run: Run, images_u8: torch.Tensor,
+            generation: GenerationSettings) -> tuple[str, str]:
         """The fine-tuned weights' and the generations' cache keys of a run."""
         part = EXPLOITS.get(run.exploit.name)
         resolution = self._resolution()
         fingerprint = self.model_for(part.validate(run.exploit.params)).fingerprint
         wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
-                         inputs={"images": tensor_hash(images_u8)}, model=fingerprint, seed=run.seed,
+                         inputs={"images": tensor_hash(images_u8)}, model=fingerprint,
+                         seed=run.seed,
                          resolution=resolution, cpu_threads=CPU_THREADS)
         gen_cfg = generation_config(generation, run.seed)
-        gkey = stage_key(self.cache, "generate", part={"name": "generate", "sampler": generation.sampler},
+        gkey = stage_key(self.cache, "generate", part={"name": "generate",
+                                                       "sampler": generation.sampler},
                          params=gen_cfg.to_dict(), inputs={"weights": wkey}, model=fingerprint,
                          seed=run.seed, resolution=resolution, cpu_threads=CPU_THREADS)
         return wkey, gkey
 
-    def exploit_cached(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> bool:
+    def exploit_cached(
+            self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> bool:
         """Whether a run's generations are in the cache (looked up, not verified or counted)."""
         return self.cache.has("generate", self.exploit_keys(run, images_u8, generation)[1])
 
-    def exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
+    def exploit(
+            self, run: Run, images_u8: torch.Tensor,
+            generation: GenerationSettings) -> ExploitOutput:
         """Fine-tune on the run's images (weights cached), then generate (generations cached).
 
         On the CPU both run with one intra-op thread (``audit/run/workers.py``: the same numbers
@@ -252,9 +324,12 @@ class Stages:
         with single_thread(self._device()):
             return self._exploit(run, images_u8, generation)
 
-    def _exploit(self, run: Run, images_u8: torch.Tensor, generation: GenerationSettings) -> ExploitOutput:
+    def _exploit(
+            self, run: Run, images_u8: torch.Tensor,
+            generation: GenerationSettings) -> ExploitOutput:
         part = EXPLOITS.get(run.exploit.name)
-        params = part.validate(run.exploit.params)
+        # every exploit's parameters extend DreamboothParams (config, trained_weights, load_trained)
+        params = cast("DreamboothParams", part.validate(run.exploit.params))
         model = self.model_for(params)
         resolution = self._resolution()
         wkey, gkey = self.exploit_keys(run, images_u8, generation)
@@ -264,74 +339,58 @@ class Stages:
         def fit() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             self.progress.note(f"exploit {run.label()}: fine-tune (not cached)")
             class_images = self.class_images(params, generation)
-            unet, text_encoder, info = part.load()(model, from_uint8(images_u8), params.config(run.seed),
+            unet, text_encoder, info = part.load()(model, from_uint8(images_u8),
+                                                   params.config(run.seed),
                                                    self.progress, class_images=class_images)
             tuned.update(unet=unet, text_encoder=text_encoder)
-            info = {**info, "model": {"role": getattr(params, "model", "protector"), "id": model.model_id,
+            info = {**info, "model": {"role": getattr(params, "model", "protector"),
+                                      "id": model.model_id,
                                       "fingerprint": model.fingerprint}}
-            return params.trained_weights(unet, text_encoder), info  # what the exploit trained (LoRA: adapters)
+            # what the exploit trained (LoRA: adapters)
+            return params.trained_weights(unet, text_encoder), info
 
         with self.cache.lock("generate", gkey):
             hit = self.cache.get("generate", gkey)
             if hit is not None:  # the fine-tune's info travels with its generations: no re-fit
-                return ExploitOutput(wkey, gkey, hit[0]["generations"], hit[1].get("finetune_info", {}))
+                return ExploitOutput(wkey, gkey, hit[0]["generations"],
+                                     hit[1].get("finetune_info", {}))
             weights, winfo = cached(self.cache, "finetune", wkey, fit)
             unet, text_encoder = tuned.get("unet"), tuned.get("text_encoder")
             if unet is None:
                 unet, text_encoder = params.load_trained(model, weights)
-            generations = to_uint8(sampling.generate(model, unet, text_encoder, gen_cfg, resolution, self.progress))
+            generations = to_uint8(sampling.generate(model, unet, text_encoder, gen_cfg, resolution,  # type: ignore[arg-type]
+                                                     self.progress))
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
 
-    # -- untrained reference -----------------------------------------------------------------
-    def untrained_key(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> str:
-        """The untrained reference's cache key: the ``generate`` stage's fields with the base
-        model's own weights (its fingerprint) in the place of the fine-tuned ones."""
-        part = EXPLOITS.get(exploit.name)
-        fingerprint = self.model_for(part.validate(exploit.params)).fingerprint
-        return stage_key(self.cache, "untrained", part={"name": "generate", "sampler": generation.sampler},
-                         params=generation_config(generation, seed).to_dict(), inputs={"weights": "base model"},
-                         model=fingerprint, seed=seed, resolution=self._resolution(), cpu_threads=CPU_THREADS)
-
-    def untrained(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> tuple[torch.Tensor, str]:
-        """The base model's generations with the prompts, settings and seed of an exploit's
-        generation, without fine-tuning (the verdict's untrained reference, m_u): the model the
-        exploit would fine-tune, its UNet and text encoder as loaded. Cached once per (model,
-        generation settings, seed, resolution), so every case and rerun of an audit shares it;
-        one intra-op thread on the CPU, as the exploits' generations."""
-        part = EXPLOITS.get(exploit.name)
-        model = self.model_for(part.validate(exploit.params))
-        key = self.untrained_key(exploit, generation, seed)
-        cfg = generation_config(generation, seed)
-
-        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            self.progress.note(f"untrained reference: base model generations @seed {seed} (not cached)")
-            with single_thread(self._device()):
-                images = sampling.generate(model, model.unet, model.text_encoder, cfg, self._resolution(), self.progress)
-            return {"generations": to_uint8(images)}, {"prompts": list(cfg.prompts), "model": model.model_id}
-
-        return cached(self.cache, "untrained", key, compute)[0]["generations"], key
-
     # -- metrics -------------------------------------------------------------------------------
-    def metric(self, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:
+    def metric(
+            self, name: str, generations_u8: torch.Tensor,
+            reference_u8: torch.Tensor) -> dict[str, Any]:
         """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
         return metric_stage(self.cache, name, generations_u8, reference_u8)
 
 
 def generation_config(settings: GenerationSettings, seed: int) -> Any:
-    return sampling.GenerationConfig(tuple(settings.prompts), settings.images_per_prompt, settings.steps,
-                            settings.guidance_scale, settings.negative_prompt, seed=seed, sampler=settings.sampler)
+    return sampling.GenerationConfig(tuple(settings.prompts), settings.images_per_prompt,
+                                     settings.steps,
+                            settings.guidance_scale, settings.negative_prompt, seed=seed,
+                            sampler=settings.sampler)
 
 
-def metric_stage(cache: Cache, name: str, generations_u8: torch.Tensor, reference_u8: torch.Tensor) -> dict[str, Any]:
+def metric_stage(
+        cache: Cache, name: str, generations_u8: torch.Tensor,
+        reference_u8: torch.Tensor) -> dict[str, Any]:
     """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
     from audit.parts.metrics.build import get_metric
 
     metric = get_metric(name)
     part = METRICS.get(name)
-    key = stage_key(cache, "metric", part={**part.identity(), "implementation": metric.implementation_name()},
-                    params={}, inputs={"generations": tensor_hash(generations_u8), "reference": tensor_hash(reference_u8)},
+    key = stage_key(cache, "metric", part={**part.identity(),
+                                           "implementation": metric.implementation_name()},
+                    params={}, inputs={"generations": tensor_hash(generations_u8),
+                                       "reference": tensor_hash(reference_u8)},
                     model=None, seed=None)
     # An unavailable result (weights missing) is decided in well under a second and is not
     # cached, so that weights provided later are used; it is neither a hit nor a miss.

@@ -6,7 +6,8 @@ convolutions ~25 % and AdamW ~9 %; a second intra-op thread speeds a step up by 
 (the tensors are too small to split well), and generation is ~5 % of a run. So the cores are
 better used by running independent fine-tunes side by side, one thread each: two processes on
 two cores finish two runs in ~1.3–1.5× the time of one. Every fine-tune and generation on the
-CPU runs with one intra-op thread whichever way it is executed (``stages.single_thread``), so a run's
+CPU runs with one intra-op thread whichever way it is executed (``stages.single_thread``), so a
+run's
 numbers do not depend on whether it ran in a worker or in the main process.
 
 Workers load the model themselves (by the same ``--model`` spec, verified by its fingerprint)
@@ -59,13 +60,16 @@ def _init(setup: WorkerSetup) -> None:
     device = torch.device(setup.device)
     model = load_model(setup.model, device, allow_download=setup.allow_download, seed=0)
     if model.fingerprint != setup.fingerprint:
-        raise RuntimeError(f"worker loaded model '{setup.model}' with fingerprint {model.fingerprint[:16]}…, "
-                           f"not the audit's {setup.fingerprint[:16]}…; the model changed on disk during the audit")
+        raise RuntimeError(f"worker loaded model '{setup.model}' with fingerprint "
+                           f"{model.fingerprint[:16]}…, not the audit's {setup.fingerprint[:16]}…; "
+                           "the model changed on disk during the audit")
     progress = Progress()
     cache = Cache(Path(setup.cache_root), enabled=setup.cache_enabled)
     _STATE.update(progress=progress, cache=cache,
-                  stages=Stages(cache, lambda: model, lambda: device, lambda: setup.resolution, progress,
-                                transfer=(lambda: _transfer(setup, device)) if setup.transfer_model else None))
+                  stages=Stages(cache, lambda: model, lambda: device, lambda: setup.resolution,
+                                progress,
+                                transfer=(lambda: _transfer(setup, device)) if setup.transfer_model
+                                else None))
 
 
 def _transfer(setup: WorkerSetup, device: torch.device) -> Any:
@@ -73,15 +77,19 @@ def _transfer(setup: WorkerSetup, device: torch.device) -> Any:
     if "transfer" not in _STATE:
         from audit.diffusion import load_model
 
-        model = load_model(setup.transfer_model, device, allow_download=setup.allow_download, seed=0)
+        model = load_model(
+            setup.transfer_model, device, allow_download=setup.allow_download, seed=0)  # type: ignore[arg-type]
         if setup.transfer_fingerprint and model.fingerprint != setup.transfer_fingerprint:
-            raise RuntimeError(f"worker loaded transfer model '{setup.transfer_model}' with fingerprint "
-                               f"{model.fingerprint[:16]}…, not the audit's {setup.transfer_fingerprint[:16]}…")
+            raise RuntimeError(f"worker loaded transfer model '{setup.transfer_model}' with "
+                               f"fingerprint {model.fingerprint[:16]}…, not the audit's "
+                               f"{setup.transfer_fingerprint[:16]}…")
         _STATE["transfer"] = model
     return _STATE["transfer"]
 
 
-def _work(run: Any, images_u8: torch.Tensor, generation: Any) -> tuple[Any, list[dict[str, Any]], dict[str, list[str]]]:
+def _work(
+        run: Any, images_u8: torch.Tensor,
+        generation: Any) -> tuple[Any, list[dict[str, Any]], dict[str, list[str]]]:
     output = _STATE["stages"].exploit(run, images_u8, generation)
     return output, _STATE["progress"].take_timings(), _STATE["cache"].take_events().to_dict()
 
@@ -94,11 +102,14 @@ class ExploitPool:
         self.setup = setup
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, jobs: list[tuple[Any, torch.Tensor, Any]], on_done: Any = None) -> list[tuple[Any, list, dict]]:
+    def run(
+            self, jobs: list[tuple[Any, torch.Tensor, Any]],
+            on_done: Any = None) -> list[tuple[Any, list, dict]]:
         """Outputs of the jobs (run, images, generation settings), in the jobs' order."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # no forked torch state
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init, initargs=(self.setup,))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init,
+                                             initargs=(self.setup,))
         futures = {self._pool.submit(_work, *job): i for i, job in enumerate(jobs)}
         results: list[Any] = [None] * len(jobs)
         for future in as_completed(futures):

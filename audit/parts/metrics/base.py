@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -16,15 +17,18 @@ Direction = Literal["down", "up"]
 class MetricResult:
     name: str
     direction: Direction  # the direction in which the value means BETTER protection
-    values: list[float | None]  # one per image slot (None: undefined there); [] when unavailable
+    # one per image slot (None: undefined there); [] when unavailable
+    values: Sequence[float | None]
     implementation: str  # exactly what computed it, with versions
     unavailable: str | None = None  # why it could not be computed at all, and the fix
     missing: int = 0  # images computed by a documented fallback (e.g. no face found)
     notes: list[str] = field(default_factory=list)
     # "image": one value per generated image, slot-paired across exploits; "set": one value for
-    # the whole set (FID, precision/recall), so one per replicate (audit/parts/metrics/distribution.py).
+    # the whole set (FID, precision/recall), so one per replicate
+    # (audit/parts/metrics/distribution.py).
     level: Literal["image", "set"] = "image"
-    caution: str | None = None  # why this value means less than it seems (flagged by audit/judge/checks.py)
+    # why this value means less than it seems (flagged by audit/judge/checks.py)
+    caution: str | None = None
 
     @property
     def mean(self) -> float | None:
@@ -60,7 +64,8 @@ class Metric(ABC):
         """Per-image values for ``generated`` (image batch); ``reference``: clean subject images."""
 
     def unavailable(self, why: str) -> MetricResult:
-        return MetricResult(self.name, self.direction, [], self.implementation_name(), unavailable=why)
+        return MetricResult(self.name, self.direction, [], self.implementation_name(),
+                            unavailable=why)
 
     def implementation_name(self) -> str:
         return type(self).__name__

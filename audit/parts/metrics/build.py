@@ -1,4 +1,4 @@
-"""Metric instances by name, from the one parts registry (``audit/parts/__init__.py``)."""
+"""Metric instances by name, from the metrics registry (``audit/parts/metrics/__init__.py``)."""
 
 from __future__ import annotations
 

@@ -61,16 +61,18 @@ CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 IQS_PROMPTS = ("A high-quality photo", "A low-quality photo")  # PID App. A.2
 IQS_SCALE = 1e3  # PID App. A.2: "a 10^3 scale of the average differences"
-IQAC_PROMPTS = ("a good photo of face", "a bad photo of face")  # DiffShortcut App. A.2 via MetaCloak
+# DiffShortcut App. A.2 via MetaCloak
+IQAC_PROMPTS = ("a good photo of face", "a bad photo of face")
 IQAC_LOGIT_SCALE = 100.0  # CLIP's logit scale, as MetaCloak's evaluation multiplies the cosines
 LIQE_RANGE = (1.0, 5.0)  # LIQE's quality scale (bad … perfect)
 
 LIQE_UNAVAILABLE = (
-    "Q needs LIQE (Zhang et al., CVPR 2023), whose maintained implementation is pyiqa; pyiqa is not a dependency "
-    "here: pyiqa 0.1.16 pulls 33 more distributions (bitsandbytes, datasets with pyarrow, tensorboard, numba with "
-    "llvmlite, pandas, pre-commit, facexlib, openai-clip, ...) and opencv-python, which overwrites the "
-    "opencv-python-headless cv2 module this toolkit uses; its weights (liqe_mix.pt and OpenAI's CLIP ViT-B/32) "
-    "download at run time. Q's other half is reported as clip_iqac."
+    "Q needs LIQE (Zhang et al., CVPR 2023), whose maintained implementation is pyiqa; pyiqa is "
+    "not a dependency here: pyiqa 0.1.16 pulls 33 more distributions (bitsandbytes, datasets with "
+    "pyarrow, tensorboard, numba with llvmlite, pandas, pre-commit, facexlib, openai-clip, ...) "
+    "and opencv-python, which overwrites the opencv-python-headless cv2 module this toolkit uses; "
+    "its weights (liqe_mix.pt and OpenAI's CLIP ViT-B/32) download at run time. Q's other half is "
+    "reported as clip_iqac."
 )
 
 
@@ -113,10 +115,13 @@ def clip_missing() -> str | None:
         return "open_clip is not installed (pip install open-clip-torch)"
     if clip_weights() is None and not downloads_allowed():
         local = weights_dir()
-        places = looked_in(*(local / CLIP_REPO / n for n in CLIP_FILES) if local else (), _hub_cache())
+        places = looked_in(*(local / CLIP_REPO / n for n in CLIP_FILES) if local else (),
+                           _hub_cache())
         return missing_weights(
-            f"CLIP {CLIP_ARCH} '{CLIP_TAG}' weights ({' or '.join(CLIP_FILES)} of {CLIP_REPO})", places,
-            f"Download one from https://huggingface.co/{CLIP_REPO} into {CLIP_REPO}/ under the local weights folder.",
+            f"CLIP {CLIP_ARCH} '{CLIP_TAG}' weights ({' or '.join(CLIP_FILES)} of {CLIP_REPO})",
+            places,
+            f"Download one from https://huggingface.co/{CLIP_REPO} into {CLIP_REPO}/ under the "
+            "local weights folder.",
         )
     return None
 
@@ -140,7 +145,8 @@ def clip_label() -> str:
             f"[{weights_label(path, CLIP_FILES[0])}]")
 
 
-def prompt_cosines(network: ClipNetwork, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+def prompt_cosines(
+        network: ClipNetwork, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
     """(N, P) cosine similarities between CLIP's embeddings of each image and each prompt."""
     from PIL import Image
 
@@ -169,8 +175,10 @@ def q_values(liqe: Sequence[float], iqac: Sequence[float]) -> list[float]:
     """DiffShortcut §5 Q per image: the mean of LIQE re-normalised to [−1, 1] and CLIP-IQAC."""
     lo, hi = LIQE_RANGE
     if len(liqe) != len(iqac):
-        raise ValueError(f"Q pairs LIQE and CLIP-IQAC image by image: {len(liqe)} vs {len(iqac)} values")
-    return [0.5 * ((2 * (float(s) - lo) / (hi - lo) - 1) + float(c)) for s, c in zip(liqe, iqac, strict=True)]
+        raise ValueError(f"Q pairs LIQE and CLIP-IQAC image by image: {len(liqe)} vs {len(iqac)} "
+                         "values")
+    return [0.5 * ((2 * (float(s) - lo) / (hi - lo) - 1) + float(c)) for s,
+            c in zip(liqe, iqac, strict=True)]
 
 
 class _ClipMetric(Metric):
@@ -191,12 +199,14 @@ class _ClipMetric(Metric):
         return self._network
 
     def clip_implementation(self) -> str:
-        return f"stand-in network: {self._stand_in.label}" if self._stand_in is not None else clip_label()
+        return (f"stand-in network: {self._stand_in.label}" if self._stand_in is not None
+                else clip_label())
 
 
 class ImageQualityScore(_ClipMetric):
     name = "iqs"
-    description = "PID's IQS: 10³ · (CLIP cosine to 'A high-quality photo' − to 'A low-quality photo')"
+    description = ("PID's IQS: 10³ · (CLIP cosine to 'A high-quality photo' − to 'A low-quality "
+                   "photo')")
 
     def implementation_name(self) -> str:
         return f"{self.clip_implementation()}; prompts {IQS_PROMPTS}, ×{IQS_SCALE:g}"
@@ -206,22 +216,24 @@ class ImageQualityScore(_ClipMetric):
         if why:
             return self.unavailable(why)
         values = iqs_values(prompt_cosines(self.network(), generated, IQS_PROMPTS))
-        return MetricResult(self.name, self.direction, values, self.implementation_name())  # type: ignore[arg-type]
+        return MetricResult(self.name, self.direction, values, self.implementation_name())
 
 
 class ClipIqac(_ClipMetric):
     name = "clip_iqac"
-    description = "CLIP-IQAC: softmax over CLIP logits for 'a good/bad photo of face', good − bad, in [−1, 1]"
+    description = ("CLIP-IQAC: softmax over CLIP logits for 'a good/bad photo of face', good − "
+                   "bad, in [−1, 1]")
 
     def implementation_name(self) -> str:
-        return f"{self.clip_implementation()}; prompts {IQAC_PROMPTS}, softmax of {IQAC_LOGIT_SCALE:g}·cosine"
+        return (f"{self.clip_implementation()}; prompts {IQAC_PROMPTS}, softmax of "
+                f"{IQAC_LOGIT_SCALE:g}·cosine")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()
         if why:
             return self.unavailable(why)
         values = iqac_values(prompt_cosines(self.network(), generated, IQAC_PROMPTS))
-        return MetricResult(self.name, self.direction, values, self.implementation_name())  # type: ignore[arg-type]
+        return MetricResult(self.name, self.direction, values, self.implementation_name())
 
 
 class QualityQ(_ClipMetric):
@@ -231,14 +243,17 @@ class QualityQ(_ClipMetric):
     name = "q"
     description = "DiffShortcut's Q: mean of LIQE re-normalised to [−1, 1] and CLIP-IQAC"
 
-    def __init__(self, network: ClipNetwork | None = None, liqe: Callable[[torch.Tensor], Sequence[float]] | None = None,
+    def __init__(self, network: ClipNetwork | None = None,
+                 liqe: Callable[[torch.Tensor], Sequence[float]] | None = None,
                  liqe_label: str = "") -> None:
         super().__init__(network)
         self._liqe, self._liqe_label = liqe, liqe_label
 
     def implementation_name(self) -> str:
-        liqe = f"LIQE: {self._liqe_label or 'given scorer'}" if self._liqe is not None else "LIQE: none (unavailable)"
-        return f"{liqe}; CLIP-IQAC: {self.clip_implementation()}, prompts {IQAC_PROMPTS}; (LIQE − 3)/2 averaged with CLIP-IQAC"
+        liqe = (f"LIQE: {self._liqe_label or 'given scorer'}" if self._liqe is not None
+                else "LIQE: none (unavailable)")
+        return (f"{liqe}; CLIP-IQAC: {self.clip_implementation()}, prompts {IQAC_PROMPTS}; (LIQE − "
+                "3)/2 averaged with CLIP-IQAC")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         if self._liqe is None:
@@ -248,4 +263,5 @@ class QualityQ(_ClipMetric):
             return self.unavailable(why)
         iqac = iqac_values(prompt_cosines(self.network(), generated, IQAC_PROMPTS))
         liqe = [float(v) for v in self._liqe(generated)]
-        return MetricResult(self.name, self.direction, q_values(liqe, iqac), self.implementation_name())  # type: ignore[arg-type]
+        return MetricResult(self.name, self.direction, q_values(liqe, iqac),
+                            self.implementation_name())

@@ -17,7 +17,8 @@ compares edits of immunized images with edits of the clean images; for editing e
 reference is then the clean edits (the same functions, another reference).
 
 Set-level. Each is one number per set of generations, so one value per replicate
-(``MetricResult.level = "set"``). The verdict is over replicate means (``audit/judge/intervals.py``),
+(``MetricResult.level = "set"``). The verdict is over replicate means
+(``audit/judge/intervals.py``),
 which for these is the replicate's value itself: with K ≥ 2 replicates the usual t and Fieller
 intervals apply; with K = 1 there is no image bootstrap (one value has nothing to resample) and
 the verdict says so (``audit/judge/verdict.py``).
@@ -88,7 +89,8 @@ def inception_weights() -> Path | None:
 
 def inception_missing() -> str | None:
     """Why the FID Inception cannot be loaded (file checks only), or None."""
-    return hub_file_missing(f"the FID Inception v3 weights {INCEPTION_FILE}", INCEPTION_FILE, INCEPTION_URL)
+    return hub_file_missing(f"the FID Inception v3 weights {INCEPTION_FILE}", INCEPTION_FILE,
+                            INCEPTION_URL)
 
 
 def inception_network(path: Path) -> torch.nn.Module:
@@ -101,19 +103,23 @@ def inception_network(path: Path) -> torch.nn.Module:
     from piq.feature_extractors import fid_inception as fi
     from torchvision.models import inception as tv
 
-    def inception_e(channels: int) -> torch.nn.Module:  # Mixed_7b (1280 in) and Mixed_7c (2048 in) differ
+    # Mixed_7b (1280 in) and Mixed_7c (2048 in) differ
+    def inception_e(channels: int) -> torch.nn.Module:
         return fi.FIDInceptionE1(channels) if channels == 1280 else fi.FIDInceptionE2(channels)
 
     def fid_inception() -> torch.nn.Module:
-        blocks = [tv.BasicConv2d, fi.FIDInceptionA, tv.InceptionB, fi.FIDInceptionC, tv.InceptionD, inception_e, tv.InceptionAux]
-        net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False, inception_blocks=blocks)
+        blocks = [tv.BasicConv2d, fi.FIDInceptionA, tv.InceptionB, fi.FIDInceptionC, tv.InceptionD,
+                  inception_e, tv.InceptionAux]
+        net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False,
+                            inception_blocks=blocks)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return net
 
     class FromFile(fi.InceptionV3):
         fid_inception_v3 = staticmethod(fid_inception)
 
-    return FromFile(output_blocks=[fi.InceptionV3.DEFAULT_BLOCK_INDEX], resize_input=True, normalize_input=True).eval()
+    return FromFile(output_blocks=[fi.InceptionV3.DEFAULT_BLOCK_INDEX], resize_input=True,
+                    normalize_input=True).eval()
 
 
 @functools.cache
@@ -136,7 +142,8 @@ def _inception(path: str | None) -> FeatureNetwork:
 
 
 def inception_label() -> str:
-    return f"piq {package_version('piq')} FID InceptionV3 pool3 (2048-d) [{weights_label(inception_weights(), INCEPTION_FILE)}]"
+    return (f"piq {package_version('piq')} FID InceptionV3 pool3 (2048-d) "
+            f"[{weights_label(inception_weights(), INCEPTION_FILE)}]")
 
 
 def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -150,7 +157,9 @@ def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(((mx - my) ** 2).sum() + (ax * ax).sum() + (ay * ay).sum() - 2 * root_trace)
 
 
-def prd_curve(eval_hist: np.ndarray, ref_hist: np.ndarray, angles: int = PRD_ANGLES) -> tuple[np.ndarray, np.ndarray]:
+def prd_curve(
+        eval_hist: np.ndarray, ref_hist: np.ndarray,
+        angles: int = PRD_ANGLES) -> tuple[np.ndarray, np.ndarray]:
     """Sajjadi et al. 2018, Thm. 2: α(λ) = Σ min(λ P(ω), Q(ω)), β(λ) = Σ min(P(ω), Q(ω)/λ) for
     the reference P and evaluated Q histograms, at λ = tan θ on ``angles`` slopes in (0, π/2)."""
     theta = np.linspace(1e-6, math.pi / 2 - 1e-6, angles)
@@ -160,7 +169,9 @@ def prd_curve(eval_hist: np.ndarray, ref_hist: np.ndarray, angles: int = PRD_ANG
     return np.clip(precision, 0, 1), np.clip(recall, 0, 1)
 
 
-def _histograms(eval_features: np.ndarray, ref_features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _histograms(
+        eval_features: np.ndarray, ref_features: np.ndarray, clusters: int,
+        seed: int) -> tuple[np.ndarray, np.ndarray]:
     from scipy.cluster.vq import kmeans2
 
     data = np.concatenate([eval_features, ref_features])
@@ -233,38 +244,45 @@ class _InceptionMetric(Metric):
         return result
 
     def network_label(self) -> str:
-        return f"stand-in network: {self._stand_in.label}" if self._stand_in is not None else inception_label()
+        return (f"stand-in network: {self._stand_in.label}" if self._stand_in is not None
+                else inception_label())
 
     def set_result(self, value: float, n: int, m: int, minimum: int, why: str) -> MetricResult:
         caution = None
         if min(n, m) < minimum:
-            caution = (f"{self.name} on {n} generated vs {m} reference images, fewer than {minimum} in a set: {why}; "
-                       "compare it only between exploits of this audit (same set sizes), not with papers' values")
-        notes = [f"one value for the set of {n} generations against {m} clean subject images (one per replicate)"]
+            caution = (f"{self.name} on {n} generated vs {m} reference images, fewer than "
+                       f"{minimum} in a set: {why}; compare it only between exploits of this audit "
+                       "(same set sizes), not with papers' values")
+        notes = [f"one value for the set of {n} generations against {m} clean subject images (one "
+                 "per replicate)"]
         if caution:
             notes.append(caution)
-        return MetricResult(self.name, self.direction, [value], self.implementation_name(), notes=notes,  # type: ignore[arg-type]
+        return MetricResult(self.name, self.direction, [value], self.implementation_name(),
+                            notes=notes,
                             level="set", caution=caution)
 
 
 class FrechetInceptionDistance(_InceptionMetric):
     name = "fid"
     direction = "up"
-    description = "FID of the generations against the clean subject images (Inception pool3 features)"
+    description = ("FID of the generations against the clean subject images (Inception pool3 "
+                   "features)")
 
     def implementation_name(self) -> str:
-        return f"{self.network_label()}; Fréchet distance, exact trace of the matrix root (nuclear norm)"
+        return (f"{self.network_label()}; Fréchet distance, exact trace of the matrix root "
+                "(nuclear norm)")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()
         if why:
             return self.unavailable(why)
         if len(generated) < 2 or len(reference) < 2:
-            return self.unavailable(f"FID needs at least 2 images in each set (got {len(generated)} generated, "
-                                    f"{len(reference)} reference)")
+            return self.unavailable("FID needs at least 2 images in each set (got "
+                                    f"{len(generated)} generated, {len(reference)} reference)")
         value = frechet_distance(self.features(generated), self.features(reference))
         return self.set_result(value, len(generated), len(reference), FID_MIN_IMAGES,
-                               "the 2048-d covariance is singular and FID's small-sample bias dominates")
+                               "the 2048-d covariance is singular and FID's small-sample bias "
+                               "dominates")
 
 
 class _PRDMetric(_InceptionMetric):
@@ -272,8 +290,9 @@ class _PRDMetric(_InceptionMetric):
     which = 0  # 0: precision (F_1/8), 1: recall (F_8)
 
     def implementation_name(self) -> str:
-        return (f"{self.network_label()}; PRD (Sajjadi et al. 2018): k-means k ≤ {PRD_CLUSTERS} (scipy kmeans2, "
-                f"k-means++), {PRD_RUNS} clusterings averaged, {PRD_ANGLES} slopes, F_{{{'1/8' if self.which == 0 else '8'}}}")
+        return (f"{self.network_label()}; PRD (Sajjadi et al. 2018): k-means k ≤ {PRD_CLUSTERS} "
+                f"(scipy kmeans2, k-means++), {PRD_RUNS} clusterings averaged, {PRD_ANGLES} "
+                f"slopes, F_{{{'1/8' if self.which == 0 else '8'}}}")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()
@@ -283,16 +302,19 @@ class _PRDMetric(_InceptionMetric):
             return self.unavailable("PRD needs at least one image in each set")
         value = prd_scores(self.features(generated), self.features(reference))[self.which]
         return self.set_result(value, len(generated), len(reference), PRD_CLUSTERS,
-                               f"with fewer images than the {PRD_CLUSTERS} clusters the histograms are as coarse as they get")
+                               f"with fewer images than the {PRD_CLUSTERS} clusters the histograms "
+                               "are as coarse as they get")
 
 
 class PRDPrecision(_PRDMetric):
     name = "prd_precision"
     which = 0
-    description = "PRD precision F_1/8 of the generations against the clean subject images (Sajjadi et al.)"
+    description = ("PRD precision F_1/8 of the generations against the clean subject images "
+                   "(Sajjadi et al.)")
 
 
 class PRDRecall(_PRDMetric):
     name = "prd_recall"
     which = 1
-    description = "PRD recall F_8 of the generations against the clean subject images (Sajjadi et al.)"
+    description = ("PRD recall F_8 of the generations against the clean subject images (Sajjadi et "
+                   "al.)")

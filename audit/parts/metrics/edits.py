@@ -48,7 +48,8 @@ def _fsim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class EditSimilarity(Metric):
-    """One of PhotoGuard Table 6's similarities, per slot: (edit of protected i, edit of clean i)."""
+    """One of PhotoGuard Table 6's similarities, per slot: (edit of protected i, edit of clean
+    i)."""
 
     direction = "down"
     function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -56,20 +57,24 @@ class EditSimilarity(Metric):
     min_side = 1
 
     def implementation_name(self) -> str:
-        return f"piq {package_version('piq')} {self.label} (defaults, data range 1), edit of protected vs edit of clean"
+        return (f"piq {package_version('piq')} {self.label} (defaults, data range 1), edit of "
+                "protected vs edit of clean")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         if generated.shape != reference.shape:
             raise ValueError(
-                f"{self.name} compares the edit of each protected image with the edit of the same clean image, slot by "
-                f"slot: got {tuple(generated.shape)} and {tuple(reference.shape)}; pass the clean edits as the reference"
+                f"{self.name} compares the edit of each protected image with the edit of the same "
+                f"clean image, slot by slot: got {tuple(generated.shape)} and "
+                f"{tuple(reference.shape)}; pass the clean edits as the reference"
             )
         side = min(generated.shape[-2:])
         if side < self.min_side:
-            return self.unavailable(f"{self.label} needs images of at least {self.min_side} px (piq); these are {side} px")
+            return self.unavailable(f"{self.label} needs images of at least {self.min_side} px "
+                                    f"(piq); these are {side} px")
         x, y = generated.float().cpu().clamp(0, 1), reference.float().cpu().clamp(0, 1)
         values = type(self).function(x, y)
-        return MetricResult(self.name, self.direction, [float(v) for v in values], self.implementation_name())  # type: ignore[arg-type]
+        return MetricResult(self.name, self.direction, [float(v) for v in values],
+                            self.implementation_name())
 
 
 class EditSSIM(EditSimilarity):
@@ -98,12 +103,15 @@ class EditFSIM(EditSimilarity):
     name = "edit_fsim"
     label = "fsim"
     function = staticmethod(_fsim)
-    description = "FSIM (colour) between the edit of a protected image and the edit of the clean one"
+    description = ("FSIM (colour) between the edit of a protected image and the edit of the clean "
+                   "one")
 
 
 EDIT_METRICS: tuple[type[EditSimilarity], ...] = (EditSSIM, EditPSNR, EditVIFp, EditFSIM)
 
 
-def edit_similarity(clean_edits: torch.Tensor, protected_edits: torch.Tensor) -> dict[str, MetricResult]:
-    """PhotoGuard Table 6: every edit similarity, per slot, of the protected edits to the clean edits."""
+def edit_similarity(
+        clean_edits: torch.Tensor, protected_edits: torch.Tensor) -> dict[str, MetricResult]:
+    """PhotoGuard Table 6: every edit similarity, per slot, of the protected edits to the clean
+    edits."""
     return {cls.name: cls().compute(protected_edits, clean_edits) for cls in EDIT_METRICS}

@@ -52,7 +52,8 @@ def rgb_arrays(images: torch.Tensor, min_side: int = 0) -> list[np.ndarray]:
     nothing is resized)."""
     images = images.detach().cpu().float()
     if min_side and min(images.shape[-2:]) < min_side:
-        images = F.interpolate(images, size=(min_side, min_side), mode="bicubic", align_corners=False).clamp(0, 1)
+        images = F.interpolate(images, size=(min_side, min_side), mode="bicubic",
+                               align_corners=False).clamp(0, 1)
     return [np.ascontiguousarray(a.permute(1, 2, 0).numpy()) for a in to_uint8(images)]
 
 
@@ -100,7 +101,8 @@ def ism_values(generated: Embeddings, reference: Embeddings) -> list[float | Non
     leaves such images out of ISM and counts them in FDFR)."""
     identity = mean_identity(reference)
     if identity is None:
-        raise ValueError("no face was detected in any clean image, so there is no identity to compare with")
+        raise ValueError("no face was detected in any clean image, so there is no identity to "
+                         "compare with")
     return [None if g is None else cosine(g, identity) for g in generated]
 
 
@@ -111,14 +113,17 @@ def failure_values(detected: Sequence[bool]) -> list[float]:
 
 def ims_values(ip_generated: Embeddings, ip_reference: Embeddings, vgg_generated: Embeddings,
                vgg_reference: Embeddings, weight: float = IMS_LAMBDA) -> list[float]:
-    """DiffShortcut §5 / App. A.2 IMS per generated image: λ·cos(antelopev2) + (1 − λ)·cos(VGG-Face),
+    """DiffShortcut §5 / App. A.2 IMS per generated image: λ·cos(antelopev2) + (1 −
+    λ)·cos(VGG-Face),
     each against the mean clean embedding of its own network (as ISM, the definition DiffShortcut
     follows). The paper averages over all N_k generated images (App. A.2), so a face one network
     misses scores 0 in that network's term instead of being left out."""
     if len(ip_generated) != len(vgg_generated):
-        raise ValueError(f"IMS pairs the two networks image by image: {len(ip_generated)} vs {len(vgg_generated)} embeddings")
+        raise ValueError(f"IMS pairs the two networks image by image: {len(ip_generated)} vs "
+                         f"{len(vgg_generated)} embeddings")
     ip_identity, vgg_identity = mean_identity(ip_reference), mean_identity(vgg_reference)
     if ip_identity is None or vgg_identity is None:
-        raise ValueError("no face was detected in any clean image, so there is no identity to compare with")
+        raise ValueError("no face was detected in any clean image, so there is no identity to "
+                         "compare with")
     return [weight * cosine(a, ip_identity) + (1 - weight) * cosine(v, vgg_identity)
             for a, v in zip(ip_generated, vgg_generated, strict=True)]

@@ -94,11 +94,14 @@ class FaceDetectionScore(Metric):
 
     name = "fds"
     direction = "down"
-    description = "PID's FDS: mean cosine of facenet VGGFace2 embeddings (MTCNN faces) to the training images'"
+    description = ("PID's FDS: mean cosine of facenet VGGFace2 embeddings (MTCNN faces) to the "
+                   "training images'")
 
-    def __init__(self, crop: Cropper | None = None, embed: torch.nn.Module | None = None, label: str | None = None) -> None:
+    def __init__(self, crop: Cropper | None = None, embed: torch.nn.Module | None = None,
+                 label: str | None = None) -> None:
         if (crop is None) != (embed is None):
-            raise ValueError("FaceDetectionScore: give both crop and embed (a stand-in pair) or neither")
+            raise ValueError("FaceDetectionScore: give both crop and embed (a stand-in pair) or "
+                             "neither")
         self._crop, self._embed, self._label = crop, embed, label
         self._stand_in = embed is not None
 
@@ -107,8 +110,9 @@ class FaceDetectionScore(Metric):
             return f"stand-in networks: {self._label or type(self._embed).__name__}"
         path = facenet_weights()
         weights = f"{path.name} sha256 {file_sha256(path)}" if path else f"{FACENET_FILE} (missing)"
-        return (f"facenet-pytorch {package_version('facenet-pytorch')} MTCNN (bundled weights, 160-px crop, largest face) "
-                f"+ InceptionResnetV1 vggface2 [{weights}]; missed face = zero embedding; inputs ≥{MIN_SIDE} px")
+        return (f"facenet-pytorch {package_version('facenet-pytorch')} MTCNN (bundled weights, "
+                f"160-px crop, largest face) + InceptionResnetV1 vggface2 [{weights}]; missed face "
+                f"= zero embedding; inputs ≥{MIN_SIDE} px")
 
     def missing_why(self) -> str | None:
         """Why the real networks cannot be loaded (decided from file checks only: fast)."""
@@ -127,7 +131,8 @@ class FaceDetectionScore(Metric):
     def networks(self) -> tuple[Cropper, torch.nn.Module]:
         if self._embed is None:
             path = facenet_weights()
-            if path is None:  # downloads allowed (missing_why said so): where facenet-pytorch caches it
+            # downloads allowed (missing_why said so): where facenet-pytorch caches it
+            if path is None:
                 path = torch_checkpoints() / FACENET_FILE
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.hub.download_url_to_file(FACENET_URL, str(path), progress=False)
@@ -160,7 +165,10 @@ class FaceDetectionScore(Metric):
         missing, ref_missing = sum(g is None for g in gen), sum(r is None for r in ref)
         notes = []
         if missing:
-            notes.append(f"no face detected in {missing} of {len(gen)} generated images: each counts as similarity 0 (PID's zero embedding)")
+            notes.append(f"no face detected in {missing} of {len(gen)} generated images: each "
+                         "counts as similarity 0 (PID's zero embedding)")
         if ref_missing:
-            notes.append(f"no face detected in {ref_missing} of {len(ref)} training images: their pairs count as similarity 0")
-        return MetricResult(self.name, self.direction, values, self.implementation_name(), missing=missing, notes=notes)
+            notes.append(f"no face detected in {ref_missing} of {len(ref)} training images: their "
+                         "pairs count as similarity 0")
+        return MetricResult(self.name, self.direction, values, self.implementation_name(),
+                            missing=missing, notes=notes)

@@ -1,4 +1,5 @@
-"""dlib identity similarity: the offline identity metric (neither PID's FDS nor Anti-DreamBooth's ISM).
+"""dlib identity similarity: the offline identity metric (neither PID's FDS nor Anti-DreamBooth's
+ISM).
 
 Embeddings: dlib's face-recognition ResNet (128-d, trained for face verification) with its
 5-point landmark aligner, both from the ``face_recognition_models`` package, detection with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,31 +42,35 @@ def models_folder() -> Path | None:
 
 
 @functools.cache
-def _dlib_models() -> tuple[object, object, object]:
+def _dlib_models() -> tuple[Any, Any, Any]:
     import dlib
 
-    folder = models_folder()
+    folder = cast(Path, models_folder())  # _dlib_models runs once it was found
     recognition = folder / "dlib_face_recognition_resnet_model_v1.dat"
     landmarks = folder / "shape_predictor_5_face_landmarks.dat"
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(landmarks)), dlib.face_recognition_model_v1(str(recognition))
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(
+        str(landmarks)), dlib.face_recognition_model_v1(str(recognition))
 
 
 def _prepare(images: torch.Tensor) -> list[np.ndarray]:
     side = images.shape[-1]
     if side < MIN_SIDE:
-        images = F.interpolate(images, size=(MIN_SIDE, MIN_SIDE), mode="bicubic", align_corners=False).clamp(0, 1)
+        images = F.interpolate(images, size=(MIN_SIDE, MIN_SIDE), mode="bicubic",
+                               align_corners=False).clamp(0, 1)
     return [np.ascontiguousarray(im.permute(1, 2, 0).numpy()) for im in to_uint8(images)]
 
 
 class DlibIdentitySimilarity(Metric):
     name = "dlib_identity_similarity"
     direction = "down"
-    description = "mean cosine similarity of dlib ResNet face embeddings to the clean subject (offline; not FDS or ISM)"
+    description = ("mean cosine similarity of dlib ResNet face embeddings to the clean subject "
+                   "(offline; not FDS or ISM)")
 
     def implementation_name(self) -> str:
         version = package_version("dlib-bin")
         version = package_version("dlib") if version == "missing" else version
-        return f"dlib {version} face-recognition ResNet v1 + 5-point aligner (face_recognition_models), HOG detector, inputs ≥{MIN_SIDE} px"
+        return (f"dlib {version} face-recognition ResNet v1 + 5-point aligner "
+                f"(face_recognition_models), HOG detector, inputs ≥{MIN_SIDE} px")
 
     def missing_why(self) -> str | None:
         try:
@@ -74,7 +80,8 @@ class DlibIdentitySimilarity(Metric):
         folder = models_folder()
         if folder is None:
             return "face_recognition_models is not installed (pip install face-recognition-models)"
-        for name in ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"):
+        for name in ("dlib_face_recognition_resnet_model_v1.dat",
+                     "shape_predictor_5_face_landmarks.dat"):
             if not (folder / name).is_file():
                 return f"{folder / name} is missing (reinstall face-recognition-models)"
         return None
@@ -93,7 +100,8 @@ class DlibIdentitySimilarity(Metric):
                 fallbacks += 1
                 box = dlib.rectangle(0, 0, array.shape[1] - 1, array.shape[0] - 1)
             shape = aligner(array, box)
-            out.append(np.asarray(recognition.compute_face_descriptor(array, shape), dtype=np.float64))
+            out.append(np.asarray(recognition.compute_face_descriptor(array, shape),
+                                  dtype=np.float64))
         return np.stack(out), fallbacks
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
@@ -107,7 +115,10 @@ class DlibIdentitySimilarity(Metric):
         values = (gen_n @ ref_n.T).mean(axis=1)
         notes = []
         if missing:
-            notes.append(f"no face detected in {missing} of {len(gen)} generated images: whole frame used as the face box")
+            notes.append(f"no face detected in {missing} of {len(gen)} generated images: whole "
+                         "frame used as the face box")
         if ref_missing:
-            notes.append(f"no face detected in {ref_missing} of {len(ref)} reference images: whole frame used")
-        return MetricResult(self.name, self.direction, [float(v) for v in values], self.implementation_name(), missing=missing, notes=notes)
+            notes.append(f"no face detected in {ref_missing} of {len(ref)} reference images: whole "
+                         "frame used")
+        return MetricResult(self.name, self.direction, [float(v) for v in values],
+                            self.implementation_name(), missing=missing, notes=notes)

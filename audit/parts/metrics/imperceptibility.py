@@ -49,7 +49,8 @@ def lpips_missing() -> str | None:
 
     if importlib.util.find_spec("lpips") is None:
         return "the lpips package is not installed (pip install lpips==0.1.4)"
-    return hub_file_missing(f"LPIPS's VGG16 backbone ({VGG_FILE}, torchvision's ImageNet weights)", VGG_FILE, VGG_URL)
+    return hub_file_missing(f"LPIPS's VGG16 backbone ({VGG_FILE}, torchvision's ImageNet weights)",
+                            VGG_FILE, VGG_URL)
 
 
 def lpips_network(backbone: Path | None, net: str = LPIPS_NET) -> torch.nn.Module:
@@ -59,18 +60,22 @@ def lpips_network(backbone: Path | None, net: str = LPIPS_NET) -> torch.nn.Modul
         warnings.simplefilter("ignore")  # torchvision's 'pretrained' deprecation, inside lpips
         import lpips
 
-        model = lpips.LPIPS(net=net, version=LPIPS_VERSION, pretrained=True, pnet_rand=True, verbose=False)
+        model = lpips.LPIPS(net=net, version=LPIPS_VERSION, pretrained=True, pnet_rand=True,
+                            verbose=False)
     if backbone is not None:
         state = torch.load(backbone, map_location="cpu", weights_only=True)
-        used = set()
-        for slice_ in model.net.children():  # slice1…5 hold torchvision's features[i] under the name "i"
+        used: set[str] = set()
+        # slice1…5 hold torchvision's features[i] under the name "i"
+        for slice_ in model.net.children():
             for index, layer in slice_.named_children():
                 prefix = f"features.{index}."
-                layer.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+                layer.load_state_dict({k[len(prefix):]: v for k,
+                                       v in state.items() if k.startswith(prefix)})
                 used.update(k for k in state if k.startswith(prefix))
         unused = [k for k in state if k.startswith("features.") and k not in used]
         if unused:
-            raise RuntimeError(f"{backbone}: backbone weights LPIPS does not use: {unused[:4]}; is it torchvision's {net}?")
+            raise RuntimeError(f"{backbone}: backbone weights LPIPS does not use: {unused[:4]}; is "
+                               f"it torchvision's {net}?")
     return model.eval()
 
 
@@ -82,24 +87,31 @@ def _lpips() -> torch.nn.Module:
 
         path = hub_checkpoints() / VGG_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url, str(path), progress=False)
+        torch.hub.download_url_to_file(torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+                                       str(path), progress=False)
     return lpips_network(path)
 
 
-def lpips_result(clean: torch.Tensor, protected: torch.Tensor, network: Any = None, label: str = "") -> MetricResult:
+def lpips_result(
+        clean: torch.Tensor, protected: torch.Tensor, network: Any = None,
+        label: str = "") -> MetricResult:
     """LPIPS(clean_i, protected_i) per image; ``network`` replaces the real one (logic tests)."""
     if network is None:
         why = lpips_missing()
         if why:
-            return MetricResult("lpips", "up", [], f"lpips {package_version('lpips')} {LPIPS_NET}", unavailable=why)
-        network, label = _lpips(), (f"lpips {package_version('lpips')} v{LPIPS_VERSION} {LPIPS_NET} "
-                                    f"[{weights_label(vgg_weights(), VGG_FILE)}]")
+            return MetricResult("lpips", "up", [], f"lpips {package_version('lpips')} {LPIPS_NET}",
+                                unavailable=why)
+        network, label = _lpips(), (f"lpips {package_version('lpips')} v{LPIPS_VERSION} "
+                                    f"{LPIPS_NET} [{weights_label(vgg_weights(), VGG_FILE)}]")
     with torch.no_grad():
         values = network(protected.float(), clean.float(), normalize=True).flatten()
-    return MetricResult("lpips", "up", [float(v) for v in values], f"{label or 'stand-in network'}, inputs [0, 1] → [−1, 1]")
+    return MetricResult("lpips", "up", [float(v) for v in values],
+                        f"{label or 'stand-in network'}, inputs [0, 1] → [−1, 1]")
 
 
-def imperceptibility(clean: torch.Tensor, protected: torch.Tensor, lpips_net: Any = None) -> dict[str, MetricResult]:
+def imperceptibility(
+        clean: torch.Tensor, protected: torch.Tensor,
+        lpips_net: Any = None) -> dict[str, MetricResult]:
     clean, protected = clean.float().cpu().clamp(0, 1), protected.float().cpu().clamp(0, 1)
     version = getattr(piq, "__version__", "?")
     psnr = piq.psnr(protected, clean, data_range=1.0, reduction="none")
@@ -107,9 +119,12 @@ def imperceptibility(clean: torch.Tensor, protected: torch.Tensor, lpips_net: An
     ssim = piq.ssim(protected, clean, data_range=1.0, reduction="none", kernel_size=kernel)
     linf = (to_uint8(protected).int() - to_uint8(clean).int()).abs().flatten(1).amax(1)
     return {
-        "psnr": MetricResult("psnr", "down", [float(v) for v in psnr], f"piq {version} psnr, data range 1"),
-        "ssim": MetricResult("ssim", "down", [float(v) for v in ssim], f"piq {version} ssim, kernel {kernel}, data range 1"),
-        "linf_255": MetricResult("linf_255", "down", [float(v) for v in linf], "max |protected − clean| in 8-bit levels"),
+        "psnr": MetricResult("psnr", "down", [float(v) for v in psnr], f"piq {version} psnr, data "
+                "range 1"),
+        "ssim": MetricResult("ssim", "down", [float(v) for v in ssim], f"piq {version} ssim, "
+                f"kernel {kernel}, data range 1"),
+        "linf_255": MetricResult("linf_255", "down", [float(v) for v in linf], "max |protected − "
+                "clean| in 8-bit levels"),
         "lpips": lpips_result(clean, protected, lpips_net),
     }
 
@@ -119,8 +134,10 @@ class ProtectionLpips(Metric):
     metric; the engine reports it with every protection run through ``imperceptibility``."""
 
     name = "lpips"
-    direction = "up"  # as in ``imperceptibility``: the way the value means a more visible perturbation
-    description = "LPIPS (VGG) between each protected image and its clean original (the protection's visibility)"
+    # as in ``imperceptibility``: the way the value means a more visible perturbation
+    direction = "up"
+    description = ("LPIPS (VGG) between each protected image and its clean original (the "
+                   "protection's visibility)")
 
     def __init__(self, network: Any = None, label: str = "") -> None:
         self._network, self._label = network, label
@@ -128,10 +145,12 @@ class ProtectionLpips(Metric):
     def implementation_name(self) -> str:
         if self._network is not None:
             return f"stand-in network: {self._label}"
-        return f"lpips {package_version('lpips')} v{LPIPS_VERSION} {LPIPS_NET} [{weights_label(vgg_weights(), VGG_FILE)}]"
+        return (f"lpips {package_version('lpips')} v{LPIPS_VERSION} {LPIPS_NET} "
+                f"[{weights_label(vgg_weights(), VGG_FILE)}]")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         if generated.shape != reference.shape:
-            raise ValueError(f"lpips compares each protected image with its clean original, slot by slot: got "
-                             f"{tuple(generated.shape)} and {tuple(reference.shape)}")
-        return lpips_result(reference.float().cpu().clamp(0, 1), generated.float().cpu().clamp(0, 1), self._network, self._label)
+            raise ValueError("lpips compares each protected image with its clean original, slot "
+                             f"by slot: got {tuple(generated.shape)} and {tuple(reference.shape)}")
+        return lpips_result(reference.float().cpu().clamp(0, 1),
+                            generated.float().cpu().clamp(0, 1), self._network, self._label)

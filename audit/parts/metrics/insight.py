@@ -27,6 +27,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -86,13 +87,16 @@ def find_pack(pack: str) -> Path | None:
 
 def pack_missing(pack: str, needed_by: str) -> str | None:
     """Why a pack is not usable (file checks only: fast), or None."""
-    if importlib.util.find_spec("insightface") is None or importlib.util.find_spec("onnxruntime") is None:
-        return f"{needed_by} needs insightface and onnxruntime (pip install onnxruntime onnx && pip install --no-deps insightface==2.1)"
+    find = importlib.util.find_spec
+    if find("insightface") is None or find("onnxruntime") is None:
+        return (f"{needed_by} needs insightface and onnxruntime (pip install onnxruntime onnx && "
+                "pip install --no-deps insightface==2.1)")
     if find_pack(pack) is None and not downloads_allowed():
         return missing_weights(
             f"{needed_by} needs InsightFace's '{pack}' model pack (a folder of .onnx files)",
             looked_in(*_pack_candidates(pack)),
-            f"Unzip {pack}.zip from InsightFace's model-zoo release into {insightface_root() / 'models' / pack}.",
+            f"Unzip {pack}.zip from InsightFace's model-zoo release into "
+            f"{insightface_root() / 'models' / pack}.",
         )
     return None
 
@@ -101,7 +105,8 @@ def pack_description(pack: str) -> str:
     folder = find_pack(pack)
     if folder is None:
         return f"pack {pack} (missing)"
-    files = ", ".join(f"{p.name} sha256:{file_sha256(p)[:16]}" for p in sorted(folder.glob("*.onnx")))
+    files = ", ".join(f"{p.name} sha256:{file_sha256(p)[:16]}"
+                      for p in sorted(folder.glob("*.onnx")))
     return f"pack {pack} [{files}]"
 
 
@@ -117,41 +122,49 @@ def insightface_analyzer(pack: str, modules: tuple[str, ...]) -> Analyzer:
         folder = _onnx_folder(Path(ensure_available("models", pack, root=str(insightface_root()))))
         if folder is None:
             raise FileNotFoundError(f"InsightFace's download of '{pack}' holds no .onnx file")
-    app = FaceAnalysis(name=str(folder), allowed_modules=list(modules), providers=["CPUExecutionProvider"])
+    app = FaceAnalysis(name=str(folder), allowed_modules=list(modules),
+                       providers=["CPUExecutionProvider"])
     app.prepare(ctx_id=-1, det_size=DET_SIZE, det_thresh=DET_THRESHOLD)
 
     def analyze(rgb: np.ndarray) -> list[Face]:
         faces = app.get(np.ascontiguousarray(rgb[:, :, ::-1]))  # InsightFace reads BGR (OpenCV)
         return [Face(tuple(float(x) for x in f.bbox[:4]), float(f.det_score),  # type: ignore[arg-type]
-                     None if f.embedding is None else np.asarray(f.embedding, dtype=np.float64)) for f in faces]
+                     None if f.embedding is None else np.asarray(f.embedding, dtype=np.float64))
+                     for f in faces]
 
     return analyze
 
 
 def deepface_home() -> Path:
-    return Path(os.environ.get("DEEPFACE_HOME", str(Path.home()))).expanduser() / ".deepface" / "weights"
+    return Path(
+        os.environ.get("DEEPFACE_HOME", str(Path.home()))).expanduser() / ".deepface" / "weights"
 
 
 def deepface_missing() -> str | None:
     if importlib.util.find_spec("deepface") is None:
-        return ("IMS's VGG-Face half (30 %) needs DeepFace's VGG-Face network: the deepface package is not installed "
-                "(it needs TensorFlow, which this project does not install; pip install deepface in an environment "
-                "with TensorFlow to compute IMS)")
+        return ("IMS's VGG-Face half (30 %) needs DeepFace's VGG-Face network: the deepface "
+                "package is not installed (it needs TensorFlow, which this project does not "
+                "install; pip install deepface in an environment with TensorFlow to compute IMS)")
     absent = [f for f in DEEPFACE_FILES if not (deepface_home() / f).is_file()]
     if absent and not downloads_allowed():
-        return missing_weights(f"IMS needs DeepFace's weights {', '.join(absent)}", [str(deepface_home())],
-                               "DeepFace downloads them to $DEEPFACE_HOME/.deepface/weights on first use.")
+        return missing_weights(f"IMS needs DeepFace's weights {', '.join(absent)}",
+                               [str(deepface_home())],
+                               "DeepFace downloads them to $DEEPFACE_HOME/.deepface/weights on "
+                               "first use.")
     return None
 
 
 def deepface_vgg_analyzer() -> Analyzer:
-    """DeepFace VGG-Face embeddings of its RetinaFace faces, aligned, as Anti-DreamBooth calls DeepFace."""
+    """DeepFace VGG-Face embeddings of its RetinaFace faces, aligned, as Anti-DreamBooth calls
+    DeepFace."""
     from deepface import DeepFace
 
     def analyze(rgb: np.ndarray) -> list[Face]:
         try:
-            found = DeepFace.represent(img_path=np.ascontiguousarray(rgb[:, :, ::-1]), model_name="VGG-Face",
-                                       detector_backend="retinaface", enforce_detection=True, align=True)
+            found = DeepFace.represent(img_path=np.ascontiguousarray(rgb[:, :, ::-1]),
+                                       model_name="VGG-Face",
+                                       detector_backend="retinaface", enforce_detection=True,
+                                       align=True)
         except ValueError:  # DeepFace's "Face could not be detected"
             return []
         faces = []
@@ -186,8 +199,9 @@ class _InsightMetric(Metric):
     def library(self) -> str:
         if self._analyzer is not None and self._label is not None:
             return f"stand-in network: {self._label}"
-        return (f"insightface {package_version('insightface')} / onnxruntime {package_version('onnxruntime')}, "
-                f"{pack_description(self.pack)}, detector input {DET_SIZE[0]}², threshold {DET_THRESHOLD}")
+        return (f"insightface {package_version('insightface')} / onnxruntime "
+                f"{package_version('onnxruntime')}, {pack_description(self.pack)}, detector input "
+                f"{DET_SIZE[0]}², threshold {DET_THRESHOLD}")
 
     def missing_why(self) -> str | None:
         return None if self._analyzer is not None else pack_missing(self.pack, self.name.upper())
@@ -206,10 +220,12 @@ class IdentityScoreMatching(_InsightMetric):
 
     name = "ism"
     direction = "down"
-    description = "Anti-DreamBooth's ISM: ArcFace cosine to the mean clean-face embedding (InsightFace buffalo_l)"
+    description = ("Anti-DreamBooth's ISM: ArcFace cosine to the mean clean-face embedding "
+                   "(InsightFace buffalo_l)")
 
     def implementation_name(self) -> str:
-        return f"{self.library()}; ArcFace on the biggest face, mean of unit clean embeddings; no face: left out"
+        return (f"{self.library()}; ArcFace on the biggest face, mean of unit clean embeddings; no "
+                "face: left out")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         why = self.missing_why()
@@ -222,12 +238,14 @@ class IdentityScoreMatching(_InsightMetric):
         except ValueError as exc:
             return self.unavailable(f"{exc} ({len(ref)} clean images)")
         missing = sum(v is None for v in slots)
-        notes = [f"no face detected in {missing} of {len(slots)} generated images: left out of ISM (undefined slots), "
-                 "as Anti-DreamBooth does (see fdfr)"] if missing else []
+        notes = [f"no face detected in {missing} of {len(slots)} generated images: left out of ISM "
+                 "(undefined slots), as Anti-DreamBooth does (see fdfr)"] if missing else []
         ref_missing = sum(r is None for r in ref)
         if ref_missing:
-            notes.append(f"no face detected in {ref_missing} of {len(ref)} clean images: the identity is the mean of the others")
-        return MetricResult(self.name, self.direction, slots, self.implementation_name(), missing=missing, notes=notes)  # type: ignore[arg-type]
+            notes.append(f"no face detected in {ref_missing} of {len(ref)} clean images: the "
+                         "identity is the mean of the others")
+        return MetricResult(self.name, self.direction, slots, self.implementation_name(),
+                            missing=missing, notes=notes)
 
 
 class FaceDetectionFailureRate(_InsightMetric):
@@ -236,7 +254,8 @@ class FaceDetectionFailureRate(_InsightMetric):
 
     name = "fdfr"
     direction = "up"
-    description = "Anti-DreamBooth's FDFR: share of generations without a detected face (InsightFace SCRFD, buffalo_l)"
+    description = ("Anti-DreamBooth's FDFR: share of generations without a detected face "
+                   "(InsightFace SCRFD, buffalo_l)")
     modules = ("detection",)
 
     def implementation_name(self) -> str:
@@ -259,9 +278,11 @@ class IdentityMatchingSimilarity(Metric):
 
     name = "ims"
     direction = "down"
-    description = "DiffShortcut's IMS: 0.7·antelopev2 + 0.3·DeepFace VGG-Face cosine to the mean clean embedding"
+    description = ("DiffShortcut's IMS: 0.7·antelopev2 + 0.3·DeepFace VGG-Face cosine to the mean "
+                   "clean embedding")
 
-    def __init__(self, antelope: Analyzer | None = None, vgg: Analyzer | None = None, label: str | None = None) -> None:
+    def __init__(self, antelope: Analyzer | None = None, vgg: Analyzer | None = None,
+                 label: str | None = None) -> None:
         if (antelope is None) != (vgg is None):
             raise ValueError("IdentityMatchingSimilarity: give both stand-in analyzers or neither")
         self._antelope, self._vgg, self._label = antelope, vgg, label
@@ -269,13 +290,15 @@ class IdentityMatchingSimilarity(Metric):
     def implementation_name(self) -> str:
         if self._antelope is not None:
             return f"stand-in networks: {self._label or 'injected analyzers'}; λ = {IMS_LAMBDA}"
-        return (f"λ = {IMS_LAMBDA}: insightface {package_version('insightface')} {pack_description(IMS_PACK)} + "
-                f"deepface {package_version('deepface')} VGG-Face (retinaface detector, aligned); no face: 0 in that term")
+        return (f"λ = {IMS_LAMBDA}: insightface {package_version('insightface')} "
+                f"{pack_description(IMS_PACK)} + deepface {package_version('deepface')} VGG-Face "
+                "(retinaface detector, aligned); no face: 0 in that term")
 
     def missing_why(self) -> str | None:
         if self._antelope is not None:
             return None
-        missing = [m for m in (pack_missing(IMS_PACK, "IMS (70 % antelopev2)"), deepface_missing()) if m]
+        missing = [m for m in (pack_missing(IMS_PACK, "IMS (70 % antelopev2)"), deepface_missing())
+                   if m]
         return " | ".join(missing) if missing else None
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
@@ -285,13 +308,17 @@ class IdentityMatchingSimilarity(Metric):
         if self._antelope is None:
             self._antelope = insightface_analyzer(IMS_PACK, ("detection", "recognition"))
             self._vgg = deepface_vgg_analyzer()
-        ip_gen, ip_ref = biggest_embeddings(self._antelope, generated), biggest_embeddings(self._antelope, reference)
-        vgg_gen, vgg_ref = biggest_embeddings(self._vgg, generated), biggest_embeddings(self._vgg, reference)  # type: ignore[arg-type]
+        antelope = cast(Analyzer, self._antelope)
+        ip_gen = biggest_embeddings(antelope, generated)
+        ip_ref = biggest_embeddings(antelope, reference)
+        vgg = cast(Analyzer, self._vgg)
+        vgg_gen, vgg_ref = biggest_embeddings(vgg, generated), biggest_embeddings(vgg, reference)
         try:
             values = ims_values(ip_gen, ip_ref, vgg_gen, vgg_ref)
         except ValueError as exc:
             return self.unavailable(str(exc))
         missing = sum(a is None or v is None for a, v in zip(ip_gen, vgg_gen, strict=True))
-        notes = [f"a face was missed by one or both networks in {missing} of {len(values)} generated images: "
-                 "0 in that network's term"] if missing else []
-        return MetricResult(self.name, self.direction, values, self.implementation_name(), missing=missing, notes=notes)
+        notes = [f"a face was missed by one or both networks in {missing} of {len(values)} "
+                 "generated images: 0 in that network's term"] if missing else []
+        return MetricResult(self.name, self.direction, values, self.implementation_name(),
+                            missing=missing, notes=notes)

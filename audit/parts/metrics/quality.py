@@ -1,7 +1,8 @@
 """BRISQUE (Mittal et al. 2012), no-reference image quality; higher = worse quality.
 
 Implementation: the ``brisque`` package (v0.2.0), its feature extractor and its bundled libsvm
-SVR model and feature scaling. Implementations differ (PID used a libsvm BRISQUE, Anti-DreamBooth this package,
+SVR model and feature scaling. Implementations differ (PID used a libsvm BRISQUE, Anti-DreamBooth
+this package,
 MetaCloak piq's at 256², and their values differ), so this one is named in
 every result. brisque 0.2.0's ``score`` breaks on NumPy ≥ 2 (it calls ``float`` on 1-element
 arrays); we call its own feature and scaling methods and only flatten the features to floats
@@ -49,7 +50,7 @@ from audit.parts.metrics.base import Metric, MetricResult, package_version
 
 
 @functools.cache
-def _brisque():  # noqa: ANN202
+def _brisque():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from brisque import BRISQUE
@@ -67,8 +68,9 @@ def _svr() -> tuple[np.ndarray, np.ndarray, float, float]:
     model = _brisque().model
     if model.param.svm_type not in (_EPSILON_SVR, _NU_SVR) or model.param.kernel_type != _RBF:
         raise RuntimeError(
-            f"brisque's model is svm_type {model.param.svm_type}, kernel {model.param.kernel_type}; "
-            "expected an RBF ε/ν-SVR (brisque==0.2.0's bundled model). Reinstall brisque==0.2.0."
+            f"brisque's model is svm_type {model.param.svm_type}, kernel "
+            f"{model.param.kernel_type}; expected an RBF ε/ν-SVR (brisque==0.2.0's bundled model). "
+            "Reinstall brisque==0.2.0."
         )
     rows = []
     for i in range(model.l):
@@ -114,7 +116,8 @@ def brisque_score(image: np.ndarray) -> float:
         fine = model.calculate_brisque_features(gray, kernel_size=7, sigma=7 / 6)
         half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
         coarse = model.calculate_brisque_features(half, kernel_size=7, sigma=7 / 6)
-        features = np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0]) for f in np.concatenate((fine, coarse))])
+        features = np.array([float(np.asarray(f, dtype=np.float64).reshape(-1)[0])
+                             for f in np.concatenate((fine, coarse))])
     return svr_predict(model.scale_features(features))
 
 
@@ -124,14 +127,16 @@ class Brisque(Metric):
     description = "BRISQUE no-reference quality of the generations (PID Table 3; higher = worse)"
 
     def implementation_name(self) -> str:
-        return f"brisque {package_version('brisque')} (libsvm SVR, bundled model, order-independent sum), grayscale, 2 scales"
+        return (f"brisque {package_version('brisque')} (libsvm SVR, bundled model, "
+                "order-independent sum), grayscale, 2 scales")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         try:
             _brisque()
             import cv2  # noqa: F401
         except ImportError as exc:
-            return self.unavailable(f"{exc.name or exc} is not installed (pip install brisque==0.2.0 opencv-python-headless)")
+            return self.unavailable(f"{exc.name or exc} is not installed (pip install "
+                                    "brisque==0.2.0 opencv-python-headless)")
         values: list[float | None] = []
         for image in to_uint8(generated.cpu()).permute(0, 2, 3, 1).numpy():
             try:
@@ -140,6 +145,8 @@ class Brisque(Metric):
                 score = float("nan")
             values.append(score if math.isfinite(score) else None)
         failed = sum(v is None for v in values)
-        notes = [f"BRISQUE undefined for {failed} image(s) (e.g. flat images): their slots are kept empty (None) and "
-                 "left out of the comparison with the other exploits' images in the same slots"] if failed else []
-        return MetricResult(self.name, self.direction, values, self.implementation_name(), missing=failed, notes=notes)
+        notes = [f"BRISQUE undefined for {failed} image(s) (e.g. flat images): their slots are "
+                 "kept empty (None) and left out of the comparison with the other exploits' "
+                 "images in the same slots"] if failed else []
+        return MetricResult(self.name, self.direction, values, self.implementation_name(),
+                            missing=failed, notes=notes)

@@ -40,20 +40,24 @@ def nearest_subject_ssim(generated: torch.Tensor, reference: torch.Tensor) -> to
     n, m = len(generated), len(reference)
     pairs_g = generated.float().repeat_interleave(m, 0)
     pairs_r = reference.float().to(generated.device).repeat(n, 1, 1, 1)
-    ssim = piq.ssim(pairs_g.clamp(0, 1), pairs_r.clamp(0, 1), data_range=1.0, reduction="none", kernel_size=KERNEL)
+    ssim = piq.ssim(pairs_g.clamp(0, 1), pairs_r.clamp(0, 1), data_range=1.0, reduction="none",
+                    kernel_size=KERNEL)
     return ssim.view(n, m).max(dim=1).values
 
 
 class SubjectSimilarity(Metric):
     name = "subject_similarity"
     direction = "down"
-    description = "SSIM of each generation to its nearest clean subject image (smoke-tier verdict metric)"
+    description = ("SSIM of each generation to its nearest clean subject image (smoke-tier verdict "
+                   "metric)")
 
     def implementation_name(self) -> str:
-        return f"piq {package_version('piq')} ssim (window {KERNEL}, data range 1), max over subject images"
+        return (f"piq {package_version('piq')} ssim (window {KERNEL}, data range 1), max over "
+                "subject images")
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor) -> MetricResult:
         if len(reference) == 0:
             return self.unavailable("no clean subject images to compare with")
         values = nearest_subject_ssim(generated, reference)
-        return MetricResult(self.name, self.direction, [float(v) for v in values], self.implementation_name())
+        return MetricResult(self.name, self.direction, [float(v) for v in values],
+                            self.implementation_name())

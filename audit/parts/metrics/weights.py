@@ -51,8 +51,8 @@ def missing_weights(what: str, looked: list[str], how: str) -> str:
     """The ``unavailable`` reason for weights that are not on this machine."""
     where = "; ".join(looked) if looked else "(no local path)"
     return (
-        f"{what} not found (looked in: {where}). {how} "
-        f"Or put the file in a folder named by ${WEIGHTS_ENV}, or rerun with --allow-download."
+        f"{what} not found (looked in: {where}). {how} Or put the file in a folder named by "
+        f"${WEIGHTS_ENV}, or rerun with --allow-download."
     )
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class ProtectionContext:
     """Everything a protection may use: the surrogate model, device, seed, tier, progress."""
 
-    model: LatentDiffusionModel
+    model: LatentDiffusionModel | None  # None for a protection that does not use it
     device: torch.device
     seed: int
     tier: TierSettings
@@ -55,10 +55,20 @@ class Protection(ABC):
     #: False for protections whose objective the toolkit cannot see (a folder of protected
     #: files): scenarios that re-craft through the objective are skipped for them.
     has_objective: bool = True
+    #: True when one output serves every replicate (a folder of files): the planner then
+    #: shares the protected run across replicates instead of crafting it anew.
+    shared_across_replicates: bool = False
+    #: True when the protection judges its own budget where it can (a folder: at the files'
+    #: own resolution, before resizing); the engine then only measures ℓ∞ on what it returns.
+    judges_own_budget: bool = False
+    #: Part of the cache key: bump it when the code changes in a way the code fingerprint
+    #: cannot see (a helper module it imports).
+    version: int = 1
 
     def __init__(self, epsilon: float = 0.05) -> None:
         if not (0 <= epsilon <= 1) or math.isnan(epsilon):
-            raise ValueError(f"{self.name}: epsilon must lie in [0, 1] ([0,1] pixel units), got {epsilon}")
+            raise ValueError(f"{self.name}: epsilon must lie in [0, 1] ([0,1] pixel units), got "
+                             f"{epsilon}")
         self.epsilon = float(epsilon)
 
     def params(self, tier: TierSettings | None = None) -> dict[str, Any]:
@@ -79,7 +89,8 @@ def budget_levels(epsilon: float) -> int:
     return int(math.floor(255 * epsilon + 1e-6))
 
 
-def quantize_within_budget(clean: torch.Tensor, protected: torch.Tensor, epsilon: float) -> torch.Tensor:
+def quantize_within_budget(
+        clean: torch.Tensor, protected: torch.Tensor, epsilon: float) -> torch.Tensor:
     """8-bit form of ``protected``, projected so that it differs from 8-bit ``clean`` by ≤ ε."""
     clean_u8 = to_uint8(clean).to(torch.int16)
     prot_u8 = to_uint8(protected).to(torch.int16)
@@ -101,26 +112,31 @@ def check_output(output: Any, images: torch.Tensor, name: str) -> torch.Tensor:
     input's channels and size: uint8 in 0…255, or float in [0, 1]. Non-finite values (NaN,
     ±inf) are refused with their count — rounded to 8 bits they would become real-looking
     pixels and a made-up ℓ∞."""
-    interface = ("protect(images, ctx) must return audit.parts.protections.ProtectionOutput(images=..., info={...}), "
-                 "images a uint8 (0…255) or float ([0, 1]) tensor of the input's shape N×3×H×W")
+    interface = ("protect(images, ctx) must return "
+                 "audit.parts.protections.ProtectionOutput(images=..., info={...}), images a uint8 "
+                 "(0…255) or float ([0, 1]) tensor of the input's shape N×3×H×W")
     if not isinstance(output, ProtectionOutput) and not hasattr(output, "images"):
-        what = f"a bare {type(output).__name__}" if isinstance(output, torch.Tensor) else f"{type(output).__name__}"
-        hint = " (wrap it: return ProtectionOutput(images))" if isinstance(output, torch.Tensor) else ""
+        what = (f"a bare {type(output).__name__}" if isinstance(output, torch.Tensor)
+                else f"{type(output).__name__}")
+        hint = (" (wrap it: return ProtectionOutput(images))" if isinstance(output, torch.Tensor)
+                else "")
         raise ProtectionError(f"protection '{name}': protect returned {what}{hint}; {interface}.")
     out = output.images
     if not isinstance(out, torch.Tensor):
-        raise ProtectionError(f"protection '{name}': the images protect returned are a {type(out).__name__}, not a tensor; "
-                              f"{interface}.")
+        raise ProtectionError(f"protection '{name}': the images protect returned are a "
+                              f"{type(out).__name__}, not a tensor; {interface}.")
     if out.dtype != torch.uint8 and not out.is_floating_point():
-        raise ProtectionError(f"protection '{name}': returned images of dtype {out.dtype}; {interface}.")
+        raise ProtectionError(f"protection '{name}': returned images of dtype {out.dtype}; "
+                              f"{interface}.")
     if out.is_floating_point():
         bad = int((~torch.isfinite(out)).sum())
         if bad:
             nan = int(torch.isnan(out).sum())
             raise ProtectionError(
-                f"protection '{name}' returned {bad} non-finite value(s) ({nan} NaN, {bad - nan} ±inf) among "
-                f"{out.numel()} in its images of shape {tuple(out.shape)}; nothing was rounded, cached or judged. "
-                "Fix the protection (a division by zero, a log of 0, an exploding step): its output must be finite.")
+                f"protection '{name}' returned {bad} non-finite value(s) ({nan} NaN, {bad - nan} "
+                f"±inf) among {out.numel()} in its images of shape {tuple(out.shape)}; nothing was "
+                "rounded, cached or judged. Fix the protection (a division by zero, a log of 0, "
+                "an exploding step): its output must be finite.")
     check_shape(out, images, name)
     return out
 
@@ -134,12 +150,16 @@ def check_shape(protected: torch.Tensor, clean: torch.Tensor, name: str) -> None
     if len(got) != 4:
         what = f"a {len(got)}-dimensional tensor {got}; images are N×3×H×W"
     elif got[0] != want[0]:
-        what = f"{got[0]} image(s) for {want[0]} input image(s); return one protected image per input, in order"
+        what = (f"{got[0]} image(s) for {want[0]} input image(s); return one protected image per "
+                "input, in order")
     elif got[1] != want[1]:
-        what = f"{got[1]} channel(s) where the inputs have {want[1]} (RGB); keep the input's channels"
+        what = (f"{got[1]} channel(s) where the inputs have {want[1]} (RGB); keep the input's "
+                "channels")
     else:
-        what = f"images of {got[2]}×{got[3]} px for inputs of {want[2]}×{want[3]} px; a protection must keep the image size"
-    raise ProtectionError(f"protection '{name}' returned shape {got} for inputs of shape {want}: {what}.")
+        what = (f"images of {got[2]}×{got[3]} px for inputs of {want[2]}×{want[3]} px; a "
+                "protection must keep the image size")
+    raise ProtectionError(f"protection '{name}' returned shape {got} for inputs of shape {want}: "
+                          f"{what}.")
 
 
 def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float, name: str, *,
@@ -156,12 +176,12 @@ def check_budget(clean: torch.Tensor, protected_u8: torch.Tensor, epsilon: float
     levels = linf_levels(clean, protected_u8)
     measured = levels / 255
     if measured > epsilon + 1e-9:
-        whose = f"the budget ε = {epsilon:.4f} ({epsilon * 255:.2f}/255, from {source})" if source else (
-            f"ε = {epsilon:.4f} ({epsilon * 255:.2f}/255)")
+        whose = (f"the budget ε = {epsilon:.4f} ({epsilon * 255:.2f}/255, from {source})" if source
+                 else f"ε = {epsilon:.4f} ({epsilon * 255:.2f}/255)")
         raise BudgetExceeded(
-            f"protection '{name}' exceeds its budget: measured ℓ∞ = {levels}/255 = {measured:.4f} > "
-            f"{whose}, excess {measured - epsilon:.4f} "
-            f"({(measured - epsilon) * 255:.2f}/255) after 8-bit quantisation. Fix the protection's "
-            f"projection step or declare the budget it really uses."
+            f"protection '{name}' exceeds its budget: measured ℓ∞ = {levels}/255 = {measured:.4f} "
+            f"> {whose}, excess {measured - epsilon:.4f} ({(measured - epsilon) * 255:.2f}/255) "
+            "after 8-bit quantisation. Fix the protection's projection step or declare the budget "
+            "it really uses."
         )
     return measured

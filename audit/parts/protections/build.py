@@ -12,10 +12,12 @@ from audit.parts import PROTECTIONS
 from audit.parts.protections.base import Protection
 from audit.parts.registry import InvalidParams, PartSpec, did_you_mean
 
-PROTECTION_FORMS = "a built-in name ({names}), 'dir:PATH' (a folder of protected images), or 'package.module:factory'"
+PROTECTION_FORMS = ("a built-in name ({names}), 'dir:PATH' (a folder of protected images), or "
+                    "'package.module:factory'")
 
 
-def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) -> tuple[Protection, PartSpec]:
+def build_protection(spec: str, tier: Any = None, epsilon: float
+                     | None = None) -> tuple[Protection, PartSpec]:
     """The protection named by ``--protection`` with its resolved parameters.
 
     Built-ins take their parameters with the one precedence (part default < tier <
@@ -26,15 +28,18 @@ def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) 
         from audit.parts.protections.folder import ProtectedFolder
 
         folder = Path(spec[4:]).expanduser()
-        protection = ProtectedFolder(folder, epsilon)
-        return protection, PartSpec("protection", "dir", {"path": str(folder), "epsilon": epsilon})
+        folder_protection = ProtectedFolder(folder, epsilon)
+        params = {"path": str(folder), "epsilon": epsilon}
+        return folder_protection, PartSpec("protection", "dir", params)
     if spec == "dir":
-        raise ProtectionError("--protection=dir needs a folder: --protection=dir:PATH, with PATH/<subject>/<file> "
-                              "holding the protected version of each clean image under its file name.")
+        raise ProtectionError("--protection=dir needs a folder: --protection=dir:PATH, with "
+                              "PATH/<subject>/<file> holding the protected version of each clean "
+                              "image under its file name.")
     if spec in PROTECTIONS:
         part = PROTECTIONS.get(spec)
         try:
-            params = tier.resolve_part(part).to_dict() if tier is not None else part.validate({}).model_dump()
+            params = (tier.resolve_part(part).to_dict() if tier is not None
+                      else part.validate({}).model_dump())
         except InvalidParams as exc:
             raise ProtectionError(f"--protection={spec}: {exc}") from None
         if epsilon is not None:
@@ -43,7 +48,8 @@ def build_protection(spec: str, tier: Any = None, epsilon: float | None = None) 
         return protection, PartSpec("protection", spec, params)
     if ":" in spec:
         protection = _external(spec)
-        return protection, PartSpec("protection", protection.name, {"factory": spec, **protection.params(tier)})
+        return protection, PartSpec("protection", protection.name,
+                                    {"factory": spec, **protection.params(tier)})
     raise ProtectionError(
         f"--protection={spec}: unknown protection{did_you_mean(spec, PROTECTIONS.names())}. Give "
         + PROTECTION_FORMS.format(names=", ".join(PROTECTIONS.names())) + "."
@@ -56,37 +62,40 @@ def _external(spec: str) -> Protection:
     missing or not callable, the call needs arguments or raises, the result is not a
     ``Protection`` — is one ``ProtectionError`` naming the factory, what it raised and the fix."""
     module_name, _, attr = spec.partition(":")
-    fix = ("Give an importable 'package.module:factory': a callable that takes no arguments and returns an "
-           "audit.parts.protections.Protection instance.")
+    fix = ("Give an importable 'package.module:factory': a callable that takes no arguments and "
+           "returns an audit.parts.protections.Protection instance.")
     try:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
         where = f"{exc.filename}, line {exc.lineno}" if exc.filename else "its source"
-        raise ProtectionError(f"--protection={spec}: module '{module_name}' has a syntax error ({where}: {exc.msg}). "
-                              f"Fix the module. {fix}") from None
-    except Exception as exc:  # noqa: BLE001 - any exception at import time is the module's, not the audit's
-        raise ProtectionError(f"--protection={spec}: importing module '{module_name}' raised {type(exc).__name__}: "
-                              f"{exc}. Fix the module (it must import without side effects that fail). {fix}") from None
+        raise ProtectionError(f"--protection={spec}: module '{module_name}' has a syntax error "
+                              f"({where}: {exc.msg}). Fix the module. {fix}") from None
+    except Exception as exc:
+        raise ProtectionError(f"--protection={spec}: importing module '{module_name}' raised "
+                              f"{type(exc).__name__}: {exc}. Fix the module (it must import "
+                              f"without side effects that fail). {fix}") from None
     if not attr:
         raise ProtectionError(f"--protection={spec}: no factory named after the ':'. {fix}")
     try:
         factory = getattr(module, attr)
     except AttributeError:
-        known = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
-        raise ProtectionError(f"--protection={spec}: module '{module_name}' has no attribute '{attr}'"
-                              f"{did_you_mean(attr, known)}. {fix}") from None
+        known = [n for n in dir(module) if not n.startswith("_")
+                 and callable(getattr(module, n, None))]
+        raise ProtectionError(f"--protection={spec}: module '{module_name}' has no attribute "
+                              f"'{attr}'{did_you_mean(attr, known)}. {fix}") from None
     if not callable(factory):
         raise ProtectionError(f"--protection={spec}: '{attr}' in module '{module_name}' is a "
                               f"{type(factory).__name__}, not callable. {fix}")
     try:
         protection = factory()
     except TypeError as exc:
-        raise ProtectionError(f"--protection={spec}: calling {attr}() raised TypeError: {exc}. The factory is called "
-                              "without arguments: give the parameters defaults, or point at a function that builds "
-                              f"the protection with them. {fix}") from None
-    except Exception as exc:  # noqa: BLE001 - the factory's own failure, named with the factory
-        raise ProtectionError(f"--protection={spec}: calling {attr}() raised {type(exc).__name__}: {exc}. Fix the "
-                              f"factory. {fix}") from None
+        raise ProtectionError(f"--protection={spec}: calling {attr}() raised TypeError: {exc}. The "
+                              "factory is called without arguments: give the parameters defaults, "
+                              "or point at a function that builds the protection with them. "
+                              f"{fix}") from None
+    except Exception as exc:
+        raise ProtectionError(f"--protection={spec}: calling {attr}() raised {type(exc).__name__}: "
+                              f"{exc}. Fix the factory. {fix}") from None
     if not isinstance(protection, Protection):
         raise ProtectionError(
             f"--protection={spec}: the factory returned {type(protection).__name__}, not an "
@@ -95,7 +104,8 @@ def _external(spec: str) -> Protection:
     return protection
 
 
-def budget(spec: str, protection: Protection, tier: Any = None, epsilon: float | None = None) -> dict[str, Any]:
+def budget(spec: str, protection: Protection, tier: Any = None, epsilon: float
+           | None = None) -> dict[str, Any]:
     """The ℓ∞ budget the audit judges the protection's output against, and where it came from.
 
     ``--epsilon`` is the judged budget for every kind of protection: a built-in crafts at it
@@ -110,15 +120,19 @@ def budget(spec: str, protection: Protection, tier: Any = None, epsilon: float |
                 "source": "--epsilon (judged at the files' own resolution)" if given is not None
                 else "none: no --epsilon, so ℓ∞ is measured, not judged"}
     if epsilon is not None:
-        return {"epsilon": float(epsilon), "judged": True, "declared": declared, "source": "--epsilon"}
+        return {"epsilon": float(epsilon), "judged": True, "declared": declared,
+                "source": "--epsilon"}
     if spec in PROTECTIONS:
         origin = "part default"
         if tier is not None:
             layer = tier.resolve_part(PROTECTIONS.get(spec)).origin.get("epsilon")
-            origin = {"tier": f"tier '{tier.name}'", "--audit-set": f"--audit-set {spec}.epsilon"}.get(layer, layer or origin)
+            origin = (
+                {"tier": f"tier '{tier.name}'", "--audit-set": f"--audit-set {spec}.epsilon"}.get(
+                    layer, layer or origin))
         return {"epsilon": declared, "judged": True, "declared": declared, "source": origin}
     return {"epsilon": declared, "judged": True, "declared": declared,
-            "source": f"declared by the protection ({type(protection).__name__}.epsilon); --epsilon overrides it"}
+            "source": f"declared by the protection ({type(protection).__name__}.epsilon); "
+                      "--epsilon overrides it"}
 
 
 def get_protection(spec: str) -> Protection:

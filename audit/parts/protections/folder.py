@@ -14,7 +14,8 @@ differ (clean ``a.jpg`` ↔ protected ``a.png``: tools often re-encode). Two pro
 for one stem, a clean file without a protected one, a protected file without a clean one, or a
 protected image whose size differs from its clean original are refused with a
 ``ProtectionError`` naming the files and the fix. Both sides are read with exactly the subject
-loader's conversions (``audit.data.subjects.load_image_file``: EXIF orientation, 16-bit, alpha, grayscale,
+loader's conversions (``audit.data.subjects.load_image_file``: EXIF orientation, 16-bit, alpha,
+grayscale,
 centre crop, Lanczos resize to the audit resolution), so both are compared at the same size.
 
 Budget. A folder carries no declared budget, so ``epsilon=None`` (the default) means *measured,
@@ -145,8 +146,9 @@ def _pairing_problems(pairing: _Pairing, folder: Path, clean_names: Sequence[str
     problems = []
     if pairing.missing:
         problems.append(
-            f"clean files without a protected counterpart in {folder}: {_listing(pairing.missing)} — "
-            "save the tool's output for each under the clean file's name (the extension may differ)"
+            f"clean files without a protected counterpart in {folder}: {_listing(pairing.missing)} "
+            "— save the tool's output for each under the clean file's name (the extension may "
+            "differ)"
         )
     if pairing.extra:
         problems.append(
@@ -181,10 +183,11 @@ def _size_mismatch(
     hint = ""
     if prot_size == clean_size[::-1]:
         hint = (
-            " (width and height swapped: an EXIF orientation tag is on one file and not "
-            "the other — save the protected image upright, as viewers show the clean one)"
+            " (width and height swapped: an EXIF orientation tag is on one file and not the other "
+            "— save the protected image upright, as viewers show the clean one)"
         )
-    return f"{prot_name} is {_size(prot_size)} but its clean image {clean_name} is {_size(clean_size)}{hint}"
+    return (f"{prot_name} is {_size(prot_size)} but its clean image {clean_name} is "
+            f"{_size(clean_size)}{hint}")
 
 
 def _linf_levels(protected: Image.Image, clean: Image.Image) -> int:
@@ -209,12 +212,14 @@ def _measurement_notes(
             )
     if measured.linf_original and max(measured.linf_original.values()) == 0:
         notes.append(
-            "the protected images are identical to the clean ones (ℓ∞ = 0): was the tool's output saved?"
+            "the protected images are identical to the clean ones (ℓ∞ = 0): was the tool's output "
+            "saved?"
         )
     if any(im.size != (resolution, resolution) for im in clean_originals):
         notes.append(
-            f"compared at the audit resolution {resolution}×{resolution} after the subject loader's "
-            "crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as published"
+            f"compared at the audit resolution {resolution}×{resolution} after the subject "
+            "loader's crop and Lanczos resize; linf_original_255 is the ℓ∞ of the files as "
+            "published"
         )
     return notes
 
@@ -244,7 +249,7 @@ class _FolderFiles:
     # -- what determines the output -------------------------------------------------------
     def _candidate_files(self) -> list[Path]:
         """Every file a subject could be paired with: images in PATH and in PATH/<folder>/."""
-        files = []
+        files: list[Path] = []
         for entry in sorted(self.path.iterdir()):
             if not _visible(entry):
                 continue
@@ -304,9 +309,9 @@ class _FolderFiles:
         )
         raise ProtectionError(
             f"{spec}: no protected images for subject '{subject.name}': folder {folder} does not "
-            f"exist{found}. Put the protected versions of '{subject.name}' images in {folder}/ under "
-            f"the clean file names ({expected}; the extension may differ), mirroring the --data "
-            "layout DIR/<subject>/<file>."
+            f"exist{found}. Put the protected versions of '{subject.name}' images in {folder}/ "
+            f"under the clean file names ({expected}; the extension may differ), mirroring the "
+            "--data layout DIR/<subject>/<file>."
         )
 
     def _protected_entries(self, folder: Path) -> tuple[list[str], list[str]]:
@@ -320,7 +325,8 @@ class _FolderFiles:
                 if folder == self.path:
                     continue  # other subjects' folders, or unrelated ones: not this subject's
                 notes.append(
-                    f"{entry.name}/: sub-folder ignored (a subject's protected images are read from its own folder only)"
+                    f"{entry.name}/: sub-folder ignored (a subject's protected images are read "
+                    "from its own folder only)"
                 )
             elif entry.suffix.lower() in IMAGE_SUFFIXES:
                 protected.append(entry.name)
@@ -389,8 +395,9 @@ class _FolderFiles:
             clean_originals, clean_resized = self._clean_originals(subject, resolution)
         except (AuditError, OSError, KeyError) as exc:
             raise ProtectionError(
-                f"{spec}: cannot re-read the clean original images of subject '{subject.name}' from "
-                f"{subject.source} to compare sizes ({exc}). Keep the --data folder in place during the audit."
+                f"{spec}: cannot re-read the clean original images of subject '{subject.name}' "
+                f"from {subject.source} to compare sizes ({exc}). Keep the --data folder in place "
+                "during the audit."
             ) from None
         clean_u8 = to_uint8(images)
         changed = [
@@ -400,9 +407,9 @@ class _FolderFiles:
         ]
         if changed:
             raise ProtectionError(
-                f"{spec}: the clean files {_listing(changed)} of subject '{subject.name}' ({subject.source}) "
-                "changed on disk since the subject was loaded, so they cannot be paired reliably. Rerun "
-                "the audit with the --data folder left unchanged."
+                f"{spec}: the clean files {_listing(changed)} of subject '{subject.name}' "
+                f"({subject.source}) changed on disk since the subject was loaded, so they cannot "
+                "be paired reliably. Rerun the audit with the --data folder left unchanged."
             )
         return clean_originals, clean_u8
 
@@ -432,10 +439,13 @@ class ProtectedFolder(_FolderFiles, Protection):
 
     name = "dir"
     uses_model = False
-    #: The output does not depend on the seed (base class attribute: replicates need not re-draw it).
+    # : The output does not depend on the seed (base class attribute: replicates need not re-draw
+    # it).
     random = False
     #: The output is the folder's content: the engine does not re-run it per replicate.
     shared_across_replicates = True
+    #: ``protect`` judges a declared ε on the files at their own size (resizing changes ℓ∞).
+    judges_own_budget = True
     #: No differentiable objective: scenarios that need it (adaptive re-crafting) are skipped.
     has_objective = False
 
@@ -473,8 +483,9 @@ class ProtectedFolder(_FolderFiles, Protection):
             )
         if not self.path.is_dir():
             raise ProtectionError(
-                f"{spec}: {self.path} is a file, not a folder. Pass the folder holding the protected "
-                "images, laid out like --data (PATH/<subject>/<file>, under the clean file names)."
+                f"{spec}: {self.path} is a file, not a folder. Pass the folder holding the "
+                "protected images, laid out like --data (PATH/<subject>/<file>, under the clean "
+                "file names)."
             )
         self.subjects = tuple(subjects) if subjects is not None else None
         self._direct_subjects: set[str] = set()
@@ -508,9 +519,9 @@ class ProtectedFolder(_FolderFiles, Protection):
         n, resolution = len(subject.files), images.shape[-1]
         if images.ndim != 4 or images.shape[0] != n or images.shape[-2] != resolution:
             raise ProtectionError(
-                f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for subject "
-                f"'{subject.name}' with {n} files ({_listing(subject.files)}); expected {n}×3×R×R, "
-                "the subject's images in file order."
+                f"--protection=dir:{self.path}: got images of shape {tuple(images.shape)} for "
+                f"subject '{subject.name}' with {n} files ({_listing(subject.files)}); expected "
+                f"{n}×3×R×R, the subject's images in file order."
             )
 
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
@@ -577,9 +588,10 @@ class ProtectedFolder(_FolderFiles, Protection):
             )
         if mismatched:
             raise ProtectionError(
-                f"--protection=dir:{self.path}: protected images whose size differs from their clean "
-                f"original's ({'; '.join(mismatched)}). A protection must keep the image size: save the "
-                "tool's output at the clean image's size (turn off any resizing or cropping in the tool)."
+                f"--protection=dir:{self.path}: protected images whose size differs from their "
+                f"clean original's ({'; '.join(mismatched)}). A protection must keep the image "
+                "size: save the tool's output at the clean image's size (turn off any resizing or "
+                "cropping in the tool)."
             )
         return measured
 
@@ -593,7 +605,8 @@ class ProtectedFolder(_FolderFiles, Protection):
         )
 
     def _judge_declared_budget(self, linf_original: dict[str, int], pairs: dict[str, str]) -> None:
-        """With a declared ε, ``BudgetExceeded`` when a file's ℓ∞ at its original size exceeds it."""
+        """With a declared ε, ``BudgetExceeded`` when a file's ℓ∞ at its original size exceeds
+        it."""
         if self.declared_epsilon is None:
             return
         allowed = budget_levels(self.declared_epsilon)
@@ -606,8 +619,8 @@ class ProtectedFolder(_FolderFiles, Protection):
         )
         raise BudgetExceeded(
             f"protection 'dir' ({self.path}) exceeds its declared budget at the images' original "
-            f"resolution: ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255, at "
-            f"most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare the "
-            "budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ measured, "
-            "not judged."
+            f"resolution: ε = {self.declared_epsilon:.4f} ({self.declared_epsilon * 255:.2f}/255, "
+            f"at most {allowed} levels after 8-bit quantisation), measured ℓ∞ {listing}. Declare "
+            "the budget the tool really uses (--epsilon), or leave --epsilon out to have ℓ∞ "
+            "measured, not judged."
         )

@@ -6,7 +6,8 @@ with ℓ∞ PGD (Madry et al. 2018) on the signed gradient:
     δ ← clip_ε(δ + α · sign ∇_δ L(x, δ)),   x + δ ∈ [0, 1]
 
 Default objective ``add-log``. Eq. 10 as printed is L_mean + log(σ²(x+δ)/σ²(x)); the public
-reference code released with the paper instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ), μ(x))
+reference code released with the paper instead maximises MSE(log σ²(x+δ), log σ²(x)) + MSE(μ(x+δ),
+μ(x))
 over all latent elements, which pushes the log-variance away in either direction. We follow
 the reference code, since the paper's reported numbers come from it; ``mean`` (eq. 6),
 ``var`` (eq. 7, on σ) and ``add`` (eq. 9) are available for ablations.
@@ -25,12 +26,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from audit.parts.protections.base import (
-    Protection,
-    ProtectionContext,
-    ProtectionOutput,
-    quantize_within_budget,
-)
+from audit.parts.protections.base import ProtectionContext, ProtectionOutput, quantize_within_budget
+from audit.parts.protections.pgd import LinfPGD
 from audit.parts.registry import Params
 
 Objective = Literal["add-log", "mean", "var", "add"]
@@ -38,7 +35,7 @@ Objective = Literal["add-log", "mean", "var", "add"]
 
 def posterior(vae: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ, log σ²) of the VAE posterior for a [0,1] batch (diffusers clamps log σ² to [−30, 20])."""
-    dist = vae.encode(images * 2 - 1).latent_dist
+    dist = vae.encode(images * 2 - 1).latent_dist  # type: ignore[operator]
     return dist.mean, dist.logvar
 
 
@@ -75,7 +72,7 @@ class PIDParams(Params):
     objective: Objective = "add-log"
 
 
-class PID(Protection):
+class PID(LinfPGD):
     """PID with ℓ∞ signed-gradient PGD on the VAE encoder only (paper eq. 10)."""
 
     name = "pid"
@@ -88,11 +85,7 @@ class PID(Protection):
         steps: int = 1000,
         objective: Objective = "add-log",
     ) -> None:
-        super().__init__(epsilon)
-        if step_size <= 0:
-            raise ValueError(f"pid: step_size must be positive, got {step_size}")
-        self.step_size = float(step_size)
-        self.steps = steps
+        super().__init__(epsilon, step_size, steps)
         self.objective: Objective = objective
 
     def params(self, tier: Any = None) -> dict[str, Any]:
@@ -104,7 +97,9 @@ class PID(Protection):
             "init": "uniform[-eps,eps]",
         }
 
-    def objective_value(self, vae: torch.nn.Module, clean: torch.Tensor, protected: torch.Tensor) -> torch.Tensor:
+    def objective_value(
+            self, vae: torch.nn.Module, clean: torch.Tensor,
+            protected: torch.Tensor) -> torch.Tensor:
         """Per-image objective of ``protected`` relative to ``clean`` (no gradient)."""
         with torch.no_grad():
             cm, clv = posterior(vae, clean)
@@ -112,38 +107,25 @@ class PID(Protection):
             return pid_objective(m, lv, cm, clv, self.objective)
 
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
-        vae = ctx.model.vae
+        vae = ctx.model.vae  # type: ignore[union-attr]  # PID uses the model: the stage gives it
         device = ctx.device
         steps = self.steps
         x = images.to(device=device, dtype=torch.float32)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        delta = ((2 * torch.rand(x.shape, generator=generator) - 1) * self.epsilon).to(device)
-        delta = (x + delta).clamp(0, 1) - x
+        delta = self.uniform_start(x, torch.Generator().manual_seed(ctx.seed))
         with torch.no_grad():
             clean_mean, clean_logvar = posterior(vae, x)
-        history: list[float] = []
+
+        def objective(perturbed: torch.Tensor) -> torch.Tensor:
+            mean, logvar = posterior(vae, perturbed)
+            return pid_objective(mean, logvar, clean_mean, clean_logvar, self.objective)
+
         requires = [p.requires_grad for p in vae.parameters()]
         for p in vae.parameters():
             p.requires_grad_(False)
         try:
-            with ctx.progress.stage(f"PID PGD, objective {self.objective}", total=steps) as stage:
-                for i in range(steps):
-                    delta.requires_grad_(True)
-                    mean, logvar = posterior(vae, x + delta)
-                    loss = pid_objective(mean, logvar, clean_mean, clean_logvar, self.objective)
-                    (grad,) = torch.autograd.grad(loss.sum(), delta)
-                    if not torch.isfinite(grad).all():
-                        raise FloatingPointError(
-                            f"PID: non-finite gradient at iteration {i + 1}/{steps}; the VAE "
-                            "produced NaN/Inf (check the model's dtype: PID needs an fp32 encoder)."
-                        )
-                    with torch.no_grad():
-                        delta = delta + self.step_size * grad.sign()
-                        delta = delta.clamp(-self.epsilon, self.epsilon)
-                        delta = (x + delta).clamp(0, 1) - x
-                    value = float(loss.detach().mean())
-                    history.append(value)
-                    stage.advance(1, f"L={value:.4g}")
+            delta, history = self.ascend(
+                objective, x, delta, ctx.progress, f"PID PGD, objective {self.objective}",
+                "the VAE produced NaN/Inf (check the model's dtype: PID needs an fp32 encoder).")
         finally:
             for p, r in zip(vae.parameters(), requires, strict=True):
                 p.requires_grad_(r)

@@ -43,13 +43,15 @@ class JpegParams(TransformParams):
     quality: int = Field(75, ge=1, le=100, description="libjpeg quality (Pillow), 1-100")
 
 
-def jpeg_differentiable(images: torch.Tensor, params: JpegParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def jpeg_differentiable(images: torch.Tensor, params: JpegParams,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
     """kornia's differentiable JPEG (``kornia.enhance.jpeg_codec_differentiable``: the IJG
     tables scaled by quality, 4:2:0 chroma, rounding replaced by a differentiable surrogate).
     Close to, not equal to, libjpeg's output (tests bound the difference)."""
     import kornia
 
-    quality = torch.full((images.shape[0],), float(params.quality), device=images.device, dtype=images.dtype)
+    quality = torch.full((images.shape[0],), float(params.quality), device=images.device,
+                         dtype=images.dtype)
     return kornia.enhance.jpeg_codec_differentiable(images, quality).clamp(0, 1)
 
 
@@ -114,7 +116,8 @@ def _blur(images: torch.Tensor, sigmas: torch.Tensor, kernel_size: int | None) -
     return kornia.filters.gaussian_blur2d(images, (k, k), sigma, border_type="reflect").clamp(0, 1)
 
 
-def gaussian_blur(images: torch.Tensor, params: GaussianBlurParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, params: GaussianBlurParams,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian blur of σ = ``sigma_px`` pixels (kornia; differentiable). The Gaussian's
     transfer function is exp(−2π²σ²f²) at f cycles per pixel."""
     sigmas = torch.full((images.shape[0],), params.sigma_px, dtype=torch.float64)
@@ -136,7 +139,8 @@ class RandomGaussianBlurParams(TransformParams):
     def _check(self) -> RandomGaussianBlurParams:
         lo, hi = self.sigma_px
         if not 0 < lo <= hi <= 50:
-            raise ValueError(f"sigma_px must be [min, max] with 0 < min ≤ max ≤ 50, got {list(self.sigma_px)}")
+            raise ValueError("sigma_px must be [min, max] with 0 < min ≤ max ≤ 50, got "
+                             f"{list(self.sigma_px)}")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         return self
@@ -173,14 +177,16 @@ class GaussianNoiseParams(TransformParams):
             return data
         std, variance = data.get("std"), data.get("variance")
         if std is None and variance is None:
-            raise ValueError("give exactly one of std or variance (e.g. variance: 0.15 as IMPRESS §5.1)")
+            raise ValueError("give exactly one of std or variance (e.g. variance: 0.15 as IMPRESS "
+                             "§5.1)")
         if variance is None or not isinstance(variance, int | float):
             return data
         if std is not None:
             # A recorded (resolved) set of parameters: both present, and they must agree.
             if not isinstance(std, int | float) or not math.isclose(std**2, variance, rel_tol=1e-9):
                 raise ValueError(
-                    f"give exactly one of std or variance: std {std} and variance {variance} disagree (std² ≠ variance)"
+                    f"give exactly one of std or variance: std {std} and variance {variance} "
+                    "disagree (std² ≠ variance)"
                 )
             return data
         return {**data, "std": math.sqrt(variance)} if variance > 0 else data
@@ -193,7 +199,9 @@ class GaussianNoiseParams(TransformParams):
         return data
 
 
-def gaussian_noise(images: torch.Tensor, params: GaussianNoiseParams, generator: torch.Generator) -> torch.Tensor:
+def gaussian_noise(
+        images: torch.Tensor, params: GaussianNoiseParams,
+        generator: torch.Generator) -> torch.Tensor:
     """x + std·ε, ε ~ N(0, I) drawn from ``generator``, clamped to [0, 1]."""
     assert params.std is not None  # resolved by the model
     noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
@@ -210,7 +218,9 @@ class UniformNoiseParams(TransformParams):
     amplitude: float = Field(..., gt=0, le=1)
 
 
-def uniform_noise(images: torch.Tensor, params: UniformNoiseParams, generator: torch.Generator) -> torch.Tensor:
+def uniform_noise(
+        images: torch.Tensor, params: UniformNoiseParams,
+        generator: torch.Generator) -> torch.Tensor:
     """x + u, u ~ U[−amplitude, amplitude] per value, drawn from ``generator``, clamped."""
     noise = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
     return (images + params.amplitude * (2 * noise - 1)).clamp(0, 1)
@@ -228,7 +238,8 @@ class ResizeParams(TransformParams):
     factor: float = Field(0.5, gt=0.05, lt=1)
 
 
-def resize_down_up(images: torch.Tensor, params: ResizeParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def resize_down_up(images: torch.Tensor, params: ResizeParams,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Bicubic antialiased downscale by ``factor`` then bicubic back to the original size
     (IMPRESS does not name the filter; bicubic is Pillow's default for ``resize``)."""
     h, w = images.shape[-2:]
@@ -246,21 +257,26 @@ class RandomResizedCropParams(TransformParams):
     resized back to the image size (bilinear, antialiased). Defaults are torchvision's
     (0.08-1, 3/4-4/3); PID §6.5 "randomly resizing and cropping" states no range."""
 
-    scale: tuple[float, float] = Field((0.08, 1.0), description="[min, max] area fraction of the crop")
-    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="[min, max] aspect ratio w/h of the crop")
+    scale: tuple[float, float] = Field((0.08, 1.0), description="[min, max] area fraction of the "
+            "crop")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="[min, max] aspect ratio w/h of "
+            "the crop")
 
     @model_validator(mode="after")
     def _check(self) -> RandomResizedCropParams:
         lo, hi = self.scale
         if not 0 < lo <= hi <= 1:
-            raise ValueError(f"scale must be [min, max] area fractions with 0 < min ≤ max ≤ 1, got {list(self.scale)}")
+            raise ValueError("scale must be [min, max] area fractions with 0 < min ≤ max ≤ 1, got "
+                             f"{list(self.scale)}")
         rlo, rhi = self.ratio
         if not 0 < rlo <= rhi:
             raise ValueError(f"ratio must be [min, max] with 0 < min ≤ max, got {list(self.ratio)}")
         return self
 
 
-def crop_box(image: torch.Tensor, params: RandomResizedCropParams, generator: torch.Generator) -> tuple[int, int, int, int]:
+def crop_box(
+        image: torch.Tensor, params: RandomResizedCropParams,
+        generator: torch.Generator) -> tuple[int, int, int, int]:
     """(top, left, height, width) of one crop, drawn by torchvision's own
     ``RandomResizedCrop.get_params`` (10 tries, then a central crop) under a torch seed taken
     from ``generator``, so that the draw is torchvision's and reproducible."""
@@ -281,7 +297,8 @@ def random_resized_crop(
     from torchvision.transforms.v2.functional import resized_crop
 
     h, w = images.shape[-2:]
-    out = [resized_crop(image, *crop_box(image, params, generator), size=[h, w], antialias=True) for image in images]
+    out = [resized_crop(image, *crop_box(image, params, generator), size=[h, w], antialias=True)
+           for image in images]
     return torch.stack(out).clamp(0, 1)
 
 
@@ -297,7 +314,9 @@ class LevelJitterParams(TransformParams):
     levels: int = Field(1, ge=1, le=8)
 
 
-def level_jitter(images: torch.Tensor, params: LevelJitterParams, generator: torch.Generator) -> torch.Tensor:
+def level_jitter(
+        images: torch.Tensor, params: LevelJitterParams,
+        generator: torch.Generator) -> torch.Tensor:
     """An imperceptible change of the images with no protective intent: the exploit's noise floor.
 
     How far the exploit's outcome moves under it says how sensitive the exploit is to any
@@ -305,7 +324,8 @@ def level_jitter(images: torch.Tensor, params: LevelJitterParams, generator: tor
     """
     k = params.levels
     shift = torch.randint(-k, k + 1, images.shape, generator=generator).to(torch.int16)
-    return ((to_uint8(images).to(torch.int16) + shift).clamp(0, 255).to(torch.float32) / 255).to(images.device)
+    return ((to_uint8(images).to(torch.int16) + shift).clamp(0, 255).to(torch.float32)
+            / 255).to(images.device)
 
 
 TransformFn = Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]

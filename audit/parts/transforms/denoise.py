@@ -20,7 +20,7 @@ from pydantic import Field
 from audit.parts.registry import Params
 
 
-def _per_image(images: torch.Tensor, fn) -> torch.Tensor:  # noqa: ANN001
+def _per_image(images: torch.Tensor, fn) -> torch.Tensor:
     """Apply ``fn`` (H×W×3 float64 → H×W×3) to each image, back to an N×3×H×W float32 batch."""
     out = []
     for image in images.detach().cpu().double():
@@ -53,14 +53,16 @@ def calibrated_sigma(image: np.ndarray, params: GaussianDenoiseParams) -> float:
     return float(tested[int(np.argmin(losses))]["sigma"])
 
 
-def denoise_gaussian(images: torch.Tensor, params: GaussianDenoiseParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def denoise_gaussian(images: torch.Tensor, params: GaussianDenoiseParams,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Per image: σ* by J-invariant calibration, then ``skimage.filters.gaussian`` at σ*
     (reflect border, truncated at 4σ); σ* = 0 leaves the image as it is."""
     from skimage.filters import gaussian
 
     def one(array: np.ndarray) -> np.ndarray:
         sigma = calibrated_sigma(array, params)
-        return array if sigma == 0 else gaussian(array, sigma=sigma, channel_axis=-1, preserve_range=True)
+        return array if sigma == 0 else gaussian(array, sigma=sigma, channel_axis=-1,
+                                                 preserve_range=True)
 
     return _per_image(images, one)
 
@@ -70,12 +72,14 @@ class NlMeansParams(Params):
     ``estimate_sigma``'s wavelet estimate of the noise std (scikit-image's documented recipe:
     h = 0.8 σ̂, 5×5 patches searched within 6 px)."""
 
-    h_factor: float = Field(0.8, gt=0, le=10, description="filter strength h in units of the estimated noise σ")
+    h_factor: float = Field(0.8, gt=0, le=10, description="filter strength h in units of the "
+                                                          "estimated noise σ")
     patch_size: int = Field(5, ge=3, le=15)
     patch_distance: int = Field(6, ge=1, le=30)
 
 
-def denoise_nl_means(images: torch.Tensor, params: NlMeansParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def denoise_nl_means(images: torch.Tensor, params: NlMeansParams,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Non-local means per image (RGB patches, scikit-image), its noise σ estimated per image."""
     from skimage.restoration import denoise_nl_means as nl_means
     from skimage.restoration import estimate_sigma
@@ -102,13 +106,15 @@ class WaveletDenoiseParams(Params):
     levels: int | None = Field(None, ge=1, le=8)
 
 
-def denoise_wavelet(images: torch.Tensor, params: WaveletDenoiseParams, generator: torch.Generator | None = None) -> torch.Tensor:
+def denoise_wavelet(images: torch.Tensor, params: WaveletDenoiseParams,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """BayesShrink wavelet denoising per image (scikit-image with PyWavelets)."""
     from skimage.restoration import denoise_wavelet as wavelet
 
     def one(array: np.ndarray) -> np.ndarray:
         return wavelet(
-            array, wavelet=params.wavelet, wavelet_levels=params.levels, method="BayesShrink", mode="soft",
+            array, wavelet=params.wavelet, wavelet_levels=params.levels, method="BayesShrink",
+            mode="soft",
             convert2ycbcr=True, rescale_sigma=True, channel_axis=-1,
         )
 

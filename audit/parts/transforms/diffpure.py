@@ -42,16 +42,24 @@ Purify = Callable[[torch.Tensor], torch.Tensor]  # N×3×h×w [0,1] → same
 # -- SDEdit with the latent model -----------------------------------------------------------------
 
 
-def _prompt_embeddings(model: Any, prompt: str, n: int, device: torch.device, guidance: float) -> torch.Tensor:
+def _prompt_embeddings(
+    model: Any, prompt: str, n: int, device: torch.device, guidance: float
+) -> torch.Tensor:
     from audit.diffusion.sampling import generation_pipeline
 
-    pipe = generation_pipeline(model, model.unet, model.text_encoder)
+    pipe: Any = generation_pipeline(model, model.unet, model.text_encoder)
     cond, uncond = pipe.encode_prompt(prompt, device, n, guidance > 1, negative_prompt="")
     return torch.cat([uncond, cond]) if guidance > 1 else cond
 
 
-def ddpm_step(x: torch.Tensor, model_output: torch.Tensor, t: int, alphas_cumprod: torch.Tensor,
-              prediction_type: str, noise: torch.Tensor) -> torch.Tensor:
+def ddpm_step(
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    t: int,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """One ancestral DDPM step t → t − 1 (Ho et al. 2020 eq. 7, "fixed small" variance), from an
     ε or v prediction; ``noise`` is added for t > 0."""
     ab = alphas_cumprod[t]
@@ -61,15 +69,24 @@ def ddpm_step(x: torch.Tensor, model_output: torch.Tensor, t: int, alphas_cumpro
         x0 = ab.sqrt() * x - (1 - ab).sqrt() * model_output
     else:
         x0 = (x - (1 - ab).sqrt() * model_output) / ab.sqrt()
-    mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+    mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + (
+        (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
+    ) * x
     if t == 0:
         return mean
     return mean + (beta * (1 - ab_prev) / (1 - ab)).sqrt() * noise
 
 
 @torch.no_grad()
-def sdedit(model: Any, images: torch.Tensor, t: int, generator: torch.Generator, *, prompt: str = "",
-           guidance: float = 1.0) -> torch.Tensor:
+def sdedit(
+    model: Any,
+    images: torch.Tensor,
+    t: int,
+    generator: torch.Generator,
+    *,
+    prompt: str = "",
+    guidance: float = 1.0,
+) -> torch.Tensor:
     """Encode (posterior mean), noise to timestep index t − 1, denoise with t DDPM steps of the
     model's training schedule (classifier-free guidance when ``guidance`` > 1), decode."""
     if t < 1:
@@ -87,25 +104,35 @@ def sdedit(model: Any, images: torch.Tensor, t: int, generator: torch.Generator,
     for step in range(start, -1, -1):
         timestep = torch.tensor(step, device=device)
         if guidance > 1:
-            both = model.unet(torch.cat([latents] * 2).to(dtype), timestep, encoder_hidden_states=embeddings).sample
+            both = model.unet(
+                torch.cat([latents] * 2).to(dtype), timestep, encoder_hidden_states=embeddings
+            ).sample
             uncond, cond = both.float().chunk(2)
             output = uncond + guidance * (cond - uncond)
         else:
-            output = model.unet(latents.to(dtype), timestep, encoder_hidden_states=embeddings).sample.float()
+            output = model.unet(
+                latents.to(dtype), timestep, encoder_hidden_states=embeddings
+            ).sample.float()
         step_noise = torch.randn(latents.shape, generator=generator).to(device)
         latents = ddpm_step(latents, output, step, alphas, prediction, step_noise)
-    return ((model.vae.decode((latents / scale).to(dtype)).sample.float() + 1) / 2).clamp(0, 1).cpu()
+    return (
+        ((model.vae.decode((latents / scale).to(dtype)).sample.float() + 1) / 2).clamp(0, 1).cpu()
+    )
 
 
 def _model(context: TransformContext | None, name: str) -> Any:
     if context is None or context.model is None:
-        raise TransformUnavailable(f"unavailable: {name} needs the purifier's latent diffusion model; run it through "
-                                   "the audit engine, which passes the audited model (or the one 'model' names)")
+        raise TransformUnavailable(
+            f"unavailable: {name} needs the purifier's latent diffusion model; run it through "
+            "the audit engine, which passes the audited model (or the one 'model' names)"
+        )
     return context.model
 
 
 class DiffusionPurifierParams(TransformParams):
-    model: str = Field(AUDITED, description="the purifier's model: 'audited', a diffusers folder or a hub id")
+    model: str = Field(
+        AUDITED, description="the purifier's model: 'audited', a diffusers folder or a hub id"
+    )
 
 
 # -- LatentDiffPure ------------------------------------------------------------------------------
@@ -114,17 +141,33 @@ class DiffusionPurifierParams(TransformParams):
 class LatentDiffPureParams(DiffusionPurifierParams):
     """SDEdit from t with the model's DDPM schedule; DiffShortcut: t 300, CFG 7.5."""
 
-    t: int = Field(300, ge=1, le=1000, description="noise to timestep index t − 1, then t DDPM steps back")
-    prompt: Literal["quality", "empty"] = Field("quality", description=f"'quality': \"{QUALITY_PROMPT}\"; 'empty': ∅")
+    t: int = Field(
+        300, ge=1, le=1000, description="noise to timestep index t − 1, then t DDPM steps back"
+    )
+    prompt: Literal["quality", "empty"] = Field(
+        "quality", description=f"'quality': \"{QUALITY_PROMPT}\"; 'empty': ∅"
+    )
     guidance_scale: float = Field(7.5, ge=1, description="classifier-free guidance (1: none)")
 
 
-def latent_diffpure(images: torch.Tensor, params: LatentDiffPureParams, generator: torch.Generator,
-                    context: TransformContext | None = None) -> torch.Tensor:
+def latent_diffpure(
+    images: torch.Tensor,
+    params: LatentDiffPureParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """LatentDiffPure (module doc), all images in one batch."""
     prompt = QUALITY_PROMPT if params.prompt == "quality" else ""
-    return quantize(sdedit(_model(context, "LatentDiffPure"), images, params.t, generator, prompt=prompt,
-                           guidance=params.guidance_scale))
+    return quantize(
+        sdedit(
+            _model(context, "LatentDiffPure"),
+            images,
+            params.t,
+            generator,
+            prompt=prompt,
+            guidance=params.guidance_scale,
+        )
+    )
 
 
 # -- DDSPure -------------------------------------------------------------------------------------
@@ -139,16 +182,24 @@ def dds_timestep(alphas_cumprod: torch.Tensor, sigma: float) -> int:
 class DdsPureParams(DiffusionPurifierParams):
     """σ: the assumed perturbation's std in the model's diffusion units (module doc)."""
 
-    sigma: float = Field(0.25, gt=0, le=100, description="assumed noise std in the model's units (scaled latents)")
+    sigma: float = Field(
+        0.25, gt=0, le=100, description="assumed noise std in the model's units (scaled latents)"
+    )
 
 
-def ddspure(images: torch.Tensor, params: DdsPureParams, generator: torch.Generator,
-            context: TransformContext | None = None) -> torch.Tensor:
+def ddspure(
+    images: torch.Tensor,
+    params: DdsPureParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """DDSPure: SDEdit from the DDS timestep (1 − ᾱ_t)/ᾱ_t = σ², empty prompt, no guidance."""
     model = _model(context, "DDSPure")
     t = dds_timestep(model.scheduler.alphas_cumprod, params.sigma) + 1  # index t − 1 = the solution
     if context is not None:
-        context.note(f"DDSPure: σ {params.sigma:g} → t = {t} (of {len(model.scheduler.alphas_cumprod)})")
+        context.note(
+            f"DDSPure: σ {params.sigma:g} → t = {t} (of {len(model.scheduler.alphas_cumprod)})"
+        )
     return quantize(sdedit(model, images, t, generator))
 
 
@@ -170,27 +221,36 @@ def grid_merge(images: torch.Tensor, purify: Purify, window: tuple[int, int]) ->
     n, _, height, width = images.shape
     wh, ww = window
     boxes = [(y, x) for y in window_starts(height, wh) for x in window_starts(width, ww)]
-    crops = [images[:, :, y:y + wh, x:x + ww] for y, x in boxes]
+    crops = [images[:, :, y : y + wh, x : x + ww] for y, x in boxes]
     qh, qw = wh // 2, ww // 2
-    corners = torch.cat([torch.cat([images[:, :, :qh, :qw], images[:, :, :qh, -qw:]], 3),
-                         torch.cat([images[:, :, -qh:, :qw], images[:, :, -qh:, -qw:]], 3)], 2)
+    corners = torch.cat(
+        [
+            torch.cat([images[:, :, :qh, :qw], images[:, :, :qh, -qw:]], 3),
+            torch.cat([images[:, :, -qh:, :qw], images[:, :, -qh:, -qw:]], 3),
+        ],
+        2,
+    )
     purified = purify(torch.cat([*crops, corners])).double().cpu().split(n)
     total = torch.zeros(images.shape, dtype=torch.float64)
     count = torch.zeros(images.shape, dtype=torch.float64)
     for (y, x), patch in zip(boxes, purified[:-1], strict=True):
-        total[:, :, y:y + wh, x:x + ww] += patch
-        count[:, :, y:y + wh, x:x + ww] += 1
+        total[:, :, y : y + wh, x : x + ww] += patch
+        count[:, :, y : y + wh, x : x + ww] += 1
     stitched = purified[-1]
-    for (ys, xs), (py, px) in (((slice(0, qh), slice(0, qw)), (0, 0)), ((slice(0, qh), slice(width - qw, width)), (0, qw)),
-                               ((slice(height - qh, height), slice(0, qw)), (qh, 0)),
-                               ((slice(height - qh, height), slice(width - qw, width)), (qh, qw))):
-        total[:, :, ys, xs] += stitched[:, :, py:py + qh, px:px + qw]
+    for (ys, xs), (py, px) in (
+        ((slice(0, qh), slice(0, qw)), (0, 0)),
+        ((slice(0, qh), slice(width - qw, width)), (0, qw)),
+        ((slice(height - qh, height), slice(0, qw)), (qh, 0)),
+        ((slice(height - qh, height), slice(width - qw, width)), (qh, qw)),
+    ):
+        total[:, :, ys, xs] += stitched[:, :, py : py + qh, px : px + qw]
         count[:, :, ys, xs] += 1
     return total / count
 
 
-def gridpure_iterate(images: torch.Tensor, purify: Purify, window: tuple[int, int], iterations: int,
-                     gamma: float) -> torch.Tensor:
+def gridpure_iterate(
+    images: torch.Tensor, purify: Purify, window: tuple[int, int], iterations: int, gamma: float
+) -> torch.Tensor:
     """``iterations`` × [merged windows, blended with this iteration's input, rounded]."""
     x = images.float().cpu()
     for _ in range(iterations):
@@ -202,20 +262,39 @@ def gridpure_iterate(images: torch.Tensor, purify: Purify, window: tuple[int, in
 class GridPureParams(DiffusionPurifierParams):
     """The authors' README setting: t 10, 20 iterations, γ 0.1, windows of half the side."""
 
-    t: int = Field(10, ge=1, le=1000, description="DiffPure steps per window (noise to index t − 1)")
-    iterations: int = Field(20, ge=1, le=100, description="GrIDPure iterations (10-20 in the paper)")
-    gamma: float = Field(0.1, ge=0, le=1, description="weight of the iteration's input in the blend")
-    window_fraction: float = Field(0.5, gt=0, le=1, description="window side / image side (256 / 512)")
+    t: int = Field(
+        10, ge=1, le=1000, description="DiffPure steps per window (noise to index t − 1)"
+    )
+    iterations: int = Field(
+        20, ge=1, le=100, description="GrIDPure iterations (10-20 in the paper)"
+    )
+    gamma: float = Field(
+        0.1, ge=0, le=1, description="weight of the iteration's input in the blend"
+    )
+    window_fraction: float = Field(
+        0.5, gt=0, le=1, description="window side / image side (256 / 512)"
+    )
 
 
-def gridpure(images: torch.Tensor, params: GridPureParams, generator: torch.Generator,
-             context: TransformContext | None = None) -> torch.Tensor:
+def gridpure(
+    images: torch.Tensor,
+    params: GridPureParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """GrIDPure (module doc) with DiffPure = SDEdit(t) through the purifier's latent model."""
     model = _model(context, "GrIDPure")
     factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
     height, width = images.shape[-2:]
     # The window must be a multiple of twice the VAE's factor (its quadrants are windows' halves).
     step = 2 * factor
-    window = tuple(max(step, step * math.floor(side * params.window_fraction / step)) for side in (height, width))
-    return gridpure_iterate(images, lambda x: sdedit(model, x, params.t, generator), window,  # type: ignore[arg-type]
-                            params.iterations, params.gamma)
+    wh, ww = (max(step, step * math.floor(side * params.window_fraction / step))
+              for side in (height, width))
+    window = (wh, ww)
+    return gridpure_iterate(
+        images,
+        lambda x: sdedit(model, x, params.t, generator),
+        window,
+        params.iterations,
+        params.gamma,
+    )

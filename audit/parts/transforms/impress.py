@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -48,7 +48,9 @@ from pydantic import Field
 from audit.parts.transforms.context import AUDITED, TransformContext, TransformUnavailable, quantize
 from audit.parts.transforms.corruptions import TransformParams
 
-Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, x_ptb) in [0,1] → one value per image
+Distance = Callable[
+    [torch.Tensor, torch.Tensor], torch.Tensor
+]  # (x, x_ptb) in [0,1] → one value per image
 
 
 class ImpressParams(TransformParams):
@@ -57,17 +59,24 @@ class ImpressParams(TransformParams):
 
     iterations: int = Field(3000, ge=1, le=100_000, description="Adam steps")
     lr: float = Field(0.005, gt=0, le=1, description="peak learning rate, [0,1] units (theirs ×½)")
-    lr_floor: float = Field(5e-6, ge=0, le=1, description="cosine schedule's final lr, [0,1] units (their 1e-5 ×½)")
+    lr_floor: float = Field(
+        5e-6, ge=0, le=1, description="cosine schedule's final lr, [0,1] units (their 1e-5 ×½)"
+    )
     adam_eps: float = Field(2e-5, gt=0, description="Adam's eps in [0,1] units (their 1e-5 ×2)")
     alpha: float = Field(0.1, ge=0, description="weight of the perceptual hinge")
     delta: float = Field(0.1, ge=0, le=1, description="perceptual budget Δ (LPIPS units)")
-    noise_std: float = Field(0.05, ge=0, le=1, description="std of the starting noise, [0,1] units (theirs ×½)")
+    noise_std: float = Field(
+        0.05, ge=0, le=1, description="std of the starting noise, [0,1] units (theirs ×½)"
+    )
     perceptual: Literal["auto", "lpips", "1-ssim"] = Field(
-        "auto", description="auto: LPIPS-VGG when its weights are here, else 1 − SSIM (recorded)")
-    model: str = Field(AUDITED, description="the purifier's model: 'audited', a diffusers folder or a hub id")
+        "auto", description="auto: LPIPS-VGG when its weights are here, else 1 − SSIM (recorded)"
+    )
+    model: str = Field(
+        AUDITED, description="the purifier's model: 'audited', a diffusers folder or a hub id"
+    )
 
 
-def vae_reconstruction(vae: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def vae_reconstruction(vae: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """x in [0,1] → D(E(x)) in [0,1] through the posterior mean, in fp32."""
     if next(vae.parameters()).dtype != torch.float32:
         vae = copy.deepcopy(vae).float()
@@ -85,7 +94,9 @@ def one_minus_ssim(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     side = min(x.shape[-2:])
     kernel = min(11, side - (1 - side % 2))
-    return 1 - piq.ssim(x.clamp(0, 1), reference, data_range=1.0, reduction="none", kernel_size=kernel)
+    return 1 - piq.ssim(
+        x.clamp(0, 1), reference, data_range=1.0, reduction="none", kernel_size=kernel
+    )
 
 
 def lpips_distance(device: torch.device) -> Distance:
@@ -98,7 +109,9 @@ def lpips_distance(device: torch.device) -> Distance:
     return lambda x, ref: network(x, ref, normalize=True).flatten()
 
 
-def perceptual_distance(choice: str, device: torch.device, context: TransformContext | None) -> Distance:
+def perceptual_distance(
+    choice: str, device: torch.device, context: TransformContext | None
+) -> Distance:
     """The hinge's distance: LPIPS-VGG when available (or required), else 1 − SSIM, noted."""
     from audit.parts.metrics.imperceptibility import lpips_missing
 
@@ -110,48 +123,84 @@ def perceptual_distance(choice: str, device: torch.device, context: TransformCon
     if choice == "lpips":
         raise TransformUnavailable(f"unavailable: LPIPS weights not found for IMPRESS — {why}")
     if context is not None:
-        context.note("IMPRESS with 1 − SSIM instead of LPIPS (LPIPS-VGG's weights not found here: put torchvision's "
-                     "vgg16-397923af.pth in $PROTECTION_AUDIT_WEIGHTS or torch hub's checkpoints folder)")
+        context.note(
+            "IMPRESS with 1 − SSIM instead of LPIPS (LPIPS-VGG's weights not found here: put "
+            "torchvision's vgg16-397923af.pth in $PROTECTION_AUDIT_WEIGHTS or torch hub's "
+            "checkpoints folder)"
+        )
     return one_minus_ssim
 
 
-def impress_loss(x: torch.Tensor, x_ptb: torch.Tensor, reconstruct: Callable[[torch.Tensor], torch.Tensor],
-                 distance: Distance, alpha: float, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def impress_loss(
+    x: torch.Tensor,
+    x_ptb: torch.Tensor,
+    reconstruct: Callable[[torch.Tensor], torch.Tensor],
+    distance: Distance,
+    alpha: float,
+    delta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(summed loss, per-image consistency in [−1, 1] units, per-image perceptual distance)."""
     consistency = 4 * (x - reconstruct(x)).pow(2).flatten(1).mean(1)  # = their MSE in [−1, 1]
     dist = distance(x, x_ptb)
-    return (consistency + alpha * torch.relu(dist - delta)).sum(), consistency.detach(), dist.detach()
+    return (
+        (consistency + alpha * torch.relu(dist - delta)).sum(),
+        consistency.detach(),
+        dist.detach(),
+    )
 
 
-def impress_optimise(x_ptb: torch.Tensor, reconstruct: Callable[[torch.Tensor], torch.Tensor], distance: Distance,
-                     params: ImpressParams, generator: torch.Generator,
-                     history: list[dict[str, list[float]]] | None = None) -> torch.Tensor:
+def impress_optimise(
+    x_ptb: torch.Tensor,
+    reconstruct: Callable[[torch.Tensor], torch.Tensor],
+    distance: Distance,
+    params: ImpressParams,
+    generator: torch.Generator,
+    history: list[dict[str, list[float]]] | None = None,
+) -> torch.Tensor:
     """Alg. 1 as the authors' code runs it, all images at once; ``history`` (when given)
     receives each step's per-image loss terms. Returns the purified images in [0,1] (float,
     not yet rounded)."""
     x_ptb = x_ptb.float()
     noise = torch.randn(x_ptb.shape, generator=generator).to(x_ptb.device)
-    x = (x_ptb + params.noise_std * noise).requires_grad_(True)  # not clamped before the first step (as theirs)
+    x = (x_ptb + params.noise_std * noise).requires_grad_(
+        True
+    )  # not clamped before the first step (as theirs)
     optimizer = torch.optim.Adam([x], lr=params.lr, eps=params.adam_eps)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.iterations, eta_min=params.lr_floor)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=params.iterations, eta_min=params.lr_floor
+    )
     for _ in range(params.iterations):
-        loss, consistency, dist = impress_loss(x, x_ptb, reconstruct, distance, params.alpha, params.delta)
+        loss, consistency, dist = impress_loss(
+            x, x_ptb, reconstruct, distance, params.alpha, params.delta
+        )
         (x.grad,) = torch.autograd.grad(loss, x)  # no gradients accumulate in the model's weights
         optimizer.step()
         schedule.step()
         with torch.no_grad():
             x.clamp_(0, 1)
         if history is not None:
-            history.append({"consistency": consistency.tolist(), "distance": dist.tolist(), "loss": [float(loss.detach())]})
+            history.append(
+                {
+                    "consistency": consistency.tolist(),
+                    "distance": dist.tolist(),
+                    "loss": [float(loss.detach())],
+                }
+            )
     return x.detach()
 
 
-def impress(images: torch.Tensor, params: ImpressParams, generator: torch.Generator,
-            context: TransformContext | None = None) -> torch.Tensor:
+def impress(
+    images: torch.Tensor,
+    params: ImpressParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """Purify a batch (N×3×H×W, [0,1]) with IMPRESS through the context's model (module doc)."""
     if context is None or context.model is None:
-        raise TransformUnavailable("unavailable: IMPRESS needs the purifier's model (a latent diffusion model's VAE); "
-                                   "run it through the audit engine, which passes the audited model")
+        raise TransformUnavailable(
+            "unavailable: IMPRESS needs the purifier's model (a latent diffusion model's VAE); "
+            "run it through the audit engine, which passes the audited model"
+        )
     device = context.device
     vae = context.model.vae
     distance = perceptual_distance(params.perceptual, device, context)
@@ -159,4 +208,3 @@ def impress(images: torch.Tensor, params: ImpressParams, generator: torch.Genera
     with torch.enable_grad():
         out = impress_optimise(images.to(device), reconstruct, distance, params, generator)
     return quantize(out).cpu()
-

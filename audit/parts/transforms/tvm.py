@@ -42,8 +42,10 @@ from audit.parts.registry import Params
 class TvmParams(Params):
     """DiffShortcut App. C.1: 64×64, 2 % dropped, λ_TV 0.01."""
 
-    work_size: int = Field(64, ge=8, le=4096, description="longer side (px) TVM runs at; larger images are resized down")
-    drop_rate: float = Field(0.02, ge=0, lt=1, description="probability that a value is dropped from the fidelity term")
+    work_size: int = Field(64, ge=8, le=4096, description="longer side (px) TVM runs at; larger "
+                                                          "images are resized down")
+    drop_rate: float = Field(0.02, ge=0, lt=1, description="probability that a value is dropped "
+                                                           "from the fidelity term")
     tv_weight: float = Field(0.01, gt=0, le=100, description="λ_TV")
     iterations: int = Field(1000, ge=1, le=100_000, description="Chambolle-Pock iterations")
 
@@ -76,7 +78,8 @@ def tvm_objective(z: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, tv_weigh
     return float((keep * (z - x)).norm() + tv_weight * tv)
 
 
-def tvm_solve(x: torch.Tensor, keep: torch.Tensor, tv_weight: float, iterations: int) -> torch.Tensor:
+def tvm_solve(
+        x: torch.Tensor, keep: torch.Tensor, tv_weight: float, iterations: int) -> torch.Tensor:
     """Approximate minimiser of ``tvm_objective`` for one C×H×W image by Chambolle-Pock.
 
     K z = (rows, cols, keep ⊙ z); the dual variables are projected onto the ℓ2 balls of the
@@ -115,10 +118,12 @@ def tvm(images: torch.Tensor, params: TvmParams, generator: torch.Generator) -> 
     small = (max(1, round(h * scale)), max(1, round(w * scale)))
     work = images.detach().cpu().float()
     if small != (h, w):
-        work = F.interpolate(work, size=small, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        work = F.interpolate(
+            work, size=small, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     out = []
     for image in work:
-        keep = (torch.rand(image.shape, generator=generator, dtype=torch.float64) >= params.drop_rate).double()
+        keep = (torch.rand(image.shape, generator=generator, dtype=torch.float64)
+                >= params.drop_rate).double()
         out.append(tvm_solve(image, keep, params.tv_weight, params.iterations).float())
     result = torch.stack(out)
     if small != (h, w):
