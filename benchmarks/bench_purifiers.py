@@ -94,7 +94,8 @@ def main() -> None:
     rows["gridpure"] = {"t": gp.t, "iterations": gp.iterations, "s_per_image": round(seconds / n, 3),
                         "s_per_image_at_20_iterations": round(seconds / n / gp.iterations * 20, 2)}
     for label, p in (("latent_diffpure", diffpure.LatentDiffPureParams()),
-                     ("latent_diffpure_empty", diffpure.LatentDiffPureParams(prompt="empty"))):
+                     ("latent_diffpure_empty",
+                      diffpure.LatentDiffPureParams(prompt="empty", guidance_scale=1.0))):
         seconds = timed(lambda p=p: diffpure.latent_diffpure(x, p, ctx().generator, context=ctx()))
         rows[label] = {"t": p.t, "guidance_scale": p.guidance_scale, "s_per_image": round(seconds / n, 3)}
     dp = diffpure.DdsPureParams()
@@ -112,6 +113,7 @@ def main() -> None:
         "what": "purifiers' seconds per image on the tiny model (benchmarks/bench_purifiers.py)",
         "images": n, "side_px": args.side, "device": str(device),
         "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                     "platform": platform.platform(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
         "results": rows,

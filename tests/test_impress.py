@@ -197,3 +197,11 @@ def test_the_stage_is_keyed_by_the_model_and_its_note_survives_the_cache(
     assert torch.equal(again.transform(step, x, notes_hit), a)
     assert again.cache.take_events().hits == ["transform"]
     assert notes_hit == notes_a and "1 − SSIM instead of LPIPS" in notes_a[0]
+
+
+def test_a_tiers_cap_limits_the_steps_and_the_schedule() -> None:
+    x = images(n=1, side=8)
+    history: list[dict[str, list[float]]] = []
+    params = ImpressParams(iterations=3000, max_iterations=3, perceptual="1-ssim")
+    impress_optimise(x, lambda v: v * 0.9, one_minus_ssim, params, torch.Generator(), history)
+    assert len(history) == 3

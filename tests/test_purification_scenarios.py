@@ -105,3 +105,16 @@ def test_purification_scenario_plans_a_seed_per_replicate(name: str, tier: str) 
         assert step.spec.name == purifier and {k: step.spec.params[k] for k in wanted} == wanted
         assert step.seed == p.seeds[r]  # every purifier draws noise: re-drawn per replicate
     assert not p.runs_for("control", 0)
+
+
+@pytest.mark.parametrize(("name", "cap"), [("impress-glaze", 50), ("impress-photoguard", 50),
+                                           ("gridpure", 2)])
+def test_the_smoke_tier_caps_the_purifiers_iterations_and_the_paper_tier_does_not(
+        name: str, cap: int) -> None:
+    for tier, wanted in (("smoke", cap), ("paper", None)):
+        t = get_tier(tier)
+        protection, spec = build_protection("pid", t)
+        p = plan_case(load_scenario(CATALOGUE_DIR / f"{name}.yaml"),
+                      ProtectionInfo(spec, protection.random), t, 0)
+        step = p.runs_for("attacked", 0)[0].chain[1]
+        assert step.spec.params["max_iterations"] == wanted, tier

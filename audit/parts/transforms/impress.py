@@ -34,6 +34,11 @@ pixel's gradient shrinks with the image's area, and while it is below eps a step
 rather than lr. At 64 px (the smoke tier) the gradients are 64× those at 512 px, so the same
 settings move pixels further per iteration than the authors' 512-px runs did: a 64-px run with
 the papers' settings purifies more strongly than the paper's, not less.
+
+Cost: ≈ 0.5 s per image per iteration on the tiny model at 64 px on 2 busy CPU cores
+(benchmarks/bench_purifiers.py), so the scenarios' 1000 and 3000 iterations take hours there.
+The smoke tier caps them (``max_iterations``, recorded with its origin, the tier); the cosine
+schedule then runs over the capped count.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class ImpressParams(TransformParams):
     lr 0.01, 3000 it, α 0.1, noise 0.1 in [−1, 1])."""
 
     iterations: int = Field(3000, ge=1, le=100_000, description="Adam steps")
+    max_iterations: int | None = Field(
+        None, ge=1, description="a tier's cap on iterations (the smoke tier's; None: none)")
     lr: float = Field(0.005, gt=0, le=1, description="peak learning rate, [0,1] units (theirs ×½)")
     lr_floor: float = Field(
         5e-6, ge=0, le=1, description="cosine schedule's final lr, [0,1] units (their 1e-5 ×½)"
@@ -165,11 +172,12 @@ def impress_optimise(
     x = (x_ptb + params.noise_std * noise).requires_grad_(
         True
     )  # not clamped before the first step (as theirs)
+    steps = min(params.iterations, params.max_iterations or params.iterations)
     optimizer = torch.optim.Adam([x], lr=params.lr, eps=params.adam_eps)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=params.iterations, eta_min=params.lr_floor
+        optimizer, T_max=steps, eta_min=params.lr_floor
     )
-    for _ in range(params.iterations):
+    for _ in range(steps):
         loss, consistency, dist = impress_loss(
             x, x_ptb, reconstruct, distance, params.alpha, params.delta
         )
