@@ -103,6 +103,11 @@ TIERS: dict[str, dict[str, Any]] = {
         # scale.
         "replicates": 3,
         "pid": {"steps": 100},
+        # Purifiers' iterations capped (the scenarios keep the papers' counts, the record says
+        # the tier capped them): IMPRESS's 1000-3000 Adam steps and GrIDPure's 20 passes take
+        # hours per case on 2 CPU cores (benchmarks/results/bench-purifiers.json).
+        "impress": {"max_iterations": 50},
+        "gridpure": {"max_iterations": 2},
         # The trained tiny model learns the subject only when it nearly memorises the four
         # images: each step sees all four (batch 4, as one epoch of diffusers' shuffled loader),
         # at 3e-3 decayed to 0 by a cosine so that the outcome depends on the data rather than on

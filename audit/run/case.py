@@ -126,7 +126,7 @@ class CaseRun:
                 elif step.kind == "protection":
                     current = self.session.protected(subject, step, record)
                 else:
-                    current = self.session.stages.transform(step, current)
+                    current = self.session.stages.transform(step, current, record["flags"])
             images[run.identity] = current
         return images
 

@@ -17,6 +17,7 @@ workers (xdist) compute a shared entry once.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -113,6 +114,7 @@ class _StagesBase:
         self.progress = progress
         # Protections whose code has no fingerprint: kept for this session only, never cached.
         self._uncached: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+        self._purifiers: dict[str, Any] = {}  # purifiers' models other than the audited one
 
     @property
     def model(self) -> Any:
@@ -244,22 +246,49 @@ class Stages(_BaseModelStages):
         tensors, info = cached(self.cache, "protect", key, compute)
         return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
 
-    def transform(self, step: ChainStep, images_u8: torch.Tensor) -> torch.Tensor:
-        """One attack step on 8-bit images (8-bit output: what the exploiter saves)."""
+    def transform(self, step: ChainStep, images_u8: torch.Tensor,
+                  notes: list[str] | None = None) -> torch.Tensor:
+        """One attack step on 8-bit images (8-bit output: what the exploiter saves). A transform
+        whose function takes ``context`` gets the purifier's model, the device and the seeded
+        generator (``audit/parts/transforms/context.py``); the sentences it notes are appended
+        to ``notes`` (the case's flags), from the cache too."""
         part = TRANSFORMS.get(step.spec.name)
+        model = self.purifier_model(step.spec.params.get("model")) if part.uses_model else None
         key = stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
                         inputs={"images": tensor_hash(images_u8)},
-                        model=self.model.fingerprint if part.uses_model else None,
+                        model=model.fingerprint if model is not None else None,
                         seed=step.seed if part.random else None)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            from audit.parts.transforms.context import TransformContext
+
             params = part.validate(step.spec.params)
             generator = torch.Generator().manual_seed(step.seed or 0)
+            function = part.load()
+            context = TransformContext(model, self._device(), generator)
+            takes_context = "context" in inspect.signature(function).parameters
+            extra = {"context": context} if takes_context else {}
             with self.progress.stage(f"attack: {step.spec.label()}"):
-                out = part.load()(from_uint8(images_u8), params, generator)
-            return {"images": to_uint8(out)}, {"step": step.spec.label()}
+                out = function(from_uint8(images_u8), params, generator, **extra)
+            return {"images": to_uint8(out)}, {"step": step.spec.label(), "notes": context.notes}
 
-        return cached(self.cache, "transform", key, compute)[0]["images"]
+        tensors, meta = cached(self.cache, "transform", key, compute)
+        if notes is not None:
+            notes.extend(n for n in meta.get("notes", []) if n not in notes)
+        return tensors["images"]
+
+    def purifier_model(self, spec: str | None) -> Any:
+        """A purifier's model (its ``model`` parameter): the audited one unless it names a
+        diffusers folder or a hub id, loaded once per session on the audit's device."""
+        if spec in (None, "audited"):
+            return self.model
+        if spec not in self._purifiers:
+            from audit.diffusion.loading import load_model
+            from audit.parts.metrics.weights import downloads_allowed
+
+            self._purifiers[spec] = load_model(spec, self._device(),
+                                               allow_download=downloads_allowed())
+        return self._purifiers[spec]
 
     # -- exploit -------------------------------------------------------------------------------
     def exploit_keys(

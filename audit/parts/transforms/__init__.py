@@ -85,3 +85,46 @@ TRANSFORMS.register(
                 "floor)",
     source="protection-audit control (model card: noise floor)", random=True,
 )
+_I = "audit.parts.transforms.impress"
+TRANSFORMS.register(
+    "impress", target=f"{_I}:impress", params=f"{_I}:ImpressParams",
+    description="IMPRESS: Adam on x until D(E(x)) = x, within an LPIPS budget of the input "
+                "([0,1] units, fp32, batched)",
+    source="Cao et al. NeurIPS 2023 §4.2 eq. 4.3, Alg. 1; the authors' impress.py (Adam, cosine)",
+    random=True, uses_model=True,
+)
+_R = "audit.parts.transforms.restoration"
+TRANSFORMS.register(
+    "noisy_upscale", target=f"{_R}:noisy_upscale", params=f"{_R}:NoisyUpscaleParams",
+    description="Gaussian noise (std, [0,1], seeded, 8-bit), ×4 upscaler (Real-ESRGAN x4plus "
+                "offline), back to size",
+    source="Hönig et al. ICLR 2025 (robust-style-mimicry) noisy upscaling; σ 0.05 / 0.1",
+    random=True,
+)
+TRANSFORMS.register(
+    "restoration", target=f"{_R}:restoration", params=f"{_R}:RestorationParams", random=True,
+    description="[noise] → [face restorer] → ¼ size → ×4 super-resolution (restorers by name; "
+                "missing: unavailable)",
+    source="DiffShortcut §4.2 and Alg. 1 lines 2-3 (CodeFormer w 0.5, then ×4 SR); 'gau-sr'",
+)
+_D = "audit.parts.transforms.diffpure"
+TRANSFORMS.register(
+    "latent_diffpure", target=f"{_D}:latent_diffpure", params=f"{_D}:LatentDiffPureParams",
+    description="SDEdit with the purifier's latent model: noise to t, t DDPM steps back, "
+                "quality or empty prompt",
+    source="DiffShortcut App. C.1 item 5 (LatentDiffPure, t 300, CFG 7.5); Meng et al. ICLR "
+           "2022 (SDEdit)",
+    random=True, uses_model=True,
+)
+TRANSFORMS.register(
+    "ddspure", target=f"{_D}:ddspure", params=f"{_D}:DdsPureParams", random=True, uses_model=True,
+    description="SDEdit from the t with (1 − ᾱ_t)/ᾱ_t = σ² (σ in the model's diffusion units)",
+    source="Carlini et al. ICLR 2023 (DDS); DiffShortcut App. C.1 item 5 (DDSPure)",
+)
+TRANSFORMS.register(
+    "gridpure", target=f"{_D}:gridpure", params=f"{_D}:GridPureParams", random=True,
+    uses_model=True,
+    description="half-side windows + corner window purified (SDEdit t 10), overlap-averaged, "
+                "γ-blended, iterated",
+    source="Zhao et al. 2024 (GrIDPure), its authors' gridpure.py; DiffShortcut App. C.1 (7)",
+)
