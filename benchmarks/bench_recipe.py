@@ -67,11 +67,7 @@ GUIDANCE = 7.5
 ALT_GEN_SEED = lambda seed: 1000 * (seed + 1)  # noqa: E731 — disjoint generation slots per replicate
 KS = (3, 4, 5)
 
-try:  # audit/tiers.py is being rewritten; fall back to the values it had when this was written
-    from audit.config.tiers import PID_EVAL_PROMPTS, PID_NEGATIVE_PROMPT
-except Exception:  # pragma: no cover
-    PID_EVAL_PROMPTS = ("a photo of sks person", "a selfie of sks person", "a dslr portrait of sks person")
-    PID_NEGATIVE_PROMPT = "noisy, low quality, artifacts, poorly drawn face"
+from audit.config.settings import PID_EVAL_PROMPTS, PID_NEGATIVE_PROMPT  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -379,7 +379,7 @@ into miniature.tar.gz is in miniature-2.tar.gz (and on): extract all into one fo
 
 To ship: copy weights/tiny/* to audit/models/weights/tiny/ and weights/tiny_2/* to
 audit/models/weights/tiny_2/; if the chosen VAE's architecture is not "tiny", VAE_CONFIG in
-audit/models/tiny.py must become its config (vae/config.json; the toolkit builds that config
+audit/diffusion/tiny.py must become its config (vae/config.json; the toolkit builds that config
 before loading the weights), and the model cards must be rewritten.
 """
 

@@ -6,7 +6,7 @@
     python training/train_tiny.py --stage unet --variant tiny-2 --vae-from audit/models/weights/tiny \
         --out audit/models/weights/tiny_2                                      # the transfer model
 
-Stage ``vae``: the AutoencoderKL of ``audit/models/tiny.py`` on random 64-px crops (random
+Stage ``vae``: the AutoencoderKL of ``audit/diffusion/tiny.py`` on random 64-px crops (random
 scale, position and flip) of the package-shipped photographs in ``training/sources.py``, with
 SD's VAE objective minus its learned parts (LPIPS and the patch GAN need downloaded weights):
 L1 + MSE reconstruction + 1e-6·KL, the KL weight of SD's ``kl-f8`` config. Its latent scaling
