@@ -324,14 +324,14 @@ def _replicates(level: float, seed: int, k: int = 3, n: int = 6) -> list[list[fl
 
 
 def test_the_prompt_that_won_is_named_in_the_record_summary_and_report(tmp_path: Path) -> None:
+    from audit.judge.case import CaseJudge
     from audit.results.summary import summary_table
-    from audit.run.session import AuditSession
     from reports import load_results, render_html
 
     options = AuditOptions(protection="pid", results_dir=tmp_path / "res")
-    session = AuditSession(options)
+    judge = CaseJudge(options.tier_settings, options.seed)
     scen = scenario("prompt-mismatch")
-    plan = plan_case(scen, PID, session.tier, 0)
+    plan = plan_case(scen, PID, options.tier_settings, 0)
     # subject_similarity ↓: clean 0.8, protected 0.3; 'a photo of sks face' restores most (0.7).
     levels = {("clean", None): 0.8, ("protected", None): 0.3, ("attacked", 1): 0.7,
               ("control", 1): 0.8,
@@ -347,7 +347,7 @@ def test_the_prompt_that_won_is_named_in_the_record_summary_and_report(tmp_path:
                                                                + (run.variant or 0))[0],
                                          "direction": "down"})
     record = {"metrics": {}, "flags": [], "case_id": "pid-prompt-mismatch-astronaut"}
-    session.judge(plan, scen, {"subject_similarity": values}, "subject_similarity", record)
+    judge.judge(plan, scen, {"subject_similarity": values}, "subject_similarity", record)
     best = record["exploiter_best"]
     assert best["label"] == "a photo of sks face" and best["instance_prompt"] == ("a photo of sks "
              "face")
