@@ -110,8 +110,7 @@ def verdict_metric(case: dict[str, Any]) -> str:
 
 def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
     """Weakest first (audit/judge/outcomes.py: errors, exploits that did not learn, fails, no
-    effect,
-    no meaningful effect, passes); within each, lowest retained lower bound."""
+    effect, no meaningful effect, passes); within each, lowest retained lower bound."""
     retained = verdict_entry(case).get("retained") or {}
     low = retained.get("ci_low")
     low = float(low) if low is not None and math.isfinite(float(low)) else math.inf

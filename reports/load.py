@@ -1,8 +1,7 @@
 """Read, validate and merge results files (``results.json``) for the report.
 
 A results file is the aggregated record of one audit run (``audit/results/files.py``). The report
-can
-be drawn from one file or from several shards of the same audit run on different machines;
+can be drawn from one file or from several shards of the same audit run on different machines;
 every problem with the input names the file and says how to fix it.
 """
 

@@ -10,8 +10,7 @@ for ``extends`` and are not run.
 Every part is written in one grammar, ``name: {params}`` — attack steps (``- jpeg: {quality:
 75}``), the exploit (``exploit: {dreambooth: {posterior: {sigma: zero}}}``) — and validated by
 the part's own parameter model from the registry (``audit/parts/__init__.py``), keeping only the
-keys
-the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
+keys the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
 overrides of ``attack`` and ``exploit``, one exploit run each.
 
 The exploit is either ``standard`` — the audit's standard exploit (``--exploit``, DreamBooth by

@@ -2,8 +2,8 @@
 
 A tier is data grouped by what it configures: ``resolution`` and ``replicates``; the
 ``generation``, ``verdict`` and ``controls`` settings (``audit/config/settings.py``); and one
-section
-per part it sets (``pid``, ``dreambooth``, ...), in that part's own parameter names. A part's
+section per part it sets (``pid``, ``dreambooth``, ...), in that part's own parameter names. A
+part's
 parameters are resolved with one precedence everywhere —
 
     part default  <  tier (its matching row)  <  --exploit  <  scenario  <  --audit-set

@@ -400,8 +400,7 @@ def image_bootstrap_effect(
     """d·(m_p − m_c) by a paired (by slot) percentile bootstrap over the images of ONE fine-tune.
 
     The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores
-    the
-    variation between fine-tune runs and under-covers what a rerun of the audit gives.
+    the variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     d = _sign(direction)
     _check_alpha(alpha)
@@ -424,8 +423,7 @@ def image_bootstrap_retained(
     """(m_a − m_c)/(m_p − m_c) by a paired percentile bootstrap over the images of ONE fine-tune.
 
     The earlier verdict's method, used by ``audit.judge.verdict.decide`` only with K = 1: it ignores
-    the
-    variation between fine-tune runs and under-covers what a rerun of the audit gives.
+    the variation between fine-tune runs and under-covers what a rerun of the audit gives.
     """
     _sign(direction)
     _check_alpha(alpha)
@@ -451,7 +449,6 @@ def image_bootstrap_share(
 ) -> Estimate:
     """(m_c − m_p)/(m_c − m_u) by a paired percentile bootstrap over the images of ONE fine-tune
     (``audit.judge.verdict.decide`` with K = 1 only): ``image_bootstrap_retained`` with the
-    untrained
-    reference as the denominator's exploit. Does NOT cover rerun variation."""
+    untrained reference as the denominator's exploit. Does NOT cover rerun variation."""
     return image_bootstrap_retained(clean, untrained, protected, direction, alpha,
                                     resamples=resamples, seed=seed)

@@ -7,8 +7,7 @@ convolutions ~25 % and AdamW ~9 %; a second intra-op thread speeds a step up by 
 better used by running independent fine-tunes side by side, one thread each: two processes on
 two cores finish two runs in ~1.3–1.5× the time of one. Every fine-tune and generation on the
 CPU runs with one intra-op thread whichever way it is executed (``stages.single_thread``), so a
-run's
-numbers do not depend on whether it ran in a worker or in the main process.
+run's numbers do not depend on whether it ran in a worker or in the main process.
 
 Workers load the model themselves (by the same ``--model`` spec, verified by its fingerprint)
 and write to the same cache, under the same per-entry locks; the main process only hands out

@@ -288,7 +288,7 @@ def gridpure(
 ) -> torch.Tensor:
     """GrIDPure (module doc) with DiffPure = SDEdit(t) through the purifier's latent model."""
     model = _model(context, "GrIDPure")
-    factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+    factor = model.vae_scale_factor
     height, width = images.shape[-2:]
     # The window must be a multiple of twice the VAE's factor (its quadrants are windows' halves).
     step = 2 * factor
