@@ -88,6 +88,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--exploit-workers", default=None, type=int, metavar="N",
                     help="processes that fine-tune side by side (default: one per CPU core, at "
                          "most 4; 1 on a GPU)")
+    group.addoption("--runs-per-gpu", action=_Single, default=1, type=int, metavar="N",
+                    help="exploit runs side by side on each GPU (default 1; more where its memory "
+                         "allows): the runs spread over every visible GPU, xdist worker gwN on "
+                         "GPU N mod count")
+    group.addoption("--executor", action=_Single, default="local", choices=["local", "ray"],
+                    help="where pending exploit runs are computed: local (this machine's GPUs or "
+                         "CPU cores, default) or ray (one Ray task per run, one GPU each; "
+                         "pip install 'protection-audit[ray]')")
+    group.addoption("--ray-address", action=_Single, default=None, metavar="ADDRESS",
+                    help="the Ray cluster for --executor=ray, e.g. ray://head:10001 or auto "
+                         "(default: a local Ray started for the run)")
     group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
                     help="the standard exploit: dreambooth (default) or lora, with parameters in "
                          "the scenario grammar, e.g. --exploit='lora: {rank: 32}'; scenarios "
@@ -145,6 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
         full_catalogue=config.getoption("full_catalogue"),
         exploit_workers=config.getoption("exploit_workers"),
         exploit=config.getoption("exploit"),
+        runs_per_gpu=config.getoption("runs_per_gpu"),
+        executor=config.getoption("executor"),
+        ray_address=config.getoption("ray_address"),
     )
     from audit.config.startup import check_options
 

@@ -32,6 +32,13 @@ class AuditOptions:
     exploit_workers: int | None = None
     # --exploit: the standard exploit, 'NAME' or 'NAME: {params}' (default dreambooth)
     exploit: str | None = None
+    # --runs-per-gpu: exploit runs side by side on one GPU (audit/run/placement.py)
+    runs_per_gpu: int = 1
+    # --executor: where pending exploit runs are computed: 'local' (this machine's worker
+    # pool) or 'ray' (a Ray cluster, audit/run/ray_executor.py)
+    executor: str = "local"
+    # --ray-address: the Ray cluster to join (default: a local Ray started for the run)
+    ray_address: str | None = None
 
     @property
     def tier_settings(self) -> Tier:

@@ -49,6 +49,16 @@ def _numbers(options: Any) -> None:
     if options.exploit_workers is not None and not 1 <= options.exploit_workers <= 64:
         raise ValueError(f"--exploit-workers={options.exploit_workers}: between 1 and 64 (1 runs "
                          "every exploit in this process).")
+    if not 1 <= options.runs_per_gpu <= 16:
+        raise ValueError(f"--runs-per-gpu={options.runs_per_gpu}: between 1 and 16 (1: one "
+                         "exploit run per GPU at a time, the default).")
+    if options.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("--executor=ray: Ray is not installed; pip install "
+                         "'protection-audit[ray]' (or pip install ray), or leave --executor out "
+                         "to run on this machine.")
+    if options.ray_address and options.executor != "ray":
+        raise ValueError(f"--ray-address={options.ray_address} is given without --executor=ray; "
+                         "add --executor=ray to send the exploit runs to that cluster.")
     if options.replicates is not None and options.replicates < 1:
         raise ValueError(f"--replicates={options.replicates}: at least 1 (2 or more for an "
                          "interval that covers a rerun; the tiers run 3).")

@@ -161,6 +161,14 @@ class Cache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def entries(self) -> list[tuple[str, str]]:
+        """(stage, key) of every entry present (not verified), in a stable order."""
+        if not self.root.is_dir():
+            return []
+        return sorted((m.parent.parent.parent.name, m.parent.name)
+                      for m in self.root.glob("*/*/*/manifest.json")
+                      if not m.parent.name.startswith(".tmp-"))
+
     def has(self, stage: str, key: str) -> bool:
         """Whether an entry is present (not verified: ``get`` verifies and counts it)."""
         return self.enabled and (self._dir(stage, key) / "manifest.json").is_file()

@@ -157,18 +157,20 @@ class CaseRun:
             self, plan: CasePlan, images: dict[tuple, torch.Tensor]) -> dict[tuple, ExploitOutput]:
         """Every distinct run's fine-tune and generations: cached ones read here, the others
         computed side by side in worker processes when there are several
-        (``audit/run/workers.py``)."""
+        (``audit/run/workers.py``, one GPU each on CUDA) or as Ray tasks (``--executor ray``,
+        ``audit/run/ray_executor.py``)."""
         generation = self.session.tier.generation
         runs = plan.unique_runs()
         pending = [r for r in runs
                    if not self.session.stages.exploit_cached(r, images[r.identity], generation)]
         outputs: dict[tuple, ExploitOutput] = {}
-        workers = min(self.session.workers, len(pending))
-        if workers > 1:
-            with self.session.progress.stage(f"exploits: {len(pending)} runs in {workers} worker "
-                                             "processes", total=len(pending), unit="runs") as stage:
+        executor = self.session.executor(len(pending))
+        if executor is not None:
+            with self.session.progress.stage(f"exploits: {len(pending)} runs in "
+                                             f"{executor.describe(len(pending))}",
+                                             total=len(pending), unit="runs") as stage:
                 jobs = [(run, images[run.identity], generation) for run in pending]
-                for run, (output, timings, events) in zip(pending, self.session.pool().run(
+                for run, (output, timings, events) in zip(pending, executor.run(
                         jobs, lambda run, _: stage.advance(1, run.label())), strict=True):
                     outputs[run.identity] = output
                     self.session.progress.timings.extend({**t, "worker": True} for t in timings)

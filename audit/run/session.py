@@ -26,6 +26,7 @@ from audit.run.progress import Progress
 from audit.run.stages import Stages
 
 if TYPE_CHECKING:
+    from audit.run.ray_executor import RayPool
     from audit.run.workers import ExploitPool
 
 
@@ -52,14 +53,18 @@ class AuditSession:
         self._protection_code: CodeFingerprint | None = None
         self._budget: dict[str, Any] | None = None
         self._subjects: dict[str, Subject] = {}
-        self._pool: ExploitPool | None = None
+        self._pool: ExploitPool | RayPool | None = None
 
     @property
     def device(self) -> torch.device:
         if self._device is None:
             from audit.diffusion import resolve_device
 
-            self._device = resolve_device(self.options.device)
+            from audit.run.placement import visible_gpus, xdist_device
+
+            device = resolve_device(self.options.device)
+            # pytest-xdist worker gwN audits on GPU N mod count (audit/run/placement.py)
+            self._device = xdist_device(device, visible_gpus(device))
         return self._device
 
     @property
@@ -184,22 +189,47 @@ class AuditSession:
     # -- the worker processes for exploit runs -------------------------------------------------
     @property
     def workers(self) -> int:
+        from audit.run.placement import visible_gpus
         from audit.run.workers import default_workers
 
-        return self.options.exploit_workers or default_workers(self.device)
+        return self.options.exploit_workers or default_workers(
+            self.device, visible_gpus(self.device), self.options.runs_per_gpu)
+
+    def executor(self, pending: int) -> Any:
+        """Where ``pending`` exploit runs are computed: the Ray cluster (``--executor ray``, every
+        pending run), the worker pool (more than one worker and run), or None: in this process."""
+        if pending and self.options.executor == "ray":
+            return self.pool()
+        return self.pool() if min(self.workers, pending) > 1 else None
+
+    def worker_setup(self) -> Any:
+        """What a worker process needs to rebuild the audit's stages (``audit/run/workers.py``)."""
+        from audit.run.placement import visible_gpus, worker_devices
+        from audit.run.workers import WorkerSetup
+
+        transfer = self.options.transfer_model_spec
+        return WorkerSetup(self.options.model, str(self.device), self.options.allow_download,
+                           self.model.fingerprint, str(self.cache.root), self.cache.enabled,
+                           self.resolution, transfer,
+                           self.transfer_model.fingerprint if transfer
+                           and self._transfer_model is not None else None,
+                           tuple(worker_devices(self.device, visible_gpus(self.device),
+                                                self.workers))
+                           if self.device.type == "cuda" else ())
 
     def pool(self) -> Any:
-        """The worker processes for exploit runs, started on first use."""
+        """The executor of exploit runs, started on first use: the local worker pool, or the
+        Ray cluster (``--executor ray``)."""
         if self._pool is None:
-            from audit.run.workers import ExploitPool, WorkerSetup
+            if self.options.executor == "ray":
+                from audit.run.ray_executor import RayPool
 
-            transfer = self.options.transfer_model_spec
-            setup = WorkerSetup(self.options.model, str(self.device), self.options.allow_download,
-                                self.model.fingerprint,
-                                str(self.cache.root), self.cache.enabled, self.resolution, transfer,
-                                self.transfer_model.fingerprint if transfer
-                                and self._transfer_model is not None else None)
-            self._pool = ExploitPool(self.workers, setup)
+                self._pool = RayPool(self.options.ray_address, self.worker_setup(), self.cache,
+                                     self.stages)
+            else:
+                from audit.run.workers import ExploitPool
+
+                self._pool = ExploitPool(self.workers, self.worker_setup())
         return self._pool
 
     def close(self) -> None:

@@ -148,14 +148,8 @@ class _BaseModelStages(_StagesBase):
         from dataclasses import replace
 
         model = self.model_for(params)
-
-        cfg = sampling.GenerationConfig((params.class_prompt,), params.num_class_images,
-                                        generation.steps,
-                               generation.guidance_scale, "", seed=10_000)
-        key = stage_key(self.cache, "class_images", part={"name": "class_images"},
-                        params=cfg.to_dict(), inputs={},
-                        model=model.fingerprint, seed=cfg.seed, resolution=self._resolution(),
-                        batch=sampling.CLASS_BATCH)
+        cfg = class_config(params, generation)
+        key = self.class_images_key(params, generation)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             n = cfg.images_per_prompt
@@ -168,6 +162,17 @@ class _BaseModelStages(_StagesBase):
             return {"images": to_uint8(images)}, {"prompt": params.class_prompt}
 
         return from_uint8(cached(self.cache, "class_images", key, compute)[0]["images"])
+
+    def class_images_key(self, params: DreamboothParams,
+                         generation: GenerationSettings) -> str | None:
+        """The class images' cache key (None without prior preservation)."""
+        if not params.prior_preservation:
+            return None
+        cfg = class_config(params, generation)
+        return stage_key(self.cache, "class_images", part={"name": "class_images"},
+                         params=cfg.to_dict(), inputs={},
+                         model=self.model_for(params).fingerprint, seed=cfg.seed,
+                         resolution=self._resolution(), batch=sampling.CLASS_BATCH)
 
     # -- untrained reference -----------------------------------------------------------------
     def untrained_key(self, exploit: PartSpec, generation: GenerationSettings, seed: int) -> str:
@@ -370,6 +375,13 @@ class Stages(_BaseModelStages):
             reference_u8: torch.Tensor) -> dict[str, Any]:
         """A metric's per-image values on one run's generations (cached, under the entry's lock)."""
         return metric_stage(self.cache, name, generations_u8, reference_u8)
+
+
+def class_config(params: DreamboothParams, generation: GenerationSettings) -> Any:
+    """Prior preservation's class-image generation: the class prompt, image i from seed
+    10 000 + i, the tier's sampling steps and guidance."""
+    return sampling.GenerationConfig((params.class_prompt,), params.num_class_images,
+                                     generation.steps, generation.guidance_scale, "", seed=10_000)
 
 
 def generation_config(settings: GenerationSettings, seed: int) -> Any:

@@ -1,4 +1,4 @@
-"""Independent exploit runs in parallel worker processes (CPU).
+"""Independent exploit runs in parallel worker processes (CPU cores, or GPUs one run each).
 
 Profile of one smoke fine-tune on the tiny model (2-core CPU, torch 2.14, batch 4, 64 px):
 ~90 ms a step, of which the attention on the 16×16 latent (8 heads of dimension 4) takes ~40 %,
@@ -11,7 +11,8 @@ run's numbers do not depend on whether it ran in a worker or in the main process
 
 Workers load the model themselves (by the same ``--model`` spec, verified by its fingerprint)
 and write to the same cache, under the same per-entry locks; the main process only hands out
-runs that are not cached yet and collects their outputs, timings and cache events.
+runs that are not cached yet and collects their outputs, timings and cache events. On CUDA
+each worker is pinned to one GPU as it starts (``audit/run/placement.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ from typing import Any
 import torch
 
 
-def default_workers(device: torch.device) -> int:
-    """Worker processes for exploit runs: one per core on the CPU (at most 4), else 1."""
-    if device.type != "cpu" or os.environ.get("PYTEST_XDIST_WORKER"):
+def default_workers(device: torch.device, gpus: list[int] | None = None,
+                    runs_per_gpu: int = 1) -> int:
+    """Worker processes for exploit runs: one per core on the CPU (at most 4; 1 under xdist);
+    on CUDA ``runs_per_gpu`` per visible GPU (``audit/run/placement.py``); else 1."""
+    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    if device.type == "cuda":
+        from audit.run.placement import pool_size
+
+        return pool_size(gpus or [], runs_per_gpu, under_xdist=under_xdist)
+    if device.type != "cpu" or under_xdist:
         return 1
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -44,31 +52,54 @@ class WorkerSetup:
     resolution: int
     transfer_model: str | None = None  # --transfer-model (loaded on first use in the worker)
     transfer_fingerprint: str | None = None  # the audit's, when it has loaded it
+    # one device per worker (audit/run/placement.py); empty: every worker on ``device``
+    devices: tuple[str, ...] = ()
 
 
 _STATE: dict[str, Any] = {}
 
 
-def _init(setup: WorkerSetup) -> None:
-    from audit.diffusion import load_model
-    from audit.run.cache import Cache
-    from audit.run.progress import Progress
-    from audit.run.stages import Stages
+def _init(setup: WorkerSetup, slots: Any = None) -> None:
+    """A worker's start: its device (the next free slot's, when the pool pins workers to GPUs),
+    its model, checked against the audit's fingerprint, and its stages over the shared cache."""
+    from audit.run.placement import pin
 
     torch.set_num_threads(1)
-    device = torch.device(setup.device)
+    device = torch.device(slots.get() if slots is not None else setup.device)
+    pin(device)
+    _STATE["device"] = str(device)
+    _STATE["stages"] = _stages(setup, device)
+
+
+def checked_model(setup: WorkerSetup, device: torch.device) -> Any:
+    """The audit's model loaded in a worker, refused when its fingerprint is not the audit's."""
+    from audit.diffusion import load_model
+
     model = load_model(setup.model, device, allow_download=setup.allow_download, seed=0)
     if model.fingerprint != setup.fingerprint:
         raise RuntimeError(f"worker loaded model '{setup.model}' with fingerprint "
                            f"{model.fingerprint[:16]}…, not the audit's {setup.fingerprint[:16]}…; "
-                           "the model changed on disk during the audit")
+                           "the model changed on disk during the audit (or differs on this node)")
+    return model
+
+
+def worker_stages(setup: WorkerSetup, device: torch.device, model: Any, cache: Any,
+                  progress: Any) -> Any:
+    """A worker's stages: the checked model on ``device`` over ``cache``."""
+    from audit.run.stages import Stages
+
+    return Stages(cache, lambda: model, lambda: device, lambda: setup.resolution, progress,
+                  transfer=(lambda: _transfer(setup, device)) if setup.transfer_model else None)
+
+
+def _stages(setup: WorkerSetup, device: torch.device) -> Any:
+    from audit.run.cache import Cache
+    from audit.run.progress import Progress
+
     progress = Progress()
     cache = Cache(Path(setup.cache_root), enabled=setup.cache_enabled)
-    _STATE.update(progress=progress, cache=cache,
-                  stages=Stages(cache, lambda: model, lambda: device, lambda: setup.resolution,
-                                progress,
-                                transfer=(lambda: _transfer(setup, device)) if setup.transfer_model
-                                else None))
+    _STATE.update(progress=progress, cache=cache)
+    return worker_stages(setup, device, checked_model(setup, device), cache, progress)
 
 
 def _transfer(setup: WorkerSetup, device: torch.device) -> Any:
@@ -90,7 +121,8 @@ def _work(
         run: Any, images_u8: torch.Tensor,
         generation: Any) -> tuple[Any, list[dict[str, Any]], dict[str, list[str]]]:
     output = _STATE["stages"].exploit(run, images_u8, generation)
-    return output, _STATE["progress"].take_timings(), _STATE["cache"].take_events().to_dict()
+    timings = [{**t, "device": _STATE["device"]} for t in _STATE["progress"].take_timings()]
+    return output, timings, _STATE["cache"].take_events().to_dict()
 
 
 class ExploitPool:
@@ -101,14 +133,25 @@ class ExploitPool:
         self.setup = setup
         self._pool: ProcessPoolExecutor | None = None
 
+    def describe(self, pending: int) -> str:
+        """How the runs are spread, for the progress line."""
+        workers = min(self.workers, pending)
+        gpus = sorted(set(self.setup.devices[:workers]) - {"cpu"})
+        return f"{workers} worker processes" + (f" on {', '.join(gpus)}" if gpus else "")
+
     def run(
             self, jobs: list[tuple[Any, torch.Tensor, Any]],
             on_done: Any = None) -> list[tuple[Any, list, dict]]:
         """Outputs of the jobs (run, images, generation settings), in the jobs' order."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # no forked torch state
+            slots = None
+            if self.setup.devices:  # each worker takes one device as it starts
+                slots = context.Queue()
+                for device in self.setup.devices[:self.workers]:
+                    slots.put(device)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init,
-                                             initargs=(self.setup,))
+                                             initargs=(self.setup, slots))
         futures = {self._pool.submit(_work, *job): i for i, job in enumerate(jobs)}
         results: list[Any] = [None] * len(jobs)
         for future in as_completed(futures):
