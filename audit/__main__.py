@@ -4,11 +4,13 @@
     python -m audit validate [DIR]
     python -m audit plan [--tier smoke] [--protection pid] [--replicates K] [--audit-set KEY=VALUE]
     [DIR|FILE ...]
+    python -m audit plan --estimate [--tier paper --full-catalogue --model ...] [--results-dir]
 
 ``ls`` and ``validate`` are thin wrappers over the registry and the scenario loader (as
 lm-evaluation-harness's ``ls``/``validate`` are over its task manager): ``validate`` gives
 exactly the errors the pytest plugin would, without running anything. ``plan`` prints every
-run a case needs, by role × replicate, without a model.
+run a case needs, by role × replicate, without a model; ``plan --estimate`` what the audit
+still needs after cache hits and its GPU-hours on this device (``audit/run/estimate.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from audit.errors import AuditError
 from audit.parts.registry import InvalidParams
@@ -88,6 +91,8 @@ def _plan(args: argparse.Namespace) -> int:
     for target in args.paths or [None]:
         p = Path(target) if target else None
         paths.extend([p] if p is not None and p.is_file() else catalogue_files(p))
+    if args.estimate:
+        return _estimate(args, options, paths)
     total: set[tuple] = set()
     for path in paths:
         plan = plan_case(load_scenario(path), info, tier, args.seed)
@@ -96,6 +101,41 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and protected "
           "runs are shared)")
     return 0
+
+
+def _estimate(args: argparse.Namespace, options: Any, paths: list[Path]) -> int:
+    """The work the audit still needs after cache hits and its GPU-hours (``audit/run/
+    estimate.py``): the plugin's selection (the tier's tag unless --full-catalogue) × subjects."""
+    import dataclasses
+
+    from audit.config.scenario import load_scenario
+    from audit.data.subjects import discover_subjects
+    from audit.run.estimate import estimate
+    from audit.run.progress import Progress
+    from audit.run.session import AuditSession
+
+    options = dataclasses.replace(
+        options, results_dir=Path(args.results_dir).expanduser().resolve(), device=args.device,
+        data=Path(args.data).expanduser().resolve() if args.data else None,
+        full_catalogue=args.full_catalogue)
+    tier = options.tier_settings
+    tag = None if args.full_catalogue or args.paths else tier.data.get("catalogue_tag")
+    scenarios = [s for s in map(load_scenario, paths) if not tag or tag in s.tags]
+    subjects = discover_subjects(options.data)
+    session = AuditSession(options, Progress(lambda line: print(line, file=sys.stderr)))
+    cases = [(s, subject) for s in scenarios for subject in subjects]
+    print(f"{len(scenarios)} scenario(s) × {len(subjects)} subject(s) = {len(cases)} case(s) on "
+          f"tier '{options.tier}' ({'every scenario' if not tag else f'tag {tag!r}'})")
+    gpus = args.gpus or max(1, torch_gpus())
+    for line in estimate(session, cases, run_calibration=not args.no_calibrate, gpus=gpus)[2]:
+        print(line)
+    return 0
+
+
+def torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +158,20 @@ def main(argv: list[str] | None = None) -> int:
                                                       "Table 8's SD 1.5 or 2.1 settings")
     plan.add_argument("--exploit", default=None, help="the standard exploit, e.g. lora or 'lora: "
                                                       "{rank: 32}'")
+    plan.add_argument("--estimate", action="store_true",
+                      help="instead of the tables: the protection crafts, fine-tunes and "
+                           "generations the audit still needs after cache hits, and their "
+                           "GPU-hours from a short calibration run on this device (cached)")
+    plan.add_argument("--results-dir", default="audit-results",
+                      help="with --estimate: the results folder whose cache is consulted")
+    plan.add_argument("--data", default=None, help="with --estimate: the subjects' folder")
+    plan.add_argument("--device", default="auto", help="with --estimate: the device calibrated")
+    plan.add_argument("--full-catalogue", action="store_true",
+                      help="with --estimate: every scenario, not the tier's default selection")
+    plan.add_argument("--no-calibrate", action="store_true",
+                      help="with --estimate: use a cached calibration only, never measure one")
+    plan.add_argument("--gpus", type=int, default=None,
+                      help="with --estimate: GPUs the runs spread over (default: visible ones)")
     args = parser.parse_args(argv)
     try:
         if args.command == "ls":

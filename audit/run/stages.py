@@ -216,18 +216,32 @@ class Stages(_BaseModelStages):
     """The cached stages of a run: protect, transform, fine-tune and generate, metric."""
 
     # -- image chain ---------------------------------------------------------------------------
+    def protect_key(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
+                    code: CodeFingerprint) -> str:
+        """The protected images' cache key (the model's fingerprint when the protection uses it)."""
+        return stage_key(
+            self.cache, "protect", part=protection_identity(protection, code),
+            params=protection.params(tier),
+            inputs={"subject": subject.content_hash},
+            model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
+        )
+
+    def transform_key(self, step: ChainStep, images_u8: torch.Tensor) -> str:
+        """An attack step's cache key on these 8-bit images."""
+        part = TRANSFORMS.get(step.spec.name)
+        model = self.purifier_model(step.spec.params.get("model")) if part.uses_model else None
+        return stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
+                         inputs={"images": tensor_hash(images_u8)},
+                         model=model.fingerprint if model is not None else None,
+                         seed=step.seed if part.random else None)
+
     def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
                 code: CodeFingerprint | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """The protected 8-bit images of a subject for one replicate's seed. ``code`` is the
         protection's code fingerprint (computed here when not given); without one (source not
         readable) the images are crafted every time and never cached."""
         code = code or code_fingerprint(protection)
-        key = stage_key(
-            self.cache, "protect", part=protection_identity(protection, code),
-            params=protection.params(tier),
-            inputs={"subject": subject.content_hash},
-            model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
-        )
+        key = self.protect_key(protection, step, subject, tier, code)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             model = self.model if protection.uses_model else None
@@ -259,10 +273,7 @@ class Stages(_BaseModelStages):
         to ``notes`` (the case's flags), from the cache too."""
         part = TRANSFORMS.get(step.spec.name)
         model = self.purifier_model(step.spec.params.get("model")) if part.uses_model else None
-        key = stage_key(self.cache, "transform", part=part.identity(), params=step.spec.params,
-                        inputs={"images": tensor_hash(images_u8)},
-                        model=model.fingerprint if model is not None else None,
-                        seed=step.seed if part.random else None)
+        key = self.transform_key(step, images_u8)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             from audit.parts.transforms.context import TransformContext
