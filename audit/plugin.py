@@ -281,7 +281,8 @@ class AuditRun:
         run = config.stash[_RUN_KEY]
         self.config = config
         self.options = run["options"]
-        self.session = AuditSession(self.options, Progress(_terminal_writer(config)))
+        self.session = run.get("session") or AuditSession(self.options,
+                                                          Progress(_terminal_writer(config)))
         self.writer = ResultsWriter(self.options.results_dir, run["run_id"])
         self.session.artifacts_dir = self.writer.run_dir / "artifacts"
         run["audit_run"] = self
@@ -401,10 +402,32 @@ def _flat_overrides(overrides: dict[str, Any], prefix: str = "") -> list[tuple[s
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if _active(config) and _RUN_KEY in config.stash:
-        config.stash[_RUN_KEY]["selected"] = [
-            item.callspec.params["audit_case"].case_id for item in session.items
-            if hasattr(item, "callspec") and "audit_case" in item.callspec.params
-        ]
+        cases = [item.callspec.params["audit_case"] for item in session.items
+                 if hasattr(item, "callspec") and "audit_case" in item.callspec.params]
+        config.stash[_RUN_KEY]["selected"] = [case.case_id for case in cases]
+        if not _is_worker(config) and not config.getoption("collectonly"):
+            _estimate_line(config, cases)
+
+
+def _estimate_line(config: pytest.Config, cases: list[AuditCase]) -> None:
+    """The start-up line: the work the selected cases still need after cache hits and its
+    device-hours from a cached calibration (``audit/run/estimate.py``; ``python -m audit plan
+    --estimate`` measures one). Never stops the audit."""
+    from audit.run.estimate import estimate
+    from audit.run.progress import Progress
+    from audit.run.session import AuditSession
+
+    write = _terminal_writer(config) or (lambda line: None)
+    run = config.stash[_RUN_KEY]
+    try:
+        audit = AuditSession(run["options"], Progress(_terminal_writer(config)))
+        selected = [(c.scenario, c.subject) for c in cases if c.error is None and c.scenario]
+        lines = estimate(audit, selected, run_calibration=False)[2]
+        run["session"] = audit  # the audit goes on with it (model, protection already loaded)
+    except Exception as exc:
+        lines = [f"estimate: not available ({type(exc).__name__}: {exc})"]
+    for line in lines:
+        write(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
