@@ -29,12 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from audit import __version__
 from audit.run.cache import canonical_json
+
+if TYPE_CHECKING:
+    from audit.parts.exploits.dreambooth import DreamboothParams
 
 SIZES = (2, 6)  # the two sizes each stage is timed at (iterations, steps, sampling steps)
 
@@ -76,8 +79,9 @@ class Calibration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "notes" else v) for k, v in data.items()
-                      if k in names})
+        kwargs: dict[str, Any] = {k: (tuple(v) if k == "notes" else v) for k, v in data.items()
+                                  if k in names}
+        return cls(**kwargs)
 
 
 def cost_seconds(work: Work, cal: Calibration) -> dict[str, float]:
@@ -145,7 +149,7 @@ def _cpu_model() -> str:
 
 
 def calibration_path(cache_root: Path, device: str, model: str, tier: str,
-                     resolution: int) -> Path:
+                     resolution: int | str) -> Path:
     """Where the calibration of (device, model, tier, resolution, toolkit version) is kept."""
     ident = canonical_json({"device": device, "model": model, "tier": tier,
                             "resolution": resolution, "toolkit": __version__})
@@ -182,7 +186,7 @@ def timed(device: torch.device, fn: Callable[[], Any]) -> float:
 def count_work(session: Any, cases: list[tuple[Any, str]], lookup: bool) -> Work:
     """The pending work of ``cases`` (scenario, subject name) of an ``AuditSession``; with
     ``lookup`` (a cache with entries) each run's chain is followed through the cache."""
-    work, seen = Work(), set()
+    work, seen = Work(), set[tuple[Any, ...]]()
     generation = session.tier.generation
     images = len(generation.prompts) * generation.images_per_prompt
     for scenario, subject_name in cases:
@@ -259,7 +263,7 @@ def _count_run(session: Any, run: Any, images: torch.Tensor | None, work: Work, 
     from audit.parts import EXPLOITS
 
     generation = session.tier.generation
-    params = EXPLOITS.get(run.exploit.name).validate(run.exploit.params)
+    params = cast("DreamboothParams", EXPLOITS.get(run.exploit.name).validate(run.exploit.params))
     finetuned = False
     if images is not None and lookup:
         wkey, gkey = session.stages.exploit_keys(run, images, generation)
@@ -318,13 +322,16 @@ def _time_finetune(session: Any, subject: Any, spec: Any) -> tuple[float, float]
     part = EXPLOITS.get(spec.name)
     measured = []
     for n in SIZES:
-        params = part.validate({**spec.params, "steps": n})
+        params = cast("DreamboothParams", part.validate({**spec.params, "steps": n}))
         # the class half of a batch costs the same whatever its images: the subject's stand in
         classes = subject.images if params.prior_preservation else None
         model = session.stages.model_for(params)
+
+        def fit(p: Any = params, m: Any = model, c: Any = classes) -> Any:
+            return part.load()(m, subject.images, p.config(0), session.progress, class_images=c)
+
         with single_thread(session.device):
-            measured.append((n, timed(session.device, lambda p=params, m=model: part.load()(
-                m, subject.images, p.config(0), session.progress, class_images=classes))))
+            measured.append((n, timed(session.device, fit)))
     return fit_line(*measured)
 
 
@@ -338,9 +345,12 @@ def _time_generation(session: Any) -> tuple[float, float]:
     for n in SIZES:
         cfg = GenerationConfig((g.prompts[0],), g.images_per_prompt, n, g.guidance_scale,
                                g.negative_prompt, seed=0, sampler=g.sampler)
+        def sample(c: Any = cfg) -> Any:
+            return generate(model, model.unet, model.text_encoder, c, session.resolution,
+                            session.progress)
+
         with single_thread(session.device):
-            measured.append((n, timed(session.device, lambda c=cfg: generate(
-                model, model.unet, model.text_encoder, c, session.resolution, session.progress))))
+            measured.append((n, timed(session.device, sample)))
     fixed, per_step = fit_line(*measured)
     return fixed, per_step / g.images_per_prompt
 
@@ -377,7 +387,7 @@ def estimate(session: Any, cases: list[tuple[Any, str]], *, run_calibration: boo
     ident = {"device": device_name(session.device), "model": session.options.model,
              "tier": session.tier.name, "resolution": session.tier.resolution or "native"}
     path = calibration_path(root, ident["device"], ident["model"], ident["tier"],
-                            ident["resolution"])  # type: ignore[arg-type]
+                            ident["resolution"])
     cal, why = load_calibration(path), None
     names = {name for name, _ in work.finetunes}
     if cal is not None and not names <= set(cal.finetune_per_step):

@@ -59,7 +59,6 @@ class AuditSession:
     def device(self) -> torch.device:
         if self._device is None:
             from audit.diffusion import resolve_device
-
             from audit.run.placement import visible_gpus, xdist_device
 
             device = resolve_device(self.options.device)
@@ -202,34 +201,21 @@ class AuditSession:
             return self.pool()
         return self.pool() if min(self.workers, pending) > 1 else None
 
-    def worker_setup(self) -> Any:
-        """What a worker process needs to rebuild the audit's stages (``audit/run/workers.py``)."""
-        from audit.run.placement import visible_gpus, worker_devices
-        from audit.run.workers import WorkerSetup
-
-        transfer = self.options.transfer_model_spec
-        return WorkerSetup(self.options.model, str(self.device), self.options.allow_download,
-                           self.model.fingerprint, str(self.cache.root), self.cache.enabled,
-                           self.resolution, transfer,
-                           self.transfer_model.fingerprint if transfer
-                           and self._transfer_model is not None else None,
-                           tuple(worker_devices(self.device, visible_gpus(self.device),
-                                                self.workers))
-                           if self.device.type == "cuda" else ())
-
     def pool(self) -> Any:
         """The executor of exploit runs, started on first use: the local worker pool, or the
         Ray cluster (``--executor ray``)."""
         if self._pool is None:
+            from audit.run.workers import worker_setup
+
             if self.options.executor == "ray":
                 from audit.run.ray_executor import RayPool
 
-                self._pool = RayPool(self.options.ray_address, self.worker_setup(), self.cache,
+                self._pool = RayPool(self.options.ray_address, worker_setup(self), self.cache,
                                      self.stages)
             else:
                 from audit.run.workers import ExploitPool
 
-                self._pool = ExploitPool(self.workers, self.worker_setup())
+                self._pool = ExploitPool(self.workers, worker_setup(self))
         return self._pool
 
     def close(self) -> None:

@@ -149,7 +149,7 @@ class _BaseModelStages(_StagesBase):
 
         model = self.model_for(params)
         cfg = class_config(params, generation)
-        key = self.class_images_key(params, generation)
+        key = cast(str, self.class_images_key(params, generation))
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             n = cfg.images_per_prompt

@@ -56,6 +56,22 @@ class WorkerSetup:
     devices: tuple[str, ...] = ()
 
 
+def worker_setup(session: Any) -> WorkerSetup:
+    """What a worker process needs to rebuild an ``AuditSession``'s stages; on CUDA each worker's
+    GPU (``audit/run/placement.py``)."""
+    from audit.run.placement import visible_gpus, worker_devices
+
+    transfer = session.options.transfer_model_spec
+    device = session.device
+    devices = (tuple(worker_devices(device, visible_gpus(device), session.workers))
+               if device.type == "cuda" else ())
+    return WorkerSetup(session.options.model, str(device), session.options.allow_download,
+                       session.model.fingerprint, str(session.cache.root), session.cache.enabled,
+                       session.resolution, transfer,
+                       session.transfer_model.fingerprint if transfer
+                       and session._transfer_model is not None else None, devices)
+
+
 _STATE: dict[str, Any] = {}
 
 
