@@ -60,3 +60,16 @@ def test_cpu_and_explicit_devices_are_left_alone(monkeypatch: pytest.MonkeyPatch
     assert default_workers(CUDA, [0, 1, 2, 3], runs_per_gpu=2) == 8
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     assert default_workers(CPU, []) == 1 and default_workers(torch.device("cuda:1"), [1], 2) == 2
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"runs_per_gpu": 0}, "--runs-per-gpu=0: between 1 and 16"),
+    ({"ray_address": "auto"}, "--ray-address=auto is given without --executor=ray"),
+])
+def test_placement_options_are_checked_at_start_up(options: dict, message: str) -> None:
+    from audit.config.options import AuditOptions
+    from audit.config.startup import check_options
+
+    with pytest.raises(pytest.UsageError, match=message):
+        check_options(AuditOptions(protection="pid", **options))
+    check_options(AuditOptions(protection="pid", runs_per_gpu=2, executor="ray"))  # ray installed
