@@ -33,7 +33,10 @@ def test_worker_processes_reproduce_the_main_process_bitwise(tiny, images, tmp_p
     expected = [local.exploit(run, images_u8, generation) for run in runs]
     assert not torch.equal(expected[0].generations, expected[1].generations)  # the seed matters
 
-    setup = WorkerSetup("tiny", "cpu", False, tiny.fingerprint, str(tmp_path / "pool"), True, 64)
+    # each worker takes its device from the slots as it starts (one GPU each on CUDA:
+    # audit/run/placement.py); here two CPU slots
+    setup = WorkerSetup("tiny", "cpu", False, tiny.fingerprint, str(tmp_path / "pool"), True, 64,
+                        devices=("cpu", "cpu"))
     pool = ExploitPool(2, setup)
     try:
         results = pool.run([(run, images_u8, generation) for run in runs])
@@ -44,6 +47,7 @@ def test_worker_processes_reproduce_the_main_process_bitwise(tiny, images, tmp_p
         assert (output.weights_key == want.weights_key and output.generations_key
                 == want.generations_key)
         assert any(t["stage"].startswith("exploit: DreamBooth fine-tune") for t in timings)
+        assert {t["device"] for t in timings} == {"cpu"}
         assert "finetune" in events["misses"]
     # The workers wrote the cache: the main process now finds both entries.
     pooled = Stages(Cache(tmp_path / "pool"), lambda: tiny, lambda: device, lambda: 64, Progress())
