@@ -59,11 +59,13 @@ class AuditSession:
     def device(self) -> torch.device:
         if self._device is None:
             from audit.diffusion import resolve_device
-            from audit.run.placement import visible_gpus, xdist_device
+            from audit.run.placement import pin, visible_gpus, xdist_device
 
             device = resolve_device(self.options.device)
-            # pytest-xdist worker gwN audits on GPU N mod count (audit/run/placement.py)
+            # pytest-xdist worker gwN audits on GPU N mod count (audit/run/placement.py), made the
+            # process's current CUDA device so that no library allocates on another one
             self._device = xdist_device(device, visible_gpus(device))
+            pin(self._device)
         return self._device
 
     @property
