@@ -77,11 +77,11 @@ def test_report_has_every_section_with_the_recorded_numbers(
     assert f"<td>{len(cases)}</td>" in html or f"<td>{len(cases)} " in html
     assert "What these numbers show." in html  # smoke-tier caveat on the embedded model
     # Matrix: one row per case, one column per metric.
-    matrix = html[html.index('<table id="matrix">'):html.index("</table>",
-                                                               html.index('<table id="matrix">'))]
+    matrix = html[html.index('<table id="matrix"'):html.index("</table>",
+                                                               html.index('<table id="matrix"'))]
     assert matrix.count("<tr>") == len(cases) + 1
     for metric in case["metrics"]:
-        assert f">{metric}</th>" in matrix
+        assert f"<span>{metric}</span></th>" in matrix
     # Per case: reason sentence, m_c, scenario source, timings, cache.
     for c in cases:
         assert c["case_id"] in html
@@ -174,7 +174,7 @@ def test_errored_case_shows_error_and_traceback_and_others_still_render(
             and "Traceback (most recent call last):" in html)
     assert "1 case(s) errored" in html
     # Errored cases come first in the matrix (weakest first).
-    matrix = html[html.index('<table id="matrix">'):]
+    matrix = html[html.index('<table id="matrix"'):]
     assert matrix.index(
         broken["case_id"].split("-astronaut")[0].removeprefix("pid-")) < matrix.index("</table>")
     assert all(c["case_id"] in html for c in data["cases"])
@@ -213,7 +213,7 @@ def test_outcomes_order_matrix_weakest_first(tmp_path: Path, recorded: dict) -> 
         metric["outcome"] = case["outcome"] = outcome
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
-    matrix = html[html.index('<table id="matrix">'):]
+    matrix = html[html.index('<table id="matrix"'):]
     assert matrix.index(
         b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(
             a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
