@@ -127,19 +127,12 @@ def _scenario_label(case: dict[str, Any], several: bool = False) -> str:
     return f"{label} · {subject}" if subject else label
 
 
-# A leaderboard cell that has no retained protection says why, in a word or two.
-SHORT_OUTCOME = {"no effect at baseline": "no effect",
-                 "no meaningful effect at baseline": "small effect",
-                 "exploit did not learn the subject": "not learned"}
-
-
 def _board_cell(cell: Cell | None, anchors: dict[str, str]) -> dict[str, Any] | None:
     if cell is None:
         return None
     return {
         "outcome": cell.outcome, "anchor": anchors.get(cell.case_id), "scenario": cell.scenario,
-        "value": fmt(cell.value, 2) if cell.measured else SHORT_OUTCOME.get(cell.outcome,
-                                                                            cell.outcome),
+        "value": fmt(cell.value, 2) if cell.measured else cell.short,
         "ci": f"[{fmt(cell.ci_low, 2)}, {fmt(cell.ci_high, 2)}]" if cell.measured else "",
         "sort": cell.value if cell.measured else "",
         "title": (f"{cell.case_id}: {cell.outcome}; retained protection on {cell.metric}"

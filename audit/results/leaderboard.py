@@ -20,6 +20,12 @@ from typing import Any
 
 from audit.judge.outcomes import BY_LABEL
 
+# A cell without retained protection says why, in a word or two (the outcome's colour says the
+# rest).
+SHORT_OUTCOME = {"no effect at baseline": "no effect",
+                 "no meaningful effect at baseline": "small effect",
+                 "exploit did not learn the subject": "not learned"}
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -37,6 +43,11 @@ class Cell:
     @property
     def measured(self) -> bool:
         return self.ci_low is not None and math.isfinite(self.ci_low)
+
+    @property
+    def short(self) -> str:
+        """The outcome in a word or two, for a cell without retained protection."""
+        return SHORT_OUTCOME.get(self.outcome, self.outcome)
 
     def weakness(self) -> tuple[int, float, float]:
         """Weakest first, as the report orders cases (audit/judge/outcomes.py): by outcome

@@ -252,7 +252,7 @@ def leaderboard_table(cases: list[dict[str, Any]], console: Console) -> None:
                 texts.append("—")
                 continue
             text = (f"{_fmt(cell.value, 2)} [{_fmt(cell.ci_low, 2)}, {_fmt(cell.ci_high, 2)}]"
-                    if cell.measured else cell.outcome)
+                    if cell.measured else cell.short)
             texts.append(f"[{STYLE.get(cell.outcome, 'white')}]{escape(text)}[/]")
         if row.worst is not None:
             texts[-1] += escape(f" {row.worst.scenario}")
