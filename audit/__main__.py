@@ -2,8 +2,8 @@
 
     python -m audit ls [transforms|protections|exploits|metrics|scenarios]
     python -m audit validate [DIR]
-    python -m audit plan [--tier smoke] [--protection pid] [--replicates K] [--audit-set KEY=VALUE]
-    [DIR|FILE ...]
+    python -m audit plan [--tier smoke] [--protection pid[,random,...]] [--replicates K]
+    [--audit-set KEY=VALUE] [DIR|FILE ...]
     python -m audit plan --estimate [--tier paper --full-catalogue --model ...] [--results-dir]
 
 ``ls`` and ``validate`` are thin wrappers over the registry and the scenario loader (as
@@ -85,8 +85,10 @@ def _plan(args: argparse.Namespace) -> int:
                            exploit=args.exploit)
     tier = options.tier_settings
     validate_overrides(tier)
-    protection, spec = build_protection(args.protection, tier, args.epsilon)
-    info = ProtectionInfo.of(protection, spec)
+    infos = []
+    for item in options.protections:  # --protection may list several (comma-separated)
+        protection, spec = build_protection(item, tier, args.epsilon)
+        infos.append(ProtectionInfo.of(protection, spec))
     paths: list[Path] = []
     for target in args.paths or [None]:
         p = Path(target) if target else None
@@ -94,12 +96,20 @@ def _plan(args: argparse.Namespace) -> int:
     if args.estimate:
         return _estimate(args, options, paths)
     total: set[tuple] = set()
-    for path in paths:
-        plan = plan_case(load_scenario(path), info, tier, args.seed)
-        total.update(r.identity for r in plan.runs)
-        print(plan.table(), end="\n\n")
-    print(f"{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and protected "
-          "runs are shared)")
+    alone = 0  # the distinct exploits of each protection audited on its own, summed
+    for info in infos:
+        own: set[tuple] = set()
+        for path in paths:
+            plan = plan_case(load_scenario(path), info, tier, args.seed)
+            own.update(r.identity for r in plan.runs)
+            print(plan.table(), end="\n\n")
+        total |= own
+        alone += len(own)
+    what = f"{len(infos)} protections × " if len(infos) > 1 else ""
+    shared = (f"; {alone} when each protection is audited on its own: the clean runs and "
+              "matched controls are shared by the protections too" if len(infos) > 1 else "")
+    print(f"{what}{len(paths)} scenario(s), {len(total)} distinct exploits in all (clean and "
+          f"protected runs are shared by the scenarios{shared})")
     return 0
 
 
@@ -148,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="print the runs each case needs (no model needed)")
     plan.add_argument("paths", nargs="*")
     plan.add_argument("--tier", default="smoke")
-    plan.add_argument("--protection", default="pid")
+    plan.add_argument("--protection", default="pid",
+                      help="a protection, or a comma-separated list of them")
     plan.add_argument("--replicates", type=int, default=None)
     plan.add_argument("--epsilon", type=float, default=None)
     plan.add_argument("--seed", type=int, default=0)

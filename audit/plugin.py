@@ -1,9 +1,11 @@
-"""The pytest plugin: ``pytest --protection=NAME`` runs the scenario catalogue as test cases.
+"""The pytest plugin: ``pytest --protection=NAME[,NAME...]`` runs the scenario catalogue as test
+cases.
 
 Registered through the ``pytest11`` entry point (``pip install`` the toolkit, then run pytest
 in any project); the checkout's root ``conftest.py`` loads it only when it is not installed.
 With ``--protection`` given and no explicit paths, the session collects ``audit/cases.py``
-alone, and each scenario file × subject becomes one parametrized ``test_scenario`` item.
+alone, and each protection × scenario file × subject becomes one parametrized ``test_scenario``
+item.
 """
 
 from __future__ import annotations
@@ -49,14 +51,16 @@ def repeated_options(config: pytest.Config) -> str | None:
             name = option.split("=")[0]
             return (f"{name} is given {len(values)} times with different values "
                     f"({', '.join(map(str, distinct))}); an audit takes one {name}: give it once "
-                    "(a run per value audits each).")
+                    "(a run per value audits each; --protection takes a comma-separated list).")
     return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("protection-audit", "protection robustness audit")
-    group.addoption("--protection", action=_Single, default=None, help="protection to audit: none, "
-            "random, pid, or package.module:factory")
+    group.addoption("--protection", action=_Single, default=None, help="protection to audit: a "
+            "built-in (python -m audit ls protections), dir:PATH or package.module:factory; or a "
+            "comma-separated list of them (pid,photoguard-encoder,random), audited side by side "
+            "in one run")
     group.addoption("--model", action=_Single, default="tiny", help="'tiny' (built-in, default), a "
             "Hugging Face id, or a local diffusers folder")
     group.addoption("--transfer-model", action=_Single, default=None, metavar="MODEL",
@@ -185,35 +189,44 @@ def pytest_configure_node(node: Any) -> None:  # xdist hook: share the run id wi
 
 @dataclass(frozen=True)
 class AuditCase:
-    """One collected case: a scenario file and a subject, or the error that stops it."""
+    """One collected case: a protection, a scenario file and a subject, or the error that stops
+    it."""
 
     case_id: str
     scenario_path: str
     scenario: Any = None  # audit.config.scenario.Scenario
     subject: str | None = None
     error: str | None = None
+    protection: str | None = None  # the item of --protection (None: the whole option)
 
     def __repr__(self) -> str:
         return f"AuditCase({self.case_id})"
 
 
+def _id_prefix(protection: str) -> str:
+    """A case id starts with its protection's spec, made safe for a test id."""
+    return protection.replace(":", "_").replace("/", "_")
+
+
 def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
+    """Every (protection × scenario × subject) case, protection by protection; with one
+    protection the ids are '<protection>-<scenario>-<subject>' as they always were."""
     from audit.config.scenario import catalogue_files, load_scenario
     from audit.data.subjects import discover_subjects
 
     options = config.stash[_RUN_KEY]["options"]
-    protection = options.protection.replace(":", "_").replace("/", "_")
     try:
         files = catalogue_files(options.scenarios)
     except AuditError as exc:
-        return [(AuditCase(f"{protection}-catalogue", str(options.scenarios), error=str(exc)), [])]
+        return [(AuditCase(f"{_id_prefix(options.protection)}-catalogue", str(options.scenarios),
+                           error=str(exc)), [])]
     subject_error = None
     try:
         subjects = discover_subjects(options.data)
     except AuditError as exc:
         subjects, subject_error = ["no-subject"], str(exc)
     tag = None if options.full_catalogue else options.tier_settings.data.get("catalogue_tag")
-    cases, left_out = [], []
+    loaded, left_out = [], []
     for path in files:
         try:
             scenario, error = load_scenario(path), None
@@ -223,10 +236,11 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
         if scenario is not None and tag and tag not in tags:
             left_out.append(path.stem)
             continue
-        for subject in subjects:
-            case_id = f"{protection}-{path.stem}-{subject}"
-            cases.append((AuditCase(case_id, str(path), scenario, subject, error or subject_error),
-                          tags))
+        loaded.append((path, scenario, error, tags))
+    cases = [(AuditCase(f"{_id_prefix(protection)}-{path.stem}-{subject}", str(path), scenario,
+                        subject, error or subject_error, protection), tags)
+             for protection in options.protections
+             for path, scenario, error, tags in loaded for subject in subjects]
     cases = _unique_ids(cases)
     config.stash[_RUN_KEY]["left_out"] = left_out
     config.stash[_RUN_KEY]["selection"] = (
@@ -236,18 +250,21 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
 
 
 def _unique_ids(cases: list[tuple[AuditCase, list[str]]]) -> list[tuple[AuditCase, list[str]]]:
-    """Case ids that collide (scenario 'a-b' × subject 'c' and 'a' × 'b-c') get a stable suffix
-    from the scenario file and subject that made them, so no record ever replaces another."""
+    """Case ids that collide (scenario 'a-b' × subject 'c' and 'a' × 'b-c'; protections alike)
+    get a stable suffix from the scenario file and subject (and, in an audit of several
+    protections, the protection) that made them, so no record ever replaces another."""
     import hashlib
     from collections import Counter
     from dataclasses import replace
 
     counts = Counter(case.case_id for case, _ in cases)
+    several = len({case.protection for case, _ in cases}) > 1
     out = []
     for case, tags in cases:
         if counts[case.case_id] > 1:
-            digest = hashlib.sha256(
-                f"{Path(case.scenario_path).name}|{case.subject}".encode()).hexdigest()[:6]
+            what = f"{Path(case.scenario_path).name}|{case.subject}"
+            what = f"{case.protection}|{what}" if several else what
+            digest = hashlib.sha256(what.encode()).hexdigest()[:6]
             case = replace(case, case_id=f"{case.case_id}~{digest}")
         out.append((case, tags))
     return out
@@ -293,7 +310,7 @@ class AuditRun:
 
             record = {
                 "case_id": case.case_id,
-                "protection": {"name": self.options.protection},
+                "protection": {"name": case.protection or self.options.protection},
                 "scenario": scenario_record(case.scenario) if case.scenario
                 else {"id": Path(case.scenario_path).stem, "path": case.scenario_path},
                 "subject": {"name": case.subject},
@@ -312,7 +329,8 @@ class AuditRun:
             }
         else:
             self.session.progress.write(f"  case {case.case_id}")
-            record = self.session.run_case(case.scenario, case.subject, case.case_id)  # type: ignore[arg-type]
+            record = self.session.run_case(case.scenario, case.subject,  # type: ignore[arg-type]
+                                           case.case_id, case.protection)
         self.writer.write_case(record)
         self.config.stash[_RECORDS_KEY].append(record)
         if not _is_worker(self.config):

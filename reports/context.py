@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Undefined
 
 from audit.judge.outcomes import BY_LABEL, SHOWN
+from audit.results.leaderboard import Cell, leaderboard, protection_of
 from audit.results.summary import (
     audit_answer,
     cache_counts,
@@ -117,11 +118,53 @@ def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
     return (OUTCOME_RANK.get(case.get("outcome", "error"), 0), low, case.get("case_id", ""))
 
 
-def _scenario_label(case: dict[str, Any]) -> str:
+def _scenario_label(case: dict[str, Any], several: bool = False) -> str:
+    """'scenario · subject', led by the protection in an audit of several."""
     scenario = case.get("scenario") or {}
     subject = (case.get("subject") or {}).get("name")
     label = str(scenario.get("id") or case.get("case_id"))
+    label = f"{protection_of(case)} · {label}" if several else label
     return f"{label} · {subject}" if subject else label
+
+
+def _board_cell(cell: Cell | None, anchors: dict[str, str]) -> dict[str, Any] | None:
+    if cell is None:
+        return None
+    return {
+        "outcome": cell.outcome, "anchor": anchors.get(cell.case_id), "scenario": cell.scenario,
+        "value": fmt(cell.value, 2) if cell.measured else cell.short,
+        "ci": f"[{fmt(cell.ci_low, 2)}, {fmt(cell.ci_high, 2)}]" if cell.measured else "",
+        "sort": cell.value if cell.measured else "",
+        "title": (f"{cell.case_id}: {cell.outcome}; retained protection on {cell.metric}"
+                  + (f" {fmt(cell.value, 3)} [{fmt(cell.ci_low, 3)}, {fmt(cell.ci_high, 3)}]"
+                     if cell.measured else " not measured")),
+    }
+
+
+def _protection_record(cases: list[dict[str, Any]], spec: str) -> dict[str, Any]:
+    """The protection record of a ``--protection`` item (from a case that ran it, if any)."""
+    mine = [c.get("protection") or {} for c in cases if protection_of(c) == spec]
+    return next((p for p in mine if p.get("epsilon") is not None), None) or {"name": spec}
+
+
+def leaderboard_view(cases: list[dict[str, Any]],
+                     views: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The leaderboard section (``audit/results/leaderboard.py``), shown for two protections or
+    more (with one it would repeat the matrix's verdict column)."""
+    board = leaderboard(cases)
+    if len(board.rows) < 2:
+        return None
+    anchors = {str(v["case_id"]): str(v["anchor"]) for v in views}
+    rows = []
+    for position, row in enumerate(board.rows):
+        rows.append({
+            "position": position + 1, "protection": row.protection, "name": row.name,
+            "epsilon_255": round(row.epsilon * 255, 2) if row.epsilon is not None else None,
+            "cells": [_board_cell(row.cells.get(c), anchors) for c in board.columns],
+            "worst": _board_cell(row.worst, anchors), "passed": row.passed,
+            "n": len(row.cells),
+        })
+    return {"columns": board.columns, "rows": rows}
 
 
 def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
@@ -150,7 +193,8 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             if name not in metric_names:
                 metric_names.append(name)
 
-    case_views = [_case_view(c, i, metric_names, store) for i, c in enumerate(cases)]
+    several = len({protection_of(c) for c in cases}) > 1
+    case_views = [_case_view(c, i, metric_names, store, several) for i, c in enumerate(cases)]
     measured = [v for v in case_views if v["retained"] is not None]
     weakest = min(measured, key=lambda v: (float(v["retained"].get("ci_low")
                                                  or 0), v["case_id"])) if measured else None
@@ -165,10 +209,17 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
         rows.append(RetainedRow(v["label"], v["outcome"], retained.get("value"),
                                 retained.get("ci_low"),
                                 retained.get("ci_high"), v["threshold"]))
+    board = leaderboard_view(cases, case_views)
+    title = (", ".join(r["protection"] for r in board["rows"]) if board
+             else protection.get("name") or options.get("protection"))
     return {
-        "title": f"Robustness report: {protection.get('name') or options.get('protection')}",
+        "title": f"Robustness report: {title}",
+        "leaderboard": board,
         "summary": {
             "protection": protection,
+            # every protection's record, in an audit of several (the leaderboard's order)
+            "protections": [_protection_record(cases, r["protection"])
+                            for r in (board or {}).get("rows", [])],
             "spec": options.get("protection"),
             "model": model,
             "tier": tier,
@@ -266,7 +317,7 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
 
 def _case_view(
         case: dict[str, Any], index: int, metric_names: list[str],
-        store: ImageStore) -> dict[str, Any]:
+        store: ImageStore, several: bool = False) -> dict[str, Any]:
     scenario = case.get("scenario") or {}
     metrics = case.get("metrics") or {}
     entry = verdict_entry(case)
@@ -275,12 +326,12 @@ def _case_view(
     for name in metric_names:
         m = metrics.get(name)
         if m is None:
-            cells.append({"metric": name, "outcome": None, "text": "—", "title": "not measured in "
-                    "this case"})
+            cells.append({"metric": name, "outcome": None, "text": "—", "value": "—", "ci": "",
+                          "title": "not measured in this case"})
             continue
         if m.get("unavailable"):
             cells.append({"metric": name, "outcome": "error", "text": "unavailable",
-                          "title": str(m["unavailable"])})
+                          "value": "unavailable", "ci": "", "title": str(m["unavailable"])})
             continue
         retained = m.get("retained")
         text = fmt_ci(retained, 2) if retained else {
@@ -288,7 +339,9 @@ def _case_view(
             "no meaningful effect at baseline": f"share {fmt_ci(m.get('share'), 2)}",
             "exploit did not learn the subject": "not learned",
         }.get(m.get("outcome"), "—")
+        value, _, ci = text.partition(" [")  # two lines in the matrix: estimate, then its CI
         cells.append({"metric": name, "outcome": m.get("outcome"), "text": text,
+                      "value": value, "ci": f"[{ci}" if ci else "",
                       "title": m.get("sentence") or ""})
     metric_rows = []
     for name, m in metrics.items():
@@ -330,7 +383,7 @@ def _case_view(
     return {
         "anchor": f"case-{index}",
         "case_id": case.get("case_id"),
-        "label": _scenario_label(case),
+        "label": _scenario_label(case, several),
         "outcome": case.get("outcome"),
         "over_budget": over_budget(case),
         "reason": case.get("reason"),

@@ -146,9 +146,11 @@ def provenance(file: ResultsFile) -> dict[str, Any]:
             if model.get("fingerprint"):
                 label = f"{role.replace('_', ' ')} fingerprint ({model.get('id')})"
                 fields[label] = model["fingerprint"]
-        code = ((case.get("protection") or {}).get("code") or {})
-        if code:
-            fields["protection code fingerprint"] = code.get("sha256")
+        protection = case.get("protection") or {}
+        code = protection.get("code") or {}
+        if code:  # one per protection (an audit may list several)
+            name = protection.get("spec") or protection.get("name")
+            fields[f"protection code fingerprint ({name})"] = code.get("sha256")
         scenario = case.get("scenario") or {}
         if scenario.get("definition_hash"):
             label = f"definition hash of scenario '{scenario.get('id')}'"

@@ -40,7 +40,11 @@ def _num(value: float) -> str:
 
 def retained_plot(rows: Sequence[RetainedRow], width: int = 720) -> Markup:
     """Retained protection per scenario: point, 95% CI bar, threshold line, 0 and 1 references."""
-    label_w, pad, row_h = 230, 16, 26
+    # the labels' column grows with the longest label (about 6.5 px a character at 12 px), so
+    # that 'protection · scenario · subject' is not cut at the left edge
+    label_w = max(230, min(420, int(6.5 * max((len(r.label) for r in rows), default=0)) + 8))
+    width = max(width, label_w + 420)
+    pad, row_h = 16, 26
     finite = [v for r in rows for v in (r.value, r.low, r.high) if v is not None
               and math.isfinite(v)]
     lo = max(RETAINED_LIMITS[0], min([-0.25, *finite]))

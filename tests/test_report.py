@@ -77,11 +77,11 @@ def test_report_has_every_section_with_the_recorded_numbers(
     assert f"<td>{len(cases)}</td>" in html or f"<td>{len(cases)} " in html
     assert "What these numbers show." in html  # smoke-tier caveat on the embedded model
     # Matrix: one row per case, one column per metric.
-    matrix = html[html.index('<table id="matrix">'):html.index("</table>",
-                                                               html.index('<table id="matrix">'))]
+    matrix = html[html.index('<table id="matrix"'):html.index("</table>",
+                                                               html.index('<table id="matrix"'))]
     assert matrix.count("<tr>") == len(cases) + 1
     for metric in case["metrics"]:
-        assert f">{metric}</th>" in matrix
+        assert f"<span>{metric}</span></th>" in matrix
     # Per case: reason sentence, m_c, scenario source, timings, cache.
     for c in cases:
         assert c["case_id"] in html
@@ -174,7 +174,7 @@ def test_errored_case_shows_error_and_traceback_and_others_still_render(
             and "Traceback (most recent call last):" in html)
     assert "1 case(s) errored" in html
     # Errored cases come first in the matrix (weakest first).
-    matrix = html[html.index('<table id="matrix">'):]
+    matrix = html[html.index('<table id="matrix"'):]
     assert matrix.index(
         broken["case_id"].split("-astronaut")[0].removeprefix("pid-")) < matrix.index("</table>")
     assert all(c["case_id"] in html for c in data["cases"])
@@ -213,7 +213,7 @@ def test_outcomes_order_matrix_weakest_first(tmp_path: Path, recorded: dict) -> 
         metric["outcome"] = case["outcome"] = outcome
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
-    matrix = html[html.index('<table id="matrix">'):]
+    matrix = html[html.index('<table id="matrix"'):]
     assert matrix.index(
         b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(
             a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
@@ -294,28 +294,76 @@ def _chromium() -> str | None:
     return None
 
 
+def twelve_metrics(data: dict) -> dict:
+    """Every case measured on 12 metrics: the recorded ones plus copies under longer names (a
+    paper-tier audit's matrix has about a dozen columns)."""
+    for case in data["cases"]:
+        metrics = case["metrics"]
+        names = list(metrics)
+        for i in range(12 - len(names)):
+            metrics[f"{names[i % len(names)]}_variant_{i}"] = copy.deepcopy(metrics[names[i % len(
+                names)]])
+    return data
+
+
+MEASURE = """<script>
+var main = document.querySelector('main'), doc = document.documentElement, out = {
+  doc_scroll: doc.scrollWidth, doc_client: doc.clientWidth, tables: {}};
+['matrix', 'leaderboard'].forEach(function (id) {
+  var t = document.getElementById(id);
+  if (t) { out.tables[id] = {right: t.getBoundingClientRect().right,
+    columns: t.rows[0].cells.length, main_right: main.getBoundingClientRect().right}; }
+});
+document.body.setAttribute('data-measure', JSON.stringify(out));
+</script></body>"""
+
+
+def _headless(browser: str, url: str, *flags: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                   f"--user-data-dir={profile}", "--window-size=1280,2000", *flags, url]
+        env = {**os.environ, "HOME": profile}
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_report_renders_in_headless_chromium_with_the_matrix_visible(
-        results_file: Path, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
+    """A report of two protections on 12 metrics: the leaderboard and the matrix are drawn (their
+    outcome colours fill a visible area) and fit the page: no horizontal scroll at 1280 px."""
+    from tests.test_leaderboard import two_protections
+
     browser = _chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (.ci/run installs Debian's 'chromium' when it can "
                     "run apt-get as root)")
-    report = write_report([results_file], tmp_path / "report.html")
+    data = twelve_metrics(two_protections())
+    _draw_artifacts(tmp_path / "res", data)
+    report = write_report([_write(tmp_path / "res", data)], tmp_path / "report.html")
+    html = report.read_text(encoding="utf-8")
+    assert 'id="leaderboard"' in html and html.count('<th data-sort="num" class="rot') >= 12
     shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        command = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--window-size=1280,2000", f"--screenshot={shot}", report.resolve().as_uri(),
-        ]
-        env = {**os.environ, "HOME": profile}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    done = _headless(browser, report.resolve().as_uri(), f"--screenshot={shot}")
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     assert pixels.std() > 10  # something was drawn, not a blank page
-    # The matrix cells' backgrounds (coloured by outcome, see the template's CSS) fill a visible
-    # area.
+    # The leaderboard's and matrix's cells (coloured by outcome, see the template's CSS) fill a
+    # visible area.
     cell_colours = [(0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2), (0xFE, 0xF3, 0xC7), (0xF3, 0xE8, 0xFF)]
     cell = sum(int(np.all(pixels == np.array(c), axis=1).sum()) for c in cell_colours)
     assert cell > 2000, (f"matrix cells not visible in the screenshot ({cell} pixels of the cell "
                          "colours)")
+    # Laid out by the browser: neither the page nor either table is wider than the page.
+    measured = tmp_path / "measured.html"
+    measured.write_text(html.replace("</body>", MEASURE), encoding="utf-8")
+    done = _headless(browser, measured.resolve().as_uri(), "--dump-dom",
+                     "--virtual-time-budget=3000")
+    found = re.search(r'data-measure="([^"]+)"', done.stdout)
+    assert found, done.stderr[-2000:]
+    import html as html_lib
+
+    layout = json.loads(html_lib.unescape(found.group(1)))
+    assert layout["doc_scroll"] <= layout["doc_client"], layout
+    assert set(layout["tables"]) == {"matrix", "leaderboard"}
+    assert layout["tables"]["matrix"]["columns"] == 2 + 12
+    for table in layout["tables"].values():
+        assert table["right"] <= table["main_right"] + 0.5, layout

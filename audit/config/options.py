@@ -9,6 +9,28 @@ from typing import Any
 
 from audit.config.tiers import Tier, get_tier, parse_exploit
 
+LIST_SEPARATOR = ","
+
+
+def split_protections(spec: str) -> tuple[str, ...]:
+    """The protections of ``--protection``: one name, or a comma-separated list
+    (``pid,photoguard-encoder,random``) audited in one run. A ``dir:PATH`` whose folder exists is
+    one protection even when its path holds a comma. Empty or repeated items are refused by
+    name (``ValueError``), since either is a typo, not a second protection."""
+    if LIST_SEPARATOR not in spec or (spec.startswith("dir:")
+                                      and Path(spec[4:]).expanduser().is_dir()):
+        return (spec,)
+    items = [item.strip() for item in spec.split(LIST_SEPARATOR)]
+    if any(not item for item in items):
+        raise ValueError(f"--protection={spec}: an empty item in the list (a doubled or trailing "
+                         "comma); give the names separated by single commas, e.g. "
+                         "--protection=pid,photoguard-encoder,random.")
+    repeated = sorted({item for item in items if items.count(item) > 1})
+    if repeated:
+        raise ValueError(f"--protection={spec}: {', '.join(repeated)} is listed more than once; "
+                         "give each protection once.")
+    return tuple(items)
+
 
 @dataclass(frozen=True)
 class AuditOptions:
@@ -39,6 +61,11 @@ class AuditOptions:
     executor: str = "local"
     # --ray-address: the Ray cluster to join (default: a local Ray started for the run)
     ray_address: str | None = None
+
+    @property
+    def protections(self) -> tuple[str, ...]:
+        """The protections audited (``--protection`` may list several, comma-separated)."""
+        return split_protections(self.protection)
 
     @property
     def tier_settings(self) -> Tier:

@@ -84,13 +84,15 @@ def _layers(options: Any) -> None:
         raise ValueError(
             f"--replicates={options.replicates} and --audit-set replicates={core['replicates']} "
             "set the number of replicates twice, to different values; give one of them.")
-    if options.epsilon is not None:
-        section = options.protection if ":" not in options.protection else None
+    if options.epsilon is None:
+        return
+    for spec in options.protections:
+        section = spec if ":" not in spec else None
         given = (options.overrides.get(section) or {}).get("epsilon") if section else None
         if given is not None and given != options.epsilon:
             raise ValueError(
                 f"--epsilon={options.epsilon} and --audit-set {section}.epsilon={given} set the "
-                f"budget of --protection={options.protection} twice, to different values; give one "
+                f"budget of --protection={spec} twice, to different values; give one "
                 "of them (--epsilon is the budget that is judged, for every kind of protection).")
 
 
@@ -126,10 +128,24 @@ def _tier(options: Any) -> None:
 
 
 def _protection(options: Any) -> None:
+    """Each protection of ``--protection`` (one, or a comma-separated list); an item that is
+    wrong is named with the whole list, so the fix is clear before anything runs."""
+    specs = options.protections
+    for spec in specs:
+        try:
+            _one_protection(spec, options)
+        except (AuditError, InvalidParams, ValueError) as exc:
+            if len(specs) == 1:
+                raise
+            message = str(exc).removeprefix(f"--protection={spec}: ")
+            raise ValueError(f"--protection={options.protection}: item '{spec}' of the list: "
+                             f"{message}") from None
+
+
+def _one_protection(spec: str, options: Any) -> None:
     from audit.parts import PROTECTIONS
     from audit.parts.protections.build import PROTECTION_FORMS, build_protection
 
-    spec = options.protection
     if spec.startswith("dir:"):
         folder = Path(spec[4:]).expanduser()
         if not folder.is_dir():

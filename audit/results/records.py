@@ -15,9 +15,12 @@ from audit.run.stages import ExploitOutput
 
 
 def new_record(case_id: str, options: AuditOptions, scenario: dict[str, Any], subject: str,
-               tier: str) -> dict[str, Any]:
+               tier: str, protection: str | None = None) -> dict[str, Any]:
+    """A case record's start; ``protection`` is the case's item of ``--protection`` (which may
+    list several), the whole option by default."""
     return {
-        "case_id": case_id, "protection": {"name": options.protection}, "scenario": scenario,
+        "case_id": case_id, "protection": {"name": protection or options.protection},
+        "scenario": scenario,
         "subject": {"name": subject}, "tier": tier, "seed": options.seed,
         "toolkit_version": __version__,
         "outcome": "error", "reason": "", "metrics": {}, "variants": [], "flags": [], "error": None,

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from audit.judge.outcomes import OUTCOMES
+from audit.results.leaderboard import leaderboard, protection_of
 
 STYLE = {o.label: o.terminal for o in OUTCOMES}  # rich colour of each outcome
 
@@ -35,25 +36,27 @@ def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per subject: the case with the lowest retained protection (point estimate) on its verdict
-    metric, among cases that reached a verdict; subjects with none say why."""
-    by_subject: dict[str, list[dict[str, Any]]] = {}
+    """Per subject (and per protection, in an audit of several): the case with the lowest
+    retained protection (point estimate) on its verdict metric, among cases that reached a
+    verdict; subjects with none say why."""
+    several = len({protection_of(c) for c in cases}) > 1
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for case in cases:
-        by_subject.setdefault(str((case.get("subject") or {}).get("name")), []).append(case)
+        key = (protection_of(case) if several else "", str((case.get("subject") or {}).get("name")))
+        groups.setdefault(key, []).append(case)
     rows = []
-    for subject, group in sorted(by_subject.items()):
+    for (protection, subject), group in sorted(groups.items()):
         judged = [(c, verdict_entry(c).get("retained")) for c in group]
         judged = [(c, r) for c, r in judged
                   if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
         if not judged:
             outcomes = sorted({c["outcome"] for c in group})
-            rows.append({"subject": subject, "scenario": None, "retained": None,
-                         "outcome": ", ".join(outcomes),
-                         "cases": len(group)})
+            rows.append({"protection": protection or None, "subject": subject, "scenario": None,
+                         "retained": None, "outcome": ", ".join(outcomes), "cases": len(group)})
             continue
         case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))  # type: ignore[index]
-        rows.append({"subject": subject, "scenario": (case.get("scenario") or {}).get("id"),
-                     "retained": retained,
+        rows.append({"protection": protection or None, "subject": subject,
+                     "scenario": (case.get("scenario") or {}).get("id"), "retained": retained,
                      "outcome": case["outcome"], "case_id": case["case_id"], "cases": len(group)})
     return rows
 
@@ -102,6 +105,11 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
     """One sentence: holds against every scenario run, or breaks under which."""
     if not cases:
         return "No case finished." + (" The audit was interrupted." if interrupted else "")
+    specs = list(dict.fromkeys(protection_of(c) for c in cases))
+    if len(specs) > 1:  # an audit of several protections: one answer each
+        tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
+        return " ".join(f"{spec}: {audit_answer([c for c in cases if protection_of(c) == spec])}"
+                        for spec in specs) + tail
     over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
                    if over_budget(c)})
     broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
@@ -196,13 +204,15 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     console.print(escape(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"))
     for row in worst_cases(cases):
         r = row["retained"]
+        of = f"{row['protection']} on " if row.get("protection") else ""
         if r is None:
-            console.print(escape(f"worst case for subject {row['subject']}: no verdict "
+            console.print(escape(f"worst case for {of}subject {row['subject']}: no verdict "
                                  f"({row['outcome']})"))
         else:
-            console.print(escape(f"worst case for subject {row['subject']}: {row['scenario']} — "
-                                 f"retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
+            console.print(escape(f"worst case for {of}subject {row['subject']}: {row['scenario']} "
+                                 f"— retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
                                  f"{_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
+    leaderboard_table(cases, console)
     for line in exploiter_best_lines(cases):
         console.print(escape(line))
     noise = null_baseline_line(cases)
@@ -224,3 +234,27 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
         for case in flagged:
             for flag in case["flags"]:
                 console.print(escape(f"  {case['case_id']}: {flag}"))
+
+
+def leaderboard_table(cases: list[dict[str, Any]], console: Console) -> None:
+    """The leaderboard (``audit/results/leaderboard.py``) in an audit of several protections:
+    retained protection [95% CI] per protection × scenario and each protection's worst case."""
+    board = leaderboard(cases)
+    if len(board.rows) < 2:
+        return
+    table = Table(title="leaderboard: retained protection [95% CI], best worst case first")
+    for column in ("protection", *board.columns, "worst case"):
+        table.add_column(escape(column), justify="left" if column == "protection" else "right")
+    for row in board.rows:
+        texts = []
+        for cell in (*(row.cells.get(c) for c in board.columns), row.worst):
+            if cell is None:
+                texts.append("—")
+                continue
+            text = (f"{_fmt(cell.value, 2)} [{_fmt(cell.ci_low, 2)}, {_fmt(cell.ci_high, 2)}]"
+                    if cell.measured else cell.short)
+            texts.append(f"[{STYLE.get(cell.outcome, 'white')}]{escape(text)}[/]")
+        if row.worst is not None:
+            texts[-1] += escape(f" {row.worst.scenario}")
+        table.add_row(escape(row.protection), *texts)
+    console.print(table)

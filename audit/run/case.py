@@ -42,11 +42,13 @@ class CaseRun:
     """One (protection × scenario × subject) case of an audit session."""
 
     def __init__(self, session: AuditSession, scenario: Scenario, subject_name: str,
-                 case_id: str) -> None:
+                 case_id: str, protection: str | None = None) -> None:
         self.session = session
         self.scenario = scenario
         self.subject_name = subject_name
         self.case_id = case_id
+        # one item of --protection (the audit may list several); the first by default
+        self.protection = protection or session.options.protections[0]
         self.judge = CaseJudge(session.tier, session.options.seed)
 
     def run(self) -> dict[str, Any]:
@@ -55,7 +57,7 @@ class CaseRun:
         self.session.cache.take_events()
         self.session.progress.take_timings()
         record = new_record(self.case_id, self.session.options, scenario_record(self.scenario),
-                            self.subject_name, self.session.tier.name)
+                            self.subject_name, self.session.tier.name, self.protection)
         try:
             self._run(record)
         except BudgetExceeded as exc:
@@ -74,14 +76,15 @@ class CaseRun:
 
     def _run(self, record: dict[str, Any]) -> None:
         scenario, case_id = self.scenario, self.case_id
-        if "objective" in scenario.requires and not self.session.protection.has_objective:
+        protection = self.session.audited(self.protection).protection
+        if "objective" in scenario.requires and not protection.has_objective:
             record.update(outcome="skipped", reason=(
                 f"skipped: scenario '{scenario.id}' re-crafts the protection through its "
-                f"objective, and protection '{self.session.protection.name}' "
-                f"({self.session.options.protection}) has none the toolkit can see (a folder of "
+                f"objective, and protection '{protection.name}' "
+                f"({self.protection}) has none the toolkit can see (a folder of "
                 "protected files); audit the protection's code to run it"))
             return
-        plan = self.session.plan(scenario)
+        plan = self.session.plan(scenario, self.protection)
         record["plan"] = plan_record(plan)
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
             record.update(outcome="skipped", reason=(
@@ -89,7 +92,7 @@ class CaseRun:
                 f"none is set for --model={self.session.options.model}: pass --transfer-model (a "
                 "Hugging Face id or a local diffusers folder)"))
             return
-        record["protection"] = self.session.protection_record()
+        record["protection"] = self.session.protection_record(self.protection)
         record["model"] = self.session.model_record()
         if uses_transfer(plan):  # the report names both models and their hashes
             record["transfer_model"] = self.session.model_record(self.session.transfer_model)
@@ -124,7 +127,7 @@ class CaseRun:
                 if step.kind == "protection" and step.spec != plan.protection:
                     current = self.session.null_protected(subject, step)
                 elif step.kind == "protection":
-                    current = self.session.protected(subject, step, record)
+                    current = self.session.protected(subject, step, record, self.protection)
                 else:
                     current = self.session.stages.transform(step, current, record["flags"])
             images[run.identity] = current

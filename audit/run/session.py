@@ -1,6 +1,7 @@
 """The shared resources of one audit: options, cache and stages, the model (loaded once), the
-protection and its budget, the subjects and the worker pool. One ``AuditSession`` per pytest
-session; each case runs as a ``CaseRun`` over it (``audit/run/case.py``).
+protections under audit (``audit/run/audited.py``), the subjects and the worker pool. One
+``AuditSession`` per pytest session; each case runs as a ``CaseRun`` over it
+(``audit/run/case.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from audit.data.images import from_uint8
 from audit.data.subjects import Subject, load_subject
 from audit.parts.metrics.imperceptibility import imperceptibility
 from audit.parts.protections.base import Protection, check_budget
-from audit.parts.protections.build import budget as protection_budget
-from audit.parts.protections.build import build_protection
+from audit.run.audited import AuditedProtection
 from audit.run.cache import Cache
 from audit.run.case import CaseRun
-from audit.run.fingerprint import CodeFingerprint, code_fingerprint
-from audit.run.planner import CasePlan, ProtectionInfo, plan_case
+from audit.run.fingerprint import CodeFingerprint
+from audit.run.planner import CasePlan, plan_case
 from audit.run.progress import Progress
 from audit.run.stages import Stages
 
@@ -49,9 +49,7 @@ class AuditSession:
         self._model = None
         self._transfer_model = None
         self._device: torch.device | None = None
-        self._protection: tuple[Protection, Any] | None = None
-        self._protection_code: CodeFingerprint | None = None
-        self._budget: dict[str, Any] | None = None
+        self._audited: dict[str, AuditedProtection] = {}
         self._subjects: dict[str, Subject] = {}
         self._pool: ExploitPool | RayPool | None = None
 
@@ -92,32 +90,28 @@ class AuditSession:
                                                   seed=0)
         return self._transfer_model
 
+    def audited(self, spec: str | None = None) -> AuditedProtection:
+        """One protection of the audit (``--protection`` may list several); the first when no
+        spec is given (a single-protection audit's only one)."""
+        spec = spec or self.options.protections[0]
+        if spec not in self._audited:
+            self._audited[spec] = AuditedProtection(spec, self.tier, self.options.epsilon)
+        return self._audited[spec]
+
     @property
     def protection(self) -> Protection:
-        if self._protection is None:
-            self._protection = build_protection(self.options.protection, self.tier,
-                                                self.options.epsilon)
-        return self._protection[0]
+        """The first (in a single-protection audit, the only) protection under audit."""
+        return self.audited().protection
 
     @property
     def protection_code(self) -> CodeFingerprint:
-        """The fingerprint of the protection's code, taken once per audit
-        (``audit/run/fingerprint.py``):
-        its classes, its instance functions and, for ``module:factory``, the factory's module."""
-        if self._protection_code is None:
-            spec = self.options.protection
-            factory = spec if ":" in spec and not spec.startswith("dir:") else None
-            self._protection_code = code_fingerprint(self.protection, factory=factory)
-        return self._protection_code
+        """The first protection's code fingerprint (``AuditedProtection.code``)."""
+        return self.audited().code
 
     @property
     def budget(self) -> dict[str, Any]:
-        """The ℓ∞ budget judged on every replicate's output and where it came from
-        (``audit/parts/protections/build.py``: ``--epsilon`` for every kind of protection)."""
-        if self._budget is None:
-            self._budget = protection_budget(self.options.protection, self.protection, self.tier,
-                                             self.options.epsilon)
-        return self._budget
+        """The first protection's judged budget (``AuditedProtection.budget``)."""
+        return self.audited().budget
 
     @property
     def resolution(self) -> int:
@@ -137,37 +131,26 @@ class AuditSession:
             self._subjects[name] = subject
         return self._subjects[name]
 
-    def plan(self, scenario: Scenario) -> CasePlan:
-        protection = self.protection
-        spec = self._protection[1]  # type: ignore[index]
-        info = ProtectionInfo.of(protection, spec)
-        return plan_case(scenario, info, self.tier, self.options.seed)
+    def plan(self, scenario: Scenario, protection: str | None = None) -> CasePlan:
+        return plan_case(scenario, self.audited(protection).info, self.tier, self.options.seed)
 
-    def protection_record(self) -> dict[str, Any]:
-        p = self.protection
-        # "epsilon" is the budget judged (--epsilon when given, for every kind of protection);
-        # "budget" says where it came from and what the protection itself declares.
-        budget = self.budget
-        epsilon = budget["epsilon"] if budget["epsilon"] is not None else p.epsilon
-        return {"name": p.name, "spec": self.options.protection, "epsilon": epsilon,
-                "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget),
-                "params": p.params(self.tier),
-                "random": p.random, "has_objective": p.has_objective,
-                "code": self.protection_code.to_dict()}
+    def protection_record(self, protection: str | None = None) -> dict[str, Any]:
+        return self.audited(protection).record()
 
-    def protected(self, subject: Subject, step: Any, record: dict[str, Any]) -> torch.Tensor:
+    def protected(self, subject: Subject, step: Any, record: dict[str, Any],
+                  protection_spec: str | None = None) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
-        protection = self.protection
-        images, info = self.stages.protect(protection, step, subject, self.tier,
-                                           self.protection_code)
+        audited = self.audited(protection_spec)
+        protection = audited.protection
+        images, info = self.stages.protect(protection, step, subject, self.tier, audited.code)
         if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"]
                for r in record["protection_runs"]):
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
-        judged = 1.0 if protection.judges_own_budget else self.budget["epsilon"]
+        judged = 1.0 if protection.judges_own_budget else audited.budget["epsilon"]
         measured = check_budget(subject.images, images, judged, protection.name,
-                                source=self.budget["source"])
+                                source=audited.budget["source"])
         info.update(linf=measured, linf_255=round(measured * 255, 3), budget_ok=True,
                     imperceptibility={k: v.to_dict() for k,
                                       v in imperceptibility(
@@ -226,6 +209,8 @@ class AuditSession:
             self._pool = None
 
     # -- one case ---------------------------------------------------------------------------
-    def run_case(self, scenario: Scenario, subject_name: str, case_id: str) -> dict[str, Any]:
-        """Run one (protection × scenario × subject) case; never raises: errors are recorded."""
-        return CaseRun(self, scenario, subject_name, case_id).run()
+    def run_case(self, scenario: Scenario, subject_name: str, case_id: str,
+                 protection: str | None = None) -> dict[str, Any]:
+        """Run one (protection × scenario × subject) case; never raises: errors are recorded.
+        ``protection`` is one item of ``--protection`` (default: the first)."""
+        return CaseRun(self, scenario, subject_name, case_id, protection).run()
