@@ -89,6 +89,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--epsilon", action=_Single, default=None, type=float,
                     help="ℓ∞ budget in [0,1] units: judged for a dir: protection, overrides a "
                          "built-in's")
+    _add_placement_options(group)
+    group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
+                    help="the standard exploit: dreambooth (default) or lora, with parameters in "
+                         "the scenario grammar, e.g. --exploit='lora: {rank: 32}'; scenarios "
+                         "written 'exploit: {standard: ...}' (or without an exploit) use it, "
+                         "scenarios that name an exploit keep theirs (with a matched control)")
+    group.addoption("--full-catalogue", action="store_true",
+                    help="run every scenario, not only the tier's default selection (smoke: tag "
+                         "'smoke')")
+    group.addoption("--report", default=None, metavar="PATH",
+                    help="HTML robustness report to write at the end (default: "
+                         "<results-dir>/report.html)")
+    group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore "
+            "the cache)")
+
+
+def _add_placement_options(group: Any) -> None:
+    """Where the exploit runs are computed: worker processes, GPUs, a Ray cluster."""
     group.addoption("--exploit-workers", default=None, type=int, metavar="N",
                     help="processes that fine-tune side by side (default: one per CPU core, at "
                          "most 4; 1 on a GPU)")
@@ -103,19 +121,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ray-address", action=_Single, default=None, metavar="ADDRESS",
                     help="the Ray cluster for --executor=ray, e.g. ray://head:10001 or auto "
                          "(default: a local Ray started for the run)")
-    group.addoption("--exploit", action=_Single, default=None, metavar="EXPLOIT",
-                    help="the standard exploit: dreambooth (default) or lora, with parameters in "
-                         "the scenario grammar, e.g. --exploit='lora: {rank: 32}'; scenarios "
-                         "written 'exploit: {standard: ...}' (or without an exploit) use it, "
-                         "scenarios that name an exploit keep theirs (with a matched control)")
-    group.addoption("--full-catalogue", action="store_true",
-                    help="run every scenario, not only the tier's default selection (smoke: tag "
-                         "'smoke')")
-    group.addoption("--report", default=None, metavar="PATH",
-                    help="HTML robustness report to write at the end (default: "
-                         "<results-dir>/report.html)")
-    group.addoption("--no-audit-cache", action="store_true", help="recompute every stage (ignore "
-            "the cache)")
 
 
 def _active(config: pytest.Config) -> bool:
