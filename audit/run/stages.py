@@ -217,19 +217,22 @@ class Stages(_BaseModelStages):
         protection's code fingerprint (computed here when not given); without one (source not
         readable) the images are crafted every time and never cached."""
         code = code or code_fingerprint(protection)
+        uses_model = protection.uses_model or self._adaptation_uses_model(step)
         key = stage_key(
             self.cache, "protect", part=protection_identity(protection, code),
             params=protection.params(tier),
             inputs={"subject": subject.content_hash},
-            model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
+            model=self.model.fingerprint if uses_model else None, seed=step.seed,
+            **self._adaptation_key(step),
         )
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = self.model if protection.uses_model else None
+            model = self.model if uses_model else None
             ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress,
                                     subject)
-            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"):
-                output = protection.protect(subject.images.clone(), ctx)
+            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"
+                                     + (" adaptive (EoT)" if step.adapt is not None else "")):
+                output = self._protect(protection, step, subject, ctx)
             # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
             # become 0) and before the cache: nothing downstream sees a broken output.
             images = check_output(output, subject.images, protection.name)
@@ -245,6 +248,47 @@ class Stages(_BaseModelStages):
                                        "not_cached": code.reason}
         tensors, info = cached(self.cache, "protect", key, compute)
         return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
+
+    def _adaptation_uses_model(self, step: ChainStep) -> bool:
+        return step.adapt is not None and any(TRANSFORMS.get(t.name).uses_model
+                                              for t in step.adapt.transform)
+
+    def _adaptation_key(self, step: ChainStep) -> dict[str, Any]:
+        """The adapted protect step's extra key fields: the adaptation, the EoT code, and the
+        fingerprint of every purifier model its chain uses (none for a plain protect step, whose
+        key is as it always was)."""
+        if step.adapt is None:
+            return {}
+        from audit.parts.protections.eot import code_version
+
+        models = [self.purifier_model(t.params.get("model")).fingerprint
+                  for t in step.adapt.transform if TRANSFORMS.get(t.name).uses_model]
+        return {"adaptation": {**step.adapt.to_dict(), "eot_code": code_version(),
+                               "purifier_models": models}}
+
+    def _protect(self, protection: Protection, step: ChainStep, subject: Subject,
+                 ctx: ProtectionContext) -> Any:
+        """``protect``, through EoT over the step's adaptation where it has one; the output's
+        info then says how each transform step was crafted through."""
+        if step.adapt is None:
+            return protection.protect(subject.images.clone(), ctx)
+        from audit.parts.protections.eot import adapted, build_eot
+        from audit.parts.transforms.context import TransformContext
+
+        adapt = step.adapt
+        model = (self.purifier_model(next(t.params.get("model") for t in adapt.transform
+                                          if TRANSFORMS.get(t.name).uses_model))
+                 if self._adaptation_uses_model(step) else None)
+        context = TransformContext(model, ctx.device, torch.Generator().manual_seed(ctx.seed))
+        eot, through = build_eot(adapt.transform, adapt.samples, adapt.gradient,  # type: ignore[arg-type]
+                                 ctx.seed, context)
+        with adapted(protection, eot) as crafting:
+            output = crafting.protect(subject.images.clone(), ctx)
+        info = getattr(output, "info", None)
+        if isinstance(info, dict):
+            info["adaptation"] = {**adapt.to_dict(), "crafted_through": through,
+                                  "eot_calls": eot.calls, "notes": list(context.notes)}
+        return output
 
     def transform(self, step: ChainStep, images_u8: torch.Tensor,
                   notes: list[str] | None = None) -> torch.Tensor:
