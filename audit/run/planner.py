@@ -281,15 +281,7 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     seeds = tuple(replicate_seed(seed, r) for r in range(k))
     standard_name = default_exploit or tier.exploit
     standard, standard_origin = resolve_exploit(tier, standard_name, None)
-    variants = []
-    for label, attack, exploit in scenario.resolved_variants():
-        steps = tuple(PartSpec("transform", s.part,
-                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
-                      for s in attack)
-        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
-        spec, origin = resolve_exploit(tier, name, exploit.params)
-        changes = spec != standard and tier.controls.matched
-        variants.append(VariantPlan(label, steps, spec, changes, origin))
+    variants = resolve_variants(scenario, tier, standard_name, standard)
 
     adaptation, notes = resolve_adaptation(scenario, tier)
     runs: list[Run] = []
@@ -333,6 +325,22 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs),
                     tuple(notes),
                     standard_origin, adaptation)
+
+
+def resolve_variants(scenario: Scenario, tier: Tier, standard_name: str,
+                     standard: PartSpec) -> list[VariantPlan]:
+    """Each variant's attack steps and exploit, resolved (part default < tier < scenario); one
+    whose exploit differs from the standard one gets a matched control."""
+    variants = []
+    for label, attack, exploit in scenario.resolved_variants():
+        steps = tuple(PartSpec("transform", s.part,
+                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+                      for s in attack)
+        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
+        spec, origin = resolve_exploit(tier, name, exploit.params)
+        changes = spec != standard and tier.controls.matched
+        variants.append(VariantPlan(label, steps, spec, changes, origin))
+    return variants
 
 
 def resolve_adaptation(scenario: Scenario, tier: Tier) -> tuple[Adaptation | None, list[str]]:

@@ -207,47 +207,21 @@ class _BaseModelStages(_StagesBase):
         return cached(self.cache, "untrained", key, compute)[0]["generations"], key
 
 
-class Stages(_BaseModelStages):
-    """The cached stages of a run: protect, transform, fine-tune and generate, metric."""
+class _PurifierStages(_BaseModelStages):
+    """Purifiers' models, and the adaptive protector's EoT around a protect step."""
 
-    # -- image chain ---------------------------------------------------------------------------
-    def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
-                code: CodeFingerprint | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The protected 8-bit images of a subject for one replicate's seed. ``code`` is the
-        protection's code fingerprint (computed here when not given); without one (source not
-        readable) the images are crafted every time and never cached."""
-        code = code or code_fingerprint(protection)
-        uses_model = protection.uses_model or self._adaptation_uses_model(step)
-        key = stage_key(
-            self.cache, "protect", part=protection_identity(protection, code),
-            params=protection.params(tier),
-            inputs={"subject": subject.content_hash},
-            model=self.model.fingerprint if uses_model else None, seed=step.seed,
-            **self._adaptation_key(step),
-        )
+    def purifier_model(self, spec: str | None) -> Any:
+        """A purifier's model (its ``model`` parameter): the audited one unless it names a
+        diffusers folder or a hub id, loaded once per session on the audit's device."""
+        if spec in (None, "audited"):
+            return self.model
+        if spec not in self._purifiers:
+            from audit.diffusion.loading import load_model
+            from audit.parts.metrics.weights import downloads_allowed
 
-        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = self.model if uses_model else None
-            ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress,
-                                    subject)
-            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"
-                                     + (" adaptive (EoT)" if step.adapt is not None else "")):
-                output = self._protect(protection, step, subject, ctx)
-            # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
-            # become 0) and before the cache: nothing downstream sees a broken output.
-            images = check_output(output, subject.images, protection.name)
-            images = images if images.dtype == torch.uint8 else to_uint8(images)
-            return {"images": images}, dict(getattr(output, "info", None) or {})
-
-        if code.sha256 is None:  # crafted once per audit session, never written to the cache
-            if key not in self._uncached:
-                self.cache.events.misses.append("protect")
-                self._uncached[key] = compute()
-            tensors, info = self._uncached[key]
-            return tensors["images"], {**info, "cache_key": None, "seed": step.seed,
-                                       "not_cached": code.reason}
-        tensors, info = cached(self.cache, "protect", key, compute)
-        return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
+            self._purifiers[spec] = load_model(spec, self._device(),
+                                               allow_download=downloads_allowed())
+        return self._purifiers[spec]
 
     def _adaptation_uses_model(self, step: ChainStep) -> bool:
         return step.adapt is not None and any(TRANSFORMS.get(t.name).uses_model
@@ -290,6 +264,49 @@ class Stages(_BaseModelStages):
                                   "eot_calls": eot.calls, "notes": list(context.notes)}
         return output
 
+
+class Stages(_PurifierStages):
+    """The cached stages of a run: protect, transform, fine-tune and generate, metric."""
+
+    # -- image chain ---------------------------------------------------------------------------
+    def protect(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
+                code: CodeFingerprint | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The protected 8-bit images of a subject for one replicate's seed. ``code`` is the
+        protection's code fingerprint (computed here when not given); without one (source not
+        readable) the images are crafted every time and never cached."""
+        code = code or code_fingerprint(protection)
+        uses_model = protection.uses_model or self._adaptation_uses_model(step)
+        key = stage_key(
+            self.cache, "protect", part=protection_identity(protection, code),
+            params=protection.params(tier),
+            inputs={"subject": subject.content_hash},
+            model=self.model.fingerprint if uses_model else None, seed=step.seed,
+            **self._adaptation_key(step),
+        )
+
+        def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            model = self.model if uses_model else None
+            ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress,
+                                    subject)
+            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"
+                                     + (" adaptive (EoT)" if step.adapt is not None else "")):
+                output = self._protect(protection, step, subject, ctx)
+            # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
+            # become 0) and before the cache: nothing downstream sees a broken output.
+            images = check_output(output, subject.images, protection.name)
+            images = images if images.dtype == torch.uint8 else to_uint8(images)
+            return {"images": images}, dict(getattr(output, "info", None) or {})
+
+        if code.sha256 is None:  # crafted once per audit session, never written to the cache
+            if key not in self._uncached:
+                self.cache.events.misses.append("protect")
+                self._uncached[key] = compute()
+            tensors, info = self._uncached[key]
+            return tensors["images"], {**info, "cache_key": None, "seed": step.seed,
+                                       "not_cached": code.reason}
+        tensors, info = cached(self.cache, "protect", key, compute)
+        return tensors["images"], {**info, "cache_key": key, "seed": step.seed}
+
     def transform(self, step: ChainStep, images_u8: torch.Tensor,
                   notes: list[str] | None = None) -> torch.Tensor:
         """One attack step on 8-bit images (8-bit output: what the exploiter saves). A transform
@@ -320,19 +337,6 @@ class Stages(_BaseModelStages):
         if notes is not None:
             notes.extend(n for n in meta.get("notes", []) if n not in notes)
         return tensors["images"]
-
-    def purifier_model(self, spec: str | None) -> Any:
-        """A purifier's model (its ``model`` parameter): the audited one unless it names a
-        diffusers folder or a hub id, loaded once per session on the audit's device."""
-        if spec in (None, "audited"):
-            return self.model
-        if spec not in self._purifiers:
-            from audit.diffusion.loading import load_model
-            from audit.parts.metrics.weights import downloads_allowed
-
-            self._purifiers[spec] = load_model(spec, self._device(),
-                                               allow_download=downloads_allowed())
-        return self._purifiers[spec]
 
     # -- exploit -------------------------------------------------------------------------------
     def exploit_keys(
