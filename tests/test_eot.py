@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.config.scenario import CATALOGUE_DIR, load_scenario
@@ -237,7 +237,7 @@ def _write(tmp_path: Path, body: str) -> Path:
 
 
 def test_adaptive_grammar(tmp_path: Path) -> None:
-    s = load_scenario(_write(tmp_path, "attack:\n  - jpeg: {quality: 50}\nadaptive: {samples: 3}\n"))
+    s = load_scenario(_write(tmp_path, "attack: [jpeg: {quality: 50}]\nadaptive: {samples: 3}\n"))
     assert s.adaptive is not None and [t.part for t in s.adaptive.transform] == ["jpeg"]
     assert s.adaptive.transform[0].params == {"quality": 50} and s.requires == ["objective"]
     with pytest.raises(ScenarioError, match="unknown field 'sample'.*did you mean 'samples'"):
@@ -277,11 +277,11 @@ def test_the_adaptive_plan_adds_its_own_protected_runs_and_shares_the_plain_ones
 
 
 def test_the_adapted_protect_step_has_its_own_cache_key(tiny, tmp_path: Path) -> None:
+    from dataclasses import replace
+
     from audit.data.subjects import load_subject
     from audit.run.cache import Cache
     from audit.run.stages import Stages
-
-    from dataclasses import replace
 
     full = load_subject("astronaut", None, 64)
     subject = replace(full, images=full.images[:1], content_hash="one view")
