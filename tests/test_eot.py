@@ -329,3 +329,13 @@ def test_the_matched_comparison_says_whether_adapting_helps() -> None:
     assert entry["answer"].startswith("adapting helps")
     assert entry["adaptive"]["retained"]["value"] == pytest.approx(2 / 3, abs=0.05)
     assert entry["non_adaptive"]["retained"]["value"] == pytest.approx(1 / 6, abs=0.05)
+    # The summary's line and the report's row say the same.
+    from audit.results.summary import adaptive_lines
+    from reports.context import _adaptive_view
+
+    case = {"case_id": "pid-adaptive-jpeg-q75-astronaut", "adaptive": entry}
+    (line,) = adaptive_lines([case])
+    assert "retained 0.6" in line and "adapting helps" in line
+    view = _adaptive_view(entry)
+    assert view is not None and view["adaptation"].startswith("EoT over jpeg(quality=75), 1 sample")
+    assert view["gain"].startswith("0.15") or view["gain"].startswith("0.14")

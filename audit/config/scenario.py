@@ -11,7 +11,9 @@ Every part is written in one grammar, ``name: {params}`` — attack steps (``- j
 75}``), the exploit (``exploit: {dreambooth: {posterior: {sigma: zero}}}``) — and validated by
 the part's own parameter model from the registry (``audit/parts/__init__.py``), keeping only the
 keys the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
-overrides of ``attack`` and ``exploit``, one exploit run each.
+overrides of ``attack`` and ``exploit``, one exploit run each. ``adaptive`` asks for the adaptive
+protector: the protection re-crafted through a transform chain (default: the attack) by EoT
+over ``samples`` draws (``audit/parts/protections/eot.py``), judged beside the protection as it is.
 
 The exploit is either ``standard`` — the audit's standard exploit (``--exploit``, DreamBooth by
 default), with the changes the file writes, e.g. ``exploit: {standard: {posterior: {sigma:
