@@ -415,6 +415,7 @@ def _case_view(
         "min_effect": entry.get("min_effect"),
         "verdict_settings": case.get("verdict_settings") or {},
         "null_baseline": _null_view(case.get("null_baseline")),
+        "adaptive": _adaptive_view(case.get("adaptive")),
         "retained_text": fmt_ci(entry.get("retained"), 3),
         "cells": cells,
         "metric_rows": metric_rows,
@@ -440,6 +441,33 @@ def _case_view(
             "scenario": scenario,
             "exploits": case.get("exploits"),
         }),
+    }
+
+
+def _adaptation_label(adaptation: dict[str, Any]) -> str:
+    """'EoT over jpeg(quality=75), 1 sample(s), gradient auto' from the record's adaptation."""
+    steps = []
+    for step in adaptation.get("transform") or []:
+        for name, params in step.items():
+            args = ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+            steps.append(f"{name}({args})")
+    return (f"EoT over {' → '.join(steps) or '?'}, {adaptation.get('samples', '?')} sample(s), "
+            f"gradient {adaptation.get('gradient', '?')}")
+
+
+def _adaptive_view(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An adaptive case's matched comparison: the adaptive protection and the protection as it
+    is, under the same attack (``audit/judge/adaptive.py``)."""
+    if not entry:
+        return None
+    sides = {name: entry.get(name) or {} for name in ("adaptive", "non_adaptive")}
+    return {
+        "metric": entry.get("metric"), "answer": entry.get("answer"),
+        "adaptation": _adaptation_label(entry.get("adaptation") or {}),
+        "gain": fmt_ci(entry.get("gain_after_attack"), 4),
+        **{f"{name}_{k}": fmt_ci(side.get(k), 3 if k == "retained" else 4)
+           for name, side in sides.items() for k in ("retained", "effect", "m_p", "m_a")},
+        "non_adaptive_outcome": sides["non_adaptive"].get("outcome"),
     }
 
 

@@ -62,7 +62,9 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
         assert [r.replicate for r in p.runs_for(role)] == list(range(k))
     for v in range(n_variants):
         assert [r.replicate for r in p.runs_for("attacked", v)] == list(range(k))
-    assert {r.role for r in p.runs} <= {"clean", "protected", "attacked", "control"}
+    adaptive = scenario(name).adaptive is not None
+    extra = {"non_adaptive_protected", "non_adaptive_attacked"} if adaptive else set()
+    assert {r.role for r in p.runs} <= {"clean", "protected", "attacked", "control", *extra}
     for r in range(k):
         clean, protected = p.runs_for("clean")[r], p.runs_for("protected")[r]
         attacked = [p.runs_for("attacked", v)[r] for v in range(n_variants)]
@@ -72,8 +74,12 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
         assert protected.exploit == p.standard_exploit
         (step,) = protected.chain
         assert step.kind == "protection" and step.spec == p.protection
+        assert (step.adapt is not None) == adaptive
+        # An adaptive scenario's protection as it is: the other scenarios' protected step.
+        plain = p.runs_for("non_adaptive_protected")[r].chain[0] if adaptive else step
+        assert plain.adapt is None and plain.spec == p.protection
         # A random protection is re-crafted with the replicate's seed; 'none' has no seed at all.
-        assert step.seed == (p.seeds[r] if protection != "none" else None)
+        assert plain.seed == (p.seeds[r] if protection != "none" else None)
         for v, run in enumerate(attacked):
             variant = p.variants[v]
             assert run.chain[0] == step and tuple(s.spec for s in run.chain[1:]) == variant.attack
@@ -85,10 +91,11 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
     unique = p.unique_runs()
     assert len({r.identity for r in unique}) == len(unique) == len({r.identity for r in p.runs})
     assert [r for r in p.runs if r in unique] == unique
+    notes = [n for n in p.notes if not n.startswith("adaptive protector")]
     if k == 1:
-        assert p.notes and "one replicate" in p.notes[0]
+        assert notes and "one replicate" in notes[0]
     else:
-        assert not p.notes
+        assert not notes
 
 
 @pytest.mark.parametrize("protection", PROTECTIONS)

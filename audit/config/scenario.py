@@ -11,7 +11,9 @@ Every part is written in one grammar, ``name: {params}`` — attack steps (``- j
 75}``), the exploit (``exploit: {dreambooth: {posterior: {sigma: zero}}}``) — and validated by
 the part's own parameter model from the registry (``audit/parts/__init__.py``), keeping only the
 keys the file writes: the tier supplies the rest when the case is planned. ``variants`` are partial
-overrides of ``attack`` and ``exploit``, one exploit run each.
+overrides of ``attack`` and ``exploit``, one exploit run each. ``adaptive`` asks for the adaptive
+protector: the protection re-crafted through a transform chain (default: the attack) by EoT
+over ``samples`` draws (``audit/parts/protections/eot.py``), judged beside the protection as it is.
 
 The exploit is either ``standard`` — the audit's standard exploit (``--exploit``, DreamBooth by
 default), with the changes the file writes, e.g. ``exploit: {standard: {posterior: {sigma:
@@ -89,6 +91,19 @@ class VerdictSpec(_Strict):
                                                  "the protection removes")
 
 
+class Adaptive(_Strict):
+    """The adaptive protector (``adaptive:``): the protection re-crafted through the transform
+    chain the exploiter applies, its objective averaged over ``samples`` draws of the chain (EoT,
+    ``audit/parts/protections/eot.py``). ``transform`` defaults to the scenario's ``attack``;
+    ``gradient`` is how each step is crafted through: ``auto`` (its differentiable form, else
+    BPDA with the identity), ``bpda`` (the real step forward, the identity backward),
+    ``bpda-surrogate`` (the real step forward, its differentiable form backward)."""
+
+    transform: list[Step]
+    samples: int = Field(1, ge=1, le=1000, description="EoT samples per PGD iteration")
+    gradient: Literal["auto", "bpda", "bpda-surrogate"] = "auto"
+
+
 class Scenario(_Strict):
     id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     version: int = Field(..., ge=1)
@@ -104,6 +119,9 @@ class Scenario(_Strict):
     # the protection's own objective (adaptive, EoT); a protection without one (dir:PATH) skips
     # them.
     requires: list[Literal["objective"]] = Field(default_factory=list)
+    # The adaptive protector: the protection re-crafted through this chain (implies ``requires:
+    # [objective]``); None: the protection as it is.
+    adaptive: Adaptive | None = None
     path: str = ""
 
     def definition_hash(self) -> str:
@@ -112,6 +130,8 @@ class Scenario(_Strict):
         # unset: the hashes of earlier definitions stay
         if payload["verdict"].get("min_effect") is None:
             payload["verdict"].pop("min_effect", None)
+        if payload.get("adaptive") is None:
+            payload.pop("adaptive", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_variants(self) -> list[tuple[str, list[Step], Step]]:
@@ -280,6 +300,38 @@ def _variants(path: Path, raw: Any) -> list[dict[str, Any]]:
     return out
 
 
+ADAPTIVE_KEYS = ("transform", "samples", "gradient")
+
+
+def _adaptive(path: Path, raw: Any, attack: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``adaptive:`` mapping with its transform chain validated (one step or a list, in the
+    attack grammar; absent: the scenario's own attack)."""
+    if raw is None:
+        return None
+    example = "'adaptive: {transform: [jpeg: {quality: 75}], samples: 4}'"
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: field 'adaptive' must be a mapping such as {example}. Fix "
+                            "the scenario file.")
+    unknown = [k for k in raw if k not in ADAPTIVE_KEYS]
+    if unknown:
+        raise ScenarioError(
+            f"{path}: field 'adaptive': unknown field '{unknown[0]}'"
+            f"{did_you_mean(str(unknown[0]), list(ADAPTIVE_KEYS))}; allowed: "
+            f"{', '.join(ADAPTIVE_KEYS)}. Fix the scenario file.")
+    out = dict(raw)
+    chain = raw.get("transform")
+    if chain is None:
+        out["transform"] = list(attack)
+    else:
+        out["transform"] = _attack_steps(path, chain if isinstance(chain, list) else [chain],
+                                         "adaptive.transform")
+    if not out["transform"]:
+        raise ScenarioError(f"{path}: field 'adaptive' has no transform to adapt to: the scenario "
+                            f"has no attack and 'adaptive.transform' is not given; write one, e.g. "
+                            f"{example}. Fix the scenario file.")
+    return out
+
+
 def _format_validation(where: str, exc: ValidationError, model: type[BaseModel]) -> str:
     return format_validation(where, exc, model) + ". Fix the scenario file."
 
@@ -291,6 +343,11 @@ def load_scenario(path: Path) -> Scenario:
     data["attack"] = _attack_steps(path, data.get("attack"))
     data["exploit"] = _exploit(path, data.get("exploit", STANDARD_EXPLOIT))
     data["variants"] = _variants(path, data.get("variants"))
+    data["adaptive"] = _adaptive(path, data.get("adaptive"), data["attack"])
+    if data["adaptive"] is not None:  # re-crafting needs the protection's objective
+        requires = data.get("requires") or []
+        if isinstance(requires, list) and "objective" not in requires:
+            data["requires"] = [*requires, "objective"]
     data.setdefault("id", path.stem)
     if not isinstance(data["id"], str):
         raise ScenarioError(

@@ -10,6 +10,7 @@ from typing import Any
 from audit.config.scenario import Scenario
 from audit.config.tiers import Tier
 from audit.judge import checks
+from audit.judge.adaptive import adaptive_comparison
 from audit.judge.verdict import MetricVerdict, decide, worst_variant
 from audit.parts import FACE_METRICS
 from audit.parts.metrics.build import exploit_metric_names
@@ -147,6 +148,8 @@ class CaseJudge:
         record["flags"].extend(checks.unbounded(decisive) + checks.inconclusive(decisive))
         self._noise_floor(plan, values.get(verdict_metric, {}), decisive, record)
         self._null_baseline(plan, decisive, record)
+        self._adaptive(plan, values.get(verdict_metric, {}), worst, decisive, record, limits,
+                       (untrained or {}).get(verdict_metric))
         prefix = (f"worst of {len(plan.variants)} exploit variants: "
                   f"'{plan.variants[worst].label}'; " if len(plan.variants) > 1 else "")
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
@@ -184,6 +187,24 @@ class CaseJudge:
         if values:
             record["noise_floor"], flags = checks.noise_floor(verdict, sum(values) / len(values))
             record["flags"].extend(flags)
+
+    def _adaptive(self, plan: CasePlan, by_run: dict[tuple, dict[str, Any]], worst: int,
+                  verdict: MetricVerdict, record: dict[str, Any], limits: dict[str, float],
+                  untrained: list[dict[str, Any]] | None) -> None:
+        """An adaptive scenario's matched comparison with the protection as it is
+        (``audit/judge/adaptive.py``)."""
+        if plan.adaptation is None:
+            return
+        try:
+            entry = adaptive_comparison(
+                plan, by_run, worst, verdict, alpha=self.tier.verdict.alpha,
+                resamples=self.tier.verdict.bootstrap_resamples, seed=self.seed, limits=limits,
+                untrained=untrained)
+        except ValueError as exc:
+            record["flags"].append(f"adaptive comparison: none ({exc})")
+            return
+        if entry is not None:
+            record["adaptive"] = entry
 
     def _null_baseline(
             self, plan: CasePlan, verdict: MetricVerdict, record: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ def plan_record(plan: CasePlan) -> dict[str, Any]:
                   "chain": [s.label() for s in r.chain],
                   "exploit": r.exploit.name} for r in plan.runs],
         "distinct_exploits": len(plan.unique_runs()), "notes": list(plan.notes),
+        "adaptation": plan.adaptation.to_dict() if plan.adaptation is not None else None,
         "text": plan.table(),
     }
 

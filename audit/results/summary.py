@@ -76,6 +76,28 @@ def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ci(estimate: dict[str, Any] | None, digits: int = 2) -> str:
+    if not estimate:
+        return "—"
+    return (f"{_fmt(estimate.get('value'), digits)} [{_fmt(estimate.get('ci_low'), digits)}, "
+            f"{_fmt(estimate.get('ci_high'), digits)}]")
+
+
+def adaptive_lines(cases: list[dict[str, Any]]) -> list[str]:
+    """One line per adaptive case: the adaptive protection's retained protection beside the
+    protection's as it is under the same attack, and the answer to "does adapting help?"."""
+    lines = []
+    for case in sorted(cases, key=lambda c: c["case_id"]):
+        entry = case.get("adaptive")
+        if not entry:
+            continue
+        adaptive, plain = entry.get("adaptive") or {}, entry.get("non_adaptive") or {}
+        lines.append(f"adaptive protector in {case['case_id']}: retained "
+                     f"{_ci(adaptive.get('retained'))} adapted vs {_ci(plain.get('retained'))} "
+                     f"as it is — {entry.get('answer', '')}")
+    return lines
+
+
 def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
     """The null baseline (``controls.null_baseline``) once per audit: it is the same runs for every
     case (the clean images under uniform noise of the protection's budget, standard exploit)."""
@@ -213,7 +235,7 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                                  f"— retained {_fmt(r['value'], 2)} [{_fmt(r['ci_low'], 2)}, "
                                  f"{_fmt(r['ci_high'], 2)}] ({row['outcome']})"))
     leaderboard_table(cases, console)
-    for line in exploiter_best_lines(cases):
+    for line in exploiter_best_lines(cases) + adaptive_lines(cases):
         console.print(escape(line))
     noise = null_baseline_line(cases)
     if noise:

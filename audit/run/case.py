@@ -21,6 +21,7 @@ from audit.data.images import png_bytes, to_uint8
 from audit.data.subjects import Subject
 from audit.errors import AuditError, BudgetExceeded
 from audit.judge.case import CaseJudge, metric_choice
+from audit.parts.protections.eot import objective_missing
 from audit.results.files import case_file_stem
 from audit.results.records import (
     exploit_record,
@@ -76,13 +77,14 @@ class CaseRun:
 
     def _run(self, record: dict[str, Any]) -> None:
         scenario, case_id = self.scenario, self.case_id
-        protection = self.session.audited(self.protection).protection
-        if "objective" in scenario.requires and not protection.has_objective:
+        audited = self.session.audited(self.protection)
+        missing = (objective_missing(audited.protection)
+                   if "objective" in scenario.requires else None)
+        if missing is not None:
             record.update(outcome="skipped", reason=(
                 f"skipped: scenario '{scenario.id}' re-crafts the protection through its "
-                f"objective, and protection '{protection.name}' "
-                f"({self.protection}) has none the toolkit can see (a folder of "
-                "protected files); audit the protection's code to run it"))
+                f"objective, and protection '{audited.protection.name}' ({audited.spec}) has "
+                f"none the toolkit can see: {missing}"))
             return
         plan = self.session.plan(scenario, self.protection)
         record["plan"] = plan_record(plan)

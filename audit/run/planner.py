@@ -13,6 +13,18 @@ replicate's own seed for every random stage:
     noise_floor  subject → level_jitter ±1/255        standard (replicate 0 only; tier controls)
     null_baseline subject → random noise of ε          standard (controls.null_baseline)
 
+An adaptive scenario (``adaptive:``) crafts the protection through the exploiter's transform
+(EoT, ``audit/parts/protections/eot.py``): its protected and attacked runs start from the
+*adaptive* protection — its own protect step, whose cache key includes the adaptation — and two
+more roles hold the protection as it is, under the same attack, for the matched comparison
+("does adapting help against this attack?"):
+
+    non_adaptive_protected  subject → protection            standard
+    non_adaptive_attacked[v] subject → protection → attack_v the scenario's (variant v)
+
+Both are the same runs as every other scenario's protected runs and as the plain scenario's
+attacked runs (``adaptive-jpeg-q75`` shares them with ``jpeg-q75`` through the cache).
+
 The null baseline is PID Table 1's and PhotoGuard's reference: the ``random`` protection
 (uniform noise in [−ε, ε]) at the audited protection's budget, re-drawn per replicate with the
 replicate's seed — so auditing ``random`` itself, its protected runs *are* the null baseline,
@@ -35,7 +47,8 @@ from audit.config.tiers import Tier
 from audit.parts import EXPLOITS, PROTECTIONS, TRANSFORMS
 from audit.parts.registry import PartSpec
 
-ROLES = ("clean", "protected", "attacked", "control", "noise_floor", "null_baseline")
+ROLES = ("clean", "protected", "attacked", "control", "noise_floor", "null_baseline",
+         "non_adaptive_protected", "non_adaptive_attacked")
 REPLICATE_SEED_STRIDE = 1_000_003  # a prime: replicate seeds never collide with base seeds 0..10^6
 
 
@@ -45,15 +58,62 @@ def replicate_seed(base_seed: int, replicate: int) -> int:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """The adaptive protector of a scenario, resolved: the transform chain the protection is
+    crafted through, the EoT samples per PGD iteration (1 for a deterministic chain, where one
+    sample is exact), the samples the scenario asked for, and the gradient rule."""
+
+    transform: tuple[PartSpec, ...]
+    samples: int
+    requested_samples: int
+    gradient: str
+
+    @property
+    def random(self) -> bool:
+        return any(TRANSFORMS.get(s.name).random for s in self.transform)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the adapted protect step's cache key and the record carry."""
+        return {"transform": [s.to_dict() for s in self.transform], "samples": self.samples,
+                "gradient": self.gradient}
+
+    def label(self) -> str:
+        chain = " → ".join(s.label() for s in self.transform)
+        return f"EoT over {chain}, {self.samples} sample(s), gradient {self.gradient}"
+
+    def crafted_through(self) -> list[str]:
+        """How each step is crafted through (``eot.transform_sample``'s rule, without loading)."""
+        out = []
+        for s in self.transform:
+            has_form = TRANSFORMS.get(s.name).differentiable
+            if self.gradient == "auto" and has_form:
+                out.append(f"{s.name}: its differentiable form")
+            elif self.gradient == "bpda-surrogate" and has_form:
+                out.append(f"{s.name}: BPDA, real forward, its differentiable form backward")
+            else:
+                out.append(f"{s.name}: BPDA, real forward, identity backward")
+        return out
+
+
+@dataclass(frozen=True)
 class ChainStep:
-    """One image-space step: the protection or a transform, with the seed it draws from."""
+    """One image-space step: the protection or a transform, with the seed it draws from; a
+    protection step of an adaptive scenario carries its ``adapt``ation."""
 
     kind: str  # "protection" | "transform"
     spec: PartSpec
     seed: int | None  # None: deterministic (no seed in its cache key)
+    adapt: Adaptation | None = None
 
     def label(self) -> str:
-        return self.spec.label() + (f" @seed {self.seed}" if self.seed is not None else "")
+        adapted = f" adapted ({self.adapt.label()})" if self.adapt is not None else ""
+        return self.spec.label() + adapted + (f" @seed {self.seed}" if self.seed is not None
+                                              else "")
+
+    def key(self) -> tuple[Any, ...]:
+        """The step's part of a run's identity."""
+        base = (self.kind, self.spec.name, _frozen(self.spec.params), self.seed)
+        return base if self.adapt is None else (*base, _frozen(self.adapt.to_dict()))
 
 
 @dataclass(frozen=True)
@@ -68,7 +128,7 @@ class Run:
     @property
     def identity(self) -> tuple[Any, ...]:
         """Runs with equal identity are computed once."""
-        chain = tuple((s.kind, s.spec.name, _frozen(s.spec.params), s.seed) for s in self.chain)
+        chain = tuple(s.key() for s in self.chain)
         return (chain, self.exploit.name, _frozen(self.exploit.params), self.seed)
 
     def label(self) -> str:
@@ -97,6 +157,7 @@ class CasePlan:
     notes: tuple[str, ...] = ()
     # standard exploit params: key -> layer
     standard_origin: dict[str, str] = field(default_factory=dict)
+    adaptation: Adaptation | None = None  # the adaptive protector (scenario ``adaptive:``)
 
     def unique_runs(self) -> list[Run]:
         """One run per identity, in plan order (the first role that needs it names it)."""
@@ -220,29 +281,30 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     seeds = tuple(replicate_seed(seed, r) for r in range(k))
     standard_name = default_exploit or tier.exploit
     standard, standard_origin = resolve_exploit(tier, standard_name, None)
-    variants = []
-    for label, attack, exploit in scenario.resolved_variants():
-        steps = tuple(PartSpec("transform", s.part,
-                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
-                      for s in attack)
-        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
-        spec, origin = resolve_exploit(tier, name, exploit.params)
-        changes = spec != standard and tier.controls.matched
-        variants.append(VariantPlan(label, steps, spec, changes, origin))
+    variants = resolve_variants(scenario, tier, standard_name, standard)
 
+    adaptation, notes = resolve_adaptation(scenario, tier)
     runs: list[Run] = []
     for r, s in enumerate(seeds):
         prot_seed = seeds[0] if protection.shared_across_replicates else s
         protect = ChainStep("protection", protection.spec, prot_seed if protection.random else None)
+        # The adaptive protection draws its EoT samples from the replicate's seed.
+        crafted = protect if adaptation is None else ChainStep(
+            "protection", protection.spec,
+            prot_seed if protection.random or adaptation.random else None, adaptation)
         runs.append(Run("clean", None, r, (), standard, s))
-        runs.append(Run("protected", None, r, (protect,), standard, s))
+        runs.append(Run("protected", None, r, (crafted,), standard, s))
         for v, variant in enumerate(variants):
             chain = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None)
                           for a in variant.attack)
-            runs.append(Run("attacked", v, r, (protect, *chain), variant.exploit, s))
+            runs.append(Run("attacked", v, r, (crafted, *chain), variant.exploit, s))
             if variant.changes_exploit:
                 runs.append(Run("control", v, r, (), variant.exploit, s))
-    notes = []
+            if adaptation is not None:
+                runs.append(Run("non_adaptive_attacked", v, r, (protect, *chain), variant.exploit,
+                                s))
+        if adaptation is not None:
+            runs.append(Run("non_adaptive_protected", None, r, (protect,), standard, s))
     if tier.controls.noise_floor:
         jitter = PartSpec("transform", "level_jitter", {"levels": 1})
         runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),),
@@ -262,4 +324,41 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
                      "≥ 2)")
     return CasePlan(scenario.id, protection.spec, k, seeds, standard, tuple(variants), tuple(runs),
                     tuple(notes),
-                    standard_origin)
+                    standard_origin, adaptation)
+
+
+def resolve_variants(scenario: Scenario, tier: Tier, standard_name: str,
+                     standard: PartSpec) -> list[VariantPlan]:
+    """Each variant's attack steps and exploit, resolved (part default < tier < scenario); one
+    whose exploit differs from the standard one gets a matched control."""
+    variants = []
+    for label, attack, exploit in scenario.resolved_variants():
+        steps = tuple(PartSpec("transform", s.part,
+                               tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+                      for s in attack)
+        name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
+        spec, origin = resolve_exploit(tier, name, exploit.params)
+        changes = spec != standard and tier.controls.matched
+        variants.append(VariantPlan(label, steps, spec, changes, origin))
+    return variants
+
+
+def resolve_adaptation(scenario: Scenario, tier: Tier) -> tuple[Adaptation | None, list[str]]:
+    """The scenario's adaptive protector with its transform steps resolved (part default < tier
+    < scenario), and the plan's notes on it. A chain without a random step gives the same draw
+    every time: one EoT sample is then exact, and more would compute the same term again."""
+    if scenario.adaptive is None:
+        return None, []
+    spec = scenario.adaptive
+    steps = tuple(PartSpec("transform", s.part,
+                           tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
+                  for s in spec.transform)
+    random = any(TRANSFORMS.get(s.name).random for s in steps)
+    samples = spec.samples if random else 1
+    adaptation = Adaptation(steps, samples, spec.samples, spec.gradient)
+    notes = [f"adaptive protector: {adaptation.label()}; "
+             + "; ".join(adaptation.crafted_through())]
+    if samples != spec.samples:
+        notes.append(f"adaptive protector: the chain is deterministic, so one EoT sample is exact "
+                     f"(the scenario asked for {spec.samples}; the same term is not recomputed)")
+    return adaptation, notes

@@ -212,18 +212,79 @@ class _BaseModelStages(_StagesBase):
         return cached(self.cache, "untrained", key, compute)[0]["generations"], key
 
 
-class Stages(_BaseModelStages):
+class _PurifierStages(_BaseModelStages):
+    """Purifiers' models, and the adaptive protector's EoT around a protect step."""
+
+    def purifier_model(self, spec: str | None) -> Any:
+        """A purifier's model (its ``model`` parameter): the audited one unless it names a
+        diffusers folder or a hub id, loaded once per session on the audit's device."""
+        if spec in (None, "audited"):
+            return self.model
+        if spec not in self._purifiers:
+            from audit.diffusion.loading import load_model
+            from audit.parts.metrics.weights import downloads_allowed
+
+            self._purifiers[spec] = load_model(spec, self._device(),
+                                               allow_download=downloads_allowed())
+        return self._purifiers[spec]
+
+    def _adaptation_uses_model(self, step: ChainStep) -> bool:
+        return step.adapt is not None and any(TRANSFORMS.get(t.name).uses_model
+                                              for t in step.adapt.transform)
+
+    def _adaptation_key(self, step: ChainStep) -> dict[str, Any]:
+        """The adapted protect step's extra key fields: the adaptation, the EoT code, and the
+        fingerprint of every purifier model its chain uses (none for a plain protect step, whose
+        key is as it always was)."""
+        if step.adapt is None:
+            return {}
+        from audit.parts.protections.eot import code_version
+
+        models = [self.purifier_model(t.params.get("model")).fingerprint
+                  for t in step.adapt.transform if TRANSFORMS.get(t.name).uses_model]
+        return {"adaptation": {**step.adapt.to_dict(), "eot_code": code_version(),
+                               "purifier_models": models}}
+
+    def _protect(self, protection: Protection, step: ChainStep, subject: Subject,
+                 ctx: ProtectionContext) -> Any:
+        """``protect``, through EoT over the step's adaptation where it has one; the output's
+        info then says how each transform step was crafted through."""
+        if step.adapt is None:
+            return protection.protect(subject.images.clone(), ctx)
+        from audit.parts.protections.eot import adapted, build_eot
+        from audit.parts.transforms.context import TransformContext
+
+        adapt = step.adapt
+        model = (self.purifier_model(next(t.params.get("model") for t in adapt.transform
+                                          if TRANSFORMS.get(t.name).uses_model))
+                 if self._adaptation_uses_model(step) else None)
+        context = TransformContext(model, ctx.device, torch.Generator().manual_seed(ctx.seed))
+        eot, through = build_eot(adapt.transform, adapt.samples, adapt.gradient,  # type: ignore[arg-type]
+                                 ctx.seed, context)
+        with adapted(protection, eot) as crafting:
+            output = crafting.protect(subject.images.clone(), ctx)
+        info = getattr(output, "info", None)
+        if isinstance(info, dict):
+            info["adaptation"] = {**adapt.to_dict(), "crafted_through": through,
+                                  "eot_calls": eot.calls, "notes": list(context.notes)}
+        return output
+
+
+class Stages(_PurifierStages):
     """The cached stages of a run: protect, transform, fine-tune and generate, metric."""
 
     # -- image chain ---------------------------------------------------------------------------
     def protect_key(self, protection: Protection, step: ChainStep, subject: Subject, tier: Any,
                     code: CodeFingerprint) -> str:
-        """The protected images' cache key (the model's fingerprint when the protection uses it)."""
+        """The protected images' cache key (the model's fingerprint when the protection or its
+        adaptation uses it; an adapted step adds its adaptation)."""
+        uses_model = protection.uses_model or self._adaptation_uses_model(step)
         return stage_key(
             self.cache, "protect", part=protection_identity(protection, code),
             params=protection.params(tier),
             inputs={"subject": subject.content_hash},
-            model=self.model.fingerprint if protection.uses_model else None, seed=step.seed,
+            model=self.model.fingerprint if uses_model else None, seed=step.seed,
+            **self._adaptation_key(step),
         )
 
     def transform_key(self, step: ChainStep, images_u8: torch.Tensor) -> str:
@@ -241,14 +302,16 @@ class Stages(_BaseModelStages):
         protection's code fingerprint (computed here when not given); without one (source not
         readable) the images are crafted every time and never cached."""
         code = code or code_fingerprint(protection)
+        uses_model = protection.uses_model or self._adaptation_uses_model(step)
         key = self.protect_key(protection, step, subject, tier, code)
 
         def compute() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-            model = self.model if protection.uses_model else None
+            model = self.model if uses_model else None
             ctx = ProtectionContext(model, self._device(), step.seed or 0, tier, self.progress,
                                     subject)
-            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"):
-                output = protection.protect(subject.images.clone(), ctx)
+            with self.progress.stage(f"protect: {protection.name} (seed {step.seed})"
+                                     + (" adaptive (EoT)" if step.adapt is not None else "")):
+                output = self._protect(protection, step, subject, ctx)
             # The interface, finiteness and shape are checked before 8-bit rounding (NaN would
             # become 0) and before the cache: nothing downstream sees a broken output.
             images = check_output(output, subject.images, protection.name)
@@ -292,19 +355,6 @@ class Stages(_BaseModelStages):
         if notes is not None:
             notes.extend(n for n in meta.get("notes", []) if n not in notes)
         return tensors["images"]
-
-    def purifier_model(self, spec: str | None) -> Any:
-        """A purifier's model (its ``model`` parameter): the audited one unless it names a
-        diffusers folder or a hub id, loaded once per session on the audit's device."""
-        if spec in (None, "audited"):
-            return self.model
-        if spec not in self._purifiers:
-            from audit.diffusion.loading import load_model
-            from audit.parts.metrics.weights import downloads_allowed
-
-            self._purifiers[spec] = load_model(spec, self._device(),
-                                               allow_download=downloads_allowed())
-        return self._purifiers[spec]
 
     # -- exploit -------------------------------------------------------------------------------
     def exploit_keys(

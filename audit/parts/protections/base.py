@@ -63,6 +63,8 @@ class Protection(ABC):
     #: False for protections whose objective the toolkit cannot see (a folder of protected
     #: files): scenarios that re-craft through the objective are skipped for them.
     has_objective: bool = True
+    #: Why there is none, where ``has_objective`` is False (the skip reason of an adaptive case).
+    no_objective: str = ""
     #: True when one output serves every replicate (a folder of files): the planner then
     #: shares the protected run across replicates instead of crafting it anew.
     shared_across_replicates: bool = False

@@ -448,6 +448,8 @@ class ProtectedFolder(_FolderFiles, Protection):
     judges_own_budget = True
     #: No differentiable objective: scenarios that need it (adaptive re-crafting) are skipped.
     has_objective = False
+    no_objective = ("a folder of already-protected files: the toolkit cannot see how they were "
+                    "made; audit the protection's code (a LinfPGD subclass) to adapt it")
 
     def __init__(
         self,

@@ -29,6 +29,10 @@ class LinfPGD(Protection):
     """A protection crafted by ℓ∞ PGD: budget ``epsilon``, step ``step_size``, ``steps``
     iterations from a uniform start in [−ε, ε]."""
 
+    #: A wrapper of the objective ``ascend`` is given (the adaptive protector's EoT,
+    #: ``audit/parts/protections/eot.py``); None: the objective as the protection wrote it.
+    eot: Callable[[ImageObjective], ImageObjective] | None = None
+
     def __init__(self, epsilon: float = 0.05, step_size: float = 1 / 255,
                  steps: int = 1000) -> None:
         super().__init__(epsilon)
@@ -49,9 +53,12 @@ class LinfPGD(Protection):
     def ascend(self, objective: ImageObjective, x: torch.Tensor, delta: torch.Tensor,
                progress: Progress, label: str, hint: str) -> tuple[torch.Tensor, list[float]]:
         """``steps`` signed-gradient steps on the sum of the per-image objective; returns the
-        last δ and the mean objective at each iterate. ``hint`` completes the error raised on a
+        last δ and the mean objective at each iterate (of the EoT objective when ``eot`` wraps
+        it). ``hint`` completes the error raised on a
         non-finite gradient (what produced it and the fix)."""
         history: list[float] = []
+        if self.eot is not None:
+            objective = self.eot(objective)
         with progress.stage(label, total=self.steps) as stage:
             for i in range(self.steps):
                 delta.requires_grad_(True)

@@ -30,6 +30,8 @@ class NoProtection(Protection):
 
     name = "none"
     random = False
+    has_objective = False
+    no_objective = "'none' publishes the clean images: nothing is optimised, nothing to adapt"
 
     def __init__(self, epsilon: float = 0.0) -> None:
         super().__init__(epsilon)
@@ -45,6 +47,8 @@ class RandomNoise(Protection):
     """
 
     name = "random"
+    has_objective = False
+    no_objective = "'random' draws uniform noise: nothing is optimised, nothing to adapt"
 
     def protect(self, images: torch.Tensor, ctx: ProtectionContext) -> ProtectionOutput:
         generator = torch.Generator().manual_seed(ctx.seed)

@@ -91,7 +91,7 @@ TRANSFORMS.register(
     description="IMPRESS: Adam on x until D(E(x)) = x, within an LPIPS budget of the input "
                 "([0,1] units, fp32, batched)",
     source="Cao et al. NeurIPS 2023 §4.2 eq. 4.3, Alg. 1; the authors' impress.py (Adam, cosine)",
-    random=True, uses_model=True,
+    random=True, uses_model=True, differentiable=True,
 )
 _R = "audit.parts.transforms.restoration"
 TRANSFORMS.register(

@@ -216,3 +216,29 @@ def impress(
     with torch.enable_grad():
         out = impress_optimise(images.to(device), reconstruct, distance, params, generator)
     return quantize(out).cpu()
+
+
+def impress_differentiable(
+    images: torch.Tensor,
+    params: ImpressParams,
+    generator: torch.Generator,
+    context: TransformContext | None = None,
+) -> torch.Tensor:
+    """IMPRESS's differentiable surrogate for an adaptive protector: the purifier model's
+    reconstruction D(E(x + s·ε)) of the noised start, ε ~ N(0, I) from ``generator`` (the
+    reconstruction is the consistent image IMPRESS's optimisation moves towards, eq. 4.3's
+    first term at its minimum; its perceptual hinge keeps the result near x, which this
+    surrogate ignores). Differentiable in x; fp32; not rounded (the protector's gradient goes
+    through it)."""
+    if context is None or context.model is None:
+        raise TransformUnavailable(
+            "unavailable: IMPRESS's surrogate needs the purifier's model (a latent diffusion "
+            "model's VAE); run it through the audit engine, which passes the audited model"
+        )
+    x = images.to(context.device)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    reconstruct = vae_reconstruction(context.model.vae)
+    return reconstruct(x + params.noise_std * noise).clamp(0, 1)
+
+
+impress.differentiable = impress_differentiable  # type: ignore[attr-defined]
