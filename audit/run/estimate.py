@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from audit import __version__
+from audit.parts.protections.eot import objective_missing
 from audit.run.cache import canonical_json
 
 if TYPE_CHECKING:
@@ -190,8 +191,8 @@ def count_work(session: Any, cases: list[tuple[Any, str]], lookup: bool) -> Work
     generation = session.tier.generation
     images = len(generation.prompts) * generation.images_per_prompt
     for scenario, subject_name in cases:
-        if "objective" in scenario.requires and not session.protection.has_objective:
-            continue
+        if "objective" in scenario.requires and objective_missing(session.protection):
+            continue  # skipped by the case, as run/case.py does
         plan = session.plan(scenario)
         # the subject's images key the cache; without lookups (and the paper tier's native
         # resolution, which needs the model) they are not loaded
