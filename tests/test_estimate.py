@@ -25,7 +25,7 @@ from audit.run.estimate import (
     save_calibration,
     summary_lines,
 )
-from audit.run.planner import ProtectionInfo, plan_case
+from audit.run.planner import plan_case
 from audit.run.progress import Progress
 from audit.run.session import AuditSession
 
@@ -76,7 +76,7 @@ def test_plan_estimate_on_the_paper_tier_prices_every_distinct_run(
     session = AuditSession(options, Progress(None))
     scenarios = [load_scenario(p) for p in catalogue_files()]
     work = count_work(session, [(s, "astronaut") for s in scenarios], lookup=False)
-    info = ProtectionInfo.of(session.protection, session._protection[1])  # type: ignore[index]
+    info = session.audited().info
     runs = {r.identity for s in scenarios
             if "objective" not in s.requires or session.protection.has_objective
             for r in plan_case(s, info, options.tier_settings, 0).runs}
