@@ -65,8 +65,8 @@ class FSMG(SurrogateAttack):
         model = model_of(ctx, self.name)
         x = images.to(device=ctx.device, dtype=torch.float32)
         classes = class_images(model, self.fsmg, x.shape[-1], ctx)
-        with ctx.progress.stage(f"{self.name}: surrogate DreamBooth on the clean images",
-                                total=1):
+        with ctx.progress.stage(f"{self.name}: surrogate DreamBooth, "
+                                f"{self.fsmg.surrogate_steps} steps on the clean images"):
             return fine_tune(model, x, self.fsmg, self.fsmg.surrogate_steps, ctx.seed, classes,
                              f"{self.name} surrogate")
 
