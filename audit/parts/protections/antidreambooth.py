@@ -147,6 +147,8 @@ class SurrogateAttack(LinfPGD):
     uses_model = True
     #: λ on PID's L_add-log (PID eq. 12); 0 for Anti-DreamBooth itself.
     pid_weight: float = 0.0
+    #: Seeded draws the objective's gain in a run's info is averaged over.
+    info_draws: int = 16
 
     def __init__(self, params: SurrogateParams) -> None:
         super().__init__(params.epsilon, params.step_size, 1)
@@ -185,12 +187,13 @@ class SurrogateAttack(LinfPGD):
     def summary(self, model: LatentDiffusionModel, clean: torch.Tensor, protected: torch.Tensor,
                 history: list[float], what: str) -> dict[str, Any]:
         """The info of a run: the objective's trace and its gain on the 8-bit output."""
-        gain = self.objective_value(model, clean, protected).cpu()
+        gain = self.objective_value(model, clean, protected, draws=self.info_draws).cpu()
         return {"pid_weight": self.pid_weight, "prompt": self.settings.prompt,
                 "objective_first": history[0] if history else None,
                 "objective_last_iterate": history[-1] if history else None,
                 "objective_final_8bit": float(gain.mean()),
                 "objective_final_8bit_per_image": [float(v) for v in gain],
                 "objective_meaning": f"L_cond + {self.pid_weight}·L_add-log against {what}, "
-                                     "protected minus clean images, mean of 16 seeded draws",
+                                     "protected minus clean images, mean of "
+                                     f"{self.info_draws} seeded draws",
                 "objective_trace": history[:: max(1, len(history) // 50)]}

@@ -77,6 +77,8 @@ class Mist(LinfPGD):
 
     name = "mist"
     uses_model = True
+    #: Seeded draws the objective's gain in a run's info is averaged over.
+    info_draws: int = 16
 
     def __init__(self, epsilon: float = 16 / 255, step_size: float = 1 / 255, steps: int = 100,
                  rate: float = 1e4, mode: Mode = "fused", prompt: str = "a painting") -> None:
@@ -148,7 +150,8 @@ class Mist(LinfPGD):
                 ctx.progress, f"Mist PGD ({self.mode})",
                 "the VAE or UNet produced NaN/Inf (check the model's dtype: Mist needs fp32).")
         protected = quantize_within_budget(x.cpu(), (x + delta).detach().cpu(), self.epsilon)
-        gains = self.objective_value(model, x, protected.to(ctx.device).float() / 255)
+        gains = self.objective_value(model, x, protected.to(ctx.device).float() / 255,
+                                     draws=self.info_draws)
         info = {"steps": self.steps, "rate": self.rate, "mode": self.mode, "prompt": self.prompt,
                 "objective_first": history[0] if history else None,
                 "objective_last_iterate": history[-1] if history else None,
@@ -157,6 +160,6 @@ class Mist(LinfPGD):
                 "textural_change": float(gains["textural"].mean()),
                 "semantic_change": float(gains["semantic"].mean()),
                 "objective_meaning": "r·semantic − textural (Mist's loss, negated), protected "
-                                     "minus clean images, mean of 16 seeded draws",
+                                     f"minus clean images, mean of {self.info_draws} seeded draws",
                 "objective_trace": history[:: max(1, len(history) // 50)]}
         return ProtectionOutput(protected, info)
