@@ -188,12 +188,13 @@ class SurrogateAttack(LinfPGD):
                 history: list[float], what: str) -> dict[str, Any]:
         """The info of a run: the objective's trace and its gain on the 8-bit output."""
         gain = self.objective_value(model, clean, protected, draws=self.info_draws).cpu()
+        objective = f"L_cond + {self.pid_weight}·L_add-log" if self.pid_weight else "L_cond"
         return {"pid_weight": self.pid_weight, "prompt": self.settings.prompt,
                 "objective_first": history[0] if history else None,
                 "objective_last_iterate": history[-1] if history else None,
                 "objective_final_8bit": float(gain.mean()),
                 "objective_final_8bit_per_image": [float(v) for v in gain],
-                "objective_meaning": f"L_cond + {self.pid_weight}·L_add-log against {what}, "
+                "objective_meaning": f"{objective} against {what}, "
                                      "protected minus clean images, mean of "
                                      f"{self.info_draws} seeded draws",
                 "objective_trace": history[:: max(1, len(history) // 50)]}

@@ -65,6 +65,9 @@ class PhotoGuardDiffusion(LinfPGD):
 
     name = "photoguard-diffusion"
     uses_model = True
+    #: ``frozen`` lives in antidreambooth.py, outside this class's MRO (so outside its code
+    #: fingerprint): bump when it changes.
+    version = 1
     #: Seeded noise draws the objective in a run's info is averaged over.
     info_draws: int = 4
 
@@ -109,8 +112,9 @@ class PhotoGuardDiffusion(LinfPGD):
         def decode(latents: torch.Tensor) -> torch.Tensor:
             return vae.decode(latents / scale).sample / 2 + 0.5
 
-        side = x.shape[-1] // model.vae_scale_factor
-        shape = (len(x), int(vae.config.latent_channels), side, side)
+        factor = model.vae_scale_factor
+        shape = (len(x), int(vae.config.latent_channels), x.shape[-2] // factor,
+                 x.shape[-1] // factor)
         xi, start = (torch.randn(shape, generator=generator).to(x) for _ in range(2))
         noises = [torch.randn(shape, generator=generator).to(x) for _ in timesteps]
         latents = scheduler.add_noise(self._run(encode, x, xi), start, timesteps[:1])
