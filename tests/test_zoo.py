@@ -90,6 +90,16 @@ def test_aspl_raises_the_last_surrogates_loss_far_above_random_noise(tiny, image
     assert float(gain.min()) > 10 * float(noise.abs().max())
 
 
+def test_aspl_without_surrogate_steps_is_one_pgd_continued_across_rounds(tiny, images) -> None:
+    """With no fine-tuning, 2 rounds × 2 PGD steps are FSMG's 4 steps against the base model:
+    δ carries over between rounds and the draws continue one seeded stream."""
+    x = images[:1]
+    aspl = quick(ASPL(rounds=2, surrogate_steps=0, pgd_steps=2, step_size=2 / 255,
+                      **TINY_SURROGATE))
+    fsmg = quick(FSMG(steps=4, surrogate_steps=0, step_size=2 / 255, **TINY_SURROGATE))
+    assert torch.equal(aspl.protect(x, ctx(tiny)).images, fsmg.protect(x, ctx(tiny)).images)
+
+
 def test_photoguard_diffusion_pulls_the_edit_to_gray_far_beyond_noise(tiny, images) -> None:
     x = images[:1]
     guard = quick(PhotoGuardDiffusion(steps=4, grad_reps=1))
