@@ -166,6 +166,14 @@ def test_names_with_a_plus_work_in_every_place_a_name_goes() -> None:
     assert build_protection("fsmg+pid", tier)[0].pid_weight == 0.1
 
 
+def test_prior_preservation_without_class_images_is_refused_by_name() -> None:
+    from audit.errors import ProtectionError
+
+    with pytest.raises(ProtectionError, match="num_class_images"):
+        build_protection("aspl", get_tier("smoke", parse_overrides(
+            ["aspl.prior_preservation=true", "aspl.num_class_images=0"])))
+
+
 @pytest.mark.parametrize("name", ["mist", "fsmg", "aspl", "fsmg+pid", "aspl+pid",
                                   "photoguard-diffusion"])
 def test_registered_with_uses_model_and_capped_on_the_smoke_tier(name: str) -> None:

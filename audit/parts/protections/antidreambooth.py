@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from audit.config.settings import CLASS_PROMPT, PROTECTOR_PROMPT
 from audit.diffusion import sampling
@@ -72,6 +72,13 @@ class SurrogateParams(Params):
     prior_preservation: bool = True
     num_class_images: int = Field(200, ge=0, le=10_000)
     class_prompt: str = CLASS_PROMPT
+
+    @model_validator(mode="after")
+    def _class_images_when_needed(self) -> SurrogateParams:
+        if self.prior_preservation and self.num_class_images < 1:
+            raise ValueError("prior_preservation needs num_class_images ≥ 1 (or set "
+                             "prior_preservation: false)")
+        return self
 
 
 @contextmanager
