@@ -93,6 +93,21 @@ SMOKE_LORA: dict[str, Any] = {
                             "conv1", "conv2"],
 }
 
+# The protection zoo on the smoke tier: iterations capped so that each crafts the subject's four
+# 64-px views in well under a minute of one CPU thread (the parts keep the papers' counts; seconds
+# per image: benchmarks/results/bench-protections.json). The Anti-DreamBooth surrogates fine-tune
+# the tiny model at a rate it learns at (lr 5e-7 moves a 3-M-parameter model nowhere in a few
+# steps), batch 2, without prior preservation (as the smoke DreamBooth).
+SMOKE_SURROGATE: dict[str, Any] = {"lr": 1e-3, "batch_size": 2, "prior_preservation": False}
+SMOKE_ZOO: dict[str, dict[str, Any]] = {
+    "mist": {"steps": 20},
+    "fsmg": {"steps": 20, "surrogate_steps": 50, **SMOKE_SURROGATE},
+    "fsmg+pid": {"steps": 20, "surrogate_steps": 50, **SMOKE_SURROGATE},
+    "aspl": {"rounds": 4, "surrogate_steps": 3, "pgd_steps": 5, **SMOKE_SURROGATE},
+    "aspl+pid": {"rounds": 4, "surrogate_steps": 3, "pgd_steps": 5, **SMOKE_SURROGATE},
+    "photoguard-diffusion": {"steps": 8, "grad_reps": 2},
+}
+
 TIERS: dict[str, dict[str, Any]] = {
     "smoke": {
         "resolution": 64,
@@ -103,6 +118,7 @@ TIERS: dict[str, dict[str, Any]] = {
         # scale.
         "replicates": 3,
         "pid": {"steps": 100},
+        **SMOKE_ZOO,
         # Purifiers' iterations capped (the scenarios keep the papers' counts, the record says
         # the tier capped them): IMPRESS's 1000-3000 Adam steps and GrIDPure's 20 passes take
         # hours per case on 2 CPU cores (benchmarks/results/bench-purifiers.json).

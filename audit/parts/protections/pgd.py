@@ -51,23 +51,25 @@ class LinfPGD(Protection):
         return (x + delta).clamp(0, 1) - x
 
     def ascend(self, objective: ImageObjective, x: torch.Tensor, delta: torch.Tensor,
-               progress: Progress, label: str, hint: str) -> tuple[torch.Tensor, list[float]]:
-        """``steps`` signed-gradient steps on the sum of the per-image objective; returns the
-        last δ and the mean objective at each iterate (of the EoT objective when ``eot`` wraps
-        it). ``hint`` completes the error raised on a
-        non-finite gradient (what produced it and the fix)."""
+               progress: Progress, label: str, hint: str,
+               steps: int | None = None) -> tuple[torch.Tensor, list[float]]:
+        """``steps`` (default ``self.steps``) signed-gradient steps on the sum of the per-image
+        objective; returns the last δ and the mean objective at each iterate (of the EoT
+        objective when ``eot`` wraps it). ``hint`` completes the error raised on a non-finite
+        gradient (what produced it and the fix)."""
         history: list[float] = []
         if self.eot is not None:
             objective = self.eot(objective)
-        with progress.stage(label, total=self.steps) as stage:
-            for i in range(self.steps):
+        steps = self.steps if steps is None else steps
+        with progress.stage(label, total=steps) as stage:
+            for i in range(steps):
                 delta.requires_grad_(True)
                 loss = objective(x + delta)
                 (grad,) = torch.autograd.grad(loss.sum(), delta)
                 if not torch.isfinite(grad).all():
                     raise FloatingPointError(
                         f"{self.name.upper()}: non-finite gradient at iteration "
-                        f"{i + 1}/{self.steps}; {hint}"
+                        f"{i + 1}/{steps}; {hint}"
                     )
                 with torch.no_grad():
                     delta = delta + self.step_at(i) * grad.sign()
