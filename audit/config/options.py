@@ -32,6 +32,8 @@ class AuditOptions:
     exploit_workers: int | None = None
     # --exploit: the standard exploit, 'NAME' or 'NAME: {params}' (default dreambooth)
     exploit: str | None = None
+    # --subject-kind: person or style for every subject (default: each folder's subject.yaml)
+    subject_kind: str | None = None
 
     @property
     def tier_settings(self) -> Tier:

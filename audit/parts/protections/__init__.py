@@ -58,3 +58,11 @@ PROTECTIONS.register(
     source="Liang et al., ICML 2023; PID Tables 3-7 (ε 0.05, step ε/10, 100 it)", random=True,
     uses_model=True,
 )
+PROTECTIONS.register(
+    "glaze-like", target="audit.parts.protections.glaze:GlazeLike",
+    params="audit.parts.protections.glaze:GlazeLikeParams",
+    description="Glaze as IMPRESS re-implemented it: Adam on δ pulling E(x+δ) to the latent of a "
+                "style-transferred copy, LPIPS hinge (a style subject's protection)",
+    source="Shan et al., USENIX Security 2023; IMPRESS (Cao et al., NeurIPS 2023) §3, App. B "
+           "(p 0.05, α 30, lr 0.01, 500 steps)", random=True, uses_model=True,
+)
