@@ -71,6 +71,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     choices=["smoke", "standard", "paper"], help="compute tier (default smoke)")
     group.addoption("--data", action=_Single, default=None, help="subject images: DIR with one "
             "sub-folder per subject (default: bundled subject)")
+    group.addoption("--subject-kind", action=_Single, default=None, choices=["person", "style"],
+                    help="what every subject is: person (a face; default) or style (an artist's "
+                         "style); without it a subject folder's subject.yaml says, else person. "
+                         "Without --data: the bundled subject of that kind")
     group.addoption("--results-dir", action=_Single, default="audit-results",
                     help="results folder: cache, results JSON, artifacts")
     group.addoption("--device", action=_Single, default="auto", help="auto (cuda, then mps, then "
@@ -168,6 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
         runs_per_gpu=config.getoption("runs_per_gpu"),
         executor=config.getoption("executor"),
         ray_address=config.getoption("ray_address"),
+        subject_kind=config.getoption("subject_kind"),
     )
     from audit.config.startup import check_options
 
@@ -227,7 +232,7 @@ def _build_cases(config: pytest.Config) -> list[tuple[AuditCase, list[str]]]:
                            error=str(exc)), [])]
     subject_error = None
     try:
-        subjects = discover_subjects(options.data)
+        subjects = discover_subjects(options.data, options.subject_kind)
     except AuditError as exc:
         subjects, subject_error = ["no-subject"], str(exc)
     tag = None if options.full_catalogue else options.tier_settings.data.get("catalogue_tag")
@@ -394,6 +399,8 @@ def reproduce_command(options: Any) -> str:
         parts.append(f"--transfer-model={options.transfer_model}")
     if options.data:
         parts.append(f"--data={options.data}")
+    if options.subject_kind:
+        parts.append(f"--subject-kind={options.subject_kind}")
     if options.scenarios:
         parts.append(f"--scenarios={options.scenarios}")
     if options.replicates is not None:

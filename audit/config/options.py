@@ -61,6 +61,8 @@ class AuditOptions:
     executor: str = "local"
     # --ray-address: the Ray cluster to join (default: a local Ray started for the run)
     ray_address: str | None = None
+    # --subject-kind: person or style for every subject (default: each folder's subject.yaml)
+    subject_kind: str | None = None
 
     @property
     def protections(self) -> tuple[str, ...]:

@@ -39,6 +39,9 @@ class VerdictSettings(Params):
 
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 − confidence of every interval")
     face_metric_substitute: str | None = None
+    style_metric_substitute: str | None = Field(
+        None, description="decides instead of the style kind's metric (clip_style_similarity) on "
+                          "a style subject, where the tier cannot use CLIP (smoke)")
     fallback_metric: str | None = Field(
         None, description="decides where the verdict metric is unavailable (its weights missing); "
                           "the record says so and the case is flagged. None: such a case is an "
@@ -82,7 +85,8 @@ class VerdictSettings(Params):
                                           "protection removes (lower 95% bound); a scenario may "
                                           "set its own")
 
-    @field_validator("face_metric_substitute", "fallback_metric", mode="before")
+    @field_validator("face_metric_substitute", "style_metric_substitute", "fallback_metric",
+                     mode="before")
     @classmethod
     def _known_metric(cls, value: object) -> str | None:
         if value is None or (isinstance(value, str)

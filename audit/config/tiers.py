@@ -124,6 +124,10 @@ TIERS: dict[str, dict[str, Any]] = {
         # hours per case on 2 CPU cores (benchmarks/results/bench-purifiers.json).
         "impress": {"max_iterations": 50},
         "gridpure": {"max_iterations": 2},
+        # glaze-like's style target is SDEdit at strength 0.5 (500 DDPM steps with guidance) and
+        # 500 Adam steps: on the tiny model a tenth of the schedule and 100 steps keep it near a
+        # minute of CPU.
+        "glaze-like": {"steps": 100, "target_strength": 0.1},
         # The trained tiny model learns the subject only when it nearly memorises the four
         # images: each step sees all four (batch 4, as one epoch of diffusers' shuffled loader),
         # at 3e-3 decayed to 0 by a cosine so that the outcome depends on the data rather than on
@@ -141,7 +145,10 @@ TIERS: dict[str, dict[str, Any]] = {
         # 24 paired generations: generation is ~5 % of a fine-tune's cost here.
         "generation": {"images_per_prompt": 8, "steps": 10},
         # 64-px faces: dlib/MTCNN detect nothing below ~80 px (see audit/parts/metrics/subject.py).
-        "verdict": {"face_metric_substitute": "subject_similarity"},
+        # A style subject (audit/data/kinds.py) decides on the weight-free Gram statistics: CLIP's
+        # weights are not there offline.
+        "verdict": {"face_metric_substitute": "subject_similarity",
+                    "style_metric_substitute": "gram_style_similarity"},
         # controls.null_baseline off here: it adds K = 3 fine-tunes per audit (shared by every
         # scenario, cached), which on the default 3-scenario selection is 15 → 18 fine-tunes and 2
         # more rounds of the 2-worker pool in the first case: +90 s on a 437-s audit (43-s
@@ -299,12 +306,14 @@ class Tier:
                                 ("--audit-set", self.overrides.get(name, {}))],
                         f"tier '{self.name}' section '{name}'")
 
-    def resolve_part(self, part: Part, scenario: dict[str, Any] | None = None) -> Resolved:
-        """part default < tier (its matching row) < --exploit < scenario < --audit-set,
-        validated by the part's own model."""
+    def resolve_part(self, part: Part, scenario: dict[str, Any] | None = None,
+                     kind: tuple[str, dict[str, Any]] | None = None) -> Resolved:
+        """part default < tier (its matching row) < the subject's kind (its prompts) < --exploit
+        < scenario < --audit-set, validated by the part's own model."""
         section = dict(self.data.get(part.name, {}))
         rows = section.pop(ROWS, [])
         upper = [
+            *([kind] if kind else []),
             ("--exploit", self.exploit_params if part.name == self.exploit else {}),
             ("scenario", scenario or {}),
             ("--audit-set", self.overrides.get(part.name, {})),

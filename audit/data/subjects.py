@@ -1,7 +1,10 @@
-"""Subject sets: N clean images of one person, validated on load.
+"""Subject sets: N clean images of one person or of one artist's style, validated on load.
 
 ``--data DIR`` holds one sub-folder of images per subject (or images directly, making one
-subject named after the folder). Without it, the bundled subject is used:
+subject named after the folder); a sub-folder's ``subject.yaml`` may say its kind
+(``kind: style``; ``audit/data/kinds.py``). Without ``--data``, the bundled subject of the kind
+``--subject-kind`` names is used (``person`` by default; ``style``: **stained-glass**,
+``audit/data/style.py``):
 
 **astronaut** — scikit-image's ``data.astronaut()``: "Eileen Collins (born November 19, 1956)
 is an American astronaut ... This image was downloaded from the NASA Great Images database
@@ -37,7 +40,7 @@ import hashlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +48,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from audit.data.images import from_pil, to_uint8
+from audit.data.kinds import KIND_FILE, PERSON, STYLE, SubjectKind, read_kind
+from audit.data.style import STYLE_SUBJECT, style_works
 from audit.errors import DataError
 
 BUNDLED_SUBJECT = "astronaut"
+#: the bundled subject of each kind (``--subject-kind`` without ``--data``)
+BUNDLED = {PERSON.name: BUNDLED_SUBJECT, STYLE.name: STYLE_SUBJECT}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MIN_IMAGES = 2  # refused below: one picture is memorised, not learnt as a subject
 RECOMMENDED_IMAGES = 4  # a note below: DreamBooth uses 3-5 per subject, Anti-DreamBooth 4 per set
@@ -81,6 +88,7 @@ class Subject:
     source: str
     notes: tuple[str, ...]
     content_hash: str
+    kind: SubjectKind = PERSON
 
 
 def _hash(images: torch.Tensor, files: tuple[str, ...]) -> str:
@@ -168,15 +176,26 @@ def _image_files(folder: Path) -> tuple[list[Path], list[str]]:
         if path.is_dir():
             notes.append(f"{path.name}/: sub-folder ignored (a subject's images are read from its "
                          "own folder only)")
-        elif path.is_file():
+        elif path.is_file() and path.name != KIND_FILE:  # the kind file is read by read_kind
             files.append(path)
     return files, notes
 
 
-def discover_subjects(data_dir: Path | None) -> list[str]:
-    """Names of the subjects in ``data_dir`` (sorted), or the bundled subject."""
+def bundled_style_subject(resolution: int) -> Subject:
+    """The bundled style subject (``audit/data/style.py``)."""
+    batch, files = style_works(resolution)
+    notes = (f"4 works in one synthetic style (stained glass: SLIC cells in their mean colour, "
+             f"dark outlines) made from scikit-image photographs; resized to "
+             f"{resolution}×{resolution} (Lanczos)",)
+    source = ("bundled: a synthetic style over scikit-image data.chelsea/coffee/rocket/astronaut "
+              "(public domain / CC0)")
+    return Subject(STYLE_SUBJECT, batch, files, source, notes, _hash(batch, files), STYLE)
+
+
+def discover_subjects(data_dir: Path | None, kind: str | None = None) -> list[str]:
+    """Names of the subjects in ``data_dir`` (sorted), or the bundled subject of ``kind``."""
     if data_dir is None:
-        return [BUNDLED_SUBJECT]
+        return [BUNDLED[read_kind(None, kind).name]]
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise DataError(f"--data {data_dir}: folder does not exist. Pass a folder holding one "
@@ -363,15 +382,30 @@ def _read_image(path: Path, notes: list[str]) -> Image.Image:
     return _to_rgb(image, path, notes, sixteen_bit=";16" in rawmode)
 
 
-def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
-    """Load and validate one subject at ``resolution``×``resolution`` (DataError otherwise)."""
+def subject_kind(name: str, data_dir: Path | None, kind: str | None = None) -> SubjectKind:
+    """A subject's kind without loading its images: ``kind`` (``--subject-kind``), else its
+    folder's ``subject.yaml``, else ``person``; a bundled subject is of its own kind."""
+    if kind is not None:
+        return read_kind(None, kind)
+    if data_dir is None:
+        return STYLE if name == STYLE_SUBJECT else PERSON
+    return read_kind(_subject_folder(name, Path(data_dir)))
+
+
+def load_subject(name: str, data_dir: Path | None, resolution: int,
+                 kind: str | None = None) -> Subject:
+    """Load and validate one subject at ``resolution``×``resolution`` (DataError otherwise);
+    ``kind`` (``--subject-kind``) overrides the folder's ``subject.yaml``."""
     if resolution < 8:
         raise DataError(f"resolution {resolution} is too small; use at least 8 px.")
     if data_dir is None:
-        if name != BUNDLED_SUBJECT:
-            raise DataError(f"unknown bundled subject '{name}'; the bundled subject is "
-                            f"'{BUNDLED_SUBJECT}'.")
-        return bundled_subject(resolution)
+        makers = {BUNDLED_SUBJECT: bundled_subject, STYLE_SUBJECT: bundled_style_subject}
+        if name not in makers:
+            raise DataError(f"unknown bundled subject '{name}'; the bundled subjects are "
+                            f"{', '.join(repr(n) for n in makers)} (--subject-kind person or "
+                            "style).")
+        subject = makers[name](resolution)
+        return subject if kind is None else replace(subject, kind=read_kind(None, kind))
     data_dir = Path(data_dir)
     folder = _subject_folder(name, data_dir)
     notes: list[str] = []
@@ -395,7 +429,8 @@ def load_subject(name: str, data_dir: Path | None, resolution: int) -> Subject:
             f"only {len(images)} images; DreamBooth papers use 3–5 per subject and Anti-DreamBooth "
             f"{RECOMMENDED_IMAGES} per set, so results on fewer are noisier; add more if you can"
         )
-    return _to_batch(name, folder, files, images, resolution, notes)
+    subject = _to_batch(name, folder, files, images, resolution, notes)
+    return replace(subject, kind=read_kind(folder, kind))
 
 
 def _to_batch(name: str, folder: Path, files: list[Path], images: list[tuple[Path, Image.Image]],

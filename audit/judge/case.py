@@ -9,6 +9,7 @@ from typing import Any
 
 from audit.config.scenario import Scenario
 from audit.config.tiers import Tier
+from audit.data.kinds import PERSON, SubjectKind
 from audit.judge import checks
 from audit.judge.adaptive import adaptive_comparison
 from audit.judge.verdict import MetricVerdict, decide, worst_variant
@@ -18,12 +19,21 @@ from audit.run.planner import CasePlan
 
 
 def metric_choice(tier: Tier, resolution: int, scenario: Scenario,
-                  record: dict[str, Any]) -> tuple[list[str], str]:
-    """The metrics to compute and the one that decides (the tier's substitute, said why)."""
-    names = exploit_metric_names()
+                  record: dict[str, Any], kind: SubjectKind = PERSON) -> tuple[list[str], str]:
+    """The metrics to compute and the one that decides (the tier's substitute, said why); on an
+    artist's style a face metric gives way to the style kind's metric."""
+    names = exploit_metric_names(kind.name)
     verdict_metric = scenario.verdict.metric
     substitute = tier.verdict.face_metric_substitute
-    if substitute and verdict_metric in FACE_METRICS:
+    if kind.verdict_metric and verdict_metric in FACE_METRICS:
+        chosen = tier.verdict.style_metric_substitute or kind.verdict_metric
+        record["verdict_metric_note"] = (
+            f"subject kind '{kind.name}': decides on {chosen} instead of the scenario's "
+            f"{verdict_metric} (a face metric means nothing on an artist's works)"
+            + (f"; tier '{tier.name}' uses {chosen} for {kind.verdict_metric} (its weights are "
+               "not assumed there)" if chosen != kind.verdict_metric else ""))
+        verdict_metric = chosen
+    elif substitute and verdict_metric in FACE_METRICS:
         record["verdict_metric_note"] = (
             f"tier '{tier.name}' decides on {substitute} instead of the scenario's "
             f"{verdict_metric}: faces at {resolution} px are below the face metrics' working size "

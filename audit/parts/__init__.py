@@ -14,6 +14,7 @@ from audit.parts.metrics import (
     FACE_METRICS,
     METRICS,
     RENAMED_METRICS,
+    STYLE_METRICS,
     renamed_metric,
 )
 from audit.parts.protections import PROTECTIONS
@@ -23,7 +24,7 @@ from audit.parts.transforms import TRANSFORMS
 REGISTRIES = {r.kind: r for r in (TRANSFORMS, PROTECTIONS, EXPLOITS, METRICS)}
 
 __all__ = [
-    "EXPLOITS", "EXPLOIT_METRICS", "FACE_METRICS", "METRICS", "NoParams", "PROTECTIONS",
-    "REGISTRIES",
+    "EXPLOITS", "EXPLOIT_METRICS", "FACE_METRICS", "METRICS", "STYLE_METRICS", "NoParams",
+    "PROTECTIONS", "REGISTRIES",
     "RENAMED_METRICS", "TRANSFORMS", "renamed_metric",
 ]

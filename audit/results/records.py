@@ -29,7 +29,8 @@ def new_record(case_id: str, options: AuditOptions, scenario: dict[str, Any], su
 
 
 def subject_record(subject: Subject, resolution: int) -> dict[str, Any]:
-    return {"name": subject.name, "source": subject.source, "files": list(subject.files),
+    return {"name": subject.name, "kind": subject.kind.name, "source": subject.source,
+            "files": list(subject.files),
             "notes": list(subject.notes),
             "content_hash": subject.content_hash, "n_images": len(subject.images),
             "resolution": resolution}

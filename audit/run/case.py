@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from audit.config.scenario import Scenario
+from audit.config.settings import GenerationSettings
 from audit.data.images import png_bytes, to_uint8
+from audit.data.kinds import PERSON, SubjectKind
 from audit.data.subjects import Subject
 from audit.errors import AuditError, BudgetExceeded
 from audit.judge.case import CaseJudge, metric_choice
@@ -51,6 +53,16 @@ class CaseRun:
         # one item of --protection (the audit may list several); the first by default
         self.protection = protection or session.options.protections[0]
         self.judge = CaseJudge(session.tier, session.options.seed)
+        self.kind: SubjectKind = PERSON  # read from the subject at the start of the run
+
+    @property
+    def generation(self) -> GenerationSettings:
+        """The tier's generation settings, with the evaluation prompts of the subject's kind."""
+        settings = self.session.tier.generation
+        if self.kind is PERSON:
+            return settings
+        prompts = self.kind.eval_prompts_for(tuple(settings.prompts))
+        return settings.model_copy(update={"prompts": prompts})
 
     def run(self) -> dict[str, Any]:
         """Run one (protection × scenario × subject) case; never raises: errors are recorded."""
@@ -86,7 +98,8 @@ class CaseRun:
                 f"objective, and protection '{audited.protection.name}' ({audited.spec}) has "
                 f"none the toolkit can see: {missing}"))
             return
-        plan = self.session.plan(scenario, self.protection)
+        self.kind = self.session.subject_kind(self.subject_name)
+        plan = self.session.plan(scenario, self.protection, self.kind)
         record["plan"] = plan_record(plan)
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
             record.update(outcome="skipped", reason=(
@@ -106,7 +119,7 @@ class CaseRun:
         record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity])
                               for run in plan.runs}
         metric_names, verdict_metric = metric_choice(self.session.tier, self.session.resolution,
-                                                     scenario, record)
+                                                     scenario, record, self.kind)
         untrained = self.run_untrained(plan, record)
         values = self.measure(plan, outputs, subject, metric_names)
         self.judge.judge(plan, scenario, values, verdict_metric, record,
@@ -139,7 +152,7 @@ class CaseRun:
         """The untrained reference, per replicate: the base model's generations with the replicate's
         prompts, settings and seed, no fine-tune (cached once per model, settings and seed, so
         shared by every case and rerun of the audit)."""
-        generation = self.session.tier.generation
+        generation = self.generation
         out, record["untrained"] = [], []
         for r, seed in enumerate(plan.seeds):
             generations, key = self.session.stages.untrained(
@@ -164,7 +177,7 @@ class CaseRun:
         computed side by side in worker processes when there are several
         (``audit/run/workers.py``, one GPU each on CUDA) or as Ray tasks (``--executor ray``,
         ``audit/run/ray_executor.py``)."""
-        generation = self.session.tier.generation
+        generation = self.generation
         runs = plan.unique_runs()
         pending = [r for r in runs
                    if not self.session.stages.exploit_cached(r, images[r.identity], generation)]

@@ -44,6 +44,7 @@ from typing import Any
 
 from audit.config.scenario import STANDARD_EXPLOIT, Scenario
 from audit.config.tiers import Tier
+from audit.data.kinds import PERSON, SubjectKind
 from audit.parts import EXPLOITS, PROTECTIONS, TRANSFORMS
 from audit.parts.registry import PartSpec
 
@@ -261,27 +262,34 @@ def null_baseline_spec(protection: PartSpec) -> PartSpec | None:
     return PartSpec("protection", "random", params)
 
 
-def resolve_exploit(tier: Tier, name: str, params: dict[str, Any]
-                    | None) -> tuple[PartSpec, dict[str, str]]:
+def resolve_exploit(tier: Tier, name: str, params: dict[str, Any] | None,
+                    kind: SubjectKind = PERSON) -> tuple[PartSpec, dict[str, str]]:
+    """An exploit's parameters through the layers (``Tier.resolve_part``); a subject kind other
+    than ``person`` sets its prompts above the tier."""
     part = EXPLOITS.get(name)
-    resolved = tier.resolve_part(part, params)
+    layer = None
+    if kind is not PERSON:
+        layer = (f"subject kind '{kind.name}'",
+                 kind.exploit_params(set(part.params_model().model_fields)))
+    resolved = tier.resolve_part(part, params, kind=layer)
     return PartSpec("exploit", name, resolved.to_dict()), resolved.origin
 
 
 def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: int,
-              default_exploit: str | None = None) -> CasePlan:
+              default_exploit: str | None = None, kind: SubjectKind = PERSON) -> CasePlan:
     """Every run the case needs, with its role, replicate, image chain and exploit.
 
     The standard exploit is ``default_exploit`` or the tier's (``--exploit``, DreamBooth by
     default); a scenario's ``standard`` exploit is that one with the scenario's changes, a
     named one stays itself. Either way, one that resolves to other parameters than the
-    standard exploit's gets a matched control.
+    standard exploit's gets a matched control. The subject's ``kind`` sets the exploits'
+    prompts (``audit/data/kinds.py``).
     """
     k = tier.replicates
     seeds = tuple(replicate_seed(seed, r) for r in range(k))
     standard_name = default_exploit or tier.exploit
-    standard, standard_origin = resolve_exploit(tier, standard_name, None)
-    variants = resolve_variants(scenario, tier, standard_name, standard)
+    standard, standard_origin = resolve_exploit(tier, standard_name, None, kind)
+    variants = resolve_variants(scenario, tier, standard_name, standard, kind)
 
     adaptation, notes = resolve_adaptation(scenario, tier)
     runs: list[Run] = []
@@ -328,7 +336,7 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
 
 
 def resolve_variants(scenario: Scenario, tier: Tier, standard_name: str,
-                     standard: PartSpec) -> list[VariantPlan]:
+                     standard: PartSpec, kind: SubjectKind = PERSON) -> list[VariantPlan]:
     """Each variant's attack steps and exploit, resolved (part default < tier < scenario); one
     whose exploit differs from the standard one gets a matched control."""
     variants = []
@@ -337,7 +345,7 @@ def resolve_variants(scenario: Scenario, tier: Tier, standard_name: str,
                                tier.resolve_part(TRANSFORMS.get(s.part), s.params).to_dict())
                       for s in attack)
         name = standard_name if exploit.part == STANDARD_EXPLOIT else exploit.part
-        spec, origin = resolve_exploit(tier, name, exploit.params)
+        spec, origin = resolve_exploit(tier, name, exploit.params, kind)
         changes = spec != standard and tier.controls.matched
         variants.append(VariantPlan(label, steps, spec, changes, origin))
     return variants

@@ -14,7 +14,8 @@ import torch
 from audit.config.options import AuditOptions
 from audit.config.scenario import Scenario
 from audit.data.images import from_uint8
-from audit.data.subjects import Subject, load_subject
+from audit.data.kinds import PERSON, SubjectKind
+from audit.data.subjects import Subject, load_subject, subject_kind
 from audit.parts.metrics.imperceptibility import imperceptibility
 from audit.parts.protections.base import Protection, check_budget
 from audit.run.audited import AuditedProtection
@@ -125,14 +126,21 @@ class AuditSession:
 
     def subject(self, name: str) -> Subject:
         if name not in self._subjects:
-            subject = load_subject(name, self.options.data, self.resolution)
+            subject = load_subject(name, self.options.data, self.resolution,
+                                   self.options.subject_kind)
             for note in subject.notes:
                 self.progress.note(f"subject '{name}': {note}")
             self._subjects[name] = subject
         return self._subjects[name]
 
-    def plan(self, scenario: Scenario, protection: str | None = None) -> CasePlan:
-        return plan_case(scenario, self.audited(protection).info, self.tier, self.options.seed)
+    def subject_kind(self, name: str) -> SubjectKind:
+        """A subject's kind, read before its images are (the plan needs its prompts)."""
+        return subject_kind(name, self.options.data, self.options.subject_kind)
+
+    def plan(self, scenario: Scenario, protection: str | None = None,
+             kind: SubjectKind = PERSON) -> CasePlan:
+        return plan_case(scenario, self.audited(protection).info, self.tier, self.options.seed,
+                         kind=kind)
 
     def protection_record(self, protection: str | None = None) -> dict[str, Any]:
         return self.audited(protection).record()

@@ -18,6 +18,23 @@ METRICS.register(
                                      "(weight-free)",
 )
 METRICS.register(
+    "gram_style_similarity", target=f"{_M}.style:GramStyleSimilarity",
+    params="audit.parts.registry:NoParams",
+    description="cosine of each generation's Gram-matrix style statistics to the style's works' "
+                "(random-filter features)",
+    source="Gatys et al. CVPR 2016 eq. 3; Ustyuzhaninov et al. ICLR 2017 (smoke tier's style "
+           "metric)",
+    direction="down", implementation="64 fixed random 5×5 ReLU filters, 2 scales (weight-free)",
+)
+METRICS.register(
+    "clip_style_similarity", target=f"{_M}.style:ClipStyleSimilarity",
+    params="audit.parts.registry:NoParams",
+    description="cosine of each generation's CLIP embedding to the mean embedding of the style's "
+                "works",
+    source="Glaze §6 / IMPRESS §5.2 (CLIP style classifiers), one-class form",
+    direction="down", implementation="open_clip ViT-B-32 'openai' (downloaded)",
+)
+METRICS.register(
     "fds", target=f"{_M}.fds:FaceDetectionScore", params="audit.parts.registry:NoParams",
     description="PID's FDS: facenet VGGFace2 embedding (MTCNN face), mean cosine to the training "
                 "images'; no face = 0",
@@ -143,6 +160,9 @@ FACE_METRICS = frozenset({"fds", "ism", "fdfr", "ims", "dlib_identity_similarity
 # (PhotoGuard's, on edits) and the edit similarities are for the editing exploits, by name.
 EXPLOIT_METRICS = ("subject_similarity", "fds", "ism", "fdfr", "ims", "dlib_identity_similarity",
                    "mtcnn_detection_failure_rate", "brisque", "iqs", "fid", "clip_iqac", "q")
+# The metrics of an artist's style (subject kind 'style'): computed on its exploits instead of the
+# face metrics.
+STYLE_METRICS = ("gram_style_similarity", "clip_style_similarity")
 # Metric names of earlier versions: refused with the migration, never silently mapped (the
 # old identity metric was not the papers' FDS or ISM that its name suggested).
 RENAMED_METRICS = {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 
-from audit.parts import EXPLOIT_METRICS, FACE_METRICS, METRICS, renamed_metric
+from audit.parts import EXPLOIT_METRICS, FACE_METRICS, METRICS, STYLE_METRICS, renamed_metric
 from audit.parts.metrics.base import Metric
 from audit.parts.registry import UnknownPart
 
 UnknownMetric = UnknownPart
 
-__all__ = ["FACE_METRICS", "METRICS", "UnknownMetric", "exploit_metric_names", "get_metric"]
+__all__ = ["FACE_METRICS", "METRICS", "STYLE_METRICS", "UnknownMetric", "exploit_metric_names",
+           "get_metric"]
 
 
 @functools.cache
@@ -21,6 +22,9 @@ def get_metric(name: str) -> Metric:
     return METRICS.get(name).load()()
 
 
-def exploit_metric_names() -> list[str]:
-    """The metrics computed on every exploit's generations."""
+def exploit_metric_names(kind: str = "person") -> list[str]:
+    """The metrics computed on every exploit's generations: on an artist's style (``kind``
+    'style') the style metrics instead of the face metrics."""
+    if kind == "style":
+        return [n for n in EXPLOIT_METRICS if n not in FACE_METRICS] + list(STYLE_METRICS)
     return list(EXPLOIT_METRICS)

@@ -103,3 +103,11 @@ PROTECTIONS.register(
     source="Salman et al., ICML 2023, §4 eq. 5, Alg. 2, Table 9 (ε 16/255, step 2/255, 200 it)",
     random=True, uses_model=True,
 )
+PROTECTIONS.register(
+    "glaze-like", target="audit.parts.protections.glaze:GlazeLike",
+    params="audit.parts.protections.glaze:GlazeLikeParams",
+    description="Glaze as IMPRESS re-implemented it: Adam on δ pulling E(x+δ) to the latent of a "
+                "style-transferred copy, LPIPS hinge (a style subject's protection)",
+    source="Shan et al., USENIX Security 2023; IMPRESS (Cao et al., NeurIPS 2023) §3, App. B "
+           "(p 0.05, α 30, lr 0.01, 500 steps)", random=True, uses_model=True,
+)
