@@ -85,7 +85,7 @@ def test_an_unknown_item_is_named_with_the_registered_protections(tmp_path: Path
     message = str(info.value)
     assert message.startswith("--protection=pid,photoguard-encoder,pdi,random: item 'pdi'")
     assert "did you mean 'pid'" in message
-    assert "advdm, dir, none, photoguard-encoder" in message  # the registered ones
+    assert "advdm, aspl, aspl+pid, dir" in message and "photoguard-encoder, " in message
     check_options(AuditOptions(protection="pid,photoguard-encoder,random", results_dir=tmp_path))
 
 
