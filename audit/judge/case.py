@@ -152,10 +152,9 @@ class CaseJudge:
         record["flags"].extend(checks.unbounded(decisive) + checks.inconclusive(decisive))
         self._noise_floor(plan, values.get(verdict_metric, {}), decisive, record)
         self._null_baseline(plan, decisive, record)
-        prefix = (f"worst of {len(plan.variants)} exploit variants: "
-                  f"'{plan.variants[worst].label}'; " if len(plan.variants) > 1 else "")
-        if editing:
-            prefix += EDIT_WORDS[baseline]
+        prefix = (EDIT_WORDS[baseline] if editing else "") + (
+            f"worst of {len(plan.variants)} exploit variants: '{plan.variants[worst].label}'; "
+            if len(plan.variants) > 1 else "")
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
 
     def _verdict(self, plan: CasePlan, variant: int, name: str, by_run: dict[tuple, dict[str, Any]],
@@ -249,7 +248,8 @@ def editing_baseline(plan: CasePlan, record: dict[str, Any]) -> str:
     }
     if baseline == "clean":
         record["flags"].append("editing verdict without a null baseline (the protection declares "
-                               "no ε): measured from the clean edits, any perturbation is an effect")
+                               "no ε): measured from the clean edits, any perturbation is an "
+                               "effect")
     return baseline
 
 

@@ -113,7 +113,7 @@ class CaseRun:
                                                      edit.metrics if edit is not None else None)
         if edit is not None:  # nothing trained: no untrained reference (audit/judge/case.py)
             untrained: list[torch.Tensor] = []
-            values = self.measure_edits(plan, outputs, metric_names)
+            values = measure_edits(self.session, plan, outputs, metric_names)
             self.judge.judge(plan, scenario, values, verdict_metric, record, editing=True)
         else:
             untrained = self.run_untrained(plan, record)
@@ -204,19 +204,6 @@ class CaseRun:
                 name, outputs[run.identity].generations, reference)
                            for run in runs} for name in names}
 
-    def measure_edits(self, plan: CasePlan, outputs: dict[tuple, ExploitOutput],
-                      names: list[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
-        """Every metric on every distinct run's edits, against the clean run's edits of the same
-        replicate, slot by slot (the editing exploits' reference: PhotoGuard Table 6)."""
-        clean = {run.replicate: outputs[run.identity].generations
-                 for run in plan.runs_for("clean")}
-        runs = plan.unique_runs()
-        with self.session.progress.stage(f"metrics: {', '.join(names)} on {len(runs)} runs' edits "
-                                         "against the clean edits"):
-            return {name: {run.identity: self.session.stages.metric(
-                name, outputs[run.identity].generations, clean[run.replicate])
-                           for run in runs} for name in names}
-
     def save_artifacts(self, case_id: str, plan: CasePlan, subject: Subject,
                        images: dict[tuple, torch.Tensor],
                        outputs: dict[tuple, ExploitOutput], worst: int,
@@ -259,6 +246,19 @@ def write_pngs(folder: Path, groups: dict[str, torch.Tensor], root: Path) -> dic
             path.write_bytes(png_bytes(image))
             saved[group].append(str(path.relative_to(root)))
     return saved
+
+
+def measure_edits(session: AuditSession, plan: CasePlan, outputs: dict[tuple, ExploitOutput],
+                  names: list[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
+    """Every metric on every distinct run's edits, against the clean run's edits of the same
+    replicate, slot by slot (the editing exploits' reference: PhotoGuard Table 6)."""
+    clean = {run.replicate: outputs[run.identity].generations for run in plan.runs_for("clean")}
+    runs = plan.unique_runs()
+    with session.progress.stage(f"metrics: {', '.join(names)} on {len(runs)} runs' edits against "
+                                "the clean edits"):
+        return {name: {run.identity: session.stages.metric(
+            name, outputs[run.identity].generations, clean[run.replicate]) for run in runs}
+                for name in names}
 
 
 def editing_params(plan: CasePlan) -> EditParams | None:
