@@ -133,7 +133,7 @@ def write(args: argparse.Namespace, rows: list[dict]) -> dict:
                for p, _ in PROTECTIONS}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "what": __doc__.split("\n\n")[1], "scenario": args.scenario, "tier": "smoke",
+        "what": __doc__.split("\n\n")[2], "scenario": args.scenario, "tier": "smoke",
         "epsilon": EPSILON, "seeds": args.seeds, "outcomes": summary,
         "separates": bool(rows) and all(o == "pass" for o in summary["photoguard-encoder"].values())
         and all(o == "no effect at baseline" for o in summary["random"].values()),
