@@ -44,8 +44,14 @@ def run_audit(results: Path, protection: str, seed: int, scenario: str,
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    data = json.loads((results / "results.json").read_text())
-    run_dir = results / "runs" / data["run"]["run_id"]
+    # This run's own results (its "results JSON:" line): results/results.json names the latest
+    # run, which another audit into the same folder may have replaced meanwhile.
+    own = [line.split("results JSON:", 1)[1].strip() for line in proc.stdout.splitlines()
+           if "results JSON:" in line]
+    if not own:
+        raise RuntimeError(f"pytest wrote no results ({protection}, seed {seed}):\n"
+                           + proc.stdout[-3000:] + proc.stderr[-3000:])
+    run_dir = Path(own[-1]).parent
     (run_dir / "pytest-output.txt").write_text(proc.stdout[-20000:] + proc.stderr[-5000:])
     cases = [c for c in json.loads((run_dir / "results.json").read_text())["cases"]
              if c["scenario"]["id"] == scenario]
