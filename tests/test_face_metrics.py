@@ -444,9 +444,13 @@ def test_dlib_identity_similarity_equals_dlibs_own_descriptors(faces256) -> None
 
 def test_bundled_scenarios_decide_on_fds() -> None:
     from audit.config.scenario import catalogue_files, load_scenario
+    from audit.run.planner import editing_exploit
 
     for path in catalogue_files():
-        assert load_scenario(path).verdict.metric == "fds", path
+        scenario = load_scenario(path)
+        # the editing scenarios (PhotoGuard §5) compare edits: they decide on edit_ssim
+        expected = "edit_ssim" if editing_exploit(scenario) is not None else "fds"
+        assert scenario.verdict.metric == expected, path
 
 
 def test_smoke_tier_states_its_substitute() -> None:

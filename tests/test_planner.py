@@ -16,6 +16,7 @@ from audit.config.scenario import CATALOGUE_DIR, Scenario, catalogue_files, load
 from audit.config.tiers import TIERS, get_tier, parse_overrides
 from audit.parts import EXPLOITS
 from audit.parts import PROTECTIONS as PROTECTION_PARTS
+from audit.parts.exploits import trains
 from audit.parts.protections.build import build_protection
 from audit.parts.registry import PartSpec
 from audit.run.planner import ProtectionInfo, plan_case, replicate_seed
@@ -64,6 +65,10 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
         assert [r.replicate for r in p.runs_for("attacked", v)] == list(range(k))
     adaptive = scenario(name).adaptive is not None
     extra = {"non_adaptive_protected", "non_adaptive_attacked"} if adaptive else set()
+    # An editing scenario always runs the null baseline (its verdict is measured from it).
+    editing = not trains(p.standard_exploit.name)
+    if editing:
+        extra.add("null_baseline")
     assert {r.role for r in p.runs} <= {"clean", "protected", "attacked", "control", *extra}
     for r in range(k):
         clean, protected = p.runs_for("clean")[r], p.runs_for("protected")[r]
@@ -84,9 +89,10 @@ def test_roles_replicates_and_seeds(name: str, protection: str, k: int) -> None:
             variant = p.variants[v]
             assert run.chain[0] == step and tuple(s.spec for s in run.chain[1:]) == variant.attack
             assert run.exploit == variant.exploit
-    # The standard exploit is the tier's DreamBooth.
-    assert p.standard_exploit == PartSpec("exploit", "dreambooth",
-                                          get_tier("smoke").resolve_part(EXPLOITS.get("dreambooth")).to_dict())
+    # The standard exploit is the tier's DreamBooth; an editing scenario's is its editing exploit.
+    standard = scenario(name).exploit.part if editing else "dreambooth"
+    assert p.standard_exploit == PartSpec("exploit", standard,
+                                          get_tier("smoke").resolve_part(EXPLOITS.get(standard)).to_dict())
     # unique_runs: one run per identity, first occurrence kept, nothing lost.
     unique = p.unique_runs()
     assert len({r.identity for r in unique}) == len(unique) == len({r.identity for r in p.runs})
@@ -208,15 +214,16 @@ def test_the_plan_table_prints_with_the_tiers_settings(name: str, tier: str) -> 
     p = plan_case(scenario(name), protection_info("pid", t), t, 0)
     text = p.table()
     pid_steps = t.resolve_part(PROTECTION_PARTS.get("pid")).params.steps
-    db_steps = t.resolve_part(EXPLOITS.get("dreambooth")).params.steps
+    exploit = p.standard_exploit.name  # DreamBooth, or an editing scenario's editing exploit
+    db_steps = t.resolve_part(EXPLOITS.get(exploit)).params.steps
     assert (f"scenario {name} · protection pid(" in text
             and f"steps={pid_steps}," in text.splitlines()[0])
-    assert "standard exploit: dreambooth(" in text and f"steps={db_steps}," in text.splitlines()[1]
+    assert f"standard exploit: {exploit}(" in text and f"steps={db_steps}," in text.splitlines()[1]
     assert f"{t.replicates} replicate(s), seeds 0, 1000003, 2000006" in text
     for run in p.runs:
         assert run.label() in text
     assert f"{len(p.runs)} runs, {len(p.unique_runs())} distinct exploits" in text
-    if tier == "paper":
+    if tier == "paper" and trains(exploit):
         assert "steps=1000" in text.splitlines()[0] and "steps=1000" in text.splitlines()[1]
         assert "num_class_images=200" in text
     if name == "no-attack":

@@ -257,23 +257,26 @@ def _exploit(path: Path, raw: Any, field: str = "exploit") -> dict[str, Any]:
                 f"known: {', '.join(known)} ('{STANDARD_EXPLOIT}' is the audit's standard exploit, "
                 "--exploit). Fix the scenario file.")
         return _step(EXPLOITS, raw, f"{path}: field {field}", example)
-    # The standard exploit is chosen at run time: its parameters must suit every exploit.
+    # The standard exploit is chosen at run time: its parameters must suit every exploit that
+    # can be standard (the fine-tuning ones; an editing exploit is named by its scenario).
     written: dict[str, Any] = {}
     refused: dict[str, str] = {}
-    for part in EXPLOITS:
+    standard_capable = [part for part in EXPLOITS if part.params_model().trains]  # type: ignore[attr-defined]
+    for part in standard_capable:
         try:
             written = parse_spec(EXPLOITS, {part.name: params}, f"{path}: field {field}", example,
                                  partial=True).params
         except InvalidParams as exc:
             refused[part.name] = str(exc)
     if refused:
-        accepting = [name for name in EXPLOITS.names() if name not in refused]
+        names = [part.name for part in standard_capable]
+        accepting = [name for name in names if name not in refused]
         hint = (f"; to use them with {' or '.join(repr(a) for a in accepting)} alone, name it "
                 f"instead, e.g. 'exploit: {{{accepting[0]}: {{...}}}}'" if accepting else "")
         raise ScenarioError(
             f"{next(iter(refused.values()))} — '{STANDARD_EXPLOIT}' is whichever exploit --exploit "
             "names, so its parameters must suit every exploit "
-            f"({', '.join(EXPLOITS.names())}){hint}. Fix the scenario file.")
+            f"({', '.join(names)}){hint}. Fix the scenario file.")
     return {"part": STANDARD_EXPLOIT, "params": written}
 
 

@@ -142,6 +142,10 @@ TIERS: dict[str, dict[str, Any]] = {
             **SMOKE_LORA, "prior_preservation": False, "num_class_images": 0,
             ROWS: [SMOKE_CLASS_IMAGES],
         },
+        # Editing at 64 px: 20 DDIM steps of the schedule (10 run at strength 0.5), 12 edits per
+        # run (3 prompts × 4 views), ~4 s on one CPU thread; PhotoGuard Table 8 runs 100.
+        "img2img": {"steps": 20},
+        "inpainting": {"steps": 20},
         # 24 paired generations: generation is ~5 % of a fine-tune's cost here.
         "generation": {"images_per_prompt": 8, "steps": 10},
         # 64-px faces: dlib/MTCNN detect nothing below ~80 px (see audit/parts/metrics/subject.py).
@@ -164,6 +168,8 @@ TIERS: dict[str, dict[str, Any]] = {
         # PID Table 8's rows with 0.4× the steps (400 of 1000, 200 of 500, 320 of 800, 640 of 1600).
         "dreambooth": {"steps": 400, "num_class_images": 50, ROWS: _table8a(0.4)},
         "lora": {"num_class_images": 50, ROWS: _table8c(0.4)},
+        "img2img": {"steps": 50},  # PhotoGuard's range 50-100 (Table 8: 100)
+        "inpainting": {"steps": 50},
         "generation": {"images_per_prompt": 8},
         # FDS needs facenet's VGGFace2 weights (a download): without them the standard tier
         # decides on dlib's identity similarity, which ships with its package — said in the
@@ -409,6 +415,12 @@ def parse_exploit(text: str | None) -> tuple[str, dict[str, Any]] | None:
     from audit.parts import EXPLOITS
 
     spec = parse_spec(EXPLOITS, raw, "--exploit", example, partial=True)
+    if not EXPLOITS.get(spec.name).params_model().trains:  # type: ignore[attr-defined]
+        raise InvalidParams(
+            f"--exploit={spec.name}: an editing exploit is not a standard exploit (it trains "
+            "nothing, and the fine-tuning scenarios' parameters do not apply to it); run the "
+            "scenarios that name it (scenarios/edit-*.yaml), e.g. pytest --protection=... "
+            "--full-catalogue -k edit-")
     return spec.name, spec.params
 
 

@@ -19,10 +19,12 @@ from audit.run.planner import CasePlan
 
 
 def metric_choice(tier: Tier, resolution: int, scenario: Scenario,
-                  record: dict[str, Any], kind: SubjectKind = PERSON) -> tuple[list[str], str]:
+                  record: dict[str, Any], kind: SubjectKind = PERSON,
+                  metrics: tuple[str, ...] | None = None) -> tuple[list[str], str]:
     """The metrics to compute and the one that decides (the tier's substitute, said why); on an
-    artist's style a face metric gives way to the style kind's metric."""
-    names = exploit_metric_names(kind.name)
+    artist's style a face metric gives way to the style kind's metric. ``metrics``: the
+    exploit's own (the exploit protocol's ``metrics``; None: the toolkit's)."""
+    names = list(metrics) if metrics is not None else exploit_metric_names(kind.name)
     verdict_metric = scenario.verdict.metric
     substitute = tier.verdict.face_metric_substitute
     if kind.verdict_metric and verdict_metric in FACE_METRICS:
@@ -108,18 +110,21 @@ class CaseJudge:
     def judge(self, plan: CasePlan, scenario: Scenario,
               values: dict[str, dict[tuple, dict[str, Any]]],
               verdict_metric: str, record: dict[str, Any],
-              untrained: dict[str, list[dict[str, Any]]] | None = None) -> None:
+              untrained: dict[str, list[dict[str, Any]]] | None = None,
+              editing: bool = False) -> None:
         """Per variant and metric verdicts; the scenario's is the worst variant on its verdict
         metric.
         ``untrained``: each metric's results on the untrained reference, per replicate (``run_case``
-        always gives them: a pass needs the exploit to have learned and a meaningful effect
-        size)."""
+        always gives them to a fine-tuning exploit: a pass needs the exploit to have learned and a
+        meaningful effect size). ``editing``: the values compare edits with the clean edits, and
+        the baseline is the null baseline's (``editing_baseline``)."""
         threshold = scenario.verdict.retained_at_least
         verdict_metric = self.fallback(verdict_metric, values, record)
         record["verdict_settings"], limits = self.settings(plan, scenario, untrained is not None)
+        baseline = editing_baseline(plan, record) if editing else "clean"
         per_variant = [{name: self._verdict(plan, v, name, by_run, threshold, record,
                                             (untrained or {}).get(name) if untrained is not None
-                                            else None, limits)
+                                            else None, limits, baseline)
                         for name, by_run in values.items()} for v in range(len(plan.variants))]
         worst = worst_variant([verdicts.get(verdict_metric) for verdicts in per_variant])
         record["worst_variant"] = worst
@@ -160,18 +165,20 @@ class CaseJudge:
         self._null_baseline(plan, decisive, record)
         self._adaptive(plan, values.get(verdict_metric, {}), worst, decisive, record, limits,
                        (untrained or {}).get(verdict_metric))
-        prefix = (f"worst of {len(plan.variants)} exploit variants: "
-                  f"'{plan.variants[worst].label}'; " if len(plan.variants) > 1 else "")
+        prefix = (EDIT_WORDS[baseline] if editing else "") + (
+            f"worst of {len(plan.variants)} exploit variants: '{plan.variants[worst].label}'; "
+            if len(plan.variants) > 1 else "")
         record.update(outcome=decisive.outcome, reason=prefix + decisive.sentence)
 
     def _verdict(self, plan: CasePlan, variant: int, name: str, by_run: dict[tuple, dict[str, Any]],
                  threshold: float, record: dict[str, Any],
                  untrained: list[dict[str, Any]] | None = None,
-                 limits: dict[str, float] | None = None) -> MetricVerdict | None:
-        roles = {"clean": plan.runs_for("clean"), "protected": plan.runs_for("protected"),
+                 limits: dict[str, float] | None = None,
+                 baseline: str = "clean") -> MetricVerdict | None:
+        roles = {"clean": plan.runs_for(baseline), "protected": plan.runs_for("protected"),
                  "attacked": plan.runs_for("attacked", variant),
                  "control": plan.runs_for("control", variant),
-                 "null_baseline": plan.runs_for("null_baseline")}
+                 "null_baseline": plan.runs_for("null_baseline") if baseline == "clean" else []}
         results = {role: [by_run[r.identity] for r in runs] for role, runs in roles.items()}
         results["untrained"] = list(untrained or [])
         if any(x.get("unavailable") for rs in results.values() for x in rs):
@@ -235,6 +242,46 @@ class CaseJudge:
             == [r.identity for r in plan.runs_for("protected")],
         }
         record["flags"].extend(checks.null_baseline(verdict))
+
+
+# What an editing verdict's m_c is, said before its sentence.
+EDIT_WORDS = {
+    "null_baseline": "editing exploit, judged against the null baseline: m_c below is the "
+                     "similarity to the clean edits of the edits of uniformly noised images "
+                     "('random' at the protection's ε), not of the clean edits themselves; ",
+    "clean": "editing exploit, judged against the clean edits themselves (no null baseline: the "
+             "protection declares no ε), so any perturbation counts as an effect; ",
+}
+
+
+def editing_baseline(plan: CasePlan, record: dict[str, Any]) -> str:
+    """The role an editing verdict's effect is measured from, written into the record.
+
+    An edit learns nothing, and the clean run compared with itself is 1 on every similarity (the
+    same images, prompts and seeds give the same edits): measured from there, any perturbation,
+    however small, is an "effect". PhotoGuard's own baseline is uniform noise of the same
+    intensity (§5, Table 6: the random-noise row), so the editing verdict's baseline is the null
+    baseline: effect = d·(m_p − m_null), the protected edits' distance from the clean edits
+    beyond that of noise of the same budget, with its interval over the replicates (the
+    replicate spread); retained = (m_a − m_null)/(m_p − m_null), the share of that excess the
+    attack leaves. Auditing ``random`` itself, its protected runs are the null baseline's runs:
+    its effect is 0 by construction ("no effect at baseline"). Conditions 1 and the effect share
+    of a fine-tuning verdict (learned margin, min_effect against the untrained model) have no
+    counterpart here and are not checked (``decide`` without an untrained reference)."""
+    baseline = "null_baseline" if plan.runs_for("null_baseline") else "clean"
+    record["edit_baseline"] = {
+        "role": baseline,
+        "what": ("uniform noise of the protection's ε ('random', K replicates): effect = "
+                 "d·(m_p − m_null), retained = (m_a − m_null)/(m_p − m_null), every value a "
+                 "similarity to the clean edits of the same replicate, slot by slot"
+                 if baseline == "null_baseline" else
+                 "the clean edits themselves (no budget declared, no null baseline)"),
+    }
+    if baseline == "clean":
+        record["flags"].append("editing verdict without a null baseline (the protection declares "
+                               "no ε): measured from the clean edits, any perturbation is an "
+                               "effect")
+    return baseline
 
 
 def variant_record(plan: CasePlan, i: int, verdicts: dict[str, MetricVerdict

@@ -23,6 +23,8 @@ from audit.data.kinds import PERSON, SubjectKind
 from audit.data.subjects import Subject
 from audit.errors import AuditError, BudgetExceeded
 from audit.judge.case import CaseJudge, metric_choice
+from audit.parts import EXPLOITS
+from audit.parts.exploits import trains
 from audit.parts.protections.eot import objective_missing
 from audit.results.files import case_file_stem
 from audit.results.records import (
@@ -36,6 +38,7 @@ from audit.run.planner import CasePlan
 from audit.run.stages import ExploitOutput
 
 if TYPE_CHECKING:
+    from audit.parts.exploits.editing import EditParams
     from audit.run.session import AuditSession
 
 MAX_SAVED_GENERATIONS = 12
@@ -101,6 +104,11 @@ class CaseRun:
         self.kind = self.session.subject_kind(self.subject_name)
         plan = self.session.plan(scenario, self.protection, self.kind)
         record["plan"] = plan_record(plan)
+        edit = editing_params(plan)
+        why = edit.unavailable(self.session.model) if edit is not None else None
+        if why is not None:
+            record.update(outcome="skipped", reason=f"skipped: scenario '{scenario.id}': {why}")
+            return
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
             record.update(outcome="skipped", reason=(
                 f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and "
@@ -119,11 +127,17 @@ class CaseRun:
         record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity])
                               for run in plan.runs}
         metric_names, verdict_metric = metric_choice(self.session.tier, self.session.resolution,
-                                                     scenario, record, self.kind)
-        untrained = self.run_untrained(plan, record)
-        values = self.measure(plan, outputs, subject, metric_names)
-        self.judge.judge(plan, scenario, values, verdict_metric, record,
-                         untrained=self.measure_untrained(untrained, subject, metric_names))
+                                                     scenario, record, self.kind,
+                                                     edit.metrics if edit is not None else None)
+        if edit is not None:  # nothing trained: no untrained reference (audit/judge/case.py)
+            untrained: list[torch.Tensor] = []
+            values = measure_edits(self.session, plan, outputs, metric_names)
+            self.judge.judge(plan, scenario, values, verdict_metric, record, editing=True)
+        else:
+            untrained = self.run_untrained(plan, record)
+            values = self.measure(plan, outputs, subject, metric_names)
+            self.judge.judge(plan, scenario, values, verdict_metric, record,
+                             untrained=self.measure_untrained(untrained, subject, metric_names))
         record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs,
                                                   record["worst_variant"],
                                                   untrained=untrained)
@@ -179,8 +193,9 @@ class CaseRun:
         ``audit/run/ray_executor.py``)."""
         generation = self.generation
         runs = plan.unique_runs()
-        pending = [r for r in runs
-                   if not self.session.stages.exploit_cached(r, images[r.identity], generation)]
+        # Editing runs (seconds each, nothing trained) stay here; fine-tunes go to the workers.
+        pending = [r for r in runs if trains(r.exploit.name)
+                   and not self.session.stages.exploit_cached(r, images[r.identity], generation)]
         outputs: dict[tuple, ExploitOutput] = {}
         executor = self.session.executor(len(pending))
         if executor is not None:
@@ -251,6 +266,29 @@ def write_pngs(folder: Path, groups: dict[str, torch.Tensor], root: Path) -> dic
             path.write_bytes(png_bytes(image))
             saved[group].append(str(path.relative_to(root)))
     return saved
+
+
+def measure_edits(session: AuditSession, plan: CasePlan, outputs: dict[tuple, ExploitOutput],
+                  names: list[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
+    """Every metric on every distinct run's edits, against the clean run's edits of the same
+    replicate, slot by slot (the editing exploits' reference: PhotoGuard Table 6)."""
+    clean = {run.replicate: outputs[run.identity].generations for run in plan.runs_for("clean")}
+    runs = plan.unique_runs()
+    with session.progress.stage(f"metrics: {', '.join(names)} on {len(runs)} runs' edits against "
+                                "the clean edits"):
+        return {name: {run.identity: session.stages.metric(
+            name, outputs[run.identity].generations, clean[run.replicate]) for run in runs}
+                for name in names}
+
+
+def editing_params(plan: CasePlan) -> EditParams | None:
+    """The editing exploit's parameters when the case's standard exploit is one (the planner makes
+    an editing scenario's exploit the standard one), else None."""
+    from audit.parts.exploits.editing import EditParams
+
+    spec = plan.standard_exploit
+    params = EXPLOITS.get(spec.name).validate(spec.params)
+    return params if isinstance(params, EditParams) else None
 
 
 def uses_transfer(plan: CasePlan) -> bool:

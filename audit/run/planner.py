@@ -32,6 +32,11 @@ and an audit of ``random`` into the same results folder leaves every null-baseli
 Beside the runs, the verdict needs the **untrained reference**: the base model's generations
 with each replicate's prompts and seed, no fine-tune (``Stages.untrained``; not a run).
 
+An editing scenario (its exploit is img2img or inpainting, ``audit/parts/exploits/editing.py``)
+makes that exploit the case's standard one — the clean run's edits are what every other run's
+edits are compared with — and always runs the null baseline: the editing verdict is measured
+from it (``audit/judge/case.py``: ``editing_baseline``). Edits cost seconds, so this is cheap.
+
 Two runs with the same chain, exploit and seed are the same run: a scenario without an attack
 and with the standard exploit shares its attacked runs with the protected ones, and every
 scenario of an audit shares the clean and protected runs (through the cache).
@@ -42,10 +47,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from audit.config.scenario import STANDARD_EXPLOIT, Scenario
+from audit.config.scenario import STANDARD_EXPLOIT, Scenario, Step
 from audit.config.tiers import Tier
 from audit.data.kinds import PERSON, SubjectKind
+from audit.errors import ScenarioError
 from audit.parts import EXPLOITS, PROTECTIONS, TRANSFORMS
+from audit.parts.exploits import trains
 from audit.parts.registry import PartSpec
 
 ROLES = ("clean", "protected", "attacked", "control", "noise_floor", "null_baseline",
@@ -204,11 +211,17 @@ class CasePlan:
             lines.append(f"  {run.label():<16} {chain} ⇒ {self.exploit_label(run.exploit)} @seed "
                          f"{run.seed}{shared}")
         unique = len(self.unique_runs())
-        lines.append("  untrained reference: the base model's generations at seeds "
-                     f"{', '.join(map(str, self.seeds))} (no fine-tune; the verdict's learned "
-                     "margin and effect size)")
-        lines.append(
-            f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
+        if trains(self.standard_exploit.name):
+            lines.append("  untrained reference: the base model's generations at seeds "
+                         f"{', '.join(map(str, self.seeds))} (no fine-tune; the verdict's learned "
+                         "margin and effect size)")
+            lines.append(
+                f"  {len(self.runs)} runs, {unique} distinct exploits (fine-tune + generation)")
+        else:
+            lines.append("  editing exploit: every run's edits are compared with the clean run's "
+                         "edits of its replicate; the verdict's baseline is the null baseline")
+            lines.append(f"  {len(self.runs)} runs, {unique} distinct exploits (edits, nothing "
+                         "trained)")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -275,6 +288,23 @@ def resolve_exploit(tier: Tier, name: str, params: dict[str, Any] | None,
     return PartSpec("exploit", name, resolved.to_dict()), resolved.origin
 
 
+def editing_exploit(scenario: Scenario) -> Step | None:
+    """The editing exploit a scenario names (img2img, inpainting), or None for a fine-tuning
+    scenario. An editing scenario's exploit is the case's standard exploit: its clean run is the
+    reference its metrics compare with, so every variant must name that one exploit with the
+    same parameters (a different one would need its own clean edits)."""
+    exploits = [exploit for _, _, exploit in scenario.resolved_variants()]
+    edits = [e for e in exploits if e.part != STANDARD_EXPLOIT and not trains(e.part)]
+    if not edits:
+        return None
+    if len(edits) != len(exploits) or any(e != edits[0] for e in edits):
+        raise ScenarioError(
+            f"scenario '{scenario.id}': an editing exploit ({edits[0].part}) is compared with its "
+            "own clean edits, so every variant must name the same editing exploit with the same "
+            "parameters; vary the attack instead, or write one scenario per exploit setting")
+    return edits[0]
+
+
 def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: int,
               default_exploit: str | None = None, kind: SubjectKind = PERSON) -> CasePlan:
     """Every run the case needs, with its role, replicate, image chain and exploit.
@@ -287,8 +317,10 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
     """
     k = tier.replicates
     seeds = tuple(replicate_seed(seed, r) for r in range(k))
-    standard_name = default_exploit or tier.exploit
-    standard, standard_origin = resolve_exploit(tier, standard_name, None, kind)
+    editing = editing_exploit(scenario)
+    standard_name = editing.part if editing else default_exploit or tier.exploit
+    standard, standard_origin = resolve_exploit(tier, standard_name,
+                                                editing.params if editing else None, kind)
     variants = resolve_variants(scenario, tier, standard_name, standard, kind)
 
     adaptation, notes = resolve_adaptation(scenario, tier)
@@ -317,7 +349,7 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
         jitter = PartSpec("transform", "level_jitter", {"levels": 1})
         runs.append(Run("noise_floor", None, 0, (ChainStep("transform", jitter, seeds[0] + 7919),),
                         standard, seeds[0]))
-    if tier.controls.null_baseline:
+    if tier.controls.null_baseline or editing:  # an edit's verdict is judged against it
         null = null_baseline_spec(protection.spec)
         if null is None:
             notes.append("null baseline: the protection declares no budget ε (a folder without "

@@ -360,10 +360,17 @@ class Stages(_PurifierStages):
     def exploit_keys(
             self, run: Run, images_u8: torch.Tensor,
             generation: GenerationSettings) -> tuple[str, str]:
-        """The fine-tuned weights' and the generations' cache keys of a run."""
+        """The fine-tuned weights' and the generations' cache keys of a run (an editing exploit
+        trains nothing: no weights key, its edits keyed by the run's images)."""
         part = EXPLOITS.get(run.exploit.name)
         resolution = self._resolution()
-        fingerprint = self.model_for(part.validate(run.exploit.params)).fingerprint
+        params = part.validate(run.exploit.params)
+        fingerprint = self.model_for(params).fingerprint
+        if not params.trains:  # type: ignore[attr-defined]
+            return "", stage_key(self.cache, "generate", part=part.identity(),
+                                 params=run.exploit.params,
+                                 inputs={"images": tensor_hash(images_u8)}, model=fingerprint,
+                                 seed=run.seed, resolution=resolution, cpu_threads=CPU_THREADS)
         wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
                          inputs={"images": tensor_hash(images_u8)}, model=fingerprint,
                          seed=run.seed,
@@ -394,7 +401,10 @@ class Stages(_PurifierStages):
             self, run: Run, images_u8: torch.Tensor,
             generation: GenerationSettings) -> ExploitOutput:
         part = EXPLOITS.get(run.exploit.name)
-        # every exploit's parameters extend DreamboothParams (config, trained_weights, load_trained)
+        if not part.params_model().trains:  # type: ignore[attr-defined]
+            return self._edit(run, images_u8)
+        # every fine-tuning exploit's parameters extend DreamboothParams (config, trained_weights,
+        # load_trained)
         params = cast("DreamboothParams", part.validate(run.exploit.params))
         model = self.model_for(params)
         resolution = self._resolution()
@@ -429,6 +439,30 @@ class Stages(_PurifierStages):
             self.cache.put("generate", gkey, {"generations": generations},
                            {"prompts": list(gen_cfg.prompts), "finetune_info": winfo})
         return ExploitOutput(wkey, gkey, generations, winfo)
+
+    def _edit(self, run: Run, images_u8: torch.Tensor) -> ExploitOutput:
+        """An editing exploit's run: the run's images edited with the base model as loaded (its
+        components, not reloaded), nothing trained; the edits cached under the generations'
+        key."""
+        from audit.parts.exploits.editing import EditParams
+
+        part = EXPLOITS.get(run.exploit.name)
+        params = cast(EditParams, part.validate(run.exploit.params))
+        model = self.model_for(params)
+        _, gkey = self.exploit_keys(run, images_u8, None)  # type: ignore[arg-type]
+        info = {"trained": "nothing (editing exploit)", "mode": params.mode,
+                "model": {"role": params.model, "id": model.model_id,
+                          "fingerprint": model.fingerprint}}
+
+        def compute() -> Entry:
+            self.progress.note(f"exploit {run.label()}: {params.mode} edits (not cached)")
+            edits = part.load()(model, from_uint8(images_u8), params, run.seed,
+                                self._resolution(), self.progress)
+            return {"generations": to_uint8(edits)}, {"prompts": list(params.prompts),
+                                                      "finetune_info": info}
+
+        tensors, _ = cached(self.cache, "generate", gkey, compute)
+        return ExploitOutput("", gkey, tensors["generations"], info)
 
     # -- metrics -------------------------------------------------------------------------------
     def metric(
