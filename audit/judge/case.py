@@ -132,21 +132,8 @@ class CaseJudge:
                                                   per_variant[worst].get(verdict_metric))
         record["variants"] = [variant_record(plan, i, verdicts) for i,
                               verdicts in enumerate(per_variant)]
-        for name, by_run in values.items():
-            record["metrics"][name] = metric_entry(plan, worst, by_run,
-                                                   per_variant[worst].get(name),
-                                                   untrained=(untrained or {}).get(name))
-            # Slots left out for being undefined in some exploit, and a metric's own caution
-            # (FID on few images): said with the metric, and flagged where it decides.
-            entry_flags = checks.slots_left_out(
-                name,
-                per_variant[worst].get(name)) + checks.metric_caution(name, record["metrics"][name])
-            record["metrics"][name]["flags"] = entry_flags
-            # Coverage of the deciding metric bears on the verdict (a flag); another metric's is
-            # shown with that metric (its 'unavailable' and 'notes'), not as a flag on the case.
-            if name == verdict_metric:
-                record["flags"].extend(checks.metric_coverage(name, record["metrics"][name])
-                                       + entry_flags)
+        metric_entries(plan, values, per_variant[worst], worst, verdict_metric, record,
+                       untrained)
         record["flags"].extend(checks.replicates(plan))
         record["flags"].extend(checks.non_standard(self.tier))
         decisive = per_variant[worst].get(verdict_metric)
@@ -338,3 +325,24 @@ def metric_entry(plan: CasePlan, worst: int, by_run: dict[tuple, dict[str, Any]]
     if verdict is not None:
         entry.update(verdict.to_dict())
     return entry
+
+
+def metric_entries(plan: CasePlan, values: dict[str, dict[tuple, dict[str, Any]]],
+                   worst_verdicts: dict[str, Any], worst: int, verdict_metric: str,
+                   record: dict[str, Any],
+                   untrained: dict[str, list[dict[str, Any]]] | None) -> None:
+    """Each metric's entry (the worst variant's values and verdict) with its flags."""
+    for name, by_run in values.items():
+        record["metrics"][name] = metric_entry(plan, worst, by_run, worst_verdicts.get(name),
+                                               untrained=(untrained or {}).get(name))
+        # Slots left out for being undefined in some exploit, and a metric's own caution
+        # (FID on few images): said with the metric, and flagged where it decides.
+        entry_flags = checks.slots_left_out(
+            name, worst_verdicts.get(name)) + checks.metric_caution(name,
+                                                                    record["metrics"][name])
+        record["metrics"][name]["flags"] = entry_flags
+        # Coverage of the deciding metric bears on the verdict (a flag); another metric's is
+        # shown with that metric (its 'unavailable' and 'notes'), not as a flag on the case.
+        if name == verdict_metric:
+            record["flags"].extend(checks.metric_coverage(name, record["metrics"][name])
+                                   + entry_flags)

@@ -61,11 +61,7 @@ class CaseRun:
     @property
     def generation(self) -> GenerationSettings:
         """The tier's generation settings, with the evaluation prompts of the subject's kind."""
-        settings = self.session.tier.generation
-        if self.kind is PERSON:
-            return settings
-        prompts = self.kind.eval_prompts_for(tuple(settings.prompts))
-        return settings.model_copy(update={"prompts": prompts})
+        return kind_generation(self.session.tier.generation, self.kind)
 
     def run(self) -> dict[str, Any]:
         """Run one (protection × scenario × subject) case; never raises: errors are recorded."""
@@ -76,15 +72,8 @@ class CaseRun:
                             self.subject_name, self.session.tier.name, self.protection)
         try:
             self._run(record)
-        except BudgetExceeded as exc:
-            # its own answer (summary.audit_answer)
-            record.update(outcome="fail", reason=str(exc), budget_exceeded=True)
-            record["flags"].append("protection exceeds its budget")
         except Exception as exc:
-            record.update(outcome="error", reason=f"{type(exc).__name__}: {exc}")
-            record["error"] = {"type": type(exc).__name__, "message": str(exc),
-                               "user_error": isinstance(exc, AuditError),
-                               "traceback": traceback.format_exc()}
+            record_failure(record, exc)
         record["seconds"] = round(time.time() - started, 3)
         record["timings"] = self.session.progress.take_timings()
         record["cache"] = self.session.cache.take_events().to_dict()
@@ -249,6 +238,27 @@ class CaseRun:
         if null:
             groups["generated_null_baseline"] = saved_generations(outputs[null[0].identity])
         return write_pngs(folder, groups, self.session.results_dir)
+
+
+def record_failure(record: dict[str, Any], exc: Exception) -> None:
+    """A case that raised: over its budget is a fail (its own answer, summary.audit_answer),
+    anything else an error with its traceback."""
+    if isinstance(exc, BudgetExceeded):
+        record.update(outcome="fail", reason=str(exc), budget_exceeded=True)
+        record["flags"].append("protection exceeds its budget")
+        return
+    record.update(outcome="error", reason=f"{type(exc).__name__}: {exc}")
+    record["error"] = {"type": type(exc).__name__, "message": str(exc),
+                       "user_error": isinstance(exc, AuditError),
+                       "traceback": traceback.format_exc()}
+
+
+def kind_generation(settings: GenerationSettings, kind: SubjectKind) -> GenerationSettings:
+    """Generation settings with the evaluation prompts of a subject's kind (unchanged for a
+    person)."""
+    if kind is PERSON:
+        return settings
+    return settings.model_copy(update={"prompts": kind.eval_prompts_for(tuple(settings.prompts))})
 
 
 def saved_generations(output: ExploitOutput) -> torch.Tensor:
