@@ -39,6 +39,7 @@ from audit.run.cache import canonical_json
 
 if TYPE_CHECKING:
     from audit.parts.exploits.dreambooth import DreamboothParams
+    from audit.parts.exploits.editing import EditParams
 
 SIZES = (2, 6)  # the two sizes each stage is timed at (iterations, steps, sampling steps)
 
@@ -262,9 +263,20 @@ def _count_run(session: Any, run: Any, images: torch.Tensor | None, work: Work, 
                lookup: bool, n_images: int) -> None:
     """A run's fine-tune, generations and (once per audit) class images, unless cached."""
     from audit.parts import EXPLOITS
+    from audit.parts.exploits import trains
 
     generation = session.tier.generation
-    params = cast("DreamboothParams", EXPLOITS.get(run.exploit.name).validate(run.exploit.params))
+    raw = EXPLOITS.get(run.exploit.name).validate(run.exploit.params)
+    if not trains(run.exploit.name):  # an editing exploit: one edit per image and prompt
+        edit = cast("EditParams", raw)
+        if images is not None and lookup and session.cache.has(
+                "generate", session.stages.exploit_keys(run, images, generation)[1]):
+            work.cached_runs += 1
+            return
+        edits = len(edit.prompts) * (len(images) if images is not None else 4)
+        work.generations.append((edits, max(1, round(edit.steps * edit.strength))))
+        return
+    params = cast("DreamboothParams", raw)
     finetuned = False
     if images is not None and lookup:
         wkey, gkey = session.stages.exploit_keys(run, images, generation)
