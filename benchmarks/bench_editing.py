@@ -135,6 +135,8 @@ def write(args: argparse.Namespace, rows: list[dict]) -> dict:
     """The JSON file of the rows so far; returns the outcomes by protection and seed."""
     import torch
 
+    from audit.results.provenance import cpu_description
+
     summary = {p: {str(r["seed"]): r["outcome"] for r in rows if r["protection"] == p}
                for p, _ in PROTECTIONS}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,20 +146,12 @@ def write(args: argparse.Namespace, rows: list[dict]) -> dict:
         "separates": bool(rows) and all(o == "pass" for o in summary["photoguard-encoder"].values())
         and all(o == "no effect at baseline" for o in summary["random"].values()),
         "complete": len(rows) == len(args.seeds) * len(PROTECTIONS),
-        "machine": {"cpu": _cpu(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_description()["model"], "python": platform.python_version(),
                     "torch": torch.__version__},
         "rows": rows}, indent=1, default=str))
     return summary
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gray_share(case: dict, results: Path, row: dict) -> dict:

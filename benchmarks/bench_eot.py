@@ -38,6 +38,7 @@ from audit.parts.protections.eot import adapted, build_eot  # noqa: E402
 from audit.parts.protections.pid import PID  # noqa: E402
 from audit.parts.registry import PartSpec  # noqa: E402
 from audit.parts.transforms.context import TransformContext  # noqa: E402
+from audit.results.provenance import cpu_description  # noqa: E402
 from audit.run.progress import Progress  # noqa: E402
 
 CHAINS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -48,14 +49,6 @@ CHAINS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def craft(model: Any, images: torch.Tensor, steps: int, chain: tuple[str, dict[str, Any], str]
@@ -134,7 +127,7 @@ def main() -> None:
         "what": "seconds per PID PGD step against EoT samples (benchmarks/bench_eot.py)",
         "images": args.images, "side_px": args.side, "device": str(device),
         "steps_timed": args.steps, "repeats": args.repeats,
-        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_description()["model"], "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                     "load_average_1min": os.getloadavg()[0], "platform": platform.platform(),
                     "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,20 +33,13 @@ from audit.data.subjects import load_subject  # noqa: E402
 from audit.diffusion import load_model  # noqa: E402
 from audit.parts.protections.base import ProtectionContext, check_budget  # noqa: E402
 from audit.parts.protections.build import build_protection  # noqa: E402
+from audit.results.provenance import cpu_description  # noqa: E402
 from audit.run.progress import Progress  # noqa: E402
 
 NAMES = ("random", "pid", "photoguard-encoder", "advdm", "mist", "fsmg", "aspl", "fsmg+pid",
          "aspl+pid", "photoguard-diffusion")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def time_one(name: str, model, images: torch.Tensor) -> dict[str, object]:
@@ -110,7 +102,7 @@ def main() -> None:
     model = load_model("tiny", "cpu")
     images = load_subject("astronaut", None, 64).images
     result: dict[str, object] = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_description()["model"], "cores": os.cpu_count(), "torch": torch.__version__,
                     "threads": 1, "load_average_start": os.getloadavg()},
         "setting": "smoke tier, tiny model, 4 views at 64 px, one batch, seed 0",
         "protections": {},

@@ -34,16 +34,7 @@ from audit.diffusion.loading import load_model  # noqa: E402
 from audit.parts.metrics.imperceptibility import lpips_missing  # noqa: E402
 from audit.parts.transforms import diffpure, impress, restoration  # noqa: E402
 from audit.parts.transforms.context import TransformContext  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+from audit.results.provenance import cpu_description  # noqa: E402
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -112,7 +103,7 @@ def main() -> None:
     report = {
         "what": "purifiers' seconds per image on the tiny model (benchmarks/bench_purifiers.py)",
         "images": n, "side_px": args.side, "device": str(device),
-        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_description()["model"], "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                     "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                     "platform": platform.platform(), "torch": torch.__version__,
                     "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None},

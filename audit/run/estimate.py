@@ -35,6 +35,7 @@ import torch
 
 from audit import __version__
 from audit.parts.protections.eot import objective_missing
+from audit.results.provenance import cpu_description
 from audit.run.cache import canonical_json
 
 if TYPE_CHECKING:
@@ -137,17 +138,10 @@ def summary_lines(work: Work, cal: Calibration | None, gpus: int = 1,
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type}: {platform.processor() or platform.machine()} ({_cpu_model()})"
+    cpu = cpu_description()["model"] or "unknown CPU"
+    return f"{device.type}: {platform.processor() or platform.machine()} ({cpu})"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def calibration_path(cache_root: Path, device: str, model: str, tier: str,
