@@ -10,6 +10,8 @@ workers' imports take most of the time.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ def cluster():
         pytest.fail("Ray is not installed: ./dev installs the 'ray' extra (pip install -e "
                     "'.[test,ray]'); these tests are meant to run wherever the suite does")
     try:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # pragma: no cover - a sandbox without sockets or /dev/shm
         pytest.skip(f"a local Ray cluster cannot start here: {type(exc).__name__}: {exc}")

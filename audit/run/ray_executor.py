@@ -169,6 +169,8 @@ class RayPool:
         if self._task is not None:
             return ray
         if not ray.is_initialized():
+            # An audit sends nothing anywhere: Ray's usage statistics off unless the user set them.
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             self._owned = True
         gpus = ray.cluster_resources().get("GPU", 0)
