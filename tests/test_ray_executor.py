@@ -11,7 +11,6 @@ workers' imports take most of the time.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Any
 
