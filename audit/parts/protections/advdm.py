@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from audit.diffusion.training import encode_text
+from audit.parts.protections.antidreambooth import denoising_loss
 from audit.parts.protections.base import (
     ProtectionContext,
     ProtectionOutput,
@@ -49,6 +50,10 @@ class AdvDM(LinfPGD):
 
     name = "advdm"
     uses_model = True
+    #: 2: the denoising loss is the one Anti-DreamBooth's protections share
+    #: (``antidreambooth.denoising_loss``, the same draws in the same order); that module is
+    #: outside this class's code fingerprint, so bump this when it changes.
+    version = 2
 
     def __init__(self, epsilon: float = 0.05, step_size: float = 0.005, steps: int = 100,
                  prompt: str = "a photo of sks person", textural_weight: float = 0.05) -> None:
@@ -63,18 +68,7 @@ class AdvDM(LinfPGD):
     def loss(self, model: Any, x: torch.Tensor, cond: torch.Tensor, clean_mean: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor:
         """Per-image AdvDM objective at x for one (ξ, t, ε_n) draw from ``generator``."""
-        mean, logvar = posterior(model.vae, x)
-        device = x.device
-        xi = torch.randn(mean.shape, generator=generator).to(device)
-        latents = (mean + torch.exp(0.5 * logvar) * xi) * float(model.vae.config.scaling_factor)
-        scheduler = model.scheduler
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), generator=generator)
-        t = t.to(device)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        prediction = model.unet(scheduler.add_noise(latents, noise, t), t, cond).sample
-        v_prediction = scheduler.config.prediction_type == "v_prediction"
-        target = scheduler.get_velocity(latents, noise, t) if v_prediction else noise
-        denoising = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(1)
+        denoising, mean, _ = denoising_loss(model, x, cond, generator)
         textural = F.mse_loss(mean, clean_mean, reduction="none").flatten(1).mean(1)
         return denoising + self.textural_weight * textural
 
