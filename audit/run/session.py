@@ -18,6 +18,7 @@ from audit.parts.metrics.imperceptibility import imperceptibility
 from audit.parts.protections.base import Protection, check_budget
 from audit.parts.protections.build import budget as protection_budget
 from audit.parts.protections.build import build_protection
+from audit.results.schema import CaseRecord, ModelRecord, ProtectionRecord, ProtectionRun
 from audit.run.cache import Cache
 from audit.run.case import CaseRun
 from audit.run.fingerprint import CodeFingerprint, code_fingerprint
@@ -117,11 +118,10 @@ class AuditSession:
     def resolution(self) -> int:
         return self.tier.resolution or self.model.resolution
 
-    def model_record(self, m: Any = None) -> dict[str, Any]:
+    def model_record(self, m: Any = None) -> ModelRecord:
         m = m or self.model
-        return {"id": m.model_id, "revision": m.revision, "fingerprint": m.fingerprint,
-                "source": m.source,
-                "resolution": m.resolution}
+        return ModelRecord(id=m.model_id, revision=m.revision, fingerprint=m.fingerprint,
+                           source=m.source, resolution=m.resolution)
 
     def subject(self, name: str) -> Subject:
         if name not in self._subjects:
@@ -137,25 +137,25 @@ class AuditSession:
         info = ProtectionInfo.of(protection, spec)
         return plan_case(scenario, info, self.tier, self.options.seed)
 
-    def protection_record(self) -> dict[str, Any]:
+    def protection_record(self) -> ProtectionRecord:
         p = self.protection
         # "epsilon" is the budget judged (--epsilon when given, for every kind of protection);
         # "budget" says where it came from and what the protection itself declares.
         budget = self.budget
         epsilon = budget["epsilon"] if budget["epsilon"] is not None else p.epsilon
-        return {"name": p.name, "spec": self.options.protection, "epsilon": epsilon,
-                "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget),
-                "params": p.params(self.tier),
-                "random": p.random, "has_objective": p.has_objective,
-                "code": self.protection_code.to_dict()}
+        return ProtectionRecord.model_validate({
+            "name": p.name, "spec": self.options.protection, "epsilon": epsilon,
+            "epsilon_255": round(epsilon * 255, 4), "budget": dict(budget),
+            "params": p.params(self.tier), "random": p.random, "has_objective": p.has_objective,
+            "code": self.protection_code.to_dict()})
 
-    def protected(self, subject: Subject, step: Any, record: dict[str, Any]) -> torch.Tensor:
+    def protected(self, subject: Subject, step: Any, record: CaseRecord) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
         protection = self.protection
         images, info = self.stages.protect(protection, step, subject, self.tier,
                                            self.protection_code)
-        if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"]
-               for r in record["protection_runs"]):
+        runs = record.protection_runs if record.protection_runs is not None else []
+        if any(r.cache_key == info["cache_key"] and r.seed == info["seed"] for r in runs):
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
@@ -166,9 +166,11 @@ class AuditSession:
                     imperceptibility={k: v.to_dict() for k,
                                       v in imperceptibility(
                                           subject.images, from_uint8(images)).items()})
-        record["protection_runs"].append(info)
-        record.setdefault("protection_run", info)  # replicate 1's, as earlier records had
-        record.setdefault("imperceptibility", info["imperceptibility"])
+        run = ProtectionRun.model_validate(info)
+        record.protection_runs = [*runs, run]
+        if record.protection_run is None:  # replicate 1's, as earlier records had
+            record.protection_run = run
+            record.imperceptibility = run.imperceptibility
         return images
 
     def null_protected(self, subject: Subject, step: Any) -> torch.Tensor:
@@ -208,6 +210,6 @@ class AuditSession:
             self._pool = None
 
     # -- one case ---------------------------------------------------------------------------
-    def run_case(self, scenario: Scenario, subject_name: str, case_id: str) -> dict[str, Any]:
+    def run_case(self, scenario: Scenario, subject_name: str, case_id: str) -> CaseRecord:
         """Run one (protection × scenario × subject) case; never raises: errors are recorded."""
         return CaseRun(self, scenario, subject_name, case_id).run()
