@@ -19,15 +19,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audit.judge.outcomes import LABELS
+from audit.judge.outcomes import Label, RecordLabel
 
 # A number as written: an int stays an int (pydantic's float would write 1 as 1.0).
 Num = int | float
-# Every outcome a case record can carry: the verdict's (audit/judge/outcomes.py) and "skipped".
-OutcomeLabel = Literal["error", "exploit did not learn the subject", "fail",
-                       "no effect at baseline", "no meaningful effect at baseline", "pass",
-                       "skipped"]
-assert set(LABELS) | {"skipped"} == set(OutcomeLabel.__args__)  # type: ignore[attr-defined]
 
 SCHEMA = "protection-audit/results"
 # 2: replicates (per-replicate values and plan), matched controls, interruption, per-run artifacts.
@@ -91,7 +86,7 @@ class Verdict(_Record):
     m_a: Estimate
     effect: Estimate
     retained: Estimate | None
-    outcome: OutcomeLabel
+    outcome: Label
     sentence: str
     replicates: dict[str, list[Num | None]] = Field(default_factory=dict)
     control: MatchedControl | None = None
@@ -126,7 +121,7 @@ class MetricEntry(_Record):
     m_a: Estimate | None = None
     effect: Estimate | None = None
     retained: Estimate | None = None
-    outcome: OutcomeLabel | None = None
+    outcome: Label | None = None
     sentence: str | None = None
     replicates: dict[str, list[Num | None]] | None = None
     control: MatchedControl | None = None
@@ -367,7 +362,7 @@ class Judgement(_Record):
     metrics: dict[str, MetricEntry]
     verdict_metric: str
     threshold: Num
-    outcome: OutcomeLabel
+    outcome: RecordLabel
     reason: str
     flags: list[str] = Field(default_factory=list)
     verdict_metric_note: str | None = None
@@ -386,7 +381,7 @@ class CaseRecord(_Record):
     tier: str
     seed: int
     toolkit_version: str | None = None  # absent from an input-error case (never started)
-    outcome: OutcomeLabel
+    outcome: RecordLabel
     reason: str
     metrics: dict[str, MetricEntry]
     variants: list[VariantRecord]
