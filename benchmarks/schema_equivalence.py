@@ -7,8 +7,16 @@ paper with FDS unavailable, i.e. the error path) × two seeds.
 
     ./dev python benchmarks/schema_equivalence.py   # from the repository root (needs git)
 """
-import copy, importlib.util, json, math, random, subprocess, sys, tempfile
+import copy
+import importlib.util
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
 from audit.config.options import AuditOptions
 from audit.config.scenario import CATALOGUE_DIR, load_scenario
 from audit.config.tiers import get_tier, parse_overrides
@@ -23,12 +31,17 @@ old_source = subprocess.run(["git", "show", f"{BEFORE}:audit/judge/case.py"], ca
 old_path = Path(tempfile.mkdtemp()) / "old_judge_case.py"
 old_path.write_text(old_source)
 spec = importlib.util.spec_from_file_location("old_judge_case", old_path)
-old = importlib.util.module_from_spec(spec); sys.modules["old_judge_case"] = old; spec.loader.exec_module(old)
+old = importlib.util.module_from_spec(spec)
+sys.modules["old_judge_case"] = old
+spec.loader.exec_module(old)
 
 def norm(x):
-    if isinstance(x, float) and math.isnan(x): return "NaN"
-    if isinstance(x, dict): return {k: norm(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [norm(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return "NaN"
+    if isinstance(x, dict):
+        return {k: norm(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [norm(v) for v in x]
     return x
 
 LEVEL = {"clean": 0.8, "protected": 0.3, "attacked": 0.5, "control": 0.78, "noise_floor": 0.79,
@@ -81,7 +94,8 @@ for tier_name, overrides in (("smoke", []), ("smoke", ["controls.null_baseline=t
             assert set(want) <= set(record.dump()), set(want) - set(record.dump())
             if norm(got) != norm(want):
                 for k in want:
-                    if norm(got.get(k)) != norm(want[k]): print("DIFF", tier_name, overrides, scen_name, seed, k)
+                    if norm(got.get(k)) != norm(want[k]):
+                        print("DIFF", tier_name, overrides, scen_name, seed, k)
                 sys.exit(1)
             n_checked += 1
             print(tier_name, overrides, scen_name, seed, unavailable, want["outcome"], sorted(want))
