@@ -12,7 +12,7 @@ import pytest
 def test_scenario(audit_case, audit_run) -> None:
     """Run one protection × scenario × subject case and fail unless the protection holds."""
     record = audit_run.run(audit_case)
-    if record["outcome"] == "skipped":
-        pytest.skip(record["reason"])
-    if record["outcome"] != "pass":
-        pytest.fail(f"[{record['outcome']}] {record['reason']}", pytrace=False)
+    if record.outcome == "skipped":
+        pytest.skip(record.reason)
+    if record.outcome != "pass":
+        pytest.fail(f"[{record.outcome}] {record.reason}", pytrace=False)

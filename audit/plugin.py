@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from audit.errors import AuditError
+from audit.results.schema import CaseRecord
 
 CASES_MODULE = Path(__file__).resolve().parent / "cases.py"
 _RECORDS_KEY = pytest.StashKey[list]()
@@ -314,29 +315,28 @@ class AuditRun:
         self.session.artifacts_dir = self.writer.run_dir / "artifacts"
         run["audit_run"] = self
 
-    def run(self, case: AuditCase) -> dict[str, Any]:
+    def run(self, case: AuditCase) -> CaseRecord:
         if case.error is not None:
             from audit.results.records import scenario_record
+            from audit.results.schema import (
+                CacheEvents,
+                ErrorRecord,
+                ProtectionRecord,
+                ScenarioRecord,
+                SubjectRecord,
+            )
 
-            record = {
-                "case_id": case.case_id,
-                "protection": {"name": case.protection or self.options.protection},
-                "scenario": scenario_record(case.scenario) if case.scenario
-                else {"id": Path(case.scenario_path).stem, "path": case.scenario_path},
-                "subject": {"name": case.subject},
-                "tier": self.options.tier,
-                "seed": self.options.seed,
-                "outcome": "error",
-                "reason": case.error,
-                "metrics": {},
-                "variants": [],
-                "flags": [],
-                "error": {"type": "input", "message": case.error, "user_error": True,
-                          "traceback": None},
-                "seconds": 0.0,
-                "timings": [],
-                "cache": {"hits": [], "misses": [], "corrupt": []},
-            }
+            record = CaseRecord(
+                case_id=case.case_id,
+                protection=ProtectionRecord(name=case.protection or self.options.protection),
+                scenario=scenario_record(case.scenario) if case.scenario
+                else ScenarioRecord(id=Path(case.scenario_path).stem, path=case.scenario_path),
+                subject=SubjectRecord(name=case.subject),
+                tier=self.options.tier, seed=self.options.seed, outcome="error",
+                reason=case.error, metrics={}, variants=[], flags=[],
+                error=ErrorRecord(type="input", message=case.error, user_error=True,
+                                  traceback=None),
+                seconds=0.0, timings=[], cache=CacheEvents(hits=[], misses=[], corrupt=[]))
         else:
             self.session.progress.write(f"  case {case.case_id}")
             record = self.session.run_case(case.scenario, case.subject,  # type: ignore[arg-type]
@@ -510,12 +510,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     import json
 
+    from audit.results.schema import RunFile
     from audit.results.summary import summary_table
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = RunFile.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
     buffer = io.StringIO()
-    summary_table(data["cases"], run["options"], buffer, color=terminalreporter.isatty(),
-                  run=data["run"])
+    summary_table(data.cases, run["options"], buffer, color=terminalreporter.isatty(),
+                  run=data.run)
     terminalreporter.write_sep("=", "protection audit")
     for line in buffer.getvalue().rstrip("\n").splitlines():
         terminalreporter.write_line(line)

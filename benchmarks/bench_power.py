@@ -65,9 +65,9 @@ def session_class() -> type:
     if not getattr(case.metric_choice, "verdict_metric_only", False):
         choose = case.metric_choice
 
-        def verdict_metric_only(*args: Any, **kwargs: Any) -> tuple[list[str], str]:
-            _, verdict_metric = choose(*args, **kwargs)
-            return [verdict_metric], verdict_metric
+        def verdict_metric_only(*args: Any, **kwargs: Any) -> Any:
+            choice = choose(*args, **kwargs)  # audit.judge.case.MetricChoice
+            return choice._replace(names=[choice.verdict_metric])
 
         verdict_metric_only.verdict_metric_only = True  # type: ignore[attr-defined]
         case.metric_choice = verdict_metric_only
@@ -90,7 +90,7 @@ def run_seed(seed: int, device: str, results: str, replicates: int | None, overr
         session = session_class()(options, Progress(None))
         start = time.perf_counter()
         try:
-            record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut", f"{protection}-{seed}")
+            record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut", f"{protection}-{seed}").dump()
         finally:
             session.close()
         m = (record.get("metrics") or {}).get(METRIC) or {}

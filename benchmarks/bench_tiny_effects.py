@@ -81,7 +81,7 @@ def main() -> None:
                 untrained[seed] = untrained_similarity(s)
             for scenario_id in SCENARIOS:
                 t0 = time.perf_counter()
-                record = s.run_case(load_scenario(CATALOGUE_DIR / f"{scenario_id}.yaml"), "astronaut", f"{protection}-{scenario_id}")
+                record = s.run_case(load_scenario(CATALOGUE_DIR / f"{scenario_id}.yaml"), "astronaut", f"{protection}-{scenario_id}").dump()
                 m = record["metrics"].get(METRIC, {})
                 rows.append({
                     "seed": seed, "protection": protection, "scenario": scenario_id, "outcome": record["outcome"],

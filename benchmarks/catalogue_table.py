@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     try:  # the report's loader: a missing, corrupt or old-schema file is named with its fix
-        data = load_results(args.results).data
+        data = load_results(args.results).data.dump()  # the typed file, as its JSON
     except ReportInputError as exc:
         parser.exit(2, f"catalogue_table: {exc}\n")
     table = rows(data)

@@ -16,14 +16,15 @@ from jinja2 import Undefined
 
 from audit.judge.outcomes import BY_LABEL, SHOWN
 from audit.results.leaderboard import Cell, leaderboard, protection_of
+from audit.results.schema import CaseRecord, Estimate, NullBaseline
 from audit.results.summary import (
     audit_answer,
     cache_counts,
     null_baseline_line,
-    over_budget,
     worst_cases,
 )
 from reports.images import ImageStore
+from reports.load import Merged, SourcedCase, SourcedRun
 from reports.plots import OUTCOME_COLOURS, RetainedRow, distribution_plot, retained_plot
 
 # The counts show the outcomes in this order; cases are ranked weakest first
@@ -69,9 +70,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}f}"
 
 
-def fmt_ci(estimate: dict[str, Any] | None, digits: int = 3) -> str:
+def fmt_ci(estimate: Estimate | dict[str, Any] | None, digits: int = 3) -> str:
     if not estimate or isinstance(estimate, Undefined):
         return "—"
+    if isinstance(estimate, Estimate):
+        estimate = estimate.dump()
     return (f"{fmt(estimate.get('value'), digits)} [{fmt(estimate.get('ci_low'), digits)}, "
             f"{fmt(estimate.get('ci_high'), digits)}]")
 
@@ -99,32 +102,26 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
-def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
-    metric = verdict_metric(case)
-    return (case.get("metrics") or {}).get(metric) or {}
+def _dump(record: Any) -> Any:
+    """A typed record as the dict the template reads (None stays None)."""
+    return record.dump() if record is not None else None
 
 
-def verdict_metric(case: dict[str, Any]) -> str:
-    return case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
-                                          or {}).get("metric") or ""
-
-
-def weakness_key(case: dict[str, Any]) -> tuple[int, float, str]:
+def weakness_key(case: SourcedCase) -> tuple[int, float, str]:
     """Weakest first (audit/judge/outcomes.py: errors, exploits that did not learn, fails, no
     effect, no meaningful effect, passes); within each, lowest retained lower bound."""
-    retained = verdict_entry(case).get("retained") or {}
-    low = retained.get("ci_low")
-    low = float(low) if low is not None and math.isfinite(float(low)) else math.inf
-    return (OUTCOME_RANK.get(case.get("outcome", "error"), 0), low, case.get("case_id", ""))
+    record = case.record
+    retained = record.verdict_entry.retained
+    low = float(retained.ci_low) if retained is not None else math.inf
+    low = low if math.isfinite(low) else math.inf
+    return (OUTCOME_RANK.get(record.outcome, 0), low, record.case_id)
 
 
-def _scenario_label(case: dict[str, Any], several: bool = False) -> str:
+def _scenario_label(case: CaseRecord, several: bool = False) -> str:
     """'scenario · subject', led by the protection in an audit of several."""
-    scenario = case.get("scenario") or {}
-    subject = (case.get("subject") or {}).get("name")
-    label = str(scenario.get("id") or case.get("case_id"))
+    label = case.scenario.id or case.case_id
     label = f"{protection_of(case)} · {label}" if several else label
-    return f"{label} · {subject}" if subject else label
+    return f"{label} · {case.subject.name}" if case.subject.name else label
 
 
 def _board_cell(cell: Cell | None, anchors: dict[str, str]) -> dict[str, Any] | None:
@@ -141,13 +138,13 @@ def _board_cell(cell: Cell | None, anchors: dict[str, str]) -> dict[str, Any] | 
     }
 
 
-def _protection_record(cases: list[dict[str, Any]], spec: str) -> dict[str, Any]:
+def _protection_record(cases: list[CaseRecord], spec: str) -> dict[str, Any]:
     """The protection record of a ``--protection`` item (from a case that ran it, if any)."""
-    mine = [c.get("protection") or {} for c in cases if protection_of(c) == spec]
-    return next((p for p in mine if p.get("epsilon") is not None), None) or {"name": spec}
+    mine = [c.protection for c in cases if protection_of(c) == spec]
+    return next((p.dump() for p in mine if p.epsilon is not None), None) or {"name": spec}
 
 
-def leaderboard_view(cases: list[dict[str, Any]],
+def leaderboard_view(cases: list[CaseRecord],
                      views: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The leaderboard section (``audit/results/leaderboard.py``), shown for two protections or
     more (with one it would repeat the matrix's verdict column)."""
@@ -167,42 +164,42 @@ def leaderboard_view(cases: list[dict[str, Any]],
     return {"columns": board.columns, "rows": rows}
 
 
-def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
-    runs, cases = merged["runs"], sorted(merged["cases"], key=weakness_key)
+def build_context(merged: Merged, sources: list[str]) -> dict[str, Any]:
+    sourced = sorted(merged.cases, key=weakness_key)
+    cases = [c.record for c in sourced]
+    runs = [r.run for r in merged.runs]
     store = ImageStore()
-    first_run = runs[0]
-    options = first_run.get("options") or {}
-    real = next((c for c in cases if c.get("model")), None)
-    protection = next((c["protection"] for c in cases if (c.get("protection")
-                                                          or {}).get("epsilon") is not None), None)
-    protection = protection or (cases[0]["protection"] if cases
+    options = runs[0].options
+    protection = next((_dump(c.protection) for c in cases if c.protection.epsilon is not None),
+                      None)
+    protection = protection or (_dump(cases[0].protection) if cases
                                 else {"name": options.get("protection")})
-    model = (real or {}).get("model") or {"id": options.get("model")}
-    counts = {name: sum(1 for c in cases if c.get("outcome") == name) for name in OUTCOMES}
+    model = next((_dump(c.model) for c in cases if c.model is not None),
+                 None) or {"id": options.get("model")}
+    counts = {name: sum(1 for c in cases if c.outcome == name) for name in OUTCOMES}
     for c in cases:
-        if c.get("outcome") not in OUTCOMES:
-            counts[c.get("outcome")] = counts.get(c.get("outcome"), 0) + 1
+        if c.outcome not in OUTCOMES:
+            counts[c.outcome] = counts.get(c.outcome, 0) + 1
 
     metric_names: list[str] = []
     for c in cases:
-        vm = verdict_metric(c)
+        vm = c.deciding_metric
         if vm and vm not in metric_names:
             metric_names.append(vm)
     for c in cases:
-        for name in c.get("metrics") or {}:
+        for name in c.metrics:
             if name not in metric_names:
                 metric_names.append(name)
 
     several = len({protection_of(c) for c in cases}) > 1
-    case_views = [_case_view(c, i, metric_names, store, several) for i, c in enumerate(cases)]
+    case_views = [_case_view(c, i, metric_names, store, several) for i, c in enumerate(sourced)]
     measured = [v for v in case_views if v["retained"] is not None]
     weakest = min(measured, key=lambda v: (float(v["retained"].get("ci_low")
                                                  or 0), v["case_id"])) if measured else None
 
-    wall = [float(r["finished"]) - float(r["started"]) for r in runs if r.get("finished")
-            and r.get("started")]
+    wall = [float(r.finished) - float(r.started) for r in runs if r.finished and r.started]
     headline, headline_outcome = _headline(case_views)
-    tier = options.get("tier") or (cases[0].get("tier") if cases else None)
+    tier = options.get("tier") or (cases[0].tier if cases else None)
     rows = []
     for v in case_views:
         retained = v["retained"] or {}
@@ -228,32 +225,31 @@ def build_context(merged: dict[str, Any], sources: list[str]) -> dict[str, Any]:
             "counts": counts,
             "weakest": weakest,
             "wall_seconds": sum(wall) if wall else None,
-            "case_seconds": sum(float(c.get("seconds") or 0) for c in cases),
+            "case_seconds": sum(float(c.seconds) for c in cases),
             "cache": cache_counts(cases),
             "caveat": SMOKE_CAVEAT if tier == "smoke" and model.get("id") == "tiny" else None,
-            "non_standard": any(r.get("non_standard") for r in runs),
+            "non_standard": any(r.non_standard for r in runs),
             "headline": headline,
             "headline_outcome": headline_outcome,
             "n_runs": len(runs),
-            "n_flagged": sum(1 for c in cases if c.get("flags")),
+            "n_flagged": sum(1 for c in cases if c.flags),
             "noise_baseline": null_baseline_line(cases),
-            "answer": audit_answer(cases, any(r.get("interrupted") for r in runs),
-                                   sum(len(r.get("not_run") or []) for r in runs)),
+            "answer": audit_answer(cases, any(r.interrupted for r in runs),
+                                   sum(len(r.not_run) for r in runs)),
             "worst": [{**row,
                        "anchor": next((v["anchor"] for v in case_views if v["case_id"]
                                        == row.get("case_id")), None)}
                       for row in worst_cases(cases)],
-            "interrupted": any(r.get("interrupted") for r in runs),
-            "not_run": [c for r in runs for c in (r.get("not_run") or [])],
-            "left_out": sorted({s for r in runs for s in (r.get("left_out_scenarios") or [])}),
-            "selection": next((r.get("selection") for r in runs if r.get("selection")), None),
-            "replicates": sorted({(c.get("plan") or {}).get("replicates") for c in cases
-                                  if c.get("plan")}),
+            "interrupted": any(r.interrupted for r in runs),
+            "not_run": [c for r in runs for c in r.not_run],
+            "left_out": sorted({s for r in runs for s in r.left_out_scenarios}),
+            "selection": next((r.selection for r in runs if r.selection), None),
+            "replicates": sorted({c.plan.replicates for c in cases if c.plan is not None}),
         },
         "metric_names": metric_names,
         "cases": case_views,
         "retained_svg": retained_plot(rows),
-        "runs": [_run_view(r) for r in runs],
+        "runs": [_run_view(r) for r in merged.runs],
         "sources": sources,
         "colours": OUTCOME_COLOURS,
         "image_css": store.css(),
@@ -315,61 +311,60 @@ def _headline(views: list[dict[str, Any]]) -> tuple[str, str]:
     return " ".join(parts), outcome
 
 
-def _case_view(
-        case: dict[str, Any], index: int, metric_names: list[str],
-        store: ImageStore, several: bool = False) -> dict[str, Any]:
-    scenario = case.get("scenario") or {}
-    metrics = case.get("metrics") or {}
-    entry = verdict_entry(case)
-    roots = [Path(p) for p in case.get("_roots") or []]
+def _metric_cells(case: CaseRecord, metric_names: list[str]) -> list[dict[str, Any]]:
+    """The matrix row of a case: each metric's retained protection, or why there is none."""
     cells = []
     for name in metric_names:
-        m = metrics.get(name)
+        m = case.metrics.get(name)
         if m is None:
             cells.append({"metric": name, "outcome": None, "text": "—", "value": "—", "ci": "",
                           "title": "not measured in this case"})
             continue
-        if m.get("unavailable"):
+        if m.unavailable:
             cells.append({"metric": name, "outcome": "error", "text": "unavailable",
-                          "value": "unavailable", "ci": "", "title": str(m["unavailable"])})
+                          "value": "unavailable", "ci": "", "title": str(m.unavailable)})
             continue
-        retained = m.get("retained")
-        text = fmt_ci(retained, 2) if retained else {
+        text = fmt_ci(m.retained, 2) if m.retained is not None else {
             "no effect at baseline": "no effect",
-            "no meaningful effect at baseline": f"share {fmt_ci(m.get('share'), 2)}",
+            "no meaningful effect at baseline": f"share {fmt_ci(m.share, 2)}",
             "exploit did not learn the subject": "not learned",
-        }.get(m.get("outcome"), "—")
+        }.get(m.outcome or "", "—")
         value, _, ci = text.partition(" [")  # two lines in the matrix: estimate, then its CI
-        cells.append({"metric": name, "outcome": m.get("outcome"), "text": text,
-                      "value": value, "ci": f"[{ci}" if ci else "",
-                      "title": m.get("sentence") or ""})
-    metric_rows = []
-    for name, m in metrics.items():
-        metric_rows.append({
-            "name": name,
-            "verdict": name == verdict_metric(case),
-            "direction": m.get("direction"),
-            "implementation": m.get("implementation"),
-            "unavailable": m.get("unavailable"),
-            "m_u": fmt_ci(m.get("m_u"), 4),
-            "m_c": fmt_ci(m.get("m_c"), 4),
-            "m_p": fmt_ci(m.get("m_p"), 4),
-            "m_a": fmt_ci(m.get("m_a"), 4),
-            "learned": fmt_ci(m.get("learned"), 4),
-            "effect": fmt_ci(m.get("effect"), 4),
-            "share": fmt_ci(m.get("share"), 3),
-            "retained": fmt_ci(m.get("retained"), 3),
-            "threshold": m.get("threshold"),
-            "outcome": m.get("outcome"),
-            "sentence": m.get("sentence"),
-            "notes": m.get("notes") or [],
-            "missing": m.get("missing") or {},
-            "svg": distribution_plot(m.get("values") or {}, name, m.get("direction"))
-            if m.get("values") else None,
-        })
+        cells.append({"metric": name, "outcome": m.outcome, "text": text,
+                      "value": value, "ci": f"[{ci}" if ci else "", "title": m.sentence or ""})
+    return cells
+
+
+def _metric_rows(case: CaseRecord) -> list[dict[str, Any]]:
+    """Every metric of a case with its estimates, verdict and distribution plot."""
+    return [{
+        "name": name,
+        "verdict": name == case.deciding_metric,
+        "direction": m.direction,
+        "implementation": m.implementation,
+        "unavailable": m.unavailable,
+        "m_u": fmt_ci(m.m_u, 4),
+        "m_c": fmt_ci(m.m_c, 4),
+        "m_p": fmt_ci(m.m_p, 4),
+        "m_a": fmt_ci(m.m_a, 4),
+        "learned": fmt_ci(m.learned, 4),
+        "effect": fmt_ci(m.effect, 4),
+        "share": fmt_ci(m.share, 3),
+        "retained": fmt_ci(m.retained, 3),
+        "threshold": m.threshold,
+        "outcome": m.outcome,
+        "sentence": m.sentence,
+        "notes": m.notes,
+        "missing": m.missing,
+        "svg": distribution_plot(m.values, name, m.direction) if m.values else None,
+    } for name, m in case.metrics.items()]
+
+
+def _strips(case: CaseRecord, roots: list[Path], store: ImageStore) -> list[dict[str, Any]]:
+    """The case's image strips (its artifacts), each image embedded once."""
     strips = []
-    artifacts = case.get("artifacts") or {}
-    subject_files = (case.get("subject") or {}).get("files") or []
+    artifacts = case.artifacts or {}
+    subject_files = case.subject.files
     for key, caption in STRIPS:
         paths = artifacts.get(key) or []
         if not paths:
@@ -378,68 +373,77 @@ def _case_view(
         names = (subject_files if key in ("clean", "protected", "attacked_input")
                  and len(subject_files) == len(images) else None)
         strips.append({"key": key, "caption": caption, "images": images, "names": names})
-    timings = case.get("timings") or []
-    cache = case.get("cache") or {}
+    return strips
+
+
+def _case_view(
+        sourced: SourcedCase, index: int, metric_names: list[str],
+        store: ImageStore, several: bool = False) -> dict[str, Any]:
+    case = sourced.record
+    scenario = _dump(case.scenario)
+    entry = case.verdict_entry
+    threshold = case.threshold if case.threshold is not None else (
+        case.scenario.verdict.retained_at_least if case.scenario.verdict is not None else None)
     return {
         "anchor": f"case-{index}",
-        "case_id": case.get("case_id"),
+        "case_id": case.case_id,
         "label": _scenario_label(case, several),
-        "outcome": case.get("outcome"),
-        "over_budget": over_budget(case),
-        "reason": case.get("reason"),
-        "flags": case.get("flags") or [],
+        "outcome": case.outcome,
+        "over_budget": case.over_budget,
+        "reason": case.reason,
+        "flags": case.flags,
         "scenario": scenario,
         "attack": scenario.get("attack") or [],
         "exploit": scenario.get("exploit") or {},
         "verdict": scenario.get("verdict") or {},
-        "protection": case.get("protection") or {},
-        "subject": case.get("subject") or {},
-        "model": case.get("model") or {},
-        "transfer_model": case.get("transfer_model"),
-        "device": case.get("device"),
-        "seed": case.get("seed"),
-        "verdict_metric": verdict_metric(case),
-        "verdict_metric_note": case.get("verdict_metric_note"),
-        "noise_floor": case.get("noise_floor"),
-        "threshold": case.get("threshold", (scenario.get("verdict")
-                                            or {}).get("retained_at_least")),
-        "retained": entry.get("retained"),
-        "m_u": fmt_ci(entry.get("m_u"), 4),
-        "m_c": fmt_ci(entry.get("m_c"), 4),
-        "m_p": fmt_ci(entry.get("m_p"), 4),
-        "m_a": fmt_ci(entry.get("m_a"), 4),
-        "learned_text": fmt_ci(entry.get("learned"), 4),
-        "effect_text": fmt_ci(entry.get("effect"), 4),
-        "share_text": fmt_ci(entry.get("share"), 3),
-        "min_learned": entry.get("min_learned"),
-        "min_effect": entry.get("min_effect"),
-        "verdict_settings": case.get("verdict_settings") or {},
-        "null_baseline": _null_view(case.get("null_baseline")),
-        "adaptive": _adaptive_view(case.get("adaptive")),
-        "retained_text": fmt_ci(entry.get("retained"), 3),
-        "cells": cells,
-        "metric_rows": metric_rows,
-        "variants": case.get("variants") or [],
+        "protection": _dump(case.protection),
+        "subject": _dump(case.subject),
+        "model": _dump(case.model) or {},
+        "transfer_model": _dump(case.transfer_model),
+        "device": case.device,
+        "seed": case.seed,
+        "verdict_metric": case.deciding_metric,
+        "verdict_metric_note": case.verdict_metric_note,
+        "noise_floor": _dump(case.noise_floor),
+        "threshold": threshold,
+        "retained": _dump(entry.retained),
+        "m_u": fmt_ci(entry.m_u, 4),
+        "m_c": fmt_ci(entry.m_c, 4),
+        "m_p": fmt_ci(entry.m_p, 4),
+        "m_a": fmt_ci(entry.m_a, 4),
+        "learned_text": fmt_ci(entry.learned, 4),
+        "effect_text": fmt_ci(entry.effect, 4),
+        "share_text": fmt_ci(entry.share, 3),
+        "min_learned": entry.min_learned,
+        "min_effect": entry.min_effect,
+        "verdict_settings": _dump(case.verdict_settings) or {},
+        "null_baseline": _null_view(case.null_baseline),
+        "adaptive": _adaptive_view(_dump(case.adaptive)),
+        "retained_text": fmt_ci(entry.retained, 3),
+        "cells": _metric_cells(case, metric_names),
+        "metric_rows": _metric_rows(case),
+        "variants": [v.dump() for v in case.variants],
         "replicate_rows": _replicate_rows(case),
-        "control": (entry.get("control") or None),
-        "plan_text": (case.get("plan") or {}).get("text"),
-        "worst_variant": case.get("worst_variant"),
-        "exploiter_best": case.get("exploiter_best"),
-        "strips": strips,
-        "timings": [(t.get("stage"), duration(t.get("seconds"))) for t in timings],
-        "seconds": duration(case.get("seconds")),
-        "cache_hits": cache.get("hits") or [],
-        "cache_misses": cache.get("misses") or [],
-        "cache_corrupt": cache.get("corrupt") or [],
-        "error": case.get("error"),
-        "protection_run": case.get("protection_run"),
-        "imperceptibility": case.get("imperceptibility") or {},
-        "exploits": case.get("exploits") or {},
-        "source_file": case.get("_source"),
+        "control": _dump(entry.control),
+        "plan_text": case.plan.text if case.plan is not None else None,
+        "worst_variant": case.worst_variant,
+        "exploiter_best": _dump(case.exploiter_best),
+        "strips": _strips(case, sourced.roots, store),
+        "timings": [(t.stage, duration(t.seconds)) for t in case.timings],
+        "seconds": duration(case.seconds),
+        "cache_hits": case.cache.hits,
+        "cache_misses": case.cache.misses,
+        "cache_corrupt": case.cache.corrupt,
+        "error": _dump(case.error),
+        "protection_run": _dump(case.protection_run),
+        "imperceptibility": case.imperceptibility or {},
+        "exploits": {k: v.dump() for k, v in (case.exploits or {}).items()},
+        "source_file": sourced.source,
         "params_json": pretty({
-            "protection": case.get("protection"),
+            "protection": _dump(case.protection),
             "scenario": scenario,
-            "exploits": case.get("exploits"),
+            "exploits": ({k: v.dump() for k, v in case.exploits.items()}
+                         if case.exploits is not None else None),
         }),
     }
 
@@ -471,25 +475,24 @@ def _adaptive_view(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _null_view(null: dict[str, Any] | None) -> dict[str, Any] | None:
+def _null_view(null: NullBaseline | None) -> dict[str, Any] | None:
     """The null baseline of a case, formatted beside the protection's effect and share."""
-    if not null:
+    if null is None:
         return None
     return {
-        "metric": null.get("metric"), "epsilon": null.get("epsilon"),
-        "m_null": fmt_ci(null.get("m_null"), 4), "effect": fmt_ci(null.get("effect"), 4),
-        "share": fmt_ci(null.get("share"), 3),
-        "protection_effect": fmt_ci(null.get("protection_effect"), 4),
-        "protection_share": fmt_ci(null.get("protection_share"), 3),
-        "same_runs": bool(null.get("same_runs_as_protected")),
+        "metric": null.metric, "epsilon": null.epsilon,
+        "m_null": fmt_ci(null.m_null, 4), "effect": fmt_ci(null.effect, 4),
+        "share": fmt_ci(null.share, 3),
+        "protection_effect": fmt_ci(null.protection_effect, 4),
+        "protection_share": fmt_ci(null.protection_share, 3),
+        "same_runs": null.same_runs_as_protected,
     }
 
 
-def _replicate_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
+def _replicate_rows(case: CaseRecord) -> list[dict[str, Any]]:
     """The verdict metric's mean per replicate and role (each replicate is its own fine-tune)."""
-    entry = verdict_entry(case)
-    means = entry.get("replicates") or {}
-    seeds = (case.get("plan") or {}).get("seeds") or []
+    means = case.verdict_entry.replicates or {}
+    seeds = case.plan.seeds if case.plan is not None else []
     k = max((len(v) for v in means.values()), default=0)
     return [{"replicate": r + 1, "seed": seeds[r] if r < len(seeds) else None,
              **{role: fmt(values[r], 4) if r < len(values) else "—" for role,
@@ -497,26 +500,27 @@ def _replicate_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
             for r in range(k)]
 
 
-def _run_view(run: dict[str, Any]) -> dict[str, Any]:
-    versions = run.get("versions") or {}
+def _run_view(sourced: SourcedRun) -> dict[str, Any]:
+    run = sourced.run
+    tier_settings = run.tier_settings
     return {
-        "run_id": run.get("run_id"),
-        "source": run.get("_source"),
-        "command_line": run.get("command_line"),
-        "invocation_dir": run.get("invocation_dir"),
-        "reproduce": run.get("reproduce"),
-        "toolkit_version": run.get("toolkit_version"),
-        "git_commit": run.get("git_commit"),
-        "versions": versions,
-        "platform": run.get("platform"),
-        "cpu": run.get("cpu") or {},
-        "options": run.get("options") or {},
-        "tier_settings": run.get("tier_settings") or {},
-        "non_standard": run.get("non_standard"),
-        "started": stamp(run.get("started")),
-        "finished": stamp(run.get("finished")),
-        "wall": duration(float(run["finished"]) - float(run["started"])) if run.get("finished")
-        and run.get("started") else "—",
-        "tier_json": pretty(run.get("tier_settings") or {}),
-        "options_json": pretty(run.get("options") or {}),
+        "run_id": run.run_id,
+        "source": sourced.source,
+        "command_line": run.command_line,
+        "invocation_dir": run.invocation_dir,
+        "reproduce": run.reproduce,
+        "toolkit_version": run.toolkit_version,
+        "git_commit": run.git_commit,
+        "versions": run.versions,
+        "platform": run.platform,
+        "cpu": _dump(run.cpu) or {},
+        "options": run.options,
+        "tier_settings": tier_settings,
+        "non_standard": run.non_standard,
+        "started": stamp(run.started),
+        "finished": stamp(run.finished),
+        "wall": duration(float(run.finished) - float(run.started)) if run.finished
+        and run.started else "—",
+        "tier_json": pretty(tier_settings),
+        "options_json": pretty(run.options),
     }

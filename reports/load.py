@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.results.files import SCHEMA, SCHEMA_VERSION
+from pydantic import ValidationError
 
-# Version 1 files (one fine-tune per exploit, before replicates) still render, without the
-# replicate tables; version 2 files (before the untrained reference) without m_u, the learned
-# margin, the effect share and the noise baseline (shown as "—"), their verdicts as then decided.
-SUPPORTED_VERSIONS = (1, 2, SCHEMA_VERSION)
-REQUIRED_TOP = ("schema", "schema_version", "run", "cases")
-REQUIRED_RUN = ("options", "toolkit_version")
-REQUIRED_CASE = ("case_id", "outcome", "protection", "scenario", "metrics")
+from audit.results.schema import SCHEMA, SCHEMA_VERSION, CaseRecord, RunFile, RunInfo
+
+# The typed schema (audit/results/schema.py) reads its own version only: a file of an earlier
+# version is refused with the fix (rerun the audit, or render it with the toolkit that wrote it).
+SUPPORTED_VERSIONS = (SCHEMA_VERSION,)
 
 
 class ReportInputError(ValueError):
@@ -32,16 +30,38 @@ class ResultsFile:
     """One validated results file and the folder its artifact paths are relative to."""
 
     path: Path
-    data: dict[str, Any]
+    data: RunFile
     artifact_roots: list[Path] = field(default_factory=list)
 
     @property
-    def run(self) -> dict[str, Any]:
-        return self.data["run"]
+    def run(self) -> RunInfo:
+        return self.data.run
 
     @property
-    def cases(self) -> list[dict[str, Any]]:
-        return self.data["cases"]
+    def cases(self) -> list[CaseRecord]:
+        return self.data.cases
+
+
+@dataclass
+class SourcedCase:
+    """A case of a merged report input, with the file it came from and where its artifact
+    paths are relative to."""
+
+    record: CaseRecord
+    source: str
+    roots: list[Path]
+
+
+@dataclass
+class SourcedRun:
+    run: RunInfo
+    source: str
+
+
+@dataclass
+class Merged:
+    runs: list[SourcedRun]
+    cases: list[SourcedCase]
 
 
 def load_results(path: str | Path) -> ResultsFile:
@@ -78,9 +98,13 @@ def load_results(path: str | Path) -> ResultsFile:
     version = data.get("schema_version")
     if version not in SUPPORTED_VERSIONS:
         older = isinstance(version, int) and version < min(SUPPORTED_VERSIONS)
+        wrote = (data.get("run") or {}).get("toolkit_version") if isinstance(
+            data.get("run"), dict) else None
         hint = (
             "it was written by an older protection-audit; re-run the audit with this version to "
-            "get a file it can render"
+            "get a file it can render (finished stages are served from the audit cache), or "
+            "render it with the version that wrote it"
+            + (f" (pip install protection-audit=={wrote})" if wrote else "")
             if older
             else "it was written by a newer protection-audit; render it with that version (pip "
                  "install -U protection-audit)"
@@ -89,35 +113,38 @@ def load_results(path: str | Path) -> ResultsFile:
             f"{path}: results schema_version {version!r} is not supported (this version reads "
             f"{list(SUPPORTED_VERSIONS)}); {hint}."
         )
-    missing = [key for key in REQUIRED_TOP if key not in data]
-    missing += [f"run.{key}" for key in REQUIRED_RUN if key not in (data.get("run") or {})]
-    if missing:
-        raise ReportInputError(f"{path}: missing field(s) {', '.join(missing)}; the file is "
-                               "incomplete — re-run the audit.")
-    if not isinstance(data["cases"], list):
-        raise ReportInputError(f"{path}: 'cases' must be a list of case records.")
-    for index, case in enumerate(data["cases"]):
-        if not isinstance(case, dict):
-            raise ReportInputError(f"{path}: cases[{index}] is not a case record (found "
-                                   f"{type(case).__name__}).")
-        lacking = [key for key in REQUIRED_CASE if key not in case]
-        if lacking:
-            name = case.get("case_id", f"cases[{index}]")
-            raise ReportInputError(
-                f"{path}: case {name!s} lacks {', '.join(lacking)}; the file is incomplete or was "
-                "edited — re-run the audit (finished cases are kept in runs/<id>/cases/ and are "
-                "not recomputed)."
-            )
-    return ResultsFile(path=path, data=data, artifact_roots=_artifact_roots(path, data))
+    try:
+        typed = RunFile.model_validate(data)
+    except ValidationError as exc:
+        raise ReportInputError(f"{path}: {schema_problem(exc, data)}") from None
+    return ResultsFile(path=path, data=typed, artifact_roots=_artifact_roots(path, typed))
 
 
-def _artifact_roots(path: Path, data: dict[str, Any]) -> list[Path]:
+def schema_problem(exc: ValidationError, data: dict[str, Any]) -> str:
+    """A results file's schema errors, each named by its field (a case by its id), and the fix."""
+    problems = []
+    for error in exc.errors()[:5]:
+        where = list(error["loc"])
+        if len(where) > 1 and where[0] == "cases" and isinstance(where[1], int):
+            case = data["cases"][where[1]]
+            name = case.get("case_id") if isinstance(case, dict) else None
+            where = [f"case {name or f'cases[{where[1]}]'}", *where[2:]]
+        field_name = ".".join(str(w) for w in where)
+        what = "missing" if error["type"] == "missing" else error["msg"]
+        problems.append(f"{field_name}: {what}")
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return ("not a valid results file: " + "; ".join(problems) + more + "; the file is "
+            "incomplete or was edited — re-run the audit (finished cases are kept in "
+            "runs/<id>/cases/ and are not recomputed).")
+
+
+def _artifact_roots(path: Path, data: RunFile) -> list[Path]:
     """Folders an artifact path (``artifacts/<case>/<file>.png``) may be relative to, in order."""
     here = path.resolve().parent
     roots = [here]
     if here.parent.name == "runs":  # <results>/runs/<id>/results.json
         roots.append(here.parent.parent)
-    recorded = (data.get("run", {}).get("options") or {}).get("results_dir")
+    recorded = data.run.options.get("results_dir")
     if recorded:
         roots.append(Path(recorded))
     return list(dict.fromkeys(roots))
@@ -136,32 +163,28 @@ def provenance(file: ResultsFile) -> dict[str, Any]:
     transfer model fingerprints, the protection's code fingerprint, each scenario's definition
     hash and each subject's content hash."""
     run = file.run
-    options = run.get("options") or {}
-    fields: dict[str, Any] = {"toolkit version": run.get("toolkit_version")}
-    fields.update({f"option {key}": options.get(key) for key in COMPARED_OPTIONS})
-    fields["tier settings"] = run.get("tier_settings")
+    fields: dict[str, Any] = {"toolkit version": run.toolkit_version}
+    fields.update({f"option {key}": run.options.get(key) for key in COMPARED_OPTIONS})
+    fields["tier settings"] = run.tier_settings or None
     for case in file.cases:
-        for role in ("model", "transfer_model"):
-            model = case.get(role) or {}
-            if model.get("fingerprint"):
-                label = f"{role.replace('_', ' ')} fingerprint ({model.get('id')})"
-                fields[label] = model["fingerprint"]
-        protection = case.get("protection") or {}
-        code = protection.get("code") or {}
-        if code:  # one per protection (an audit may list several)
-            name = protection.get("spec") or protection.get("name")
-            fields[f"protection code fingerprint ({name})"] = code.get("sha256")
-        scenario = case.get("scenario") or {}
-        if scenario.get("definition_hash"):
-            label = f"definition hash of scenario '{scenario.get('id')}'"
-            fields[label] = scenario["definition_hash"]
-        subject = case.get("subject") or {}
-        if subject.get("content_hash"):
-            fields[f"content hash of subject '{subject.get('name')}'"] = subject["content_hash"]
+        for role, model in (("model", case.model), ("transfer_model", case.transfer_model)):
+            if model is not None and model.fingerprint:
+                label = f"{role.replace('_', ' ')} fingerprint ({model.id})"
+                fields[label] = model.fingerprint
+        code = case.protection.code
+        if code is not None:  # one per protection (an audit may list several)
+            name = case.protection.spec or case.protection.name
+            fields[f"protection code fingerprint ({name})"] = code.sha256
+        scenario = case.scenario
+        if scenario.definition_hash:
+            fields[f"definition hash of scenario '{scenario.id}'"] = scenario.definition_hash
+        subject = case.subject
+        if subject.content_hash:
+            fields[f"content hash of subject '{subject.name}'"] = subject.content_hash
     return fields
 
 
-def merge_results(files: list[ResultsFile]) -> dict[str, Any]:
+def merge_results(files: list[ResultsFile]) -> Merged:
     """One report input from shards of the same audit: the same provenance wherever it bears on
     the numbers (``provenance``: seed, tier settings, model fingerprint, toolkit version,
     scenario hashes, options, ...), each field compared and a mismatch refused by name; no case
@@ -186,19 +209,15 @@ def merge_results(files: list[ResultsFile]) -> dict[str, Any]:
                     "shard with the other's settings."
                 )
     seen: dict[str, Path] = {}
-    cases: list[dict[str, Any]] = []
+    cases: list[SourcedCase] = []
     for file in files:
         for case in file.cases:
-            if case["case_id"] in seen:
+            if case.case_id in seen:
                 raise ReportInputError(
-                    f"{file.path}: case {case['case_id']!r} is also in {seen[case['case_id']]}; "
+                    f"{file.path}: case {case.case_id!r} is also in {seen[case.case_id]}; "
                     "each case must come from one shard — drop one file, or run the shards with "
                     "disjoint -k selections."
                 )
-            seen[case["case_id"]] = file.path
-            cases.append({**case, "_source": str(file.path),
-                          "_roots": [str(r) for r in file.artifact_roots]})
-    return {
-        "runs": [{**file.run, "_source": str(file.path)} for file in files],
-        "cases": cases,
-    }
+            seen[case.case_id] = file.path
+            cases.append(SourcedCase(case, str(file.path), list(file.artifact_roots)))
+    return Merged(runs=[SourcedRun(file.run, str(file.path)) for file in files], cases=cases)

@@ -13,8 +13,7 @@ recomputed outcome, flags the case, and says so in its headline.
 Where the recorded values cannot reproduce the engine's inputs exactly — a matched control
 whose own undefined slots changed the pairing (its values are not in the metric entry), an
 unknown tier — the case is left as recorded, unchecked: a disagreement is only ever claimed on
-a like-for-like recomputation. Files of schema 1 (one fine-tune, decided by the code of their
-time) are not re-derived.
+a like-for-like recomputation.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from audit.results.schema import CaseRecord, Estimate, MetricEntry, RunInfo
 from reports.load import ResultsFile
 
 # Outcomes a verdict decides (the others — error, skipped — come from no verdict).
@@ -38,46 +38,47 @@ def _same(a: Any, b: Any) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _estimate_differs(recorded: dict[str, Any] | None, derived: dict[str, Any] | None) -> bool:
-    if not recorded or not derived:
-        return bool(recorded) != bool(derived)
-    return not all(_same(recorded.get(k), derived.get(k)) for k in ("value", "ci_low", "ci_high"))
+def _estimate_differs(recorded: Estimate | None, derived: dict[str, Any] | None) -> bool:
+    if recorded is None or not derived:
+        return (recorded is not None) != bool(derived)
+    return not all(_same(getattr(recorded, k), derived.get(k)) for k in ("value", "ci_low",
+                                                                          "ci_high"))
 
 
-def _verdict_settings(run: dict[str, Any]) -> Any:
+def _verdict_settings(run: RunInfo) -> Any:
     """The run's resolved verdict settings (α, bootstrap resamples), as the engine resolved them."""
     from audit.config.tiers import Tier
 
-    tier = run.get("tier_settings") or {}
+    tier = run.tier_settings
     return Tier(tier["name"], tier["settings"], tier.get("overrides") or {}).verdict
 
 
-def rederive(case: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None:
+def rederive(case: CaseRecord, run: RunInfo) -> dict[str, Any] | None:
     """The verdict ``decide`` gives on the case's recorded values, as a dict (``MetricVerdict``),
     or None where they cannot reproduce the engine's inputs (then nothing is claimed)."""
     from audit.judge.verdict import decide
 
-    metric = case.get("verdict_metric")
-    entry = (case.get("metrics") or {}).get(metric) or {}
-    per = entry.get("per_replicate") or {}
+    metric = case.verdict_metric or ""
+    entry = case.metrics.get(metric) or MetricEntry()
+    per = entry.per_replicate
     if not all(per.get(role)
-               for role in ("clean", "protected", "attacked")) or entry.get("direction") not in (
+               for role in ("clean", "protected", "attacked")) or entry.direction not in (
                        "up", "down"):
         return None
     try:
         settings = _verdict_settings(run)
-        limits = {k: float(entry[k]) for k in ("min_learned", "min_effect")
-                  if entry.get(k) is not None}
-        threshold = entry.get("threshold", case.get("threshold"))
-        verdict = decide(metric, entry["direction"], per["clean"], per["protected"],
-                         per["attacked"], float(threshold),
-                         alpha=settings.alpha, untrained=per.get("untrained") or None,
-                         null=per.get("null_baseline") or None,
+        limits = {k: float(v) for k in ("min_learned", "min_effect")
+                  if (v := getattr(entry, k)) is not None}
+        threshold = entry.threshold if entry.threshold is not None else case.threshold
+        verdict = decide(metric, entry.direction, per["clean"], per["protected"],  # type: ignore[arg-type]
+                         per["attacked"], float(threshold),  # type: ignore[arg-type]
+                         alpha=settings.alpha, untrained=per.get("untrained") or None,  # type: ignore[arg-type]
+                         null=per.get("null_baseline") or None,  # type: ignore[arg-type]
                          resamples=settings.bootstrap_resamples,
-                         seed=int(case.get("seed") or 0), **limits).to_dict()
+                         seed=case.seed, **limits).to_dict()
     except (KeyError, TypeError, ValueError):  # a record too partial to recompute: left unchecked
         return None
-    if list(verdict.get("slots_left_out") or []) != list(entry.get("slots_left_out")
+    if list(verdict.get("slots_left_out") or []) != list(entry.slots_left_out
                                                          or verdict.get("slots_left_out") or []):
         return None  # the matched control's undefined slots paired differently: not like for like
     return verdict
@@ -86,40 +87,36 @@ def rederive(case: dict[str, Any], run: dict[str, Any]) -> dict[str, Any] | None
 def verify_outcomes(file: ResultsFile) -> list[dict[str, Any]]:
     """Re-derive every case's outcome in ``file`` (in place): where the record disagrees with its
     numbers, the case shows the recomputed outcome and a flag naming both; returns those cases."""
-    if (file.data.get("schema_version") or 0) < 2:
-        return []
     disagreements = []
     for case in file.cases:
-        recorded = case.get("outcome")
-        if recorded in NOT_A_VERDICT or case.get("budget_exceeded"):
+        recorded = case.outcome
+        if recorded in NOT_A_VERDICT or case.budget_exceeded:
             continue
         derived = rederive(case, file.run)
+        entry = case.metrics.get(case.verdict_metric or "")
         if derived is None:
-            if recorded == "pass" and not ((case.get("metrics")
-                                            or {}).get(case.get("verdict_metric"))
-                                            or {}).get("per_replicate"):
+            if recorded == "pass" and not (entry is not None and entry.per_replicate):
                 problem = {"recorded": recorded, "derived": "error",
                            "why": "no recorded verdict values support it"}
             else:
                 continue
         else:
-            entry = case["metrics"][case["verdict_metric"]]
+            assert entry is not None
             edited = [k for k in CHECKED_ESTIMATES
-                      if _estimate_differs(entry.get(k), derived.get(k))]
+                      if _estimate_differs(getattr(entry, k), derived.get(k))]
             if derived["outcome"] == recorded and not edited:
                 continue
             why = "the recorded per-replicate values give this outcome"
             if edited:
                 why += f"; the recorded {' and '.join(edited)} differ from what those values give"
             problem = {"recorded": recorded, "derived": derived["outcome"], "why": why}
-        case["outcome_check"] = problem
-        case["outcome"] = problem["derived"]
-        case["flags"] = [
+        case.outcome = problem["derived"]  # type: ignore[assignment]
+        case.flags = [
             f"RECORD DISAGREES WITH ITS NUMBERS: the results file says '{problem['recorded']}', "
             f"but {problem['why']} ('{problem['derived']}', recomputed by "
             "audit.judge.verdict.decide); the file was edited or written by other code — shown as "
             f"'{problem['derived']}'",
-            *(case.get("flags") or []),
+            *case.flags,
         ]
-        disagreements.append({"case_id": case.get("case_id"), "file": str(file.path), **problem})
+        disagreements.append({"case_id": case.case_id, "file": str(file.path), **problem})
     return disagreements

@@ -187,17 +187,16 @@ def test_engine_pairs_slots_undefined_in_one_exploit_and_flags_them(tmp_path: Pa
                                 "missing": int(values.count(None))}
     options = AuditOptions(protection="pid", tier="smoke", results_dir=tmp_path)
     scenario = load_scenario(CATALOGUE_DIR / "jpeg-q75.yaml")
-    record: dict = {"flags": [], "metrics": {}}
-    CaseJudge(options.tier_settings, options.seed).judge(p, scenario, {"brisque": by_run},
-                                                         "brisque", record)
-    entry = record["metrics"]["brisque"]
-    assert entry["slots_left_out"] == [0, 1, 0]
+    judgement = CaseJudge(options.tier_settings, options.seed).judge(
+        p, scenario, {"brisque": by_run}, "brisque")
+    entry = judgement.metrics["brisque"]
+    assert entry.slots_left_out == [0, 1, 0] and entry.replicates is not None
     protected_runs = p.runs_for("protected")
     clean_runs = p.runs_for("clean")
     kept = [v for i, v in enumerate(by_run[clean_runs[1].identity]["values"]) if i != 2]
     # slot 2 left out of clean too
-    assert entry["replicates"]["clean"][1] == pytest.approx(float(np.mean(kept)))
-    assert entry["replicates"]["protected"][1] == pytest.approx(
+    assert entry.replicates["clean"][1] == pytest.approx(float(np.mean(kept)))
+    assert entry.replicates["protected"][1] == pytest.approx(
         float(np.mean([v for v in by_run[protected_runs[1].identity]["values"] if v is not None])))
-    assert any(f.startswith("brisque: 1 image slot(s) undefined") for f in record["flags"])
-    assert entry["flags"] and record["outcome"] in ("pass", "fail")
+    assert any(f.startswith("brisque: 1 image slot(s) undefined") for f in judgement.flags)
+    assert entry.flags and judgement.outcome in ("pass", "fail")

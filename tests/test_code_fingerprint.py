@@ -211,7 +211,7 @@ def run_no_attack(results: Path, spec: str) -> dict:
     session = AuditSession(options, Progress(None))
     try:
         record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut",
-                                  "no-attack")
+                                  "no-attack").dump()
     finally:
         session.close()
     assert record["outcome"] != "error", record.get("error")

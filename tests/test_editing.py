@@ -111,10 +111,8 @@ def _judge(protection: str, protected: list[list[float]], null: list[list[float]
         for run in plan.runs_for(role, 0 if role == "attacked" else None):
             by_run.setdefault(run.identity, {"values": per_role[role][run.replicate],
                                              "direction": "down", "name": "edit_ssim"})
-    record: dict = {"metrics": {}, "flags": []}
-    CaseJudge(tier, 0).judge(plan, scenario, {"edit_ssim": by_run}, "edit_ssim", record,
-                             editing=True)
-    return record
+    return CaseJudge(tier, 0).judge(plan, scenario, {"edit_ssim": by_run}, "edit_ssim",
+                                    editing=True).model_dump()
 
 
 def test_the_editing_verdict_is_measured_from_the_null_baseline() -> None:

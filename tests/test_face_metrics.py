@@ -458,10 +458,9 @@ def test_smoke_tier_states_its_substitute() -> None:
     from audit.judge.case import metric_choice
 
     scenario = SimpleNamespace(verdict=SimpleNamespace(metric="fds"))
-    record: dict = {}
-    names, metric = metric_choice(get_tier("smoke"), 64, scenario, record)
+    names, metric, note = metric_choice(get_tier("smoke"), 64, scenario)
     assert metric == "subject_similarity" and "fds" in names and "subject_similarity" in names
-    assert record["verdict_metric_note"].startswith("tier 'smoke' decides on subject_similarity "
+    assert note is not None and note.startswith("tier 'smoke' decides on subject_similarity "
                                                     "instead of the scenario's fds")
 
 
@@ -476,28 +475,30 @@ def test_standard_tier_falls_back_when_fds_is_unavailable_and_flags_it() -> None
     from audit.judge.case import CaseJudge, metric_choice
 
     judge = CaseJudge(get_tier("standard"), 0)
-    record: dict = {"flags": []}
-    names, metric = metric_choice(get_tier("standard"), 512,
-                                  SimpleNamespace(verdict=SimpleNamespace(metric="fds")), record)
+    names, metric, note = metric_choice(get_tier("standard"), 512,
+                                        SimpleNamespace(verdict=SimpleNamespace(metric="fds")))
     assert metric == "fds" and "dlib_identity_similarity" in names  # the fallback is computed too
-    assert judge.fallback("fds", _values("weights missing"), record) == "dlib_identity_similarity"
-    assert "fds is unavailable (weights missing)" in record["verdict_metric_note"]
-    assert "falls back to dlib_identity_similarity" in record["verdict_metric_note"]
-    assert record["verdict_fallback"]["fallback"] == "dlib_identity_similarity"
-    assert any(f.startswith("verdict on a fallback metric") for f in record["flags"])
+    assert note is None
+    flags: list[str] = []
+    decides, fallback, note = judge.fallback("fds", _values("weights missing"), flags)
+    assert decides == "dlib_identity_similarity" and note is not None and fallback is not None
+    assert "fds is unavailable (weights missing)" in note
+    assert "falls back to dlib_identity_similarity" in note
+    assert fallback.fallback == "dlib_identity_similarity"
+    assert any(f.startswith("verdict on a fallback metric") for f in flags)
     # FDS available: it decides, nothing noted
-    record = {"flags": []}
-    assert judge.fallback("fds", _values(None), record) == "fds" and record == {"flags": []}
+    flags = []
+    assert judge.fallback("fds", _values(None), flags) == ("fds", None, None) and flags == []
 
 
 def test_paper_tier_has_no_fallback() -> None:
     from audit.config.tiers import get_tier
     from audit.judge.case import CaseJudge
 
-    record: dict = {"flags": []}
-    assert CaseJudge(
-        get_tier("paper"), 0).fallback("fds", _values("weights missing"), record) == "fds"
-    assert record == {"flags": []}  # the case then ends as an error naming what is missing
+    flags: list[str] = []
+    assert CaseJudge(get_tier("paper"), 0).fallback(
+        "fds", _values("weights missing"), flags) == ("fds", None, None)
+    assert flags == []  # the case then ends as an error naming what is missing
 
 
 def test_old_metric_names_are_refused_with_their_migration() -> None:

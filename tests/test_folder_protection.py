@@ -381,6 +381,7 @@ def test_scenarios_that_need_the_objective_are_skipped_for_a_folder(
     session = AuditSession(AuditOptions(protection=f"dir:{protected}", data=data,
                                         results_dir=tmp_path / "res"))
     record = session.run_case(load_scenario(scenario_file), "alice", "dir-adaptive-alice")
-    assert record["outcome"] == "skipped"
-    assert "has none the toolkit can see" in record["reason"] and "adaptive" in record["reason"]
-    assert record["cache"]["misses"] == []  # nothing was computed
+    assert record.outcome == "skipped"
+    assert "has none the toolkit can see" in record.reason and "adaptive" in record.reason
+    assert record.cache.misses == []  # nothing was computed
+    assert record.plan is None and "plan" not in record.dump()  # left out, not written as null

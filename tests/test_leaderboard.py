@@ -20,31 +20,46 @@ from audit.config.startup import check_options
 from audit.config.tiers import get_tier
 from audit.parts.protections.build import build_protection
 from audit.results.leaderboard import leaderboard
+from audit.results.schema import CaseRecord, load_case
 from audit.results.summary import audit_answer, summary_table, worst_cases
 from audit.run.planner import ProtectionInfo, plan_case
 from reports import load_results, render_html
+from tests.records import judged
 
 RECORDED = Path(__file__).parent / "data" / "results-pid-smoke.json"
 
 
-def two_protections(retained_random: float = 0.2) -> dict:
-    """The recorded PID audit plus the same cases under 'random', whose retained protection is
-    set to ``retained_random`` ± 0.1 and judged 'fail' (PID's cases keep their numbers)."""
+# The recording's cases are judged afresh (``tests.records.judged``: m_c 0.8, m_p 0.3 on a ↓
+# metric) with these attacked means: PID passes without an attack and fails under the others.
+PID_M_A = {"jpeg-q75": 0.75, "no-attack": 0.3, "zero-sigma": 0.7}
+
+
+def two_protections(m_a_random: float = 0.7) -> dict:
+    """The recorded PID audit (judged as ``PID_M_A`` says) plus the same cases under 'random',
+    each judged with the attacked mean ``m_a_random`` (retained ≈ (m_a − 0.8)/(0.3 − 0.8))."""
     data = json.loads(RECORDED.read_text(encoding="utf-8"))
     extra = []
     for case in data["cases"]:
+        judged(case, PID_M_A[case["scenario"]["id"]])
         other = copy.deepcopy(case)
         other["case_id"] = "random" + case["case_id"].removeprefix("pid")
         other["protection"] = {**case["protection"], "name": "random", "spec": "random",
                                "params": {"epsilon": 0.05}}
-        metric = other["metrics"][other["verdict_metric"]]
-        metric["retained"] = {"value": retained_random, "ci_low": retained_random - 0.1,
-                              "ci_high": retained_random + 0.1, "n": 12}
-        metric["outcome"] = other["outcome"] = "fail"
+        judged(other, m_a_random)
         extra.append(other)
     data["cases"] += extra
     data["run"]["options"]["protection"] = "pid,random"
     return data
+
+
+def _interval(case: dict) -> tuple[float, float, float]:
+    r = case["metrics"][case["verdict_metric"]]["retained"]
+    return r["value"], r["ci_low"], r["ci_high"]
+
+
+def typed(data: dict) -> list[CaseRecord]:
+    """The results file's cases as the summary and the report read them."""
+    return [load_case(c) for c in data["cases"]]
 
 
 @pytest.mark.parametrize(("spec", "items"), [
@@ -121,40 +136,43 @@ def test_plan_command_counts_the_runs_shared_across_protections(
 
 
 def test_leaderboard_rows_ranked_by_worst_case_with_intervals() -> None:
-    data = two_protections(retained_random=0.2)
-    board = leaderboard(data["cases"])
-    assert board.columns == ["jpeg-q75", "no-attack", "prompt-mismatch", "zero-sigma"]
+    data = two_protections()
+    board = leaderboard(typed(data))
+    assert board.columns == ["jpeg-q75", "no-attack", "zero-sigma"]
     assert [r.protection for r in board.rows] == ["pid", "random"] or \
         [r.protection for r in board.rows] == ["random", "pid"]
     by_name = {r.protection: r for r in board.rows}
     random_row, pid_row = by_name["random"], by_name["pid"]
-    assert random_row.worst is not None and random_row.worst.ci_low == pytest.approx(0.1)
+    random_lows = [_interval(c)[1] for c in data["cases"] if c["protection"]["name"] == "random"]
+    assert random_row.worst is not None
+    assert random_row.worst.ci_low == pytest.approx(min(random_lows))
     # pid's worst case is its own weakest case, from its records
     pid_lows = [c["metrics"][c["verdict_metric"]]["retained"]["ci_low"] for c in data["cases"]
                 if c["protection"]["name"] == "pid" and c["outcome"] == "fail"]
     assert pid_row.worst is not None and pid_row.worst.ci_low == pytest.approx(min(pid_lows))
     assert pid_row.passed == 1 and random_row.passed == 0
     # best worst case first: both rows' worst cases are fails, so the higher lower bound leads
-    expected = "pid" if min(pid_lows) > 0.1 else "random"
+    expected = "pid" if min(pid_lows) > min(random_lows) else "random"
     assert board.rows[0].protection == expected
     # a protection that holds everywhere leads whatever its numbers
     for case in data["cases"]:
         if case["protection"]["name"] == "random":
             case["outcome"] = case["metrics"][case["verdict_metric"]]["outcome"] = "pass"
-    assert leaderboard(data["cases"]).rows[0].protection == "random"
+    assert leaderboard(typed(data)).rows[0].protection == "random"
 
 
 def test_terminal_summary_has_the_leaderboard_and_one_answer_per_protection() -> None:
     data = two_protections()
     buffer = io.StringIO()
-    summary_table(data["cases"], AuditOptions(protection="pid,random"), buffer)
+    summary_table(typed(data), AuditOptions(protection="pid,random"), buffer)
     out = buffer.getvalue()
     assert "leaderboard: retained protection" in out
-    assert "0.20 [0.10, 0.30]" in out
+    value, low, high = _interval(data["cases"][-1])
+    assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in out
     assert "worst case for random on subject astronaut" in out
-    answer = audit_answer(data["cases"])
+    answer = audit_answer(typed(data))
     assert answer.startswith("pid: Does not hold") and " random: Does not hold" in answer
-    assert {row["protection"] for row in worst_cases(data["cases"])} == {"pid", "random"}
+    assert {row["protection"] for row in worst_cases(typed(data))} == {"pid", "random"}
 
 
 def test_report_has_a_sortable_leaderboard_for_two_protections(tmp_path: Path) -> None:
@@ -167,7 +185,8 @@ def test_report_has_a_sortable_leaderboard_for_two_protections(tmp_path: Path) -
     board = board[:board.index("</table>")]
     assert board.count("<tr>") == 1 + 2  # header + two protections
     assert 'data-sort="num"' in board and 'class="grid sortable"' in board
-    assert "0.20" in board and "[0.10, 0.30]" in board and "o-fail" in board
+    value, low, high = _interval(data["cases"][-1])
+    assert f"{value:.2f}" in board and f"[{low:.2f}, {high:.2f}]" in board and "o-fail" in board
     assert board.count('class="cell worst') == 2
     # every cell links to its case
     assert board.count('href="#case-') >= len(data["cases"])

@@ -83,7 +83,7 @@ def test_full_catalogue_runs_records_and_reruns_from_cache(pytester: pytest.Pyte
     assert "Replicates of the verdict metric" in report and "matched control" in report
     # Progress of long stages is shown: fine-tunes run in worker processes on this 2-core CPU.
     assert "worker processes" in out or "exploit: DreamBooth fine-tune" in out
-    assert data["schema_version"] == 3 and data["summary"]["cases"] == 4
+    assert data["schema_version"] == 4 and data["summary"]["cases"] == 4
     cases = {c["scenario"]["id"]: c for c in data["cases"]}
     outcomes = {c["outcome"] for c in cases.values()}
     assert outcomes <= VERDICTS, [c["reason"] for c in cases.values()]

@@ -48,7 +48,7 @@ def cluster():
 
 @pytest.fixture(autouse=True)
 def one_metric(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(case_module, "metric_choice", lambda *args: ([METRIC], METRIC))
+    monkeypatch.setattr(case_module, "metric_choice", lambda *args: MetricChoice([METRIC], METRIC, None))
 
 
 def audit(results: Path, executor: str) -> tuple[dict[str, Any], AuditSession]:
@@ -77,7 +77,7 @@ def stable(value: Any) -> Any:
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(case_module, "metric_choice", lambda *args: ([METRIC], METRIC))
+        mp.setattr(case_module, "metric_choice", lambda *args: MetricChoice([METRIC], METRIC, None))
         return audit(tmp_path_factory.mktemp("local"), "local")[0]
 
 

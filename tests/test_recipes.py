@@ -325,6 +325,7 @@ def _replicates(level: float, seed: int, k: int = 3, n: int = 6) -> list[list[fl
 
 def test_the_prompt_that_won_is_named_in_the_record_summary_and_report(tmp_path: Path) -> None:
     from audit.judge.case import CaseJudge
+    from audit.results.records import new_record, plan_record, scenario_record
     from audit.results.summary import summary_table
     from reports import load_results, render_html
 
@@ -346,31 +347,30 @@ def test_the_prompt_that_won_is_named_in_the_record_summary_and_report(tmp_path:
                                                                100 * run.replicate
                                                                + (run.variant or 0))[0],
                                          "direction": "down"})
-    record = {"metrics": {}, "flags": [], "case_id": "pid-prompt-mismatch-astronaut"}
-    judge.judge(plan, scen, {"subject_similarity": values}, "subject_similarity", record)
-    best = record["exploiter_best"]
-    assert best["label"] == "a photo of sks face" and best["instance_prompt"] == ("a photo of sks "
-             "face")
-    assert best["variant"] == record["worst_variant"] == 1 and best["retained"] < 0.5
-    assert "worst of 3 exploit variants: 'a photo of sks face'" in record["reason"]
-    assert [v["exploit"] for v in record["variants"]][0] == "standard"
+    record = new_record("pid-prompt-mismatch-astronaut", options, scenario_record(scen),
+                        "astronaut", "smoke")
+    record.plan = plan_record(plan)
+    record.apply(judge.judge(plan, scen, {"subject_similarity": values}, "subject_similarity"))
+    best = record.exploiter_best
+    assert best is not None and best.label == "a photo of sks face"
+    assert best.instance_prompt == "a photo of sks face"
+    assert best.variant == record.worst_variant == 1
+    assert best.retained is not None and best.retained < 0.5
+    assert "worst of 3 exploit variants: 'a photo of sks face'" in record.reason
+    assert record.variants[0].exploit == "standard"
     # The terminal summary names it.
-    case = {**record, "scenario": {"id": "prompt-mismatch"}, "subject": {"name": "astronaut"},
-            "seconds": 1.0,
-            "plan": {"replicates": 3}, "verdict_metric": "subject_similarity"}
     buffer = io.StringIO()
-    summary_table([case], SimpleNamespace(protection="pid", model="tiny", tier="smoke", seed=0,
-                                          exploit="lora"), buffer)
+    summary_table([record], SimpleNamespace(protection="pid", model="tiny", tier="smoke", seed=0,
+                                            exploit="lora"), buffer)
     text = buffer.getvalue()
     assert (
         "exploiter's best variant in pid-prompt-mismatch-astronaut: 'a photo of sks face'" in text
         and "exploit lora" in text)
-    # The report names it.
+    # The report names it: the recorded audit's results file, holding this case.
     recorded = json.loads((Path(__file__).parent / "data"
                            / "results-pid-smoke.json").read_text(encoding="utf-8"))
-    target = next(c for c in recorded["cases"] if c["scenario"]["id"] == "prompt-mismatch")
-    target["exploiter_best"] = best
-    target["worst_variant"] = 1
+    recorded["cases"] = [json.loads(json.dumps(record.dump(), allow_nan=True))]
+    recorded["summary"] = {"cases": 1, "outcomes": {record.outcome: 1}}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(recorded), encoding="utf-8")
     html = render_html([load_results(path)])

@@ -1,9 +1,10 @@
 """The HTML robustness report, drawn from a recorded results file (no model needed).
 
 ``tests/data/results-pid-smoke.json`` is the results file of a real smoke audit of PID
-(``pytest --protection=pid`` on the trained tiny model), trimmed (traces subsampled). Its artifact
-PNGs are not
-committed; the fixture draws a small image for each recorded artifact path.
+(``pytest --protection=pid`` on the trained tiny model, seed 0: three cases), written as schema
+version 3 and read as 4 (the typed schema kept every field), trimmed (training and objective
+traces subsampled), its ``results_dir`` replaced by a folder that does not exist. Its artifact
+PNGs are not committed; the fixture draws a small image for each recorded artifact path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from PIL import Image
 
 from reports import ReportInputError, load_results, render_html, write_report
 from reports.__main__ import main as reports_main
+from tests.records import judged
 
 RECORDED = Path(__file__).parent / "data" / "results-pid-smoke.json"
 XSS = "<script>alert(1)</script>"
@@ -127,13 +130,21 @@ def test_images_are_embedded_once_each_and_report_is_small(
     assert f'id="full-{anchor}"' in html
 
 
-def test_no_external_resource_is_referenced(results_file: Path) -> None:
+def test_no_external_resource_is_referenced(results_file: Path, recorded: dict) -> None:
     html = _html(results_file)
     assert not re.search(
         r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:|//|ftp:|file:)""", html,
         re.I)
     assert not re.search(r"url\(\s*['\"]?(?!data:)", html)
     assert "@import" not in html and "<link" not in html.lower() and "<iframe" not in html.lower()
+    # The only addresses are in the recorded text that says where missing weights come from
+    # (shown as text, never loaded).
+    said = {url for c in recorded["cases"] for m in [
+        *c["metrics"].values(), *c["imperceptibility"].values()] if m.get("unavailable")
+        for url in re.findall(r"https?://[^\s)]+", m["unavailable"])}
+    assert said  # the recording has such messages: what follows checks something
+    for url in sorted(said, key=len, reverse=True):
+        html = html.replace(escape(url), "").replace(url, "")
     assert "http://" not in html and "https://" not in html
     assert html.lower().count("<script") == 1 and "<script src" not in html.lower()
 
@@ -145,7 +156,7 @@ def test_every_user_string_is_escaped(tmp_path: Path, recorded: dict) -> None:
     case["scenario"]["title"] = f"JPEG {XSS}"
     case["scenario"]["why"] = "<img src=x onerror=alert(2)>"
     case["protection"]["name"] = f"pid{XSS}"
-    case["exploits"]["attacked"][0]["finetune"]["instance_prompt"] = f"a photo of {XSS}"
+    case["exploits"]["attacked[0] r0"]["finetune"]["instance_prompt"] = f"a photo of {XSS}"
     data["cases"][1].update(
         outcome="error",
         reason=f"RuntimeError: bad {XSS}",
@@ -200,27 +211,28 @@ def test_input_error_case_record_renders(tmp_path: Path, recorded: dict) -> None
 def test_missing_artifact_is_named_not_fatal(tmp_path: Path, recorded: dict) -> None:
     path = _write(tmp_path / "res", recorded)  # no artifacts drawn
     html = _html(path)
-    assert "artifact not found: artifacts/" in html
+    assert f"artifact not found: {recorded['cases'][0]['artifacts']['clean'][0]}" in html
 
 
 def test_outcomes_order_matrix_weakest_first(tmp_path: Path, recorded: dict) -> None:
     data = copy.deepcopy(recorded)
     a, b = data["cases"][0], data["cases"][1]
-    for case, retained, outcome in ((a, 0.9, "pass"), (b, -0.8, "fail")):
-        metric = case["metrics"][case["verdict_metric"]]
-        metric["retained"] = {"value": retained, "ci_low": retained - 0.2,
-                              "ci_high": retained + 0.2, "n": 12}
-        metric["outcome"] = case["outcome"] = outcome
+    assert judged(a, 0.32)["outcome"] == "pass"
+    failed = judged(b, 0.75)
+    assert failed["outcome"] == "fail"
     _draw_artifacts(tmp_path / "res", data)
     html = _html(_write(tmp_path / "res", data))
+    assert "disagree with their own numbers" not in html
     matrix = html[html.index('<table id="matrix"'):]
     assert matrix.index(
         b["case_id"].removeprefix("pid-").removesuffix("-astronaut")) < matrix.index(
             a["case_id"].removeprefix("pid-").removesuffix("-astronaut"))
-    failing = sum(1 for c in data["cases"] if c["outcome"] == "fail")
-    assert f"Does not hold against {failing} of 4 scenarios" in html
+    assert f"Does not hold against 1 of {len(data['cases'])} scenarios" in html
     summary = html[html.index('id="summary"'):html.index('id="matrix-section"')]
-    assert "weakest scenario" in summary and "-0.800 [-1.000, -0.600]" in summary
+    retained = failed["retained"]
+    shown = (f"{retained['value']:.3f} [{retained['ci_low']:.3f}, "
+             f"{retained['ci_high']:.3f}]")
+    assert "weakest scenario" in summary and shown in summary
 
 
 def test_merge_two_shards(tmp_path: Path, recorded: dict) -> None:
@@ -257,11 +269,17 @@ def test_merge_refuses_overlapping_or_incomparable_shards(tmp_path: Path, record
     [
         (lambda d: d.update(schema_version=0), "schema_version 0 is not supported.*older "
                                                "protection-audit.*re-run"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 is not supported.*re-run the "
+                                               "audit.*pip install protection-audit==0.1.0"),
         (lambda d: d.update(schema_version=99), "newer protection-audit"),
         (lambda d: d.update(schema="something/else"), "not a protection-audit results file"),
-        (lambda d: d["cases"][1].pop("outcome"), "case pid-.* lacks outcome"),
-        (lambda d: d.pop("run"), "missing field.*run"),
-        (lambda d: d["run"].pop("options"), "run.options"),
+        (lambda d: d["cases"][1].pop("outcome"),
+         "case pid-no-attack-astronaut.outcome: missing.*re-run the audit"),
+        (lambda d: d["cases"][0]["metrics"]["subject_similarity"]["m_c"].pop("ci_low"),
+         "case pid-jpeg-q75-astronaut.metrics.subject_similarity.m_c.ci_low: missing"),
+        (lambda d: d["cases"][0].update(outcome="passed"), r"case pid-jpeg-q75-astronaut\.outcome"),
+        (lambda d: d.pop("run"), "run: missing"),
+        (lambda d: d["run"].pop("options"), "run.options: missing"),
     ],
 )
 def test_old_or_incomplete_results_give_a_clear_error(tmp_path: Path, recorded: dict, edit,

@@ -131,7 +131,7 @@ def engine_record(
     from audit.judge.case import CaseJudge
     from audit.results.files import SCHEMA, SCHEMA_VERSION
     from audit.results.provenance import run_provenance
-    from audit.results.records import new_record, scenario_record
+    from audit.results.records import new_record, plan_record, scenario_record
     from audit.run.session import AuditSession
 
     options = AuditOptions(protection="pid", results_dir=tmp_path / "res", seed=seed)
@@ -147,11 +147,13 @@ def engine_record(
             "values": [mean + rng.gauss(0, 0.02) for _ in range(8)], "direction": "down",
             "implementation": "synthetic", "level": "image"}
     record = new_record("pid-jpeg-q75-s", options, scenario_record(scenario), "s", "smoke")
-    record["plan"] = {"replicates": plan.replicates, "seeds": list(plan.seeds)}
-    CaseJudge(
-        session.tier, options.seed).judge(plan, scenario, values, "subject_similarity", record)
+    record.plan = plan_record(plan)
+    record.apply(CaseJudge(session.tier, options.seed).judge(plan, scenario, values,
+                                                             "subject_similarity"))
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-            "run": {**run_provenance(options), "run_id": "synthetic"}, "cases": [record]}
+            "run": {**run_provenance(options), "run_id": "synthetic"},
+            "summary": {"cases": 1, "outcomes": {record.outcome: 1}},
+            "cases": [json.loads(json.dumps(record.dump(), allow_nan=True))]}
 
 
 def rendered(tmp_path: Path, data: dict) -> str:
@@ -197,7 +199,7 @@ def test_records_the_engine_wrote_are_left_as_they_are(
     data = engine_record(tmp_path / "engine", *levels, seed=3)
     assert data["cases"][0]["outcome"] == outcome, data["cases"][0]["reason"]
     file = load_results(_write(tmp_path / "r", data))
-    assert verify_outcomes(file) == [] and file.cases[0]["outcome"] == outcome
+    assert verify_outcomes(file) == [] and file.cases[0].outcome == outcome
 
 
 def test_a_pass_with_no_verdict_behind_it_is_marked(tmp_path: Path) -> None:

@@ -82,14 +82,13 @@ def test_the_style_kind_sets_the_exploits_prompts_above_the_tier_and_below_the_s
 
 def test_a_style_subject_decides_on_the_style_metric_not_a_face_metric() -> None:
     scenario = load_scenario(CATALOGUE_DIR / "no-attack.yaml")
-    record: dict = {}
-    names, metric = metric_choice(get_tier("smoke"), 64, scenario, record, STYLE)
+    names, metric, note = metric_choice(get_tier("smoke"), 64, scenario, STYLE)
     assert metric == "gram_style_similarity" and "fds" not in names
     assert {"gram_style_similarity", "clip_style_similarity"} <= set(names)
-    assert "subject kind 'style'" in record["verdict_metric_note"]
-    names, metric = metric_choice(get_tier("standard"), 512, scenario, {}, STYLE)
+    assert note is not None and "subject kind 'style'" in note
+    names, metric, _ = metric_choice(get_tier("standard"), 512, scenario, STYLE)
     assert metric == "clip_style_similarity"
-    _, metric = metric_choice(get_tier("smoke"), 64, scenario, {}, PERSON)
+    _, metric, _ = metric_choice(get_tier("smoke"), 64, scenario, PERSON)
     assert metric == "subject_similarity"
 
 

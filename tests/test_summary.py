@@ -9,17 +9,22 @@ import pytest
 
 from audit.plugin import AuditCase, _unique_ids
 from audit.results.files import case_file_stem
+from audit.results.schema import CaseRecord
 from audit.results.summary import audit_answer, summary_table, worst_cases
 from audit.run.progress import Progress
+from tests.records import case_record, estimate
 
 
-def case(case_id: str, scenario: str, subject: str, outcome: str, retained: float | None) -> dict:
-    entry = {"retained": {"value": retained, "ci_low": retained - 0.3, "ci_high": retained
-                          + 0.3}} if retained is not None else {}
-    return {"case_id": case_id, "scenario": {"id": scenario}, "subject": {"name": subject},
-            "outcome": outcome,
-            "verdict_metric": "m", "metrics": {"m": entry}, "flags": [], "seconds": 1.0,
-            "plan": {"replicates": 3}}
+def case(case_id: str, scenario: str, subject: str, outcome: str,
+         retained: float | None) -> CaseRecord:
+    entry = {"retained": estimate(retained, retained - 0.3, retained + 0.3)} if (
+        retained is not None) else {}
+    return case_record(case_id, outcome, scenario, subject, verdict_metric="m",
+                       metrics={"m": entry}, plan=PLAN)
+
+
+PLAN = {"replicates": 3, "seeds": [0, 1, 2], "standard_exploit": {"dreambooth": {}},
+        "variants": [], "runs": [], "distinct_exploits": 3, "notes": [], "text": ""}
 
 
 def test_rich_markup_in_case_ids_is_printed_as_text() -> None:

@@ -131,7 +131,7 @@ def test_smoke_audit_separates_pid_from_random_noise(tmp_path: Path) -> None:
         records[protection, scenario] = s.run_case(
             load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut",
             f"{protection}-{scenario}"
-        )
+        ).dump()  # as written to the results file
     subject = s.subject("astronaut")
     base = generate(s.model, s.model.unet, s.model.text_encoder,
                     generation_config(s.tier.generation, 0), s.resolution,

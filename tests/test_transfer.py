@@ -128,7 +128,7 @@ def test_the_case_protects_on_model_and_exploits_on_transfer_model(tmp_path: Pat
     session = AuditSession(options, Progress(None))
     try:
         record = session.run_case(load_scenario(CATALOGUE_DIR / "model-transfer.yaml"), "astronaut",
-                                  "transfer")
+                                  "transfer").dump()
     finally:
         session.close()
     assert record["outcome"] != "error", record["reason"]

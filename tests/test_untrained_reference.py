@@ -181,7 +181,7 @@ def session(results: Path, protection: str = "pid", *extra: str):
 
 def run(s, scenario: str) -> dict[str, Any]:
     record = s.run_case(load_scenario(CATALOGUE_DIR / f"{scenario}.yaml"), "astronaut",
-                        f"{scenario}-astronaut")
+                        f"{scenario}-astronaut").dump()  # as written to the results file
     assert record["outcome"] != "error", record.get("error")
     return record
 
@@ -240,7 +240,7 @@ def test_min_effect_comes_from_the_tier_the_scenario_or_the_command_line(
             "0.99"))
     strict = load_scenario(tmp_path / "strict.yaml")
     assert strict.verdict.min_effect == 0.99
-    record = session(tmp_path / "res").run_case(strict, "astronaut", "strict")
+    record = session(tmp_path / "res").run_case(strict, "astronaut", "strict").dump()
     entry = record["metrics"][METRIC]
     assert (record["verdict_settings"]["min_effect"] == {"value": 0.99, "origin": "scenario"}
             and entry["min_effect"] == 0.99)
@@ -251,7 +251,7 @@ def test_min_effect_comes_from_the_tier_the_scenario_or_the_command_line(
     # protection.
     lenient = session(tmp_path
                       / "res", "pid",
-                      "verdict.min_effect=0.0").run_case(strict, "astronaut", "strict")
+                      "verdict.min_effect=0.0").run_case(strict, "astronaut", "strict").dump()
     assert lenient["verdict_settings"]["min_effect"] == {"value": 0.0, "origin": "--audit-set"}
     assert lenient["outcome"] in ("pass", "fail")
 
@@ -301,6 +301,7 @@ def test_the_report_shows_m_u_the_learned_margin_the_effect_share_and_the_noise_
     behaviour["learns"] = False
     bad = run(session(tmp_path / "other", "pid", "controls.null_baseline=true"), "jpeg-q75")
     data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "cases": [good, bad],
+            "summary": {"cases": 2, "outcomes": {}},
             "run": {"options": {"protection": "pid", "model": "tiny", "tier": "smoke"},
                     "toolkit_version": "test"}}
     path = results / "results.json"

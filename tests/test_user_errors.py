@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -276,10 +277,11 @@ def test_an_empty_exploit_is_refused() -> None:
     assert "--exploit is empty" in refused(exploit="  ")
 
 
-def over_budget_case() -> dict:
-    return {"case_id": "x-no-attack-s", "scenario": {"id": "no-attack"}, "subject": {"name": "s"},
-            "outcome": "fail",
-            "budget_exceeded": True, "flags": ["protection exceeds its budget"], "metrics": {}}
+def over_budget_case(budget_exceeded: bool | None = True) -> Any:
+    from tests.records import case_record
+
+    return case_record("x-no-attack-s", "fail", "no-attack", budget_exceeded=budget_exceeded,
+                       flags=["protection exceeds its budget"])
 
 
 def test_a_budget_violation_is_its_own_audit_answer() -> None:
@@ -287,13 +289,13 @@ def test_a_budget_violation_is_its_own_audit_answer() -> None:
     would."""
     answer = audit_answer([over_budget_case()])
     assert answer.startswith("Exceeds its budget") and "breaks under" not in answer
-    broken = {"case_id": "x-jpeg-s", "scenario": {"id": "jpeg"}, "subject": {"name": "s"},
-              "outcome": "fail",
-              "flags": [], "metrics": {}}
+    from tests.records import case_record
+
+    broken = case_record("x-jpeg-s", "fail", "jpeg")
     assert "It also breaks under jpeg." in audit_answer([over_budget_case(), broken])
     assert audit_answer([broken]) == "Does not hold: breaks under jpeg."
     # records of earlier versions: the flag says it
-    legacy = {**over_budget_case(), "budget_exceeded": None}
+    legacy = over_budget_case(budget_exceeded=None)
     assert audit_answer([legacy]).startswith("Exceeds its budget")
 
 

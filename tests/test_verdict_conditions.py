@@ -13,6 +13,7 @@ from an untrained reference; the null baseline is recorded beside the protection
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,20 +201,21 @@ def test_every_outcome_is_listed_once_with_the_new_ones() -> None:
 
 
 # -- where outcomes are enumerated: the summary, the report ----------------------------------------
-def _case(case_id: str, outcome: str, share: float | None = None, null: bool = False) -> dict:
-    entry = {"m_u": {"value": 0.103}, "m_c": {"value": 0.48}, "m_p": {"value": 0.46},
-             "m_a": {"value": 0.46}}
+def _case(case_id: str, outcome: str, share: float | None = None, null: bool = False) -> Any:
+    from tests.records import case_record, estimate
+
+    entry = {"m_u": estimate(0.103), "m_c": estimate(0.48), "m_p": estimate(0.46),
+             "m_a": estimate(0.46)}
     if share is not None:
-        entry["share"] = {"value": share, "ci_low": share - 0.05, "ci_high": share + 0.05}
-    case = {"case_id": case_id, "scenario": {"id": case_id}, "subject": {"name": "s"},
-            "outcome": outcome,
-            "verdict_metric": "m", "metrics": {"m": entry}, "flags": [], "seconds": 1.0,
-            "plan": {"replicates": 3}}
+        entry["share"] = estimate(share, share - 0.05, share + 0.05)
+    fields: dict[str, Any] = {}
     if null:
-        case["null_baseline"] = {"metric": "m", "epsilon": 0.05,
-                                 "effect": {"value": -0.006, "ci_low": -0.03, "ci_high": 0.02},
-                                 "share": {"value": -0.016, "ci_low": -0.08, "ci_high": 0.05}}
-    return case
+        fields["null_baseline"] = {
+            "metric": "m", "protection": "random", "epsilon": 0.05, "m_null": estimate(0.47),
+            "effect": estimate(-0.006, -0.03, 0.02), "share": estimate(-0.016, -0.08, 0.05),
+            "protection_effect": estimate(0.02), "protection_share": estimate(0.04),
+            "same_runs_as_protected": True}
+    return case_record(case_id, outcome, verdict_metric="m", metrics={"m": entry}, **fields)
 
 
 def test_the_summary_answers_and_prints_the_new_outcomes_and_numbers() -> None:

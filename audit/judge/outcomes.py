@@ -5,6 +5,12 @@ its colours in the terminal summary and in the report."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+# The labels as types: a verdict's outcome, and a case record's (a case can also be skipped).
+Label = Literal["error", "exploit did not learn the subject", "fail", "no effect at baseline",
+                "no meaningful effect at baseline", "pass"]
+RecordLabel = Literal[Label, "skipped"]
 
 
 @dataclass(frozen=True)
@@ -28,3 +34,5 @@ OUTCOMES: tuple[Outcome, ...] = (
 BY_LABEL = {o.label: o for o in OUTCOMES}
 LABELS: tuple[str, ...] = tuple(o.label for o in OUTCOMES)  # weakest first
 SHOWN: tuple[str, ...] = tuple(o.label for o in sorted(OUTCOMES, key=lambda o: o.shown))
+if set(LABELS) != set(get_args(Label)):
+    raise AssertionError("audit/judge/outcomes.py: OUTCOMES and Label name different outcomes")

@@ -42,15 +42,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from audit.config.settings import VerdictSettings
 from audit.judge import intervals
 from audit.judge.intervals import Estimate
 from audit.judge.outcomes import LABELS
+from audit.judge.outcomes import Label as Outcome
 
-Outcome = Literal["pass", "fail", "exploit did not learn the subject", "no effect at baseline",
-                  "no meaningful effect at baseline", "error"]
 # Every outcome's label, weakest first (audit/judge/outcomes.py: ranks and colours).
 OUTCOMES: tuple[str, ...] = LABELS
 NOT_LEARNED: Final = "exploit did not learn the subject"

@@ -16,13 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "protection-audit/results"
-# 2: replicates (per-replicate values and plan), matched controls, interruption, per-run artifacts.
-# 3: the verdict's three conditions: the untrained reference (m_u, per replicate), the learned
-#    margin and the effect share with their intervals and minimums, the null baseline (uniform
-#    noise of the same budget), and two outcomes ("exploit did not learn the subject", "no
-#    meaningful effect at baseline").
-SCHEMA_VERSION = 3
+from audit.results.schema import SCHEMA, SCHEMA_VERSION, CaseRecord, RunFile, load_case
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "ResultsWriter", "case_file_stem", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -66,9 +62,9 @@ class ResultsWriter:
     def latest_path(self) -> Path:
         return self.results_dir / "results.json"
 
-    def write_case(self, record: dict[str, Any]) -> Path:
-        path = self.cases_dir / f"{case_file_stem(record['case_id'])}.json"
-        write_json_atomic(path, record)
+    def write_case(self, record: CaseRecord) -> Path:
+        path = self.cases_dir / f"{case_file_stem(record.case_id)}.json"
+        write_json_atomic(path, record.dump())
         return path
 
     def publish_latest(self, path: Path, name: str) -> Path:
@@ -81,11 +77,12 @@ class ResultsWriter:
         os.replace(tmp, target)
         return target
 
-    def cases(self) -> list[dict[str, Any]]:
+    def cases(self) -> list[CaseRecord]:
+        """This run's case records (each validated; a file being written is skipped)."""
         records = []
         for path in sorted(self.cases_dir.glob("*.json")):
             try:
-                records.append(json.loads(path.read_text(encoding="utf-8")))
+                records.append(load_case(json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, json.JSONDecodeError):
                 continue
         return records
@@ -94,18 +91,18 @@ class ResultsWriter:
         """Write the results file of this run (and a copy as <results>/results.json)."""
         cases = self.cases()
         if run.get("interrupted"):
-            done = {c["case_id"] for c in cases}
+            done = {c.case_id for c in cases}
             run = {**run, "not_run": [c for c in run.get("selected_cases") or [] if c not in done]}
         counts: dict[str, int] = {}
         for c in cases:
-            counts[c["outcome"]] = counts.get(c["outcome"], 0) + 1
-        data = {
+            counts[c.outcome] = counts.get(c.outcome, 0) + 1
+        data = RunFile.model_validate({
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "run": {**run, "run_id": self.run_id, "written": time.time()},
             "summary": {"cases": len(cases), "outcomes": counts},
             "cases": cases,
-        }
+        }).dump()
         write_json_atomic(self.results_path, data)
         write_json_atomic(self.latest_path, data)
         return self.results_path

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from audit.judge.outcomes import BY_LABEL
+from audit.results.schema import CaseRecord
 
 # A cell without retained protection says why, in a word or two (the outcome's colour says the
 # rest).
@@ -83,46 +83,41 @@ class Leaderboard:
     rows: list[Row]  # best worst case first
 
 
-def protection_of(case: dict[str, Any]) -> str:
-    """The ``--protection`` item a case record belongs to (its spec; its name in records from
-    before the spec was written)."""
-    protection = case.get("protection") or {}
-    return str(protection.get("spec") or protection.get("name") or "?")
+def protection_of(case: CaseRecord) -> str:
+    """The ``--protection`` item a case record belongs to (its spec; its name where no spec was
+    written, e.g. an input-error case)."""
+    return str(case.protection.spec or case.protection.name or "?")
 
 
-def _cell(case: dict[str, Any], column: str) -> Cell:
-    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
-                                            or {}).get("metric") or ""
-    retained = ((case.get("metrics") or {}).get(metric) or {}).get("retained") or {}
+def _cell(case: CaseRecord, column: str) -> Cell:
+    retained = case.verdict_entry.retained
 
     def number(key: str) -> float | None:
-        value = retained.get(key)
+        value = getattr(retained, key) if retained is not None else None
         return float(value) if value is not None else None
 
-    return Cell(str(case.get("case_id")), column, str(case.get("outcome")), metric,
+    return Cell(case.case_id, column, case.outcome, case.deciding_metric,
                 number("value"), number("ci_low"), number("ci_high"))
 
 
-def leaderboard(cases: list[dict[str, Any]]) -> Leaderboard:
+def leaderboard(cases: list[CaseRecord]) -> Leaderboard:
     """Protections × scenarios from the case records (skipped cases are left out: they have no
     verdict to compare)."""
-    cases = [c for c in cases if c.get("outcome") != "skipped"]
-    subjects = {str((c.get("subject") or {}).get("name")) for c in cases}
+    cases = [c for c in cases if c.outcome != "skipped"]
+    subjects = {str(c.subject.name) for c in cases}
     columns: list[str] = []
     rows: dict[str, Row] = {}
     for case in cases:
-        scenario = str((case.get("scenario") or {}).get("id") or case.get("case_id"))
-        column = (f"{scenario} · {(case.get('subject') or {}).get('name')}" if len(subjects) > 1
-                  else scenario)
+        scenario = case.scenario.id or case.case_id
+        column = f"{scenario} · {case.subject.name}" if len(subjects) > 1 else scenario
         if column not in columns:
             columns.append(column)
         spec = protection_of(case)
-        protection = case.get("protection") or {}
-        if spec not in rows or (rows[spec].epsilon is None
-                                and protection.get("epsilon") is not None):
+        epsilon = case.protection.epsilon
+        if spec not in rows or (rows[spec].epsilon is None and epsilon is not None):
             cells = rows[spec].cells if spec in rows else {}
-            rows[spec] = Row(spec, str(protection.get("name") or spec), protection.get("epsilon"),
-                             cells)
+            rows[spec] = Row(spec, case.protection.name or spec,
+                             float(epsilon) if epsilon is not None else None, cells)
         rows[spec].cells[column] = _cell(case, column)
     columns.sort()
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from audit.judge.outcomes import OUTCOMES
 from audit.results.leaderboard import leaderboard, protection_of
+from audit.results.schema import CaseRecord, Estimate, MetricEntry, RunInfo
 
 STYLE = {o.label: o.terminal for o in OUTCOMES}  # rich colour of each outcome
 
@@ -29,101 +30,93 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return str(value)
 
 
-def verdict_entry(case: dict[str, Any]) -> dict[str, Any]:
-    metric = case.get("verdict_metric") or ((case.get("scenario") or {}).get("verdict")
-                                            or {}).get("metric", "")
-    return (case.get("metrics") or {}).get(metric) or {}
+def verdict_entry(case: CaseRecord) -> MetricEntry:
+    """The deciding metric's entry of a case (empty where it was not measured)."""
+    return case.verdict_entry
 
 
-def worst_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _ci(estimate: Estimate | None, digits: int = 2) -> str:
+    if estimate is None:
+        return "—"
+    return (f"{_fmt(estimate.value, digits)} [{_fmt(estimate.ci_low, digits)}, "
+            f"{_fmt(estimate.ci_high, digits)}]")
+
+
+def worst_cases(cases: list[CaseRecord]) -> list[dict[str, Any]]:
     """Per subject (and per protection, in an audit of several): the case with the lowest
     retained protection (point estimate) on its verdict metric, among cases that reached a
-    verdict; subjects with none say why."""
+    verdict; subjects with none say why. ``retained`` is the estimate as a dict (the report
+    shows it as written)."""
     several = len({protection_of(c) for c in cases}) > 1
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[CaseRecord]] = {}
     for case in cases:
-        key = (protection_of(case) if several else "", str((case.get("subject") or {}).get("name")))
+        key = (protection_of(case) if several else "", str(case.subject.name))
         groups.setdefault(key, []).append(case)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (protection, subject), group in sorted(groups.items()):
-        judged = [(c, verdict_entry(c).get("retained")) for c in group]
-        judged = [(c, r) for c, r in judged
-                  if r and r.get("value") is not None and math.isfinite(float(r["value"]))]
+        judged = [(c, r) for c in group if (r := c.verdict_entry.retained) is not None
+                  and math.isfinite(float(r.value))]
         if not judged:
-            outcomes = sorted({c["outcome"] for c in group})
+            outcomes = sorted({c.outcome for c in group})
             rows.append({"protection": protection or None, "subject": subject, "scenario": None,
                          "retained": None, "outcome": ", ".join(outcomes), "cases": len(group)})
             continue
-        case, retained = min(judged, key=lambda cr: float(cr[1]["value"]))  # type: ignore[index]
+        case, retained = min(judged, key=lambda cr: float(cr[1].value))
         rows.append({"protection": protection or None, "subject": subject,
-                     "scenario": (case.get("scenario") or {}).get("id"), "retained": retained,
-                     "outcome": case["outcome"], "case_id": case["case_id"], "cases": len(group)})
+                     "scenario": case.scenario.id, "retained": retained.dump(),
+                     "outcome": case.outcome, "case_id": case.case_id, "cases": len(group)})
     return rows
 
 
-def exploiter_best_lines(cases: list[dict[str, Any]]) -> list[str]:
+def exploiter_best_lines(cases: list[CaseRecord]) -> list[str]:
     """One line per case with several exploit variants: the one the verdict took, i.e. the
     exploiter's best (prompt mismatch: the winning prompt), and its retained protection."""
     lines = []
-    for case in sorted(cases, key=lambda c: c["case_id"]):
-        best = case.get("exploiter_best")
-        if not best:
+    for case in sorted(cases, key=lambda c: c.case_id):
+        best = case.exploiter_best
+        if best is None:
             continue
-        retained = (f"retained {_fmt(best['retained'], 2)}" if best.get("retained") is not None
-                    else best.get("basis", ""))
-        lines.append(f"exploiter's best variant in {case['case_id']}: '{best['label']}' "
-                     f"({best['exploit']}; {retained})")
+        retained = (f"retained {_fmt(best.retained, 2)}" if best.retained is not None
+                    else best.basis)
+        lines.append(f"exploiter's best variant in {case.case_id}: '{best.label}' "
+                     f"({best.exploit}; {retained})")
     return lines
 
 
-def _ci(estimate: dict[str, Any] | None, digits: int = 2) -> str:
-    if not estimate:
-        return "—"
-    return (f"{_fmt(estimate.get('value'), digits)} [{_fmt(estimate.get('ci_low'), digits)}, "
-            f"{_fmt(estimate.get('ci_high'), digits)}]")
-
-
-def adaptive_lines(cases: list[dict[str, Any]]) -> list[str]:
+def adaptive_lines(cases: list[CaseRecord]) -> list[str]:
     """One line per adaptive case: the adaptive protection's retained protection beside the
     protection's as it is under the same attack, and the answer to "does adapting help?"."""
     lines = []
-    for case in sorted(cases, key=lambda c: c["case_id"]):
-        entry = case.get("adaptive")
-        if not entry:
+    for case in sorted(cases, key=lambda c: c.case_id):
+        entry = case.adaptive
+        if entry is None:
             continue
-        adaptive, plain = entry.get("adaptive") or {}, entry.get("non_adaptive") or {}
-        lines.append(f"adaptive protector in {case['case_id']}: retained "
-                     f"{_ci(adaptive.get('retained'))} adapted vs {_ci(plain.get('retained'))} "
-                     f"as it is — {entry.get('answer', '')}")
+        lines.append(f"adaptive protector in {case.case_id}: retained "
+                     f"{_ci(entry.adaptive.retained)} adapted vs "
+                     f"{_ci(entry.non_adaptive.retained)} as it is — {entry.answer}")
     return lines
 
 
-def null_baseline_line(cases: list[dict[str, Any]]) -> str | None:
+def null_baseline_line(cases: list[CaseRecord]) -> str | None:
     """The null baseline (``controls.null_baseline``) once per audit: it is the same runs for every
     case (the clean images under uniform noise of the protection's budget, standard exploit)."""
-    for case in sorted(cases, key=lambda c: c["case_id"]):
-        null = case.get("null_baseline")
-        if not null:
+    for case in sorted(cases, key=lambda c: c.case_id):
+        null = case.null_baseline
+        if null is None:
             continue
-        share = null.get("share")
-        size = (f", share {_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
-                f"{_fmt(share['ci_high'], 2)}]") if share else ""
-        effect = null["effect"]
-        return (f"noise baseline (uniform noise, ε {_fmt(null['epsilon'], 4)}): {null['metric']} "
-                f"effect {_fmt(effect['value'], 4)} [{_fmt(effect['ci_low'], 4)}, "
-                f"{_fmt(effect['ci_high'], 4)}]{size} — what any perturbation of the protection's "
+        size = f", share {_ci(null.share, 2)}" if null.share is not None else ""
+        return (f"noise baseline (uniform noise, ε {_fmt(null.epsilon, 4)}): {null.metric} "
+                f"effect {_ci(null.effect, 4)}{size} — what any perturbation of the protection's "
                 "budget does; compare each case's effect and share")
     return None
 
 
-def over_budget(case: dict[str, Any]) -> bool:
-    """Whether a case failed because the protection's output exceeds its ℓ∞ budget (records
-    of earlier versions say so by their flag only)."""
-    return (bool(case.get("budget_exceeded"))
-            or "protection exceeds its budget" in (case.get("flags") or []))
+def over_budget(case: CaseRecord) -> bool:
+    """Whether a case failed because the protection's output exceeds its ℓ∞ budget."""
+    return case.over_budget
 
 
-def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run: int = 0) -> str:
+def audit_answer(cases: list[CaseRecord], interrupted: bool = False, not_run: int = 0) -> str:
     """One sentence: holds against every scenario run, or breaks under which."""
     if not cases:
         return "No case finished." + (" The audit was interrupted." if interrupted else "")
@@ -132,14 +125,13 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
         tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
         return " ".join(f"{spec}: {audit_answer([c for c in cases if protection_of(c) == spec])}"
                         for spec in specs) + tail
-    over = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
-                   if over_budget(c)})
-    broken = sorted({(c.get("scenario") or {}).get("id") or c["case_id"] for c in cases
-                     if c["outcome"] == "fail" and not over_budget(c)})
-    no_effect = [c for c in cases if c["outcome"] == "no effect at baseline"]
-    small = [c for c in cases if c["outcome"] == "no meaningful effect at baseline"]
-    not_learned = [c for c in cases if c["outcome"] == "exploit did not learn the subject"]
-    errors = [c for c in cases if c["outcome"] == "error"]
+    over = sorted({c.scenario.id or c.case_id for c in cases if c.over_budget})
+    broken = sorted({c.scenario.id or c.case_id for c in cases
+                     if c.outcome == "fail" and not c.over_budget})
+    no_effect = [c for c in cases if c.outcome == "no effect at baseline"]
+    small = [c for c in cases if c.outcome == "no meaningful effect at baseline"]
+    not_learned = [c for c in cases if c.outcome == "exploit did not learn the subject"]
+    errors = [c for c in cases if c.outcome == "error"]
     tail = f" Interrupted: {not_run} selected case(s) did not run." if interrupted else ""
     if over:  # a budget violation is no robustness result: said first, and apart from any break
         also = f" It also breaks under {', '.join(broken)}." if broken else ""
@@ -165,50 +157,38 @@ def audit_answer(cases: list[dict[str, Any]], interrupted: bool = False, not_run
     return f"Holds against every scenario run ({len(cases)} case(s)).{tail}"
 
 
-def cache_counts(cases: list[dict[str, Any]]) -> dict[str, int]:
+def cache_counts(cases: list[CaseRecord]) -> dict[str, int]:
     """Stages served from the cache, computed, and rebuilt from a corrupt entry, over the cases."""
-    events = [c.get("cache") or {} for c in cases]
-    hits, misses, corrupt = (sum(len(e.get(k) or []) for e in events)
+    hits, misses, corrupt = (sum(len(getattr(c.cache, k)) for c in cases)
                              for k in ("hits", "misses", "corrupt"))
     return {"hits": hits, "misses": misses, "corrupt": corrupt, "stages": hits + misses}
 
 
+def _value(estimate: Estimate | None) -> str:
+    return _fmt(estimate.value if estimate is not None else None)
 
-def _row(case: dict[str, Any]) -> tuple[str, ...]:
+
+def _row(case: CaseRecord) -> tuple[str, ...]:
     """One case's cells: id, outcome (coloured, ⚑ when flagged), metric, K, the means, share and
     retained with their CIs, time."""
-    metric = case.get("verdict_metric") or (case.get("scenario")
-                                            or {}).get("verdict", {}).get("metric", "")
-    entry = verdict_entry(case)
-    retained = entry.get("retained")
-    retained_text = "—"
-    if retained:
-        retained_text = (f"{_fmt(retained['value'], 2)} [{_fmt(retained['ci_low'], 2)}, "
-                         f"{_fmt(retained['ci_high'], 2)}]")
-    share = entry.get("share")
-    share_text = (f"{_fmt(share['value'], 2)} [{_fmt(share['ci_low'], 2)}, "
-                  f"{_fmt(share['ci_high'], 2)}]") if share else "—"
-    outcome = case["outcome"]
-    flagged = " ⚑" if case.get("flags") else ""
+    entry = case.verdict_entry
+    outcome = case.outcome
+    flagged = " ⚑" if case.flags else ""
     return (
-        escape(case["case_id"]),
+        escape(case.case_id),
         f"[{STYLE.get(outcome, 'white')}]{escape(outcome)}[/]{flagged}",
-        escape(metric),
-        str((case.get("plan") or {}).get("replicates", "—")),
-        _fmt((entry.get("m_u") or {}).get("value")),
-        _fmt((entry.get("m_c") or {}).get("value")),
-        _fmt((entry.get("m_p") or {}).get("value")),
-        _fmt((entry.get("m_a") or {}).get("value")),
-        share_text,
-        retained_text,
-        f"{case.get('seconds', 0):.1f}s",
+        escape(case.deciding_metric),
+        str(case.plan.replicates) if case.plan is not None else "—",
+        _value(entry.m_u), _value(entry.m_c), _value(entry.m_p), _value(entry.m_a),
+        _ci(entry.share, 2) if entry.share is not None else "—",
+        _ci(entry.retained, 2) if entry.retained is not None else "—",
+        f"{case.seconds:.1f}s",
     )
 
 
-def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], color: bool = False,
-                  run: dict[str, Any] | None = None) -> None:
+def summary_table(cases: list[CaseRecord], options: Any, file: IO[str], color: bool = False,
+                  run: RunInfo | None = None) -> None:
     """One row per case: outcome, verdict metric, m_c / m_p / m_a and retained with its CI."""
-    run = run or {}
     exploit = f" · exploit {options.exploit}" if getattr(options, "exploit", None) else ""
     table = Table(title=escape(f"protection '{options.protection}' · model {options.model} · tier "
                                f"{options.tier} · seed {options.seed}{exploit}"))
@@ -216,11 +196,11 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
                    "retained [95% CI]", "time"):
         table.add_column(column,
                          justify="left" if column in ("case", "outcome", "metric") else "right")
-    for case in sorted(cases, key=lambda c: c["case_id"]):
+    for case in sorted(cases, key=lambda c: c.case_id):
         table.add_row(*_row(case))
     counts: dict[str, int] = {}
     for case in cases:
-        counts[case["outcome"]] = counts.get(case["outcome"], 0) + 1
+        counts[case.outcome] = counts.get(case.outcome, 0) + 1
     console = Console(file=file, force_terminal=color, no_color=not color, width=160)
     console.print(table)
     console.print(escape(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no cases"))
@@ -243,22 +223,21 @@ def summary_table(cases: list[dict[str, Any]], options: Any, file: IO[str], colo
     cache = cache_counts(cases)
     console.print(escape(f"cache: {cache['hits']} of {cache['stages']} stages served from the cache"
                          + (" (--no-audit-cache recomputes every stage)" if cache["hits"] else "")))
-    console.print(escape("answer: " + audit_answer(cases, bool(run.get("interrupted")),
-                                                   len(run.get("not_run") or []))))
-    if run.get("interrupted"):
-        console.print(escape(f"INTERRUPTED: {len(run.get('not_run') or [])} selected case(s) did "
-                             "not run: "
-                             + ", ".join(run.get("not_run") or [])))
-    flagged = [c for c in cases if c.get("flags")]
+    interrupted, not_run = (run.interrupted, run.not_run) if run is not None else (False, [])
+    console.print(escape("answer: " + audit_answer(cases, interrupted, len(not_run))))
+    if interrupted:
+        console.print(escape(f"INTERRUPTED: {len(not_run)} selected case(s) did not run: "
+                             + ", ".join(not_run)))
+    flagged = [c for c in cases if c.flags]
     if flagged:
         console.print(f"⚑ {len(flagged)} case(s) flagged as less reliable (details in the results "
                       "JSON, 'flags'):")
         for case in flagged:
-            for flag in case["flags"]:
-                console.print(escape(f"  {case['case_id']}: {flag}"))
+            for flag in case.flags:
+                console.print(escape(f"  {case.case_id}: {flag}"))
 
 
-def leaderboard_table(cases: list[dict[str, Any]], console: Console) -> None:
+def leaderboard_table(cases: list[CaseRecord], console: Console) -> None:
     """The leaderboard (``audit/results/leaderboard.py``) in an audit of several protections:
     retained protection [95% CI] per protection × scenario and each protection's worst case."""
     board = leaderboard(cases)

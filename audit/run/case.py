@@ -34,6 +34,7 @@ from audit.results.records import (
     scenario_record,
     subject_record,
 )
+from audit.results.schema import CacheEvents, CaseRecord, ErrorRecord, Timing, UntrainedRun
 from audit.run.planner import CasePlan
 from audit.run.stages import ExploitOutput
 
@@ -63,7 +64,7 @@ class CaseRun:
         """The tier's generation settings, with the evaluation prompts of the subject's kind."""
         return kind_generation(self.session.tier.generation, self.kind)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> CaseRecord:
         """Run one (protection × scenario × subject) case; never raises: errors are recorded."""
         started = time.time()
         self.session.cache.take_events()
@@ -74,70 +75,73 @@ class CaseRun:
             self._run(record)
         except Exception as exc:
             record_failure(record, exc)
-        record["seconds"] = round(time.time() - started, 3)
-        record["timings"] = self.session.progress.take_timings()
-        record["cache"] = self.session.cache.take_events().to_dict()
+        record.seconds = round(time.time() - started, 3)
+        record.timings = [Timing.model_validate(t) for t in self.session.progress.take_timings()]
+        record.cache = CacheEvents.model_validate(self.session.cache.take_events().to_dict())
         return record
 
-    def _run(self, record: dict[str, Any]) -> None:
+    def _run(self, record: CaseRecord) -> None:
         scenario, case_id = self.scenario, self.case_id
         audited = self.session.audited(self.protection)
         missing = (objective_missing(audited.protection)
                    if "objective" in scenario.requires else None)
         if missing is not None:
-            record.update(outcome="skipped", reason=(
+            record.outcome, record.reason = "skipped", (
                 f"skipped: scenario '{scenario.id}' re-crafts the protection through its "
                 f"objective, and protection '{audited.protection.name}' ({audited.spec}) has "
-                f"none the toolkit can see: {missing}"))
+                f"none the toolkit can see: {missing}")
             return
         self.kind = self.session.subject_kind(self.subject_name)
         plan = self.session.plan(scenario, self.protection, self.kind)
-        record["plan"] = plan_record(plan)
+        record.plan = plan_record(plan)
         edit = editing_params(plan)
         why = edit.unavailable(self.session.model) if edit is not None else None
         if why is not None:
-            record.update(outcome="skipped", reason=f"skipped: scenario '{scenario.id}': {why}")
+            record.outcome, record.reason = "skipped", f"skipped: scenario '{scenario.id}': {why}"
             return
         if uses_transfer(plan) and not self.session.options.transfer_model_spec:
-            record.update(outcome="skipped", reason=(
+            record.outcome, record.reason = "skipped", (
                 f"skipped: scenario '{scenario.id}' fine-tunes the transfer model (PID §6.3), and "
                 f"none is set for --model={self.session.options.model}: pass --transfer-model (a "
-                "Hugging Face id or a local diffusers folder)"))
+                "Hugging Face id or a local diffusers folder)")
             return
-        record["protection"] = self.session.protection_record(self.protection)
-        record["model"] = self.session.model_record()
+        record.protection = self.session.protection_record(self.protection)
+        record.model = self.session.model_record()
         if uses_transfer(plan):  # the report names both models and their hashes
-            record["transfer_model"] = self.session.model_record(self.session.transfer_model)
-        record["device"] = str(self.session.device)
+            record.transfer_model = self.session.model_record(self.session.transfer_model)
+        record.device = str(self.session.device)
         subject = self.session.subject(self.subject_name)
-        record["subject"] = subject_record(subject, self.session.resolution)
+        record.subject = subject_record(subject, self.session.resolution)
         images = self.run_images(plan, subject, record)
         outputs = self.run_exploits(plan, images)
-        record["exploits"] = {run.label(): exploit_record(run, outputs[run.identity])
-                              for run in plan.runs}
-        metric_names, verdict_metric = metric_choice(self.session.tier, self.session.resolution,
-                                                     scenario, record, self.kind,
-                                                     edit.metrics if edit is not None else None)
+        record.exploits = {run.label(): exploit_record(run, outputs[run.identity])
+                           for run in plan.runs}
+        choice = metric_choice(self.session.tier, self.session.resolution, scenario, self.kind,
+                               edit.metrics if edit is not None else None)
+        if choice.note is not None:
+            record.verdict_metric_note = choice.note
         if edit is not None:  # nothing trained: no untrained reference (audit/judge/case.py)
             untrained: list[torch.Tensor] = []
-            values = measure_edits(self.session, plan, outputs, metric_names)
-            self.judge.judge(plan, scenario, values, verdict_metric, record, editing=True)
+            values = measure_edits(self.session, plan, outputs, choice.names)
+            judgement = self.judge.judge(plan, scenario, values, choice.verdict_metric,
+                                         note=choice.note, editing=True)
         else:
             untrained = self.run_untrained(plan, record)
-            values = self.measure(plan, outputs, subject, metric_names)
-            self.judge.judge(plan, scenario, values, verdict_metric, record,
-                             untrained=self.measure_untrained(untrained, subject, metric_names))
-        record["artifacts"] = self.save_artifacts(case_id, plan, subject, images, outputs,
-                                                  record["worst_variant"],
-                                                  untrained=untrained)
+            values = self.measure(plan, outputs, subject, choice.names)
+            judgement = self.judge.judge(
+                plan, scenario, values, choice.verdict_metric, note=choice.note,
+                untrained=self.measure_untrained(untrained, subject, choice.names))
+        record.apply(judgement)
+        record.artifacts = self.save_artifacts(case_id, plan, subject, images, outputs,
+                                               judgement.worst_variant, untrained=untrained)
 
     def run_images(
             self, plan: CasePlan, subject: Subject,
-            record: dict[str, Any]) -> dict[tuple, torch.Tensor]:
+            record: CaseRecord) -> dict[tuple, torch.Tensor]:
         """The 8-bit training images of every run: its chain applied to the subject (cached)."""
         clean = to_uint8(subject.images)
         images: dict[tuple, torch.Tensor] = {}
-        record["protection_runs"] = []
+        record.protection_runs = []
         for run in plan.unique_runs():
             current = clean
             for step in run.chain:
@@ -147,23 +151,24 @@ class CaseRun:
                 elif step.kind == "protection":
                     current = self.session.protected(subject, step, record, self.protection)
                 else:
-                    current = self.session.stages.transform(step, current, record["flags"])
+                    current = self.session.stages.transform(step, current, record.flags)
             images[run.identity] = current
         return images
 
-    def run_untrained(self, plan: CasePlan, record: dict[str, Any]) -> list[torch.Tensor]:
+    def run_untrained(self, plan: CasePlan, record: CaseRecord) -> list[torch.Tensor]:
         """The untrained reference, per replicate: the base model's generations with the replicate's
         prompts, settings and seed, no fine-tune (cached once per model, settings and seed, so
         shared by every case and rerun of the audit)."""
         generation = self.generation
-        out, record["untrained"] = [], []
+        out: list[torch.Tensor] = []
+        record.untrained = []
         for r, seed in enumerate(plan.seeds):
             generations, key = self.session.stages.untrained(
                 plan.standard_exploit, generation, seed)
             out.append(generations)
-            record["untrained"].append({"replicate": r, "seed": seed, "cache_key": key,
-                                        "what": "base model, no fine-tune: the exploits' prompts, "
-                                                "settings and seed"})
+            record.untrained.append(UntrainedRun(
+                replicate=r, seed=seed, cache_key=key,
+                what="base model, no fine-tune: the exploits' prompts, settings and seed"))
         return out
 
     def measure_untrained(self, untrained: list[torch.Tensor], subject: Subject,
@@ -240,17 +245,17 @@ class CaseRun:
         return write_pngs(folder, groups, self.session.results_dir)
 
 
-def record_failure(record: dict[str, Any], exc: Exception) -> None:
+def record_failure(record: CaseRecord, exc: Exception) -> None:
     """A case that raised: over its budget is a fail (its own answer, summary.audit_answer),
     anything else an error with its traceback."""
     if isinstance(exc, BudgetExceeded):
-        record.update(outcome="fail", reason=str(exc), budget_exceeded=True)
-        record["flags"].append("protection exceeds its budget")
+        record.outcome, record.reason, record.budget_exceeded = "fail", str(exc), True
+        record.flags.append("protection exceeds its budget")
         return
-    record.update(outcome="error", reason=f"{type(exc).__name__}: {exc}")
-    record["error"] = {"type": type(exc).__name__, "message": str(exc),
-                       "user_error": isinstance(exc, AuditError),
-                       "traceback": traceback.format_exc()}
+    record.outcome, record.reason = "error", f"{type(exc).__name__}: {exc}"
+    record.error = ErrorRecord(type=type(exc).__name__, message=str(exc),
+                               user_error=isinstance(exc, AuditError),
+                               traceback=traceback.format_exc())
 
 
 def kind_generation(settings: GenerationSettings, kind: SubjectKind) -> GenerationSettings:

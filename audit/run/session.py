@@ -18,6 +18,7 @@ from audit.data.kinds import PERSON, SubjectKind
 from audit.data.subjects import Subject, load_subject, subject_kind
 from audit.parts.metrics.imperceptibility import imperceptibility
 from audit.parts.protections.base import Protection, check_budget
+from audit.results.schema import CaseRecord, ModelRecord, ProtectionRecord, ProtectionRun
 from audit.run.audited import AuditedProtection
 from audit.run.cache import Cache
 from audit.run.case import CaseRun
@@ -118,11 +119,10 @@ class AuditSession:
     def resolution(self) -> int:
         return self.tier.resolution or self.model.resolution
 
-    def model_record(self, m: Any = None) -> dict[str, Any]:
+    def model_record(self, m: Any = None) -> ModelRecord:
         m = m or self.model
-        return {"id": m.model_id, "revision": m.revision, "fingerprint": m.fingerprint,
-                "source": m.source,
-                "resolution": m.resolution}
+        return ModelRecord(id=m.model_id, revision=m.revision, fingerprint=m.fingerprint,
+                           source=m.source, resolution=m.resolution)
 
     def subject(self, name: str) -> Subject:
         if name not in self._subjects:
@@ -142,17 +142,17 @@ class AuditSession:
         return plan_case(scenario, self.audited(protection).info, self.tier, self.options.seed,
                          kind=kind)
 
-    def protection_record(self, protection: str | None = None) -> dict[str, Any]:
-        return self.audited(protection).record()
+    def protection_record(self, protection: str | None = None) -> ProtectionRecord:
+        return ProtectionRecord.model_validate(self.audited(protection).record())
 
-    def protected(self, subject: Subject, step: Any, record: dict[str, Any],
+    def protected(self, subject: Subject, step: Any, record: CaseRecord,
                   protection_spec: str | None = None) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
         audited = self.audited(protection_spec)
         protection = audited.protection
         images, info = self.stages.protect(protection, step, subject, self.tier, audited.code)
-        if any(r.get("cache_key") == info["cache_key"] and r.get("seed") == info["seed"]
-               for r in record["protection_runs"]):
+        runs = record.protection_runs if record.protection_runs is not None else []
+        if any(r.cache_key == info["cache_key"] and r.seed == info["seed"] for r in runs):
             return images
         # A folder of protected files judges its declared budget at the files' own resolution
         # (resizing to the audit resolution can change ℓ∞): here it is measured only.
@@ -163,9 +163,11 @@ class AuditSession:
                     imperceptibility={k: v.to_dict() for k,
                                       v in imperceptibility(
                                           subject.images, from_uint8(images)).items()})
-        record["protection_runs"].append(info)
-        record.setdefault("protection_run", info)  # replicate 1's, as earlier records had
-        record.setdefault("imperceptibility", info["imperceptibility"])
+        run = ProtectionRun.model_validate(info)
+        record.protection_runs = [*runs, run]
+        if record.protection_run is None:  # replicate 1's, as earlier records had
+            record.protection_run = run
+            record.imperceptibility = run.imperceptibility
         return images
 
     def null_protected(self, subject: Subject, step: Any) -> torch.Tensor:
@@ -218,7 +220,7 @@ class AuditSession:
 
     # -- one case ---------------------------------------------------------------------------
     def run_case(self, scenario: Scenario, subject_name: str, case_id: str,
-                 protection: str | None = None) -> dict[str, Any]:
+                 protection: str | None = None) -> CaseRecord:
         """Run one (protection × scenario × subject) case; never raises: errors are recorded.
         ``protection`` is one item of ``--protection`` (default: the first)."""
         return CaseRun(self, scenario, subject_name, case_id, protection).run()
