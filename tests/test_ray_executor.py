@@ -20,6 +20,7 @@ import audit.run.case as case_module
 from audit.config.options import AuditOptions
 from audit.config.scenario import CATALOGUE_DIR, load_scenario
 from audit.config.tiers import parse_overrides
+from audit.judge.case import MetricChoice
 from audit.run.progress import Progress
 from audit.run.ray_executor import CRASH_ONCE_ENV, Entry
 from audit.run.session import AuditSession
@@ -48,7 +49,8 @@ def cluster():
 
 @pytest.fixture(autouse=True)
 def one_metric(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(case_module, "metric_choice", lambda *args: MetricChoice([METRIC], METRIC, None))
+    monkeypatch.setattr(case_module, "metric_choice",
+                        lambda *args: MetricChoice([METRIC], METRIC, None))
 
 
 def audit(results: Path, executor: str) -> tuple[dict[str, Any], AuditSession]:
@@ -77,7 +79,8 @@ def stable(value: Any) -> Any:
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(case_module, "metric_choice", lambda *args: MetricChoice([METRIC], METRIC, None))
+        mp.setattr(case_module, "metric_choice",
+                   lambda *args: MetricChoice([METRIC], METRIC, None))
         return audit(tmp_path_factory.mktemp("local"), "local")[0]
 
 
