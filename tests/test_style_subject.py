@@ -17,6 +17,7 @@ from audit.errors import DataError
 from audit.judge.case import metric_choice
 from audit.parts.metrics.style import GramStyleSimilarity, gram_statistics
 from audit.parts.protections.base import ProtectionContext, check_budget
+from audit.parts.protections.build import build_protection
 from audit.parts.protections.glaze import GlazeLike, glaze_loss
 from audit.parts.protections.pid import posterior
 from audit.parts.protections.simple import RandomNoise
@@ -139,3 +140,27 @@ def test_the_hinge_is_zero_within_the_perceptual_bound(tiny, works) -> None:
     with torch.no_grad():
         at_target = glaze_loss(tiny.vae, x, x, target, one_minus_ssim, 30.0, 0.05)
     assert float(at_target) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["advdm", "aspl", "fsmg", "aspl+pid", "fsmg+pid"])
+def test_a_protection_crafting_against_the_instance_prompt_takes_the_style_kinds(
+        name: str) -> None:
+    """ASPL, FSMG and AdvDM craft against DreamBooth's instance prompt: on an artist's works, the
+    one the exploiter of a style fine-tunes with, not 'a photo of sks person'."""
+    tier = get_tier("smoke")
+    _, person = build_protection(name, tier)
+    _, style = build_protection(name, tier, kind=STYLE)
+    assert person.params["prompt"] == PERSON.instance_prompt
+    assert style.params["prompt"] == STYLE.instance_prompt
+    if "class_prompt" in person.params:
+        assert person.params["class_prompt"] == PERSON.class_prompt
+        assert style.params["class_prompt"] == STYLE.class_prompt
+    # nothing else moves
+    assert {k: v for k, v in style.params.items() if "prompt" not in k} == {
+        k: v for k, v in person.params.items() if "prompt" not in k}
+
+
+@pytest.mark.parametrize("name", ["pid", "mist", "photoguard-diffusion", "glaze-like"])
+def test_a_protection_without_an_instance_prompt_is_the_same_for_every_kind(name: str) -> None:
+    tier = get_tier("smoke")
+    assert build_protection(name, tier)[1] == build_protection(name, tier, kind=STYLE)[1]

@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from audit.errors import DataError
 
 KIND_FILE = "subject.yaml"
+# The mark of a protection's prompt parameter that a subject kind sets: "instance" (the prompt
+# DreamBooth fine-tunes with, 'a photo of sks person') or "class" ('a photo of person').
+KIND_PROMPT = "subject_kind_prompt"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,20 @@ class SubjectKind:
         """The kind's prompts for an exploit whose parameters have these fields."""
         prompts = {"instance_prompt": self.instance_prompt, "class_prompt": self.class_prompt}
         return {key: value for key, value in prompts.items() if key in fields}
+
+    def protection_params(self, model: type[BaseModel]) -> dict[str, str]:
+        """The kind's prompts for a protection's parameters: each field that declares itself the
+        instance or the class prompt (``Field(json_schema_extra={KIND_PROMPT: "instance"})``)
+        takes this kind's. A protection that crafts against DreamBooth's instance prompt (ASPL,
+        FSMG, AdvDM) then crafts against the prompt the exploiter of this kind fine-tunes with."""
+        prompts = {"instance": self.instance_prompt, "class": self.class_prompt}
+        out = {}
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra
+            role = extra.get(KIND_PROMPT) if isinstance(extra, dict) else None
+            if isinstance(role, str) and role in prompts:
+                out[name] = prompts[role]
+        return out
 
 
 PERSON_PROMPTS = ("a photo of sks person", "a selfie of sks person",

@@ -1,4 +1,5 @@
-"""One protection under audit: built once per audit, with its code fingerprint and judged budget.
+"""One protection under audit: built once per audit (and subject kind), with its code fingerprint
+and judged budget.
 
 An audit may list several protections (``--protection=pid,photoguard-encoder,random``); the
 session (``audit/run/session.py``) keeps one ``AuditedProtection`` per item and shares
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from audit.config.tiers import Tier
+from audit.data.kinds import PERSON, SubjectKind
 from audit.parts.protections.base import Protection
 from audit.parts.protections.build import budget as protection_budget
 from audit.parts.protections.build import build_protection
@@ -24,10 +26,12 @@ class AuditedProtection:
     """A ``--protection`` item: the protection object and its resolved spec, built on first use;
     its code fingerprint and ℓ∞ budget, each taken once."""
 
-    def __init__(self, spec: str, tier: Tier, epsilon: float | None) -> None:
+    def __init__(self, spec: str, tier: Tier, epsilon: float | None,
+                 kind: SubjectKind = PERSON) -> None:
         self.spec = spec
         self.tier = tier
         self.epsilon = epsilon
+        self.kind = kind  # the subjects' kind: it sets a prompt-dependent protection's prompts
         self._built: tuple[Protection, PartSpec] | None = None
         self._code: CodeFingerprint | None = None
         self._budget: dict[str, Any] | None = None
@@ -35,7 +39,7 @@ class AuditedProtection:
     @property
     def protection(self) -> Protection:
         if self._built is None:
-            self._built = build_protection(self.spec, self.tier, self.epsilon)
+            self._built = build_protection(self.spec, self.tier, self.epsilon, self.kind)
         return self._built[0]
 
     @property

@@ -82,7 +82,8 @@ class CaseRun:
 
     def _run(self, record: CaseRecord) -> None:
         scenario, case_id = self.scenario, self.case_id
-        audited = self.session.audited(self.protection)
+        self.kind = self.session.subject_kind(self.subject_name)
+        audited = self.session.audited(self.protection, self.kind)
         missing = (objective_missing(audited.protection)
                    if "objective" in scenario.requires else None)
         if missing is not None:
@@ -91,7 +92,6 @@ class CaseRun:
                 f"objective, and protection '{audited.protection.name}' ({audited.spec}) has "
                 f"none the toolkit can see: {missing}")
             return
-        self.kind = self.session.subject_kind(self.subject_name)
         plan = self.session.plan(scenario, self.protection, self.kind)
         record.plan = plan_record(plan)
         edit = editing_params(plan)
@@ -105,7 +105,7 @@ class CaseRun:
                 f"none is set for --model={self.session.options.model}: pass --transfer-model (a "
                 "Hugging Face id or a local diffusers folder)")
             return
-        record.protection = self.session.protection_record(self.protection)
+        record.protection = self.session.protection_record(self.protection, self.kind)
         record.model = self.session.model_record()
         if uses_transfer(plan):  # the report names both models and their hashes
             record.transfer_model = self.session.model_record(self.session.transfer_model)

@@ -51,7 +51,7 @@ class AuditSession:
         self._model = None
         self._transfer_model = None
         self._device: torch.device | None = None
-        self._audited: dict[str, AuditedProtection] = {}
+        self._audited: dict[tuple[str, str], AuditedProtection] = {}  # by (spec, kind)
         self._subjects: dict[str, Subject] = {}
         self._pool: ExploitPool | RayPool | None = None
 
@@ -92,13 +92,15 @@ class AuditSession:
                                                   seed=0)
         return self._transfer_model
 
-    def audited(self, spec: str | None = None) -> AuditedProtection:
+    def audited(self, spec: str | None = None, kind: SubjectKind = PERSON) -> AuditedProtection:
         """One protection of the audit (``--protection`` may list several); the first when no
-        spec is given (a single-protection audit's only one)."""
+        spec is given (a single-protection audit's only one). Built once per subject kind: a
+        protection whose prompt is the exploiter's instance prompt takes the kind's."""
         spec = spec or self.options.protections[0]
-        if spec not in self._audited:
-            self._audited[spec] = AuditedProtection(spec, self.tier, self.options.epsilon)
-        return self._audited[spec]
+        if (spec, kind.name) not in self._audited:
+            self._audited[spec, kind.name] = AuditedProtection(spec, self.tier,
+                                                               self.options.epsilon, kind)
+        return self._audited[spec, kind.name]
 
     @property
     def protection(self) -> Protection:
@@ -139,16 +141,17 @@ class AuditSession:
 
     def plan(self, scenario: Scenario, protection: str | None = None,
              kind: SubjectKind = PERSON) -> CasePlan:
-        return plan_case(scenario, self.audited(protection).info, self.tier, self.options.seed,
-                         kind=kind)
+        return plan_case(scenario, self.audited(protection, kind).info, self.tier,
+                         self.options.seed, kind=kind)
 
-    def protection_record(self, protection: str | None = None) -> ProtectionRecord:
-        return ProtectionRecord.model_validate(self.audited(protection).record())
+    def protection_record(self, protection: str | None = None,
+                          kind: SubjectKind = PERSON) -> ProtectionRecord:
+        return ProtectionRecord.model_validate(self.audited(protection, kind).record())
 
     def protected(self, subject: Subject, step: Any, record: CaseRecord,
                   protection_spec: str | None = None) -> torch.Tensor:
         """One replicate's protected images, budget checked on every use (never trusted)."""
-        audited = self.audited(protection_spec)
+        audited = self.audited(protection_spec, subject.kind)
         protection = audited.protection
         images, info = self.stages.protect(protection, step, subject, self.tier, audited.code)
         runs = record.protection_runs if record.protection_runs is not None else []

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from audit.data.kinds import KIND_PROMPT
 from audit.diffusion.training import encode_text
 from audit.parts.protections.antidreambooth import denoising_loss
 from audit.parts.protections.base import (
@@ -40,7 +41,8 @@ class AdvDMParams(Params):
     epsilon: float = Field(0.05, ge=0, le=1, description="ℓ∞ budget in [0,1] pixel units")
     step_size: float = Field(0.005, gt=0, le=1, description="ε/10")
     steps: int = Field(100, ge=1, le=100_000, description="PGD iterations")
-    prompt: str = Field("a photo of sks person", description="the instance prompt c")
+    prompt: str = Field("a photo of sks person", description="the instance prompt c",
+                        json_schema_extra={KIND_PROMPT: "instance"})
     textural_weight: float = Field(0.05, ge=0,
                                    description="λ on MSE(μ(x+δ), μ(x)); 0: Liang et al.'s AdvDM")
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from audit.config.settings import CLASS_PROMPT, PROTECTOR_PROMPT
+from audit.data.kinds import KIND_PROMPT
 from audit.diffusion import sampling
 from audit.diffusion.training import FinetuneConfig, encode_text, train
 from audit.parts.protections.pgd import LinfPGD
@@ -65,13 +66,14 @@ class SurrogateParams(Params):
     epsilon: float = Field(ADB_EPSILON, ge=0, le=1,
                            description="ℓ∞ budget in [0,1] units (0.05 in [-1,1] = 6.375/255)")
     step_size: float = Field(ADB_STEP, gt=0, le=1, description="ε/10 (0.005 in [-1,1])")
-    prompt: str = Field(PROTECTOR_PROMPT, min_length=1, description="the instance prompt c")
+    prompt: str = Field(PROTECTOR_PROMPT, min_length=1, description="the instance prompt c",
+                        json_schema_extra={KIND_PROMPT: "instance"})
     lr: float = Field(5e-7, gt=0, le=1, description="surrogate learning rate")
     batch_size: int = Field(1, ge=1, le=256)
     train_text_encoder: bool = True
     prior_preservation: bool = True
     num_class_images: int = Field(200, ge=0, le=10_000)
-    class_prompt: str = CLASS_PROMPT
+    class_prompt: str = Field(CLASS_PROMPT, json_schema_extra={KIND_PROMPT: "class"})
 
     @model_validator(mode="after")
     def _class_images_when_needed(self) -> SurrogateParams:

@@ -7,6 +7,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from audit.data.kinds import PERSON, SubjectKind
 from audit.errors import ProtectionError
 from audit.parts import PROTECTIONS
 from audit.parts.protections.base import Protection
@@ -16,13 +17,14 @@ PROTECTION_FORMS = ("a built-in name ({names}), 'dir:PATH' (a folder of protecte
                     "'package.module:factory'")
 
 
-def build_protection(spec: str, tier: Any = None, epsilon: float
-                     | None = None) -> tuple[Protection, PartSpec]:
+def build_protection(spec: str, tier: Any = None, epsilon: float | None = None,
+                     kind: SubjectKind = PERSON) -> tuple[Protection, PartSpec]:
     """The protection named by ``--protection`` with its resolved parameters.
 
-    Built-ins take their parameters with the one precedence (part default < tier <
-    --audit-set); ``epsilon`` (``--epsilon``) sets the budget of a ``dir:`` protection and
-    overrides a built-in's.
+    Built-ins take their parameters with the one precedence (part default < tier < the subject's
+    kind < --audit-set); ``epsilon`` (``--epsilon``) sets the budget of a ``dir:`` protection and
+    overrides a built-in's. A subject kind other than ``person`` sets the prompts the protection
+    declares as its instance or class prompt (``SubjectKind.protection_params``).
     """
     if spec.startswith("dir:"):
         from audit.parts.protections.folder import ProtectedFolder
@@ -38,8 +40,12 @@ def build_protection(spec: str, tier: Any = None, epsilon: float
     if spec in PROTECTIONS:
         part = PROTECTIONS.get(spec)
         try:
-            params = (tier.resolve_part(part).to_dict() if tier is not None
-                      else part.validate({}).model_dump())
+            layer = None
+            if kind is not PERSON:
+                layer = (f"subject kind '{kind.name}'",
+                         kind.protection_params(part.params_model()))
+            params = (tier.resolve_part(part, kind=layer).to_dict() if tier is not None
+                      else part.validate(layer[1] if layer else {}).model_dump())
         except InvalidParams as exc:
             raise ProtectionError(f"--protection={spec}: {exc}") from None
         if epsilon is not None:
