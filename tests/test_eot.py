@@ -221,7 +221,7 @@ def test_an_adaptive_case_is_skipped_with_the_reason_for_random(tmp_path: Path) 
 
     session = AuditSession(AuditOptions(protection="random", results_dir=tmp_path / "res"))
     record = session.run_case(load_scenario(CATALOGUE_DIR / "adaptive-jpeg-q75.yaml"),
-                              "astronaut", "random-adaptive-jpeg-q75-astronaut")
+                              "astronaut", "random-adaptive-jpeg-q75-astronaut").dump()
     assert record["outcome"] == "skipped"
     assert "'random' draws uniform noise" in record["reason"]
     assert record["cache"]["misses"] == []
@@ -332,8 +332,9 @@ def test_the_matched_comparison_says_whether_adapting_helps() -> None:
     # The summary's line and the report's row say the same.
     from audit.results.summary import adaptive_lines
     from reports.context import _adaptive_view
+    from tests.records import case_record
 
-    case = {"case_id": "pid-adaptive-jpeg-q75-astronaut", "adaptive": entry}
+    case = case_record("pid-adaptive-jpeg-q75-astronaut", "pass", adaptive=entry)
     (line,) = adaptive_lines([case])
     assert "retained 0.6" in line and "adapting helps" in line
     view = _adaptive_view(entry)

@@ -60,7 +60,7 @@ def audit(results: Path, executor: str) -> tuple[dict[str, Any], AuditSession]:
     session = AuditSession(options, Progress(None))
     try:
         record = session.run_case(load_scenario(CATALOGUE_DIR / "no-attack.yaml"), "astronaut",
-                                  "random-no-attack-astronaut")
+                                  "random-no-attack-astronaut").dump()
     finally:
         session.close()
     assert record["outcome"] != "error", record.get("error")

@@ -85,16 +85,17 @@ def test_epsilon_is_the_budget_judged_for_a_factory_protection(
     """Issue 20, item 1: --epsilon 0.01 was recorded but the factory's own 0.05 was judged (linf
     0.039 passed)."""
     from audit.run.session import AuditSession
+    from tests.records import case_record
 
     write_module(user_modules, "ten_levels", TEN_LEVELS)
     session = AuditSession(AuditOptions(protection="ten_levels:make", epsilon=0.01,
                                         results_dir=tmp_path / "res"))
     step = ChainStep("protection", PartSpec("protection", "ten-levels", {}), None)
     with pytest.raises(BudgetExceeded) as info:
-        session.protected(fake_subject(), step, {"protection_runs": []})
+        session.protected(fake_subject(), step, case_record("x-no-attack-s", "error"))
     assert ("10/255" in str(info.value) and "ε = 0.0100" in str(info.value)
             and "from --epsilon" in str(info.value))
-    record = session.protection_record()
+    record = session.protection_record().dump()
     assert record["epsilon"] == 0.01 and record["epsilon_255"] == 2.55
     assert record["budget"] == {"epsilon": 0.01, "judged": True, "declared": 0.05,
                                 "source": "--epsilon"}

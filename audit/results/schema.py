@@ -377,7 +377,9 @@ class Timing(_Record):
     stage: str
     seconds: Num
     status: str | None = None
-    worker: bool | None = None
+    worker: bool | None = None  # computed in a worker process or a Ray task
+    device: str | None = None  # the worker's device (audit/run/placement.py)
+    node: str | None = None  # the Ray node that computed it (--executor ray)
 
 
 class CacheEvents(_Record):
