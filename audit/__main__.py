@@ -133,8 +133,12 @@ def _estimate(args: argparse.Namespace, options: Any, paths: list[Path]) -> int:
     scenarios = [s for s in map(load_scenario, paths) if not tag or tag in s.tags]
     subjects = discover_subjects(options.data)
     session = AuditSession(options, Progress(lambda line: print(line, file=sys.stderr)))
-    cases = [(s, subject) for s in scenarios for subject in subjects]
-    print(f"{len(scenarios)} scenario(s) × {len(subjects)} subject(s) = {len(cases)} case(s) on "
+    cases = [(s, subject, item) for item in options.protections for s in scenarios
+             for subject in subjects]
+    several = (f"{len(options.protections)} protections × "
+               if len(options.protections) > 1 else "")
+    print(f"{several}{len(scenarios)} scenario(s) × {len(subjects)} subject(s) = {len(cases)} "
+          "case(s) on "
           f"tier '{options.tier}' ({'every scenario' if not tag else f'tag {tag!r}'})")
     gpus = args.gpus or max(1, torch_gpus())
     for line in estimate(session, cases, run_calibration=not args.no_calibrate, gpus=gpus)[2]:

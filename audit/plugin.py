@@ -451,7 +451,7 @@ def _estimate_line(config: pytest.Config, cases: list[AuditCase]) -> None:
     run = config.stash[_RUN_KEY]
     try:
         audit = AuditSession(run["options"], Progress(_terminal_writer(config)))
-        selected = [(c.scenario, c.subject) for c in cases
+        selected = [(c.scenario, c.subject, c.protection) for c in cases
                     if c.error is None and c.scenario and c.subject]
         lines = estimate(audit, selected, run_calibration=False)[2]
         run["session"] = audit  # the audit goes on with it (model, protection already loaded)

@@ -103,6 +103,25 @@ def markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def adaptive_markdown(results: dict[str, Any]) -> str:
+    """The adaptive protector's matched comparisons (``adaptive``): the adaptive protection and
+    the protection as it is, under the same attack and seeds; empty without adaptive cases."""
+    lines = ["| scenario | adaptation | retained, adapted | retained, as it is | outcome as it is "
+             "| gain d·(m_a adapted − m_a as it is) | answer |", "|---|---|---|---|---|---|---|"]
+    for case in results["cases"]:
+        entry = case.get("adaptive")
+        if not entry:
+            continue
+        adaptation = entry["adaptation"]
+        steps = ", ".join(next(iter(s)) for s in adaptation.get("transform") or [])
+        label = f"EoT over {steps}, {adaptation['samples']} sample(s), {adaptation['gradient']}"
+        lines.append(
+            f"| {case['scenario']['id']} | {label} | {_fmt(entry['adaptive']['retained'], 2)} "
+            f"| {_fmt(entry['non_adaptive']['retained'], 2)} | {entry['non_adaptive']['outcome']} "
+            f"| {_fmt(entry['gain_after_attack'])} | {entry['answer']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
@@ -115,6 +134,9 @@ def main() -> None:
         parser.exit(2, f"catalogue_table: {exc}\n")
     table = rows(data)
     text = markdown(table)
+    adaptive = adaptive_markdown(data)
+    if adaptive:
+        text += "\n\nThe adaptive protector against the protection as it is:\n\n" + adaptive
     print(text)
     if args.out:
         args.out.write_text(json.dumps({"run": data.get("run"), "rows": table}, indent=1, default=str))

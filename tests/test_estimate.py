@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from audit.__main__ import main
 from audit.config.options import AuditOptions
-from audit.config.scenario import catalogue_files, load_scenario
+from audit.config.scenario import CATALOGUE_DIR, catalogue_files, load_scenario
 from audit.parts.exploits import trains
 from audit.run.estimate import (
     Calibration,
@@ -107,3 +107,18 @@ def test_cached_runs_are_not_counted_again(tmp_path: Path, monkeypatch) -> None:
     after = count_work(session, [(scenario, "astronaut")], lookup=True)
     assert len(after.finetunes) == 2 and after.cached_runs == 2
     assert dataclasses.asdict(after)["crafts"] == [0, 0]  # random noise: no iterations
+
+
+def test_several_protections_count_each_ones_runs_and_share_the_clean_ones(tmp_path: Path) -> None:
+    """--protection=pid,random: each protection's crafts and protected fine-tunes are counted, the
+    clean runs once (the leaderboard's sharing), as the plan command counts them."""
+    scenario = load_scenario(CATALOGUE_DIR / "no-attack.yaml")
+    one = AuditSession(AuditOptions(protection="pid", results_dir=tmp_path / "a"))
+    both = AuditSession(AuditOptions(protection="pid,random", results_dir=tmp_path / "b"))
+    alone = count_work(one, [(scenario, "astronaut", "pid")], lookup=False)
+    together = count_work(both, [(scenario, "astronaut", "pid"), (scenario, "astronaut", "random")],
+                          lookup=False)
+    k = one.tier.replicates
+    assert len(alone.finetunes) == 2 * k and len(alone.crafts) == k  # clean + protected
+    assert len(together.finetunes) == 3 * k  # + random's protected runs; clean shared
+    assert len(together.crafts) == 2 * k  # pid's and random's

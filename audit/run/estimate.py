@@ -179,16 +179,20 @@ def timed(device: torch.device, fn: Callable[[], Any]) -> float:
 
 
 # -- the work left, followed through the cache ---------------------------------------------------
-def count_work(session: Any, cases: list[tuple[Any, str]], lookup: bool) -> Work:
-    """The pending work of ``cases`` (scenario, subject name) of an ``AuditSession``; with
-    ``lookup`` (a cache with entries) each run's chain is followed through the cache."""
+def count_work(session: Any, cases: list[tuple[Any, ...]], lookup: bool) -> Work:
+    """The pending work of ``cases`` — (scenario, subject name[, protection item]) — of an
+    ``AuditSession`` (no item: the first protection); with ``lookup`` (a cache with entries)
+    each run's chain is followed through the cache. Runs shared by several protections (the
+    clean runs, the matched controls, the null baseline) are counted once."""
     work, seen = Work(), set[tuple[Any, ...]]()
     generation = session.tier.generation
     images = len(generation.prompts) * generation.images_per_prompt
-    for scenario, subject_name in cases:
-        if "objective" in scenario.requires and objective_missing(session.protection):
+    for scenario, subject_name, *item in cases:
+        kind = session.subject_kind(subject_name)
+        audited = session.audited(item[0] if item else None, kind)
+        if "objective" in scenario.requires and objective_missing(audited.protection):
             continue  # skipped by the case, as run/case.py does
-        plan = session.plan(scenario)
+        plan = session.plan(scenario, audited.spec, kind)
         # the subject's images key the cache; without lookups (and the paper tier's native
         # resolution, which needs the model) they are not loaded
         subject = session.subject(subject_name) if lookup else None
@@ -196,7 +200,8 @@ def count_work(session: Any, cases: list[tuple[Any, str]], lookup: bool) -> Work
             if (subject_name, run.identity) in seen:
                 continue
             seen.add((subject_name, run.identity))
-            chain = _chain_images(session, plan, run, (subject_name, subject), work, seen)
+            chain = _chain_images(session, audited, plan, run, (subject_name, subject), work,
+                                  seen)
             _count_run(session, run, chain, work, seen, lookup, images)
         for seed in plan.seeds:
             key = ("untrained", plan.standard_exploit.name, seed)
@@ -213,8 +218,8 @@ def _lookup(cache: Any, stage: str, key: str) -> torch.Tensor | None:
     return None if hit is None else hit[0]["images"]
 
 
-def _chain_images(session: Any, plan: Any, run: Any, subject: tuple[str, Any], work: Work,
-                  seen: set) -> torch.Tensor | None:
+def _chain_images(session: Any, audited: Any, plan: Any, run: Any, subject: tuple[str, Any],
+                  work: Work, seen: set) -> torch.Tensor | None:
     """The run's training images when every step of its chain is cached, else None; ``subject``
     is (name, Subject or None: no lookups). A craft of the audited protection is counted once
     per subject and seed, as pending or cached."""
@@ -227,17 +232,17 @@ def _chain_images(session: Any, plan: Any, run: Any, subject: tuple[str, Any], w
     current = to_uint8(loaded.images) if loaded is not None else None
     for step in run.chain:
         if step.kind == "protection":
-            audited = step.spec == plan.protection
-            protection = (session.protection if audited
+            is_audited = step.spec == plan.protection
+            protection = (audited.protection if is_audited
                           else RandomNoise(float(step.spec.params["epsilon"])))
-            code = session.protection_code if audited else code_fingerprint(protection)
+            code = audited.code if is_audited else code_fingerprint(protection)
             if current is not None and code.sha256:
                 key = session.stages.protect_key(protection, step, loaded, session.tier, code)
                 current = _lookup(session.cache, "protect", key)
             else:
                 current = None
-            if audited and (name, "craft", step.seed) not in seen:
-                seen.add((name, "craft", step.seed))
+            if is_audited and (name, audited.spec, "craft", step.seed) not in seen:
+                seen.add((name, audited.spec, "craft", step.seed))
                 if current is None:
                     work.crafts.append(int(protection.params(session.tier).get("steps") or 0))
                 else:
@@ -308,17 +313,22 @@ def _time_crafts(session: Any, subject: Any) -> tuple[float, float, str | None]:
     from audit.parts.protections.build import build_protection
 
     options = session.options
+    spec = options.protections[0]  # several protections: the first is timed (the note says so)
 
     def craft(tier: Any) -> float:
-        protection = build_protection(options.protection, tier, options.epsilon)[0]
+        protection = build_protection(spec, tier, options.epsilon)[0]
         ctx = ProtectionContext(session.model if protection.uses_model else None,
                                 session.device, 0, tier, session.progress, subject)
         return timed(session.device, lambda: protection.protect(subject.images.clone(), ctx))
 
-    if "steps" not in session.protection.params(session.tier) or ":" in options.protection:
-        return craft(session.tier), 0.0, "protection: one whole craft timed (no 'steps' to scale)"
-    measured = [(n, craft(_override(options, options.protection, "steps", n))) for n in SIZES]
-    return (*fit_line(*measured), None)
+    several = (f"protection: {spec}'s crafts timed; the crafts of "
+               f"{', '.join(options.protections[1:])} are priced at its per-iteration time"
+               if len(options.protections) > 1 else None)
+    if "steps" not in session.protection.params(session.tier) or ":" in spec:
+        note = "protection: one whole craft timed (no 'steps' to scale)"
+        return craft(session.tier), 0.0, f"{note}; {several}" if several else note
+    measured = [(n, craft(_override(options, spec, "steps", n))) for n in SIZES]
+    return (*fit_line(*measured), several)
 
 
 def _time_finetune(session: Any, subject: Any, spec: Any) -> tuple[float, float]:
@@ -376,7 +386,7 @@ def calibrate(session: Any, exploits: list[Any], subject_name: str) -> Calibrati
                        (note,) if note else ())
 
 
-def estimate(session: Any, cases: list[tuple[Any, str]], *, run_calibration: bool = True,
+def estimate(session: Any, cases: list[tuple[Any, ...]], *, run_calibration: bool = True,
              gpus: int = 1) -> tuple[Work, Calibration | None, list[str]]:
     """The work ``cases`` still need, its calibration (cached; measured when absent and
     ``run_calibration``) and the lines that say both."""
@@ -400,8 +410,8 @@ def estimate(session: Any, cases: list[tuple[Any, str]], *, run_calibration: boo
     if cal is not None and not names <= set(cal.finetune_per_step):
         cal = None  # an exploit the cached calibration has not timed
     if cal is None and run_calibration and cases:
-        specs = {run.exploit.name: run.exploit for scenario, _ in cases
-                 for run in session.plan(scenario).runs}
+        specs = {run.exploit.name: run.exploit for scenario, _, *item in cases
+                 for run in session.plan(scenario, item[0] if item else None).runs}
         try:
             cal = calibrate(session, list(specs.values()), cases[0][1])
             save_calibration(path, cal, ident)
