@@ -207,6 +207,36 @@ def test_noise_floor_control_adds_exactly_one_run(name: str) -> None:
     assert "noise_floor r0" in p.table() and "level_jitter(levels=1)" in p.table()
 
 
+@pytest.mark.parametrize("name", ["jpeg-q75", "latent-diffpure", "gau-sr", "zero-sigma",
+                                  "no-attack"])
+def test_the_purified_control_is_the_clean_images_through_the_same_attack(name: str) -> None:
+    """controls.purified: each attacked run gets a control whose chain is its attack without the
+    protection (the same transforms, parameters and seeds) and whose exploit is its own; a
+    scenario without an attack gets none, and the other runs keep their identities (their cache
+    keys) unchanged."""
+    base = plan(name, "pid", 3)
+    p = plan(name, "pid", 3, 0, "smoke", "controls.purified=true")
+    assert {r.identity for r in base.runs} <= {r.identity for r in p.runs}
+    for v, variant in enumerate(p.variants):
+        if not variant.attack and not variant.changes_exploit:
+            continue
+        for attacked, control in zip(p.runs_for("attacked", v), p.runs_for("control", v),
+                                     strict=True):
+            assert control.chain == attacked.chain[1:]  # the attack, minus the protection
+            assert control.exploit == attacked.exploit and control.seed == attacked.seed
+    controls = [r for r in p.runs if r.role == "control"]
+    if not any(v.attack for v in p.variants):
+        assert controls == [r for r in base.runs if r.role == "control"]
+    else:
+        assert len(controls) == 3 * len(p.variants)
+        assert "matched control" in p.table()
+    # the control does not depend on the protection: two protections share it (one fine-tune)
+    other = plan_case(scenario(name), protection_info("random", get_tier("smoke")),
+                      get_tier("smoke", parse_overrides(["controls.purified=true"])), 0)
+    assert ([r.identity for r in other.runs if r.role == "control"]
+            == [r.identity for r in controls])
+
+
 @pytest.mark.parametrize("tier", sorted(TIERS))
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_plan_table_prints_with_the_tiers_settings(name: str, tier: str) -> None:

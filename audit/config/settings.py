@@ -109,6 +109,10 @@ class ControlSettings(Params):
 
     matched: bool = Field(True, description="exploit the clean images under a scenario's changed "
                                             "exploit")
+    purified: bool = Field(False, description="also exploit the clean images under a scenario's "
+                                              "attack (its purifier or transform chain, the same "
+                                              "seeds): what the attack alone does to the clean "
+                                              "outcome, beside retained protection")
     noise_floor: bool = Field(False, description="also exploit the clean images ±1/255 (replicate "
                                                  "1 only)")
     null_baseline: bool = Field(False, description="also exploit the images under uniform noise of "

@@ -56,7 +56,8 @@ def metric_coverage(name: str, entry: dict[str, Any]) -> list[str]:
 
 
 def control_shift(verdict: MetricVerdict, variant_label: str) -> list[str]:
-    """The scenario's changed exploit alone moves the clean outcome by more than half the effect."""
+    """The scenario alone — its changed exploit, or its attack on the clean images
+    (``controls.purified``) — moves the clean outcome by more than half the effect."""
     control = verdict.control
     if control is None or verdict.effect.value <= 0:
         return []
@@ -65,11 +66,12 @@ def control_shift(verdict: MetricVerdict, variant_label: str) -> list[str]:
         return []
     where = f" (variant '{variant_label}')" if variant_label else ""
     return [
-        f"matched control{where}: the scenario's exploit alone moves the clean outcome of "
+        f"matched control{where}: the scenario alone (its exploit, or its attack on the clean "
+        f"images) moves the clean outcome of "
         f"{verdict.metric} by {shift:+.4f}, more than half the protective effect "
         f"({verdict.effect.value:+.4f}); retained protection then mixes the scenario's effect on "
-        "the exploit with its effect on the protection — the protective effect under the "
-        f"scenario's own exploit is {control.effect_under_scenario.value:+.4f} "
+        "the exploit with its effect on the protection — the protective effect measured from the "
+        f"control is {control.effect_under_scenario.value:+.4f} "
         f"[{control.effect_under_scenario.ci_low:+.4f}, "
         f"{control.effect_under_scenario.ci_high:+.4f}]"
     ]

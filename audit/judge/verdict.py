@@ -34,7 +34,9 @@ recorded beside the protection's (PID Table 1, PhotoGuard); shown, not a conditi
 Matched control (a scenario that changes the exploit): m_c′ is the changed exploit on the
 clean images. Retained protection against the standard m_c stays the verdict (the exploiter's
 view, PID Table 6); the protective effect under the scenario's own exploit, d·(m_a − m_c′), and
-the control's shift m_c′ − m_c are reported beside it.
+the control's shift m_c′ − m_c are reported beside it. With ``controls.purified`` every attack
+gets one: m_c′ is the clean images through the same attack (a purifier's own damage to the
+subject), and d·(m_a − m_c′) is what the protection adds to it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ replicate's own seed for every random stage:
     protected    subject → protection                 standard
     attacked[v]  subject → protection → attack_v      the scenario's (variant v)
     control[v]   subject                              variant v's, where it is not the standard one
+                 (controls.purified: subject → attack_v, the same seeds, for every attack)
     noise_floor  subject → level_jitter ±1/255        standard (replicate 0 only; tier controls)
     null_baseline subject → random noise of ε          standard (controls.null_baseline)
 
@@ -197,7 +198,8 @@ class CasePlan:
             *_origin_lines(self.standard_origin, "    "),
         ]
         for i, v in enumerate(self.variants):
-            control = " · matched control" if v.changes_exploit else ""
+            control = " · matched control" if v.changes_exploit or any(
+                r.role == "control" and r.variant == i for r in self.runs) else ""
             attack = " → ".join(s.label() for s in v.attack) or "no attack"
             lines.append(f"  variant {i} '{v.label}': {attack}; exploit "
                          f"{self.exploit_label(v.exploit)}{control}")
@@ -338,8 +340,11 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
             chain = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None)
                           for a in variant.attack)
             runs.append(Run("attacked", v, r, (crafted, *chain), variant.exploit, s))
-            if variant.changes_exploit:
-                runs.append(Run("control", v, r, (), variant.exploit, s))
+            # The purified control: the clean images through the same attack (a purifier's own
+            # damage to the subject is not protection the attack left).
+            control_chain = chain if tier.controls.purified else ()
+            if variant.changes_exploit or control_chain:
+                runs.append(Run("control", v, r, control_chain, variant.exploit, s))
             if adaptation is not None:
                 runs.append(Run("non_adaptive_attacked", v, r, (protect, *chain), variant.exploit,
                                 s))
