@@ -22,6 +22,7 @@ from audit.run.estimate import (
     cost_seconds,
     count_work,
     device_name,
+    estimate,
     fit_line,
     save_calibration,
     summary_lines,
@@ -122,3 +123,15 @@ def test_several_protections_count_each_ones_runs_and_share_the_clean_ones(tmp_p
     assert len(alone.finetunes) == 2 * k and len(alone.crafts) == k  # clean + protected
     assert len(together.finetunes) == 3 * k  # + random's protected runs; clean shared
     assert len(together.crafts) == 2 * k  # pid's and random's
+
+
+def test_a_catalogue_with_editing_exploits_calibrates_only_the_fine_tunes(tmp_path: Path) -> None:
+    """An editing exploit (img2img) trains nothing: the calibration times the fine-tuning
+    exploits only (timing an edit as a fine-tune raised, and the estimate had no price)."""
+    session = AuditSession(AuditOptions(protection="pid", results_dir=tmp_path), Progress(None))
+    cases = [(load_scenario(CATALOGUE_DIR / f"{name}.yaml"), "astronaut")
+             for name in ("edit-no-attack", "no-attack")]
+    work, cal, lines = estimate(session, cases)
+    assert cal is not None and set(cal.finetune_per_step) == {"dreambooth"}, lines
+    assert any("-hours on" in line for line in lines), lines
+    assert len(work.finetunes) == 2 * session.tier.replicates  # clean + protected; edits are not

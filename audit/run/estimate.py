@@ -410,8 +410,12 @@ def estimate(session: Any, cases: list[tuple[Any, ...]], *, run_calibration: boo
     if cal is not None and not names <= set(cal.finetune_per_step):
         cal = None  # an exploit the cached calibration has not timed
     if cal is None and run_calibration and cases:
+        from audit.parts.exploits import trains
+
+        # the fine-tuning exploits are timed; an edit is priced as generation (no training)
         specs = {run.exploit.name: run.exploit for scenario, _, *item in cases
-                 for run in session.plan(scenario, item[0] if item else None).runs}
+                 for run in session.plan(scenario, item[0] if item else None).runs
+                 if trains(run.exploit.name)}
         try:
             cal = calibrate(session, list(specs.values()), cases[0][1])
             save_calibration(path, cal, ident)
