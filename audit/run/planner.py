@@ -307,6 +307,17 @@ def editing_exploit(scenario: Scenario) -> Step | None:
     return edits[0]
 
 
+def _control(variant: VariantPlan, v: int, r: int, chain: tuple[ChainStep, ...], seed: int,
+             purified: bool) -> list[Run]:
+    """Variant v's matched control in replicate r: its changed exploit on the clean images, and
+    with ``controls.purified`` the clean images through the same attack (a purifier's own damage
+    to the subject is not protection the attack left); none where neither applies."""
+    control_chain = chain if purified else ()
+    if variant.changes_exploit or control_chain:
+        return [Run("control", v, r, control_chain, variant.exploit, seed)]
+    return []
+
+
 def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: int,
               default_exploit: str | None = None, kind: SubjectKind = PERSON) -> CasePlan:
     """Every run the case needs, with its role, replicate, image chain and exploit.
@@ -340,11 +351,7 @@ def plan_case(scenario: Scenario, protection: ProtectionInfo, tier: Tier, seed: 
             chain = tuple(ChainStep("transform", a, s if TRANSFORMS.get(a.name).random else None)
                           for a in variant.attack)
             runs.append(Run("attacked", v, r, (crafted, *chain), variant.exploit, s))
-            # The purified control: the clean images through the same attack (a purifier's own
-            # damage to the subject is not protection the attack left).
-            control_chain = chain if tier.controls.purified else ()
-            if variant.changes_exploit or control_chain:
-                runs.append(Run("control", v, r, control_chain, variant.exploit, s))
+            runs.extend(_control(variant, v, r, chain, s, tier.controls.purified))
             if adaptation is not None:
                 runs.append(Run("non_adaptive_attacked", v, r, (protect, *chain), variant.exploit,
                                 s))
