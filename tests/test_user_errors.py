@@ -69,8 +69,10 @@ def write_module(folder: Path, name: str, text: str) -> None:
 
 
 def fake_subject(value: float = 0.5) -> SimpleNamespace:
+    from audit.data.kinds import PERSON
+
     return SimpleNamespace(name="s", images=torch.full((2, 3, 8, 8), value),
-                           content_hash=f"flat-{value}")
+                           content_hash=f"flat-{value}", kind=PERSON)
 
 
 def refused(**options) -> str:
