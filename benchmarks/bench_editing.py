@@ -2,7 +2,8 @@
 
     ./dev python benchmarks/bench_editing.py [--seeds 0 1 2] [--scenario edit-no-attack] [--out FILE]
 
-For every seed, runs the smoke-tier audit of one editing scenario (img2img, PhotoGuard §5) for
+For every seed, runs the smoke-tier audit of one editing scenario (img2img by default;
+``--scenario edit-inpainting`` inpaints with tiny's companion ``tiny-inpainting``; PhotoGuard §5) for
 ``photoguard-encoder`` (the paper's setting: ε 16/255, 200 PGD steps) and for ``random`` at the
 same ε (``--epsilon 16/255``), both into one results folder, so the clean edits and the
 null-baseline runs are computed once and shared through the cache. Each run has the tier's
@@ -81,7 +82,7 @@ def gray_reference(case: dict, results: Path) -> dict:
 
     from audit.data.images import from_uint8
     from audit.diffusion import load_model
-    from audit.diffusion.editing import EditConfig, edit
+    from audit.diffusion.editing import EditConfig, edit, load_inpainting_unet
     from audit.parts.metrics.edits import EditSSIM
     from audit.run.cache import Cache
     from audit.run.progress import Progress
@@ -96,10 +97,13 @@ def gray_reference(case: dict, results: Path) -> dict:
         assert hit is not None, "the clean edits are cached by the audit"
         clean_edits = from_uint8(hit[0]["generations"])
         p = run["finetune"]
+        mode = p.get("mode", "img2img")
         cfg = EditConfig(tuple(p["prompts"]), p["strength"], p["steps"], p["guidance_scale"],
-                         p["negative_prompt"], p["eta"], run["seed"])
+                         p["negative_prompt"], p["eta"], run["seed"], mode)
         n = len(clean_edits) // len(cfg.prompts)
-        gray = edit(model, torch.full((n, 3, 64, 64), 0.5), cfg, 64, Progress())
+        unet = (load_inpainting_unet(model, p.get("inpainting_model"), False).unet
+                if mode == "inpainting" else None)  # the audit's own inpainting UNet
+        gray = edit(model, torch.full((n, 3, 64, 64), 0.5), cfg, 64, Progress(), unet)
         values = EditSSIM().compute(gray, clean_edits).values
         out.append(sum(values) / len(values))
     return {"m_gray_per_replicate": [round(v, 5) for v in out]}

@@ -400,6 +400,7 @@ def _case_view(
         "subject": _dump(case.subject),
         "model": _dump(case.model) or {},
         "transfer_model": _dump(case.transfer_model),
+        "inpainting_unet": _inpainting_unet(case),
         "device": case.device,
         "seed": case.seed,
         "verdict_metric": case.deciding_metric,
@@ -524,3 +525,11 @@ def _run_view(sourced: SourcedRun) -> dict[str, Any]:
         "tier_json": pretty(tier_settings),
         "options_json": pretty(run.options),
     }
+
+
+def _inpainting_unet(case: CaseRecord) -> dict[str, Any] | None:
+    """The inpainting UNet an inpainting case edited with, where it is not the model's own."""
+    for run in (case.exploits or {}).values():
+        if "inpainting_unet" in run.info:
+            return dict(run.info["inpainting_unet"])
+    return None

@@ -8,10 +8,9 @@ import torch
 
 from audit.config.scenario import CATALOGUE_DIR, load_scenario
 from audit.config.tiers import get_tier, parse_exploit
-from audit.diffusion.editing import EditConfig, edit, face_mask
+from audit.diffusion.editing import EditConfig, edit
 from audit.judge.case import CaseJudge
 from audit.parts import PROTECTIONS
-from audit.parts.exploits.editing import Img2ImgParams, InpaintingParams
 from audit.parts.metrics.edits import EditSSIM
 from audit.parts.registry import InvalidParams, PartSpec
 from audit.run.planner import ProtectionInfo, plan_case
@@ -38,15 +37,6 @@ def _seeded_per_slot(tiny, x: torch.Tensor) -> None:
     # ... and so does the input: the edit starts from the image (SDEdit), not from noise alone
     moved = edit(tiny, x.flip(-1), CFG, 64, Progress())
     assert min(EditSSIM().compute(moved, first).values) < 0.99
-
-
-def test_inpainting_says_what_it_needs_on_a_model_without_an_inpainting_unet(tiny) -> None:
-    why = InpaintingParams().unavailable(tiny)
-    assert why is not None and why.startswith("unavailable") and "9 input channels" in why
-    assert "--model" in why
-    assert Img2ImgParams().unavailable(tiny) is None
-    mask = face_mask(2, 64)
-    assert mask.shape == (2, 1, 64, 64) and mask[0, 0, 32, 32] == 0 and mask[0, 0, 0, 0] == 1
 
 
 @pytest.mark.parametrize("name", EDIT_SCENARIOS)

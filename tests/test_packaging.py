@@ -62,14 +62,16 @@ def test_build_has_no_backend_warnings(wheel: tuple[Path, str]) -> None:
 def test_wheel_ships_weights_template_and_scenarios(wheel: tuple[Path, str]) -> None:
     built, _ = wheel
     names = set(zipfile.ZipFile(built).namelist())
-    tiny = "audit/models/weights/tiny"
-    sums = (ROOT / tiny / "SHA256SUMS").read_text().split("\n")
-    weight_files = {f"{tiny}/{line.split(maxsplit=1)[1].lstrip('*')}" for line in sums
-                    if line.strip()}
-    expected = {f"{tiny}/SHA256SUMS", f"{tiny}/MODEL_CARD.md", "reports/templates/report.html.j2",
-                "scenarios/README.md"}
-    expected |= weight_files | {f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.yaml")}
-    assert len(weight_files) >= 3 and not expected - names, sorted(expected - names)
+    expected = {"reports/templates/report.html.j2", "scenarios/README.md"}
+    for tiny in ("audit/models/weights/tiny", "audit/models/weights/tiny_2",
+                 "audit/models/weights/tiny_inpainting"):
+        sums = (ROOT / tiny / "SHA256SUMS").read_text().split("\n")
+        weight_files = {f"{tiny}/{line.split(maxsplit=1)[1].lstrip('*')}" for line in sums
+                        if line.strip()}
+        assert len(weight_files) >= 2
+        expected |= weight_files | {f"{tiny}/SHA256SUMS", f"{tiny}/MODEL_CARD.md"}
+    expected |= {f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.yaml")}
+    assert not expected - names, sorted(expected - names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")
                 or n.startswith(("tests/", "training/"))]
     assert "audit/plugin.py" in names and any(n.endswith("entry_points.txt") for n in names)
@@ -89,6 +91,7 @@ assert Path(audit.__file__).resolve().is_relative_to(target), audit.__file__
 from audit.diffusion.tiny import tiny_weights_path, verify_weights
 assert tiny_weights_path().resolve().is_relative_to(target)
 verify_weights(tiny_weights_path())
+verify_weights(tiny_weights_path("tiny-inpainting"))
 from audit.config.scenario import catalogue_files
 files = catalogue_files()
 assert len(files) >= 4 and all(f.resolve().is_relative_to(target) for f in files), files

@@ -91,17 +91,81 @@ def img2img_pipeline(model: LatentDiffusionModel, unet: torch.nn.Module,
     return pipe
 
 
-def inpainting_unavailable(model: LatentDiffusionModel) -> str | None:
-    """Why ``model`` cannot inpaint as PhotoGuard does, or None when it can."""
-    channels = int(model.unet.config.in_channels)
-    if channels == INPAINT_CHANNELS:
+# The built-in models' inpainting companions: an inpainting UNet trained from the model's own
+# UNet that shares its VAE and text encoder, as SD's inpainting model shares SD 1.5's
+# (``training/train_inpainting.py``; model card ``audit/models/weights/tiny_inpainting``).
+COMPANIONS = {"tiny": "tiny-inpainting"}
+
+
+@dataclass(frozen=True)
+class InpaintingUNet:
+    """The exploiter's inpainting UNet and where it came from (its fingerprint keys the edits)."""
+
+    unet: Any
+    model_id: str
+    fingerprint: str
+    source: str
+
+
+def inpainting_spec(model: LatentDiffusionModel, requested: str | None) -> str | None:
+    """Which inpainting UNet edits on ``model``: ``requested`` (the exploit's ``inpainting_model``),
+    else the model's own UNet when it takes the inpainting inputs (None), else its companion."""
+    if requested is not None:
+        return requested
+    if int(model.unet.config.in_channels) == INPAINT_CHANNELS:
+        return None
+    return COMPANIONS.get(model.model_id)
+
+
+def inpainting_unavailable(model: LatentDiffusionModel,
+                           requested: str | None = None) -> str | None:
+    """Why ``model`` cannot inpaint as PhotoGuard does, or None when it can (a requested UNet that
+    cannot be loaded says why when it is loaded)."""
+    if requested is not None or inpainting_spec(model, None) is not None:
+        return None
+    if int(model.unet.config.in_channels) == INPAINT_CHANNELS:
         return None
     return (f"unavailable: inpainting needs an inpainting UNet ({INPAINT_CHANNELS} input channels: "
             f"latents, mask and masked-image latents, as PhotoGuard's Stable Diffusion inpainting "
-            f"model); model {model.model_id}'s UNet takes {channels}. Provide one with --model (a "
-            "diffusers folder or hub id of an inpainting model, e.g. "
-            "runwayml/stable-diffusion-inpainting with --allow-download) or run the img2img "
+            f"model); model {model.model_id}'s UNet takes "
+            f"{int(model.unet.config.in_channels)}. Name one in the scenario "
+            "(`inpainting: {inpainting_model: runwayml/stable-diffusion-inpainting}`, a hub id "
+            "with --allow-download or a local diffusers folder; its VAE and text encoder must be "
+            "the audited model's), pass an inpainting model as --model, or run the img2img "
             "scenarios (edit-*.yaml)")
+
+
+def load_inpainting_unet(model: LatentDiffusionModel, requested: str | None,
+                         allow_download: bool) -> InpaintingUNet:
+    """The inpainting UNet of ``inpainting_spec``, checked against ``model``'s VAE and text
+    encoder (only the UNet is loaded: the pipeline takes the rest from the audited model)."""
+    spec = inpainting_spec(model, requested)
+    if spec is None:
+        if int(model.unet.config.in_channels) != INPAINT_CHANNELS:
+            raise ModelError(inpainting_unavailable(model) or "")
+        return InpaintingUNet(model.unet, model.model_id, model.fingerprint, model.source)
+    from audit.diffusion.loading import load_unet
+
+    device = next(model.unet.parameters()).device
+    unet, fingerprint, source = load_unet(spec, device, allow_download=allow_download)
+    config = unet.config
+    problems = []
+    if int(config.in_channels) != INPAINT_CHANNELS:
+        problems.append(f"its UNet takes {config.in_channels} input channels, not "
+                        f"{INPAINT_CHANNELS}")
+    width = int(model.text_encoder.config.hidden_size)
+    if int(config.cross_attention_dim) != width:
+        problems.append(f"its cross-attention width {config.cross_attention_dim} is not the "
+                        f"audited text encoder's {width}")
+    if int(config.sample_size) * model.vae_scale_factor != model.resolution:
+        problems.append(f"it samples {int(config.sample_size) * model.vae_scale_factor} px, "
+                        f"the audited model {model.resolution} px")
+    if problems:
+        raise ModelError(f"inpainting_model={spec}: not an inpainting UNet for model "
+                         f"{model.model_id}: {'; '.join(problems)}. Name the inpainting model "
+                         "of the audited model's family (SD 1.x: "
+                         "runwayml/stable-diffusion-inpainting).")
+    return InpaintingUNet(unet, spec, fingerprint, source)
 
 
 def inpainting_pipeline(model: LatentDiffusionModel, unet: torch.nn.Module,
@@ -109,9 +173,10 @@ def inpainting_pipeline(model: LatentDiffusionModel, unet: torch.nn.Module,
     """Inpainting over the loaded components; refuses a UNet without the inpainting inputs."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    why = inpainting_unavailable(model)
-    if why is not None:
-        raise ModelError(why)
+    channels = int(unet.config.in_channels)  # type: ignore[union-attr,arg-type]
+    if channels != INPAINT_CHANNELS:
+        raise ModelError(inpainting_unavailable(model) or f"the inpainting UNet takes {channels} "
+                         f"input channels, not {INPAINT_CHANNELS}")
     pipe = StableDiffusionInpaintPipeline(**_components(model, unet, text_encoder))
     pipe.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
     return pipe
@@ -125,9 +190,10 @@ def slot_generators(config: EditConfig, n_images: int, prompt_index: int) -> lis
 
 @torch.no_grad()
 def edit(model: LatentDiffusionModel, images: torch.Tensor, config: EditConfig, resolution: int,
-         progress: Progress) -> torch.Tensor:
-    """Every image edited with every prompt: (len(prompts)·N, 3, R, R) in [0, 1], prompt-major."""
-    unet, text_encoder = model.unet, model.text_encoder
+         progress: Progress, unet: torch.nn.Module | None = None) -> torch.Tensor:
+    """Every image edited with every prompt: (len(prompts)·N, 3, R, R) in [0, 1], prompt-major.
+    ``unet``: the inpainting UNet (``load_inpainting_unet``); default the model's own."""
+    unet, text_encoder = unet if unet is not None else model.unet, model.text_encoder
     pipe: Any = (img2img_pipeline if config.mode == "img2img"
                  else inpainting_pipeline)(model, unet, text_encoder)
     device = next(unet.parameters()).device

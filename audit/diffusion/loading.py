@@ -188,7 +188,8 @@ def _load_folder(folder: Path, model_id: str, revision: str
     )
 
 
-def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model") -> Path:
+def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model",
+                  fix: str | None = None) -> Path:
     from huggingface_hub import constants, snapshot_download
 
     try:
@@ -209,8 +210,8 @@ def _hub_snapshot(model_id: str, allow_download: bool, flag: str = "--model") ->
             "and downloads are off. Fetch it once on a machine with network (`huggingface-cli "
             f"download {model_id}`) and copy the cache, pass a local diffusers folder, pass "
             "--allow-download, "
-            + ("or use --model=tiny." if flag == "--model" else "or leave --transfer-model out on "
-                    "a built-in --model.")
+            + (fix or ("or use --model=tiny." if flag == "--model" else "or leave "
+                       "--transfer-model out on a built-in --model."))
         ) from None
 
 
@@ -241,3 +242,44 @@ def load_model(spec: str, device: str | torch.device = "cpu", *, allow_download:
     revision = snapshot.name if len(snapshot.name) == 40 else None
     return _load_folder(snapshot, spec, revision, f"Hugging Face cache: {spec}@{revision}").to(
         device)
+
+
+def load_unet(spec: str, device: torch.device, *,
+              allow_download: bool = False) -> tuple[Any, str, str]:
+    """(UNet, fingerprint, source) of an editing exploit's own UNet — an embedded inpainting UNet
+    (``tiny-inpainting``), a diffusers folder's ``unet/`` or a hub id's — in eval mode, frozen.
+    Only the UNet is read: the pipeline takes the VAE and text encoder from the audited model."""
+    from diffusers import UNet2DConditionModel
+
+    from audit.diffusion.tiny import INPAINTING_UNETS, tiny_weights_path, verify_weights
+
+    flag = f"inpainting_model={spec}"
+    if spec in INPAINTING_UNETS:
+        folder = tiny_weights_path(spec)
+        if not folder.is_dir():
+            raise ModelError(f"{flag}: its weights ({folder}) are not installed; rebuild them with "
+                             f"`python training/train_inpainting.py --out {folder}`.")
+        fingerprint = verify_weights(folder, "train_inpainting.py")
+        source = (f"built-in {spec} UNet (trained from {INPAINTING_UNETS[spec]}'s; "
+                  f"training/train_inpainting.py; model card {folder / 'MODEL_CARD.md'})")
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            folder, source = path.resolve(), f"local diffusers folder {path.resolve()}"
+        else:
+            folder = _hub_snapshot(spec, allow_download, "inpainting_model", fix="or leave inpainting_model out "
+                                   "on a built-in --model (tiny inpaints with tiny-inpainting).")
+            source = f"Hugging Face cache: {spec}@{folder.name}"
+        if not (folder / "unet").is_dir():
+            raise ModelError(f"{flag}: {folder} has no unet/ folder; name a diffusers folder or "
+                             "hub id of an inpainting model.")
+        fingerprint = folder_fingerprint(folder / "unet")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet",
+                                                    torch_dtype=torch.float32,
+                                                    local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{flag}: {folder}/unet could not be loaded: {exc}") from None
+    unet.eval()
+    unet.requires_grad_(False)
+    return unet.to(device), fingerprint, source

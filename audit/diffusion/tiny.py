@@ -145,6 +145,12 @@ WEIGHT_FILES = (
 )
 
 
+# Embedded inpainting UNets (``training/train_inpainting.py``): name → the embedded model whose
+# UNet it was trained from and whose VAE and text encoder it uses. Only ``unet/`` ships.
+INPAINTING_UNETS = {"tiny-inpainting": "tiny"}
+UNET_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors")
+
+
 def tiny_weights_path(variant: str = "tiny") -> Path:
     """Where trained tiny weights ship, if they do (a diffusers-layout folder; ``tiny-2`` in
     ``weights/tiny_2``, a name setuptools can package)."""
@@ -155,10 +161,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_checksums(folder: Path) -> str:
+def write_checksums(folder: Path, files: tuple[str, ...] = WEIGHT_FILES) -> str:
     """Write ``SHA256SUMS`` (``sha256sum -c`` format) for the weight files; returns the weights
     hash."""
-    lines = [f"{_sha256(folder / name)}  {name}\n" for name in WEIGHT_FILES]
+    lines = [f"{_sha256(folder / name)}  {name}\n" for name in files]
     (folder / CHECKSUMS).write_text("".join(lines), encoding="ascii")
     return weights_hash(folder)
 
@@ -168,14 +174,14 @@ def weights_hash(folder: Path) -> str:
     return _sha256(folder / CHECKSUMS)
 
 
-def verify_weights(folder: Path) -> str:
+def verify_weights(folder: Path, trainer: str = "train_tiny.py") -> str:
     """Check every weight file against ``SHA256SUMS``; return the weights hash or say what is
-    wrong."""
+    wrong (``trainer``: the script under ``training/`` that rebuilds them)."""
     from audit.errors import ModelError
 
     fix = (
         f"restore them (git checkout -- {folder}) or rebuild them with `python "
-        f"training/train_tiny.py --out {folder}` (see MODEL_CARD.md there)"
+        f"training/{trainer} --out {folder}` (see MODEL_CARD.md there)"
     )
     sums = folder / CHECKSUMS
     if not sums.is_file():

@@ -115,6 +115,7 @@ class _StagesBase:
         # Protections whose code has no fingerprint: kept for this session only, never cached.
         self._uncached: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
         self._purifiers: dict[str, Any] = {}  # purifiers' models other than the audited one
+        self._editors: dict[str, Any] = {}  # editing exploits' inpainting UNets
 
     @property
     def model(self) -> Any:
@@ -132,6 +133,31 @@ class _StagesBase:
                              "--transfer-model (a Hugging Face id or a local diffusers folder; on "
                              "the built-in models tiny ↔ tiny-2)")
         return self._transfer()
+
+
+    def editing_unet(self, params: Any) -> Any:
+        """An inpainting exploit's UNet (``audit/diffusion/editing.py``: ``InpaintingUNet``; on
+        ``tiny`` its companion ``tiny-inpainting``), loaded once per session; None for img2img."""
+        if getattr(params, "mode", None) != "inpainting":
+            return None
+        from audit.diffusion.editing import load_inpainting_unet
+        from audit.parts.metrics.weights import downloads_allowed
+
+        model = self.model_for(params)
+        key = f"{model.fingerprint}|{params.inpainting_model}"
+        if key not in self._editors:
+            self._editors[key] = load_inpainting_unet(model, params.inpainting_model,
+                                                      downloads_allowed())
+        return self._editors[key]
+
+    def edit_fingerprint(self, params: Any) -> str:
+        """What an editing exploit's edits depend on of the weights: the model's fingerprint and,
+        for inpainting with a UNet of its own, that UNet's."""
+        fingerprint = self.model_for(params).fingerprint
+        unet = self.editing_unet(params)
+        if unet is None or unet.fingerprint == fingerprint:
+            return str(fingerprint)
+        return f"{fingerprint}+{unet.fingerprint}"
 
 
 class _BaseModelStages(_StagesBase):
@@ -369,7 +395,8 @@ class Stages(_PurifierStages):
         if not params.trains:  # type: ignore[attr-defined]
             return "", stage_key(self.cache, "generate", part=part.identity(),
                                  params=run.exploit.params,
-                                 inputs={"images": tensor_hash(images_u8)}, model=fingerprint,
+                                 inputs={"images": tensor_hash(images_u8)},
+                                 model=self.edit_fingerprint(params),
                                  seed=run.seed, resolution=resolution, cpu_threads=CPU_THREADS)
         wkey = stage_key(self.cache, "finetune", part=part.identity(), params=run.exploit.params,
                          inputs={"images": tensor_hash(images_u8)}, model=fingerprint,
@@ -450,14 +477,19 @@ class Stages(_PurifierStages):
         params = cast(EditParams, part.validate(run.exploit.params))
         model = self.model_for(params)
         _, gkey = self.exploit_keys(run, images_u8, None)  # type: ignore[arg-type]
-        info = {"trained": "nothing (editing exploit)", "mode": params.mode,
-                "model": {"role": params.model, "id": model.model_id,
-                          "fingerprint": model.fingerprint}}
+        info: dict[str, Any] = {"trained": "nothing (editing exploit)", "mode": params.mode,
+                                "model": {"role": params.model, "id": model.model_id,
+                                          "fingerprint": model.fingerprint}}
+        editor = self.editing_unet(params)
+        if editor is not None:  # the inpainting UNet, where it is not the model's own
+            info["inpainting_unet"] = {"id": editor.model_id, "fingerprint": editor.fingerprint,
+                                       "source": editor.source}
 
         def compute() -> Entry:
             self.progress.note(f"exploit {run.label()}: {params.mode} edits (not cached)")
             edits = part.load()(model, from_uint8(images_u8), params, run.seed,
-                                self._resolution(), self.progress)
+                                self._resolution(), self.progress,
+                                editor.unet if editor is not None else None)
             return {"generations": to_uint8(edits)}, {"prompts": list(params.prompts),
                                                       "finetune_info": info}
 
