@@ -33,20 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "inpainting-unet.json"
 
 
-def untrained_extension(base: torch.nn.Module) -> torch.nn.Module:
-    """tiny's UNet with 9 input channels, the five new ones zero (train_inpainting.py's start)."""
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_config({**dict(base.config), "in_channels": 9})
-    state = base.state_dict()
-    weight = state["conv_in.weight"]
-    wide = torch.zeros(weight.shape[0], 9, *weight.shape[2:])
-    wide[:, :4] = weight
-    state["conv_in.weight"] = wide
-    unet.load_state_dict(state)
-    return unet.eval().requires_grad_(False)
-
-
 def region_scores(edits: torch.Tensor, inputs: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
     """PSNR (dB) over the region ``keep`` (1 = in the region), and SSIM of the region pasted onto
     gray in both images."""
@@ -70,6 +56,7 @@ def main() -> None:
     from audit.data.subjects import load_subject
     from audit.diffusion import load_model
     from audit.diffusion.editing import EditConfig, edit, face_mask, load_inpainting_unet
+    from audit.diffusion.tiny import inpainting_extension
     from audit.parts.exploits.editing import EDIT_PROMPTS
     from audit.run.progress import Progress
 
@@ -84,7 +71,8 @@ def main() -> None:
     keep = 1 - face_mask(len(inputs), 64)
     rows = {}
     for name, unet in (("tiny-inpainting", editor.unet),
-                       ("untrained extension (new channels zero)", untrained_extension(model.unet))):
+                       ("untrained extension (new channels zero)",
+                        inpainting_extension(model.unet))):
         start = time.time()
         edits = edit(model, images, config, 64, Progress(), unet)
         rows[name] = {"kept_face": region_scores(edits, inputs, keep),

@@ -17,7 +17,13 @@ from audit.diffusion.editing import (
     inpainting_unavailable,
     load_inpainting_unet,
 )
-from audit.diffusion.tiny import CHECKSUMS, UNET_FILES, tiny_weights_path, verify_weights
+from audit.diffusion.tiny import (
+    CHECKSUMS,
+    UNET_FILES,
+    inpainting_extension,
+    tiny_weights_path,
+    verify_weights,
+)
 from audit.errors import ModelError
 from audit.parts.exploits.editing import InpaintingParams
 from audit.run.progress import Progress
@@ -85,19 +91,6 @@ def _inside(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b) ** 2 * keep).sum() / keep.sum())
 
 
-def _untrained_extension(base: torch.nn.Module) -> torch.nn.Module:
-    """tiny's UNet with the five inpainting channels at zero: where training began, a UNet that
-    ignores the mask and the masked image."""
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_config({**dict(base.config), "in_channels": 9})
-    state = base.state_dict()
-    wide = torch.zeros(state["conv_in.weight"].shape[0], 9, 3, 3)
-    wide[:, :4] = state["conv_in.weight"]
-    unet.load_state_dict({**state, "conv_in.weight": wide})
-    return unet.eval()
-
-
 def test_the_trained_inpainting_unet_keeps_the_face_of_its_own_input(tiny, images) -> None:
     """Measured mechanism (diffusers does not paste the kept region back for a 9-channel UNet, so
     what survives of the face, the UNet drew): the edit's kept region is far closer to its own
@@ -109,7 +102,7 @@ def test_the_trained_inpainting_unet_keeps_the_face_of_its_own_input(tiny, image
     with single_thread(torch.device("cpu")):
         first = edit(tiny, x, CFG, 64, Progress(), editor.unet)
         again = edit(tiny, x, CFG, 64, Progress(), editor.unet)
-        before = edit(tiny, x, CFG, 64, Progress(), _untrained_extension(tiny.unet))
+        before = edit(tiny, x, CFG, 64, Progress(), inpainting_extension(tiny.unet))
     assert torch.equal(first, again)
     mask = face_mask(2, 64)
     own, other = _inside(mask, first, x), _inside(mask, first, x.flip(0))

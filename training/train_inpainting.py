@@ -52,21 +52,6 @@ TINY = Path(__file__).resolve().parents[1] / "audit" / "models" / "weights" / "t
 INPAINT_CHANNELS = 9
 
 
-def inpainting_unet(base: torch.nn.Module) -> torch.nn.Module:
-    """``base`` with 9 input channels: conv_in's new five input channels zero, the rest copied."""
-    from diffusers import UNet2DConditionModel
-
-    config = {**dict(base.config), "in_channels": INPAINT_CHANNELS}
-    unet = UNet2DConditionModel.from_config(config)
-    state = base.state_dict()
-    weight = state["conv_in.weight"]
-    wide = torch.zeros(weight.shape[0], INPAINT_CHANNELS, *weight.shape[2:], dtype=weight.dtype)
-    wide[:, : weight.shape[1]] = weight
-    state["conv_in.weight"] = wide
-    unet.load_state_dict(state)
-    return unet
-
-
 def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """(n, 1, size, size) binary masks, 1 = regenerate (the kinds in the module docstring)."""
     side = torch.linspace(-1, 1, size)
@@ -157,11 +142,11 @@ def inpainting_check(unet: Any, batches: list[tuple[torch.Tensor, ...]]) -> dict
 def train(args: argparse.Namespace, log: dict[str, Any]) -> Any:
     from diffusers import DDPMScheduler
 
-    from audit.diffusion.tiny import SCHEDULER_CONFIG
+    from audit.diffusion.tiny import SCHEDULER_CONFIG, inpainting_extension
     from audit.diffusion.tokenizer import clip_tokenizer
 
     vae, base, text_encoder = load_tiny()
-    unet = inpainting_unet(base).train()
+    unet = inpainting_extension(base, INPAINT_CHANNELS).train()
     tokenizer, scheduler = clip_tokenizer(), DDPMScheduler(**SCHEDULER_CONFIG)
     images = [source.load() for source in SOURCES]
     sampler = CropSampler(images, args.seed + 30)

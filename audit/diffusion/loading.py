@@ -267,8 +267,9 @@ def load_unet(spec: str, device: torch.device, *,
         if path.is_dir():
             folder, source = path.resolve(), f"local diffusers folder {path.resolve()}"
         else:
-            folder = _hub_snapshot(spec, allow_download, "inpainting_model", fix="or leave inpainting_model out "
-                                   "on a built-in --model (tiny inpaints with tiny-inpainting).")
+            fix = ("or leave inpainting_model out on a built-in --model (tiny inpaints with "
+                   "tiny-inpainting).")
+            folder = _hub_snapshot(spec, allow_download, "inpainting_model", fix=fix)
             source = f"Hugging Face cache: {spec}@{folder.name}"
         if not (folder / "unet").is_dir():
             raise ModelError(f"{flag}: {folder} has no unet/ folder; name a diffusers folder or "

@@ -151,6 +151,22 @@ INPAINTING_UNETS = {"tiny-inpainting": "tiny"}
 UNET_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors")
 
 
+def inpainting_extension(base: Any, channels: int = 9) -> Any:
+    """``base`` (a ``UNet2DConditionModel``) with ``channels`` input channels, the new ones zero:
+    how SD's inpainting model began (its model card: "5 additional input channels ... zero-
+    initialized after restoring the non-inpainting checkpoint"). It predicts exactly as ``base``
+    until trained (``training/train_inpainting.py``)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config({**dict(base.config), "in_channels": channels})
+    state = base.state_dict()
+    weight = state["conv_in.weight"]
+    wide = torch.zeros(weight.shape[0], channels, *weight.shape[2:], dtype=weight.dtype)
+    wide[:, : weight.shape[1]] = weight
+    unet.load_state_dict({**state, "conv_in.weight": wide})
+    return unet.eval()
+
+
 def tiny_weights_path(variant: str = "tiny") -> Path:
     """Where trained tiny weights ship, if they do (a diffusers-layout folder; ``tiny-2`` in
     ``weights/tiny_2``, a name setuptools can package)."""
