@@ -150,6 +150,19 @@ class _StagesBase:
                                                       downloads_allowed())
         return self._editors[key]
 
+    def edit_info(self, params: Any) -> dict[str, Any]:
+        """What an editing run records of its weights: the model and, for inpainting with a UNet
+        of its own, that UNet (id, hash, source)."""
+        model = self.model_for(params)
+        info: dict[str, Any] = {"trained": "nothing (editing exploit)", "mode": params.mode,
+                                "model": {"role": params.model, "id": model.model_id,
+                                          "fingerprint": model.fingerprint}}
+        editor = self.editing_unet(params)
+        if editor is not None and editor.fingerprint != model.fingerprint:
+            info["inpainting_unet"] = {"id": editor.model_id, "fingerprint": editor.fingerprint,
+                                       "source": editor.source}
+        return info
+
     def edit_fingerprint(self, params: Any) -> str:
         """What an editing exploit's edits depend on of the weights: the model's fingerprint and,
         for inpainting with a UNet of its own, that UNet's."""
@@ -477,13 +490,7 @@ class Stages(_PurifierStages):
         params = cast(EditParams, part.validate(run.exploit.params))
         model = self.model_for(params)
         _, gkey = self.exploit_keys(run, images_u8, None)  # type: ignore[arg-type]
-        info: dict[str, Any] = {"trained": "nothing (editing exploit)", "mode": params.mode,
-                                "model": {"role": params.model, "id": model.model_id,
-                                          "fingerprint": model.fingerprint}}
-        editor = self.editing_unet(params)
-        if editor is not None:  # the inpainting UNet, where it is not the model's own
-            info["inpainting_unet"] = {"id": editor.model_id, "fingerprint": editor.fingerprint,
-                                       "source": editor.source}
+        info, editor = self.edit_info(params), self.editing_unet(params)
 
         def compute() -> Entry:
             self.progress.note(f"exploit {run.label()}: {params.mode} edits (not cached)")
