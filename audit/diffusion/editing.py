@@ -121,14 +121,12 @@ def inpainting_unavailable(model: LatentDiffusionModel,
                            requested: str | None = None) -> str | None:
     """Why ``model`` cannot inpaint as PhotoGuard does, or None when it can (a requested UNet that
     cannot be loaded says why when it is loaded)."""
-    if requested is not None or inpainting_spec(model, None) is not None:
-        return None
-    if int(model.unet.config.in_channels) == INPAINT_CHANNELS:
+    channels = int(model.unet.config.in_channels)
+    if requested is not None or channels == INPAINT_CHANNELS or model.model_id in COMPANIONS:
         return None
     return (f"unavailable: inpainting needs an inpainting UNet ({INPAINT_CHANNELS} input channels: "
             f"latents, mask and masked-image latents, as PhotoGuard's Stable Diffusion inpainting "
-            f"model); model {model.model_id}'s UNet takes "
-            f"{int(model.unet.config.in_channels)}. Name one in the scenario "
+            f"model); model {model.model_id}'s UNet takes {channels}. Name one in the scenario "
             "(`inpainting: {inpainting_model: runwayml/stable-diffusion-inpainting}`, a hub id "
             "with --allow-download or a local diffusers folder; its VAE and text encoder must be "
             "the audited model's), pass an inpainting model as --model, or run the img2img "
