@@ -48,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sources import SOURCES  # noqa: E402
 from train_tiny import CropSampler, cosine_lr, save_half  # noqa: E402
 
-TINY = Path(__file__).resolve().parents[1] / "audit" / "models" / "weights" / "tiny"
-INPAINT_CHANNELS = 9
+from audit.diffusion.editing import INPAINT_CHANNELS  # noqa: E402
+from audit.diffusion.tiny import tiny_weights_path  # noqa: E402
+
+TINY = tiny_weights_path("tiny")
 
 
 def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:

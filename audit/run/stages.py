@@ -134,7 +134,6 @@ class _StagesBase:
                              "the built-in models tiny ↔ tiny-2)")
         return self._transfer()
 
-
     def editing_unet(self, params: Any) -> Any:
         """An inpainting exploit's UNet (``audit/diffusion/editing.py``: ``InpaintingUNet``; on
         ``tiny`` its companion ``tiny-inpainting``), loaded once per session; None for img2img."""
@@ -157,8 +156,8 @@ class _StagesBase:
         info: dict[str, Any] = {"trained": "nothing (editing exploit)", "mode": params.mode,
                                 "model": {"role": params.model, "id": model.model_id,
                                           "fingerprint": model.fingerprint}}
-        editor = self.editing_unet(params)
-        if editor is not None and editor.fingerprint != model.fingerprint:
+        editor = self._other_editor(params)
+        if editor is not None:
             info["inpainting_unet"] = {"id": editor.model_id, "fingerprint": editor.fingerprint,
                                        "source": editor.source}
         return info
@@ -166,11 +165,16 @@ class _StagesBase:
     def edit_fingerprint(self, params: Any) -> str:
         """What an editing exploit's edits depend on of the weights: the model's fingerprint and,
         for inpainting with a UNet of its own, that UNet's."""
-        fingerprint = self.model_for(params).fingerprint
-        unet = self.editing_unet(params)
-        if unet is None or unet.fingerprint == fingerprint:
-            return str(fingerprint)
-        return f"{fingerprint}+{unet.fingerprint}"
+        fingerprint = str(self.model_for(params).fingerprint)
+        editor = self._other_editor(params)
+        return fingerprint if editor is None else f"{fingerprint}+{editor.fingerprint}"
+
+    def _other_editor(self, params: Any) -> Any:
+        """The inpainting UNet where it is not the audited model's own, else None."""
+        editor = self.editing_unet(params)
+        if editor is None or editor.fingerprint == self.model_for(params).fingerprint:
+            return None
+        return editor
 
 
 class _BaseModelStages(_StagesBase):
